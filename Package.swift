@@ -1,0 +1,46 @@
+// swift-tools-version:5.10
+// Eosin: conversational pathology on an ordinary CPU.
+// Layering follows DESIGN.md: C shims -> Tensor -> Weights -> Models; Tokenizer (Foundation only);
+// Slide (image/slide C shims only); CLI on top.
+import PackageDescription
+
+let package = Package(
+  name: "Eosin",
+  platforms: [.macOS(.v13)],
+  products: [
+    .executable(name: "eosin", targets: ["eosin"])
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+  ],
+  targets: [
+    // System-library shims: a module map and a header each.
+    .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+    .systemLibrary(name: "COpenSlide", pkgConfig: "openslide", providers: [.apt(["libopenslide-dev"])]),
+    .systemLibrary(name: "CReadline", pkgConfig: "readline", providers: [.apt(["libreadline-dev"])]),
+    .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+    // libjpeg reports errors by longjmp and libtiff's setters are variadic; neither can be called
+    // safely from Swift, so these two shims carry a few lines of C each.
+    .target(name: "CJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
+    .target(
+      name: "CTIFF",
+      linkerSettings: [.linkedLibrary("tiff")]),
+
+    .target(name: "EosinTensor", dependencies: ["CBLAS"]),
+    .target(name: "EosinWeights", dependencies: ["EosinTensor"]),
+    .target(name: "EosinTokenizer"),
+    .target(name: "EosinModels", dependencies: ["EosinTensor", "EosinWeights"]),
+    .target(name: "EosinSlide", dependencies: ["COpenSlide", "CJPEG", "CPNG", "CTIFF"]),
+    .executableTarget(
+      name: "eosin",
+      dependencies: [
+        "EosinSlide", "EosinTensor", "EosinWeights", "EosinModels", "EosinTokenizer", "CReadline",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]),
+
+    .target(name: "TestSupport", dependencies: ["EosinSlide", "CTIFF"], path: "Tests/TestSupport"),
+    .testTarget(name: "EosinSlideTests", dependencies: ["EosinSlide", "TestSupport"]),
+
+    .testTarget(name: "CLITests", dependencies: ["TestSupport", "eosin"]),
+  ]
+)

@@ -1,0 +1,6 @@
+#ifndef EOSIN_CREADLINE_SHIM_H
+#define EOSIN_CREADLINE_SHIM_H
+#include <stdio.h>
+#include <readline/readline.h>
+#include <readline/history.h>
+#endif

@@ -1,0 +1,46 @@
+import ArgumentParser
+import EosinSlide
+import EosinWeights
+import Foundation
+
+/// The root command. Errors from Eosin's modules print as one line, `eosin: error: MESSAGE`,
+/// and exit with status 2; argument-parser errors keep their own usage text and status.
+@main
+struct Eosin: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "eosin",
+    abstract: "Conversational pathology on an ordinary CPU: open slides, classify tiles, draft reports.",
+    version: "0.1.0",
+    subcommands: [Info.self, Thumbnail.self, Tiles.self, Sample.self, Bench.self])
+
+  static func main() {
+    do {
+      var command = try parseAsRoot()
+      try command.run()
+    } catch let e as LocalizedError where !(e is CleanExit) && isEosinError(e) {
+      FileHandle.standardError.write(Data("eosin: error: \(e.localizedDescription)\n".utf8))
+      Foundation.exit(2)
+    } catch {
+      exit(withError: error)
+    }
+  }
+
+  static func isEosinError(_ e: Error) -> Bool {
+    e is SlideError || e is CLIError
+  }
+}
+
+/// Errors that the command-line layer itself raises.
+struct CLIError: LocalizedError {
+  var message: String
+  init(_ m: String) { message = m }
+  var errorDescription: String? { message }
+}
+
+/// Writes a line to standard error.
+func warn(_ s: String) {
+  FileHandle.standardError.write(Data((s + "\n").utf8))
+}
+
+/// Whether a file descriptor is a terminal.
+func isTerminal(_ fd: Int32) -> Bool { isatty(fd) != 0 }
