@@ -40,7 +40,9 @@ let package = Package(
 
     .target(name: "TestSupport", dependencies: ["EosinSlide", "CTIFF"], path: "Tests/TestSupport"),
     .testTarget(name: "EosinSlideTests", dependencies: ["EosinSlide", "TestSupport"]),
-
+    .testTarget(name: "EosinTensorTests", dependencies: ["EosinTensor"]),
+    .testTarget(name: "EosinWeightsTests", dependencies: ["EosinWeights", "TestSupport"]),
+    .testTarget(name: "EosinModelsTests", dependencies: ["EosinModels", "TestSupport"], exclude: ["Fixtures"]),
     .testTarget(name: "CLITests", dependencies: ["TestSupport", "eosin"]),
   ]
 )

@@ -1,0 +1,196 @@
+import EosinTensor
+import EosinWeights
+import Foundation
+
+/// A linear layer: weight (OC,C) in PyTorch's `nn.Linear` layout, optional bias (OC).
+public struct Linear: Sendable {
+  public var weight: Tensor
+  public var bias: Tensor?
+  public var inFeatures: Int { weight.shape[1] }
+  public var outFeatures: Int { weight.shape[0] }
+
+  public init(weight: Tensor, bias: Tensor?) {
+    precondition(weight.shape.count == 2)
+    self.weight = weight
+    self.bias = bias
+  }
+
+  /// inp (N,C) -> out (N,OC).
+  public func forward(_ inp: [Float], _ N: Int) -> [Float] {
+    var out = [Float](repeating: 0, count: N * outFeatures)
+    forward(into: &out, inp, N)
+    return out
+  }
+
+  /// inp (N,C) -> out (N,OC), writing into a caller-owned buffer of at least N*OC.
+  public func forward(into out: inout [Float], _ inp: UnsafePointer<Float>, _ N: Int) {
+    out.withUnsafeMutableBufferPointer { o in
+      weight.data.withUnsafeBufferPointer { w in
+        if let b = bias {
+          b.data.withUnsafeBufferPointer { bb in
+            matmulForward(o.baseAddress!, inp, w.baseAddress!, bb.baseAddress!, N, inFeatures, outFeatures)
+          }
+        } else {
+          matmulForward(o.baseAddress!, inp, w.baseAddress!, nil, N, inFeatures, outFeatures)
+        }
+      }
+    }
+  }
+
+  public func forward(into out: inout [Float], _ inp: [Float], _ N: Int) {
+    inp.withUnsafeBufferPointer { forward(into: &out, $0.baseAddress!, N) }
+  }
+
+  /// Loads `prefix.weight` (OC,C) and, when `bias`, `prefix.bias` (OC).
+  static func load(_ t: inout TensorTable, _ prefix: String, _ C: Int, _ OC: Int, bias: Bool = true) throws -> Linear {
+    Linear(weight: try t.take(prefix + ".weight", [OC, C]), bias: bias ? try t.take(prefix + ".bias", [OC]) : nil)
+  }
+}
+
+/// LayerNorm over the last axis with weight and bias (C).
+public struct LayerNorm: Sendable {
+  public var weight: Tensor
+  public var bias: Tensor
+  public var eps: Float
+
+  /// inp (N,C) -> out (N,C).
+  public func forward(_ inp: [Float], _ N: Int) -> [Float] {
+    let C = weight.count
+    var out = [Float](repeating: 0, count: N * C)
+    out.withUnsafeMutableBufferPointer { o in
+      inp.withUnsafeBufferPointer { i in
+        weight.data.withUnsafeBufferPointer { w in
+          bias.data.withUnsafeBufferPointer { b in
+            layernormForward(o.baseAddress!, nil, nil, i.baseAddress!, w.baseAddress!, b.baseAddress!, N, C, eps: eps)
+          }
+        }
+      }
+    }
+    return out
+  }
+
+  static func load(_ t: inout TensorTable, _ prefix: String, _ C: Int, eps: Float) throws -> LayerNorm {
+    LayerNorm(weight: try t.take(prefix + ".weight", [C]), bias: try t.take(prefix + ".bias", [C]), eps: eps)
+  }
+}
+
+/// Per-layer key/value cache for incremental decoding: k and v (maxT, C) per layer.
+public struct KVCache: Sendable {
+  public var k: [[Float]]
+  public var v: [[Float]]
+  /// Tokens cached so far.
+  public var length = 0
+  public let capacity: Int
+  let C: Int
+
+  /// Allocates `layers * 2 * capacity * C` floats.
+  public init(layers: Int, capacity: Int, channels: Int) {
+    k = Array(repeating: [Float](repeating: 0, count: capacity * channels), count: layers)
+    v = k
+    self.capacity = capacity
+    C = channels
+  }
+
+  /// Forgets every cached token; keeps the memory.
+  public mutating func reset() { length = 0 }
+}
+
+/// A pre-LayerNorm transformer block, shared by the CLIP towers and GPT-2:
+/// `x = x + proj(attn(ln1(x)))`, `x = x + fc2(act(fc1(ln2(x))))`.
+/// Q, K and V are fused into one (3C, C) projection at load, in ``TransformerBlock/init``'s
+/// callers; this is the one place the checkpoint layout changes.
+public struct TransformerBlock: Sendable {
+  public var ln1: LayerNorm
+  public var qkv: Linear
+  public var proj: Linear
+  public var ln2: LayerNorm
+  public var fc1: Linear
+  public var fc2: Linear
+  public var act: Activation
+  public var heads: Int
+
+  var C: Int { proj.outFeatures }
+
+  /// x (B,T,C) updated in place. Full (or causal) self-attention, no cache.
+  public func forward(_ x: inout [Float], B: Int, T: Int, causal: Bool) {
+    let N = B * T
+    let h = ln1.forward(x, N)
+    let q = qkv.forward(h, N)
+    var a = [Float](repeating: 0, count: N * C)
+    var att = [Float](repeating: 0, count: B * heads * T * T)
+    a.withUnsafeMutableBufferPointer { ap in
+      att.withUnsafeMutableBufferPointer { atp in
+        q.withUnsafeBufferPointer { qp in
+          attentionForward(ap.baseAddress!, atp.baseAddress!, qp.baseAddress!, B, T, C, heads, causal: causal)
+        }
+      }
+    }
+    mlpAndResidual(&x, attended: a, N)
+  }
+
+  /// x (T,C) for new tokens at positions cache.length..., attending to the cache and
+  /// themselves (causal). Appends this layer's keys and values to `cache` slot `layer`.
+  public func forwardCached(_ x: inout [Float], T: Int, cache: inout KVCache, layer: Int) {
+    let h = ln1.forward(x, T)
+    let q = qkv.forward(h, T)
+    let pos0 = cache.length
+    precondition(pos0 + T <= cache.capacity, "KV cache full")
+    // Append k, v.
+    for t in 0..<T {
+      for i in 0..<C {
+        cache.k[layer][(pos0 + t) * C + i] = q[t * 3 * C + C + i]
+        cache.v[layer][(pos0 + t) * C + i] = q[t * 3 * C + 2 * C + i]
+      }
+    }
+    var a = [Float](repeating: 0, count: T * C)
+    let L = pos0 + T
+    let HS = C / heads
+    let scale = 1 / Float(HS).squareRoot()
+    var w = [Float](repeating: 0, count: L)
+    q.withUnsafeBufferPointer { qp in
+      cache.k[layer].withUnsafeBufferPointer { kp in
+        cache.v[layer].withUnsafeBufferPointer { vp in
+          a.withUnsafeMutableBufferPointer { ap in
+            w.withUnsafeMutableBufferPointer { wp in
+              for t in 0..<T {
+                let n = pos0 + t + 1
+                for hh in 0..<heads {
+                  // scores (n) = K (n,HS; stride C) . q (HS)
+                  cachedAttentionHead(
+                    ap.baseAddress! + t * C + hh * HS, wp.baseAddress!, qp.baseAddress! + t * 3 * C + hh * HS,
+                    kp.baseAddress! + hh * HS, vp.baseAddress! + hh * HS, n, HS, C, scale)
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+    mlpAndResidual(&x, attended: a, T)
+  }
+
+  private func mlpAndResidual(_ x: inout [Float], attended a: [Float], _ N: Int) {
+    let o = proj.forward(a, N)
+    x.withUnsafeMutableBufferPointer { xp in
+      o.withUnsafeBufferPointer { residualForward(xp.baseAddress!, $0.baseAddress!, N * C) }
+    }
+    let h2 = ln2.forward(x, N)
+    var f = fc1.forward(h2, N)
+    f.withUnsafeMutableBufferPointer { activationForward($0.baseAddress!, $0.baseAddress!, $0.count, act) }
+    let o2 = fc2.forward(f, N)
+    x.withUnsafeMutableBufferPointer { xp in
+      o2.withUnsafeBufferPointer { residualForward(xp.baseAddress!, $0.baseAddress!, N * C) }
+    }
+  }
+}
+
+/// One head of one query against n cached keys. q (HS), K/V (n,HS) with row stride `ldkv`.
+/// Uses sgemv for the scores and the weighted sum.
+func cachedAttentionHead(
+  _ out: UnsafeMutablePointer<Float>, _ w: UnsafeMutablePointer<Float>, _ q: UnsafePointer<Float>,
+  _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>, _ n: Int, _ HS: Int, _ ldkv: Int, _ scale: Float
+) {
+  gemvRowMajor(w, k, q, n, HS, ldkv, scale, transpose: false)
+  softmaxForward(w, w, 1, n)
+  gemvRowMajor(out, v, w, n, HS, ldkv, 1, transpose: true)
+}

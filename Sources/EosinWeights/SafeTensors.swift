@@ -1,0 +1,221 @@
+import EosinTensor
+import Foundation
+
+/// Errors from reading or writing checkpoints. Each names the file and, where there is one, the
+/// tensor, with what was expected and what was found.
+public enum WeightsError: LocalizedError, Equatable {
+  case io(file: String, message: String)
+  case format(file: String, message: String)
+  case tensor(file: String, tensor: String, message: String)
+
+  public var errorDescription: String? {
+    switch self {
+    case .io(let f, let m): return "\(f): \(m)"
+    case .format(let f, let m): return "\(f): not a valid safetensors file: \(m)"
+    case .tensor(let f, let t, let m): return "\(f): tensor '\(t)': \(m)"
+    }
+  }
+}
+
+/// Element types a safetensors file may hold.
+public enum DType: String, Sendable {
+  case f32 = "F32", f16 = "F16", bf16 = "BF16", f64 = "F64", i64 = "I64", i32 = "I32", i16 = "I16", i8 = "I8", u8 = "U8", bool =
+    "BOOL"
+
+  public var size: Int {
+    switch self {
+    case .f64, .i64: return 8
+    case .f32, .i32: return 4
+    case .f16, .bf16, .i16: return 2
+    case .i8, .u8, .bool: return 1
+    }
+  }
+}
+
+/// One tensor's entry in a safetensors header.
+public struct TensorInfo: Sendable {
+  public var name: String
+  public var dtype: DType
+  public var shape: [Int]
+  /// Byte range within the data section.
+  public var begin: Int
+  public var end: Int
+}
+
+/// A safetensors file, memory-mapped and validated strictly at open.
+///
+/// Validation: header length within the file; the header is a JSON object; every tensor has a
+/// known dtype, a non-negative shape, and data offsets inside the data section whose length is
+/// exactly `numel * dtype size`; no two tensors overlap. Nothing is read outside the file.
+/// Thread-safe for reading after init.
+public final class SafeTensorsFile: @unchecked Sendable {
+  public let path: String
+  public let tensors: [String: TensorInfo]
+  /// The `__metadata__` string map, if any.
+  public let metadata: [String: String]
+  private let base: UnsafeMutableRawPointer
+  private let length: Int
+  private let dataStart: Int
+
+  /// Opens and validates a file.
+  /// - Throws: ``WeightsError`` naming the file and, for a bad entry, the tensor.
+  public init(path: String) throws {
+    self.path = path
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else {
+      throw WeightsError.io(
+        file: path, message: errno == ENOENT ? "no such file" : "cannot open (\(String(cString: strerror(errno))))")
+    }
+    defer { close(fd) }
+    var st = stat()
+    fstat(fd, &st)
+    if (st.st_mode & S_IFMT) == S_IFDIR { throw WeightsError.io(file: path, message: "is a directory") }
+    let size = Int(st.st_size)
+    guard size >= 8 else {
+      throw WeightsError.format(file: path, message: "file is \(size) bytes, shorter than the 8-byte header length")
+    }
+    guard let m = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), m != MAP_FAILED else {
+      throw WeightsError.io(file: path, message: "cannot map file")
+    }
+    base = m
+    length = size
+    do {
+      let n = Int(m.loadUnaligned(as: UInt64.self).littleEndian & 0x7FFF_FFFF_FFFF_FFFF)
+      guard n <= size - 8 else {
+        throw WeightsError.format(file: path, message: "header length \(n) is beyond the file size \(size)")
+      }
+      dataStart = 8 + n
+      let header = Data(bytes: m + 8, count: n)
+      let obj: Any
+      do { obj = try JSONSerialization.jsonObject(with: header) } catch {
+        throw WeightsError.format(file: path, message: "header is not valid JSON")
+      }
+      guard let dict = obj as? [String: Any] else {
+        throw WeightsError.format(file: path, message: "header is not a JSON object")
+      }
+      var ts: [String: TensorInfo] = [:]
+      var meta: [String: String] = [:]
+      let dataLen = size - dataStart
+      for (name, v) in dict {
+        if name == "__metadata__" {
+          meta = (v as? [String: String]) ?? [:]
+          continue
+        }
+        guard let e = v as? [String: Any] else {
+          throw WeightsError.tensor(file: path, tensor: name, message: "entry is not an object")
+        }
+        guard let ds = e["dtype"] as? String, let dt = DType(rawValue: ds) else {
+          throw WeightsError.tensor(
+            file: path, tensor: name, message: "unknown dtype \(e["dtype"].map { "\($0)" } ?? "(missing)")")
+        }
+        guard let shp = e["shape"] as? [Int], shp.allSatisfy({ $0 >= 0 }) else {
+          throw WeightsError.tensor(file: path, tensor: name, message: "shape is missing or negative")
+        }
+        guard let off = e["data_offsets"] as? [Int], off.count == 2 else {
+          throw WeightsError.tensor(file: path, tensor: name, message: "data_offsets must be [begin, end]")
+        }
+        guard off[0] >= 0, off[0] <= off[1], off[1] <= dataLen else {
+          throw WeightsError.tensor(
+            file: path, tensor: name, message: "data offsets \(off) are outside the data section (\(dataLen) bytes)")
+        }
+        var numel = 1
+        for d in shp {
+          let (r, o) = numel.multipliedReportingOverflow(by: d)
+          if o { throw WeightsError.tensor(file: path, tensor: name, message: "shape \(shp) overflows") }
+          numel = r
+        }
+        guard off[1] - off[0] == numel * dt.size else {
+          throw WeightsError.tensor(
+            file: path, tensor: name,
+            message: "byte size \(off[1] - off[0]) does not match shape \(shp) of \(dt.rawValue) (\(numel * dt.size) bytes)")
+        }
+        ts[name] = TensorInfo(name: name, dtype: dt, shape: shp, begin: off[0], end: off[1])
+      }
+      let sorted = ts.values.filter { $0.end > $0.begin }.sorted { $0.begin < $1.begin }
+      for i in 1..<max(sorted.count, 1) where sorted[i].begin < sorted[i - 1].end {
+        throw WeightsError.tensor(file: path, tensor: sorted[i].name, message: "data overlaps tensor '\(sorted[i - 1].name)'")
+      }
+      tensors = ts
+      metadata = meta
+    } catch {
+      munmap(m, size)
+      throw error
+    }
+  }
+
+  deinit { munmap(base, length) }
+
+  /// Raw bytes of a tensor, zero-copy, valid while this object lives.
+  public func bytes(_ name: String) throws -> UnsafeRawBufferPointer {
+    guard let t = tensors[name] else { throw WeightsError.tensor(file: path, tensor: name, message: "missing") }
+    return UnsafeRawBufferPointer(start: base + dataStart + t.begin, count: t.end - t.begin)
+  }
+
+  /// A tensor converted to Float32 (F32 copied; F16, BF16 and F64 converted; integer types cast).
+  /// - Parameter shape: when given, the tensor's shape must equal it.
+  public func tensor(_ name: String, shape: [Int]? = nil) throws -> Tensor {
+    guard let t = tensors[name] else { throw WeightsError.tensor(file: path, tensor: name, message: "missing") }
+    if let s = shape, s != t.shape {
+      throw WeightsError.tensor(file: path, tensor: name, message: "expected shape \(s), found \(t.shape)")
+    }
+    let raw = try bytes(name)
+    let n = t.shape.reduce(1, *)
+    var out = [Float](repeating: 0, count: n)
+    out.withUnsafeMutableBufferPointer { o in
+      switch t.dtype {
+      case .f32: for i in 0..<n { o[i] = raw.loadUnaligned(fromByteOffset: 4 * i, as: Float.self) }
+      case .f64: for i in 0..<n { o[i] = Float(raw.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)) }
+      case .f16: for i in 0..<n { o[i] = halfToFloat(raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
+      case .bf16:
+        for i in 0..<n { o[i] = Float(bitPattern: UInt32(raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16) }
+      case .i64: for i in 0..<n { o[i] = Float(raw.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)) }
+      case .i32: for i in 0..<n { o[i] = Float(raw.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)) }
+      case .i16: for i in 0..<n { o[i] = Float(raw.loadUnaligned(fromByteOffset: 2 * i, as: Int16.self)) }
+      case .i8: for i in 0..<n { o[i] = Float(raw.load(fromByteOffset: i, as: Int8.self)) }
+      case .u8, .bool: for i in 0..<n { o[i] = Float(raw.load(fromByteOffset: i, as: UInt8.self)) }
+      }
+    }
+    return Tensor(shape: t.shape, data: out)
+  }
+}
+
+/// IEEE half to single, including subnormals, infinities and NaN.
+@inline(__always)
+public func halfToFloat(_ h: UInt16) -> Float {
+  let s = UInt32(h >> 15) << 31
+  let e = Int((h >> 10) & 0x1F)
+  let m = UInt32(h & 0x3FF)
+  if e == 0 {
+    if m == 0 { return Float(bitPattern: s) }
+    let v = Float(m) * Float(sign: .plus, exponent: -24, significand: 1)
+    return s != 0 ? -v : v
+  }
+  if e == 31 { return Float(bitPattern: s | 0x7F80_0000 | (m << 13)) }
+  return Float(bitPattern: s | UInt32(e - 15 + 127) << 23 | (m << 13))
+}
+
+/// Writes safetensors files (F32 only), with tensors in name order and an optional metadata map.
+public enum SafeTensorsWriter {
+  /// Writes atomically: the file appears complete or not at all.
+  public static func write(_ tensors: [String: Tensor], metadata: [String: String] = [:], to path: String) throws {
+    let names = tensors.keys.sorted()
+    var header: [String: Any] = [:]
+    if !metadata.isEmpty { header["__metadata__"] = metadata }
+    var off = 0
+    for n in names {
+      let t = tensors[n]!
+      header[n] = ["dtype": "F32", "shape": t.shape, "data_offsets": [off, off + 4 * t.count]]
+      off += 4 * t.count
+    }
+    var h = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+    while (h.count + 8) % 8 != 0 { h.append(0x20) }  // pad with spaces to 8-byte alignment
+    var out = Data(capacity: 8 + h.count + off)
+    var n = UInt64(h.count).littleEndian
+    withUnsafeBytes(of: &n) { out.append(contentsOf: $0) }
+    out.append(h)
+    for name in names { tensors[name]!.data.withUnsafeBytes { out.append(contentsOf: $0) } }
+    do { try out.write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
+      throw WeightsError.io(file: path, message: "cannot write: \(error.localizedDescription)")
+    }
+  }
+}

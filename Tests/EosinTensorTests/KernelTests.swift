@@ -1,0 +1,111 @@
+import EosinTensor
+import XCTest
+
+/// Each fast kernel against its naive twin on random shapes. Tolerances are stated per test.
+final class KernelTests: XCTestCase {
+  struct RNG {
+    var s: UInt64
+    mutating func next() -> Float {
+      s = s &* 6364136223846793005 &+ 1442695040888963407
+      return Float(Int64(bitPattern: s >> 11) % 2_000_000) / 1_000_000 - 1
+    }
+    mutating func array(_ n: Int) -> [Float] { (0..<n).map { _ in next() } }
+  }
+
+  func maxDiff(_ a: [Float], _ b: [Float]) -> Float { zip(a, b).map { abs($0 - $1) }.max() ?? 0 }
+
+  /// Guards sgemm/sgemv wiring (transpose flags, leading dimensions, bias): within 1e-4.
+  func testMatmulMatchesNaive() {
+    var r = RNG(s: 1)
+    for (N, C, OC) in [(1, 17, 9), (5, 32, 48), (37, 64, 20)] {
+      let x = r.array(N * C), w = r.array(OC * C), b = r.array(OC)
+      var fast = [Float](repeating: 0, count: N * OC), slow = fast
+      fast.withUnsafeMutableBufferPointer { matmulForward($0.baseAddress!, x, w, b, N, C, OC) }
+      slow.withUnsafeMutableBufferPointer { matmulForwardNaive($0.baseAddress!, x, w, b, N, C, OC) }
+      XCTAssertLessThan(maxDiff(fast, slow), 1e-4, "\(N)x\(C)x\(OC)")
+      fast.withUnsafeMutableBufferPointer { matmulForward($0.baseAddress!, x, w, nil, N, C, OC) }
+      slow.withUnsafeMutableBufferPointer { matmulForwardNaive($0.baseAddress!, x, w, nil, N, C, OC) }
+      XCTAssertLessThan(maxDiff(fast, slow), 1e-4)
+    }
+  }
+
+  /// Guards the BLAS attention (per-head sgemm, causal mask) against one-query-at-a-time loops.
+  func testAttentionMatchesNaive() {
+    var r = RNG(s: 2)
+    for causal in [false, true] {
+      let (B, T, C, NH) = (2, 7, 16, 4)
+      let qkv = r.array(B * T * 3 * C)
+      var fast = [Float](repeating: 0, count: B * T * C), slow = fast
+      var att = [Float](repeating: 0, count: B * NH * T * T)
+      fast.withUnsafeMutableBufferPointer { f in
+        att.withUnsafeMutableBufferPointer { a in
+          attentionForward(f.baseAddress!, a.baseAddress!, qkv, B, T, C, NH, causal: causal)
+        }
+      }
+      slow.withUnsafeMutableBufferPointer { attentionForwardNaive($0.baseAddress!, qkv, B, T, C, NH, causal: causal) }
+      XCTAssertLessThan(maxDiff(fast, slow), 1e-5)
+      // Every attention row sums to one and, when causal, has no weight on the future.
+      for row in 0..<(B * NH * T) {
+        let s = att[(row * T)..<((row + 1) * T)].reduce(0, +)
+        XCTAssertEqual(s, 1, accuracy: 1e-5)
+        if causal { for j in (row % T + 1)..<T { XCTAssertEqual(att[row * T + j], 0) } }
+      }
+    }
+  }
+
+  /// Guards LayerNorm (and its saved mean/rstd) against a Double reference: within 1e-5.
+  func testLayerNormMatchesNaive() {
+    var r = RNG(s: 3)
+    let (N, C) = (6, 33)
+    let x = r.array(N * C).map { $0 * 3 + 0.5 }, w = r.array(C), b = r.array(C)
+    var fast = [Float](repeating: 0, count: N * C), slow = fast
+    var mean = [Float](repeating: 0, count: N), rstd = mean
+    fast.withUnsafeMutableBufferPointer { layernormForward($0.baseAddress!, &mean, &rstd, x, w, b, N, C) }
+    slow.withUnsafeMutableBufferPointer { layernormForwardNaive($0.baseAddress!, x, w, b, N, C) }
+    XCTAssertLessThan(maxDiff(fast, slow), 1e-5)
+    XCTAssertEqual(mean[0], x[0..<C].reduce(0, +) / Float(C), accuracy: 1e-5)
+  }
+
+  /// Guards the three GELU variants and softmax against their defining formulas in Double.
+  func testActivationsAndSoftmax() {
+    var r = RNG(s: 4)
+    let x = r.array(200).map { $0 * 6 }
+    for act in [Activation.gelu, .geluTanh, .quickGelu] {
+      var f = [Float](repeating: 0, count: x.count), s = f
+      f.withUnsafeMutableBufferPointer { activationForward($0.baseAddress!, x, x.count, act) }
+      s.withUnsafeMutableBufferPointer { activationForwardNaive($0.baseAddress!, x, x.count, act) }
+      XCTAssertLessThan(maxDiff(f, s), 2e-6, act.rawValue)
+    }
+    var f = [Float](repeating: 0, count: x.count), s = f
+    f.withUnsafeMutableBufferPointer { softmaxForward($0.baseAddress!, x, 4, 50) }
+    s.withUnsafeMutableBufferPointer { softmaxForwardNaive($0.baseAddress!, x, 4, 50) }
+    XCTAssertLessThan(maxDiff(f, s), 1e-6)
+    XCTAssertEqual(Activation(configName: "gelu_pytorch_tanh"), .geluTanh)
+    XCTAssertNil(Activation(configName: "relu6"))
+  }
+
+  /// Guards embedding lookup with position offset, L2 normalise and residual add.
+  func testEmbeddingL2AndResidual() {
+    let wte: [Float] = [0, 0, 1, 1, 2, 2], wpe: [Float] = [10, 20, 30, 40, 50, 60]
+    var out = [Float](repeating: 0, count: 4)
+    out.withUnsafeMutableBufferPointer { embeddingForward($0.baseAddress!, [2, 1], wte, wpe, 1, 2, 2, pos0: 1) }
+    XCTAssertEqual(out, [32, 42, 51, 61])
+    var v: [Float] = [3, 4, 0, 0]
+    v.withUnsafeMutableBufferPointer { l2normForward($0.baseAddress!, nil, $0.baseAddress!, 2, 2) }
+    XCTAssertEqual(v, [0.6, 0.8, 0, 0])
+    var a: [Float] = [1, 2]
+    a.withUnsafeMutableBufferPointer { residualForward($0.baseAddress!, [3, 4], 2) }
+    XCTAssertEqual(a, [4, 6])
+  }
+
+  /// Guards parallelFor: every index runs exactly once and BLAS threads are restored.
+  func testParallelForRunsEachIndexOnce() {
+    let before = Threads.blasThreads
+    let counts = UnsafeMutableBufferPointer<Int>.allocate(capacity: 100)
+    counts.initialize(repeating: 0)
+    defer { counts.deallocate() }
+    parallelFor(100) { i in counts[i] += 1 }
+    XCTAssertTrue(counts.allSatisfy { $0 == 1 })
+    XCTAssertEqual(Threads.blasThreads, before)
+  }
+}
