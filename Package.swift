@@ -4,6 +4,11 @@
 // Slide (image/slide C shims only); CLI on top.
 import PackageDescription
 
+// The engine's hand-written SIMD kernels (decode GEMV, resampling) need the build machine's
+// vector width; without this, Swift targets generic x86-64 (SSE2). Eosin builds from source on
+// the machine that runs it, so native is the right target.
+let native: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "native"])]
+
 let package = Package(
   name: "Eosin",
   platforms: [.macOS(.v13)],
@@ -26,11 +31,11 @@ let package = Package(
       name: "CTIFF",
       linkerSettings: [.linkedLibrary("tiff")]),
 
-    .target(name: "EosinTensor", dependencies: ["CBLAS"]),
+    .target(name: "EosinTensor", dependencies: ["CBLAS"], swiftSettings: native),
     .target(name: "EosinWeights", dependencies: ["EosinTensor"]),
     .target(name: "EosinTokenizer"),
-    .target(name: "EosinModels", dependencies: ["EosinTensor", "EosinWeights"]),
-    .target(name: "EosinSlide", dependencies: ["COpenSlide", "CJPEG", "CPNG", "CTIFF"]),
+    .target(name: "EosinModels", dependencies: ["EosinTensor", "EosinWeights"], swiftSettings: native),
+    .target(name: "EosinSlide", dependencies: ["COpenSlide", "CJPEG", "CPNG", "CTIFF"], swiftSettings: native),
     .executableTarget(
       name: "eosin",
       dependencies: [

@@ -26,13 +26,18 @@ public struct CLIPModel: Sendable {
   /// The learned temperature, stored as its log.
   public let logitScale: Float
 
-  /// The tensor-name table: every tensor an HF CLIPModel checkpoint holds, with its shape.
-  /// Loading takes exactly these names; any other tensor (except `position_ids` buffers) is an
-  /// error.
+  /// Loads an HF CLIPModel checkpoint. Takes exactly the names in the table below; any other
+  /// tensor (except `position_ids` buffers) is an error naming it.
   public init(checkpoint: Checkpoint) throws {
-    let cfg = try checkpoint.config(CLIPConfig.self)
-    config = cfg
     var t = TensorTable(checkpoint.weights)
+    try self.init(config: try checkpoint.config(CLIPConfig.self), source: &t)
+    try t.finish(ignoring: ["text_model.embeddings.position_ids", "vision_model.embeddings.position_ids"])
+  }
+
+  /// The tensor-name table: every tensor an HF CLIPModel checkpoint holds, with its shape, taken
+  /// from `source` (a checkpoint, or ``RandomTensors`` for fresh weights).
+  public init<S: TensorSource>(config cfg: CLIPConfig, source t: inout S) throws {
+    config = cfg
     let v = cfg.visionConfig, x = cfg.textConfig
     guard v.hiddenSize % v.numAttentionHeads == 0, x.hiddenSize % x.numAttentionHeads == 0, v.imageSize % v.patchSize == 0 else {
       throw ModelError.config("hidden size must divide by heads and image size by patch size")
@@ -60,11 +65,10 @@ public struct CLIPModel: Sendable {
     finalLayernorm = try LayerNorm.load(&t, "text_model.final_layer_norm", TC, eps: x.layerNormEps)
     textProjection = try Linear.load(&t, "text_projection", TC, cfg.projectionDim, bias: false)
     logitScale = try t.take("logit_scale", []).data[0]
-    try t.finish(ignoring: ["text_model.embeddings.position_ids", "vision_model.embeddings.position_ids"])
   }
 
   /// HF CLIP encoder layer names -> a fused-QKV block. The one place q/k/v are concatenated.
-  static func block(_ t: inout TensorTable, _ p: String, _ C: Int, _ I: Int, _ NH: Int, _ act: String, _ eps: Float) throws
+  static func block<S: TensorSource>(_ t: inout S, _ p: String, _ C: Int, _ I: Int, _ NH: Int, _ act: String, _ eps: Float) throws
     -> TransformerBlock
   {
     let q = try Linear.load(&t, p + ".self_attn.q_proj", C, C)

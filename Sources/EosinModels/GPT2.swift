@@ -21,20 +21,26 @@ public struct GPT2Model: Sendable {
   /// Loads with the strict name table. `lm_head.weight`, when present, must equal the tied
   /// embedding's shape; legacy `attn.bias`/`attn.masked_bias` buffers are accepted and ignored.
   public init(checkpoint: Checkpoint) throws {
-    let cfg = try checkpoint.config(GPT2Config.self)
-    config = cfg
-    let C = cfg.nEmbd, I = cfg.nInner ?? 4 * cfg.nEmbd
-    guard C % cfg.nHead == 0 else { throw ModelError.config("n_embd \(C) must divide by n_head \(cfg.nHead)") }
     var t = TensorTable(checkpoint.weights)
     let file = checkpoint.weights
     let pre = file.tensors["transformer.wte.weight"] == nil && file.tensors["wte.weight"] != nil ? "" : "transformer."
+    try self.init(config: try checkpoint.config(GPT2Config.self), source: &t, prefix: pre)
+    if file.tensors["lm_head.weight"] != nil { _ = try t.take("lm_head.weight", [config.vocabSize, config.nEmbd]) }
+    var ignore: Set<String> = []
+    for l in 0..<config.nLayer { ignore.formUnion(["\(pre)h.\(l).attn.bias", "\(pre)h.\(l).attn.masked_bias"]) }
+    try t.finish(ignoring: ignore)
+  }
+
+  /// The tensor-name table (HF GPT2LMHeadModel), taken from `source`.
+  public init<S: TensorSource>(config cfg: GPT2Config, source t: inout S, prefix pre: String = "transformer.") throws {
+    config = cfg
+    let C = cfg.nEmbd, I = cfg.nInner ?? 4 * cfg.nEmbd
+    guard C % cfg.nHead == 0 else { throw ModelError.config("n_embd \(C) must divide by n_head \(cfg.nHead)") }
     wte = try t.take(pre + "wte.weight", [cfg.vocabSize, C])
     wpe = try t.take(pre + "wpe.weight", [cfg.nPositions, C])
     let act = try activation(cfg.activationFunction)
-    var ignore: Set<String> = []
     blocks = try (0..<cfg.nLayer).map { l in
       let p = "\(pre)h.\(l)"
-      ignore.formUnion([p + ".attn.bias", p + ".attn.masked_bias"])
       return TransformerBlock(
         ln1: try LayerNorm.load(&t, p + ".ln_1", C, eps: cfg.layerNormEpsilon),
         qkv: try GPT2Model.conv1D(&t, p + ".attn.c_attn", C, 3 * C),
@@ -44,12 +50,10 @@ public struct GPT2Model: Sendable {
         fc2: try GPT2Model.conv1D(&t, p + ".mlp.c_proj", I, C), act: act, heads: cfg.nHead)
     }
     lnF = try LayerNorm.load(&t, pre + "ln_f", C, eps: cfg.layerNormEpsilon)
-    if file.tensors["lm_head.weight"] != nil { _ = try t.take("lm_head.weight", [cfg.vocabSize, C]) }
-    try t.finish(ignoring: ignore)
   }
 
   /// HF Conv1D (weight (C,OC), bias (OC)) -> Linear (weight (OC,C)). The one transpose.
-  static func conv1D(_ t: inout TensorTable, _ p: String, _ C: Int, _ OC: Int) throws -> Linear {
+  static func conv1D<S: TensorSource>(_ t: inout S, _ p: String, _ C: Int, _ OC: Int) throws -> Linear {
     let w = try t.take(p + ".weight", [C, OC])
     var tr = [Float](repeating: 0, count: C * OC)
     for i in 0..<C { for o in 0..<OC { tr[o * C + i] = w.data[i * OC + o] } }

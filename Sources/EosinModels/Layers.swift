@@ -42,7 +42,7 @@ public struct Linear: Sendable {
   }
 
   /// Loads `prefix.weight` (OC,C) and, when `bias`, `prefix.bias` (OC).
-  static func load(_ t: inout TensorTable, _ prefix: String, _ C: Int, _ OC: Int, bias: Bool = true) throws -> Linear {
+  static func load<S: TensorSource>(_ t: inout S, _ prefix: String, _ C: Int, _ OC: Int, bias: Bool = true) throws -> Linear {
     Linear(weight: try t.take(prefix + ".weight", [OC, C]), bias: bias ? try t.take(prefix + ".bias", [OC]) : nil)
   }
 }
@@ -69,7 +69,7 @@ public struct LayerNorm: Sendable {
     return out
   }
 
-  static func load(_ t: inout TensorTable, _ prefix: String, _ C: Int, eps: Float) throws -> LayerNorm {
+  static func load<S: TensorSource>(_ t: inout S, _ prefix: String, _ C: Int, eps: Float) throws -> LayerNorm {
     LayerNorm(weight: try t.take(prefix + ".weight", [C]), bias: try t.take(prefix + ".bias", [C]), eps: eps)
   }
 }

@@ -49,9 +49,62 @@ public final class Checkpoint: @unchecked Sendable {
   public func weightsSHA256() throws -> String { try SHA256.hex(fileAt: weights.path) }
 }
 
+/// Where a model's tensors come from while it is built: a checkpoint (``TensorTable``) or fresh
+/// initialisation (``RandomTensors``). Models call `take` once per name in their table.
+public protocol TensorSource {
+  /// The tensor called `name`, which must have exactly `shape`.
+  mutating func take(_ name: String, _ shape: [Int]) throws -> Tensor
+}
+
+/// Fresh weights for training or benchmarks, deterministic for a seed: normal(0, `std`) for
+/// weights, zeros for biases, ones for LayerNorm weights, log(1/0.07) for `logit_scale`.
+/// Records every name and shape it hands out, so the same table can be written as a checkpoint.
+public struct RandomTensors: TensorSource {
+  var state: UInt64
+  public var std: Float
+  public private(set) var taken: [String: Tensor] = [:]
+
+  public init(seed: UInt64, std: Float = 0.02) {
+    state = seed &* 0x9E37_79B9_7F4A_7C15 &+ 1
+    self.std = std
+  }
+
+  mutating func uniform() -> Double {
+    state ^= state << 13
+    state ^= state >> 7
+    state ^= state << 17
+    return (Double(state >> 11) + 0.5) / Double(1 << 53)
+  }
+
+  /// Box-Muller normal sample.
+  mutating func normal() -> Float {
+    Float((-2 * log(uniform())).squareRoot() * cos(2 * Double.pi * uniform()))
+  }
+
+  public mutating func take(_ name: String, _ shape: [Int]) throws -> Tensor {
+    let n = shape.reduce(1, *)
+    let leaf = name.split(separator: ".").suffix(2).joined(separator: ".")
+    let isNorm = leaf.contains("norm") || leaf.contains("ln_") || leaf.hasPrefix("ln")
+    var t: Tensor
+    if name == "logit_scale" {
+      t = Tensor(shape: shape, data: [Float](repeating: Float(log(1 / 0.07)), count: n))
+    } else if name.hasSuffix(".bias") {
+      t = Tensor(zeros: shape)
+    } else if isNorm && name.hasSuffix(".weight") {
+      t = Tensor(shape: shape, data: [Float](repeating: 1, count: n))
+    } else {
+      var d = [Float](repeating: 0, count: n)
+      for i in 0..<n { d[i] = normal() * std }
+      t = Tensor(shape: shape, data: d)
+    }
+    taken[name] = t
+    return t
+  }
+}
+
 /// Strict name-table checking: every expected tensor present with its shape, and no tensor left
 /// over except names the model declares it ignores.
-public struct TensorTable {
+public struct TensorTable: TensorSource {
   public let file: SafeTensorsFile
   private(set) var used: Set<String> = []
 

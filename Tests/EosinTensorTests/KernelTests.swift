@@ -109,3 +109,34 @@ final class KernelTests: XCTestCase {
     XCTAssertEqual(Threads.blasThreads, before)
   }
 }
+
+final class GemvTests: XCTestCase {
+  /// Guards the decode GEMV (SIMD tail handling, row split across the spin pool, bias) against
+  /// the naive matmul, for widths that are and are not multiples of 16 and 64.
+  func testGemvMatchesNaive() {
+    var r = KernelTests.RNG(s: 9)
+    for (C, OC) in [(768, 300), (100, 1000), (7, 513), (64, 64)] {
+      let x = r.array(C), w = r.array(OC * C), b = r.array(OC)
+      var fast = [Float](repeating: 0, count: OC), slow = fast
+      for workers in [1, 2] {
+        fast.withUnsafeMutableBufferPointer { gemvForward($0.baseAddress!, x, w, b, C, OC, workers: workers) }
+        slow.withUnsafeMutableBufferPointer { matmulForwardNaive($0.baseAddress!, x, w, b, 1, C, OC) }
+        XCTAssertLessThan(zip(fast, slow).map { abs($0 - $1) }.max()!, 1e-4, "\(C)x\(OC) workers \(workers)")
+      }
+    }
+  }
+
+  /// Guards the spin pool: many back-to-back runs complete (no lost wake-up), including after
+  /// the helpers have gone to sleep.
+  func testSpinPoolManyRunsAndWakeFromSleep() {
+    let pool = SpinPool.shared
+    let hits = UnsafeMutableBufferPointer<Int>.allocate(capacity: pool.helpers + 1)
+    defer { hits.deallocate() }
+    hits.initialize(repeating: 0)
+    for i in 0..<20_000 {
+      pool.run { k in hits[k] += 1 }
+      if i == 10_000 { usleep(50_000) }  // let helpers fall asleep
+    }
+    XCTAssertTrue(hits.allSatisfy { $0 == 20_000 })
+  }
+}
