@@ -67,9 +67,6 @@ public enum EncoderBenchmark {
     var px = [Float](repeating: 0, count: batch * 3 * S * S)
     for i in 0..<px.count { px[i] = Float((i * 7919) % 255) / 128 - 1 }
     var secs: [Double] = []
-    let saved = Threads.blasThreads
-    if !parallelImages { Threads.setBLASThreads(Threads.cores) }
-    defer { Threads.setBLASThreads(saved) }
     for r in 0...repeats {
       let t0 = Probes.now()
       _ = model.imageFeatures(px, batch: batch, parallel: parallelImages)
@@ -79,7 +76,7 @@ public enum EncoderBenchmark {
     let flops = Architectures.visionFLOPs(model.config.visionConfig, projection: model.config.projectionDim) * Double(batch)
     return EncoderBenchResult(
       imagesPerSecond: Double(batch) / med, gflops: flops / med / 1e9,
-      mode: parallelImages ? "one image per core" : "batched, BLAS on all cores",
+      mode: parallelImages ? "one image per core" : "batched, rows split across cores",
       seconds: secs)
   }
 }

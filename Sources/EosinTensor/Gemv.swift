@@ -14,12 +14,7 @@ public func gemvForward(
     gemvRows(out, inp, weight, bias, C, 0, OC)
     return
   }
-  let pool = SpinPool.shared
-  let parts = pool.helpers + 1
-  pool.run { k in
-    let lo = OC * k / parts, hi = OC * (k + 1) / parts
-    gemvRows(out, inp, weight, bias, C, lo, hi)
-  }
+  SpinPool.shared.ranges(OC) { r in gemvRows(out, inp, weight, bias, C, r.lowerBound, r.upperBound) }
 }
 
 /// Rows [lo, hi) of out = weight @ inp (+ bias). One row at a time with four 16-wide

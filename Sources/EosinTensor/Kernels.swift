@@ -20,9 +20,20 @@ public func matmulForward(
     gemvForward(out, inp, weight, bias, C, OC, workers: OC * C >= 1 << 16 ? Threads.cores : 1)
     return
   }
-  cblas_sgemm(
-    CblasRowMajor, CblasNoTrans, CblasTrans, Int32(N), Int32(OC), Int32(C), 1, inp, Int32(C), weight, Int32(C), 0, out, Int32(OC))
-  if let b = bias { biasAdd(out, b, N, OC) }
+  // Rows split across the cores, each block a single-threaded sgemm: measured faster here than
+  // OpenBLAS's own threading for the ~200-row GEMMs of a ViT on one image.
+  let o = UnsafeMutablePointer(mutating: out)
+  let work = { (r: Range<Int>) in
+    cblas_sgemm(
+      CblasRowMajor, CblasNoTrans, CblasTrans, Int32(r.count), Int32(OC), Int32(C), 1, inp + r.lowerBound * C, Int32(C), weight,
+      Int32(C), 0, o + r.lowerBound * OC, Int32(OC))
+    if let b = bias { biasAdd(o + r.lowerBound * OC, b, r.count, OC) }
+  }
+  if N * C * OC >= 1 << 20 {
+    SpinPool.shared.ranges(N, minimum: 8, work)
+  } else {
+    work(0..<N)
+  }
 }
 
 /// Adds a bias to every row. out (N,OC) += bias (OC).
@@ -134,12 +145,15 @@ public func attentionForward(
 ) {
   let HS = C / NH
   let scale = 1 / Float(HS).squareRoot()
-  for b in 0..<B {
-    for h in 0..<NH {
+  let o = UnsafeMutablePointer(mutating: out), at = UnsafeMutablePointer(mutating: att)
+  // (batch, head) pairs are independent: split them across the cores.
+  let work = { (pairs: Range<Int>) in
+    for bh in pairs {
+      let b = bh / NH, h = bh % NH
       let q = qkv + b * T * 3 * C + h * HS
       let k = q + C
       let v = q + 2 * C
-      let a = att + (b * NH + h) * T * T
+      let a = at + (b * NH + h) * T * T
       // a (T,T) = scale * q (T,HS; stride 3C) @ k^T
       cblas_sgemm(
         CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(HS), scale, q, Int32(3 * C), k, Int32(3 * C), 0, a,
@@ -162,8 +176,13 @@ public func attentionForward(
       // out (T,HS; stride C) = a (T,T) @ v (T,HS; stride 3C)
       cblas_sgemm(
         CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(HS), Int32(T), 1, a, Int32(T), v, Int32(3 * C), 0,
-        out + b * T * C + h * HS, Int32(C))
+        o + b * T * C + h * HS, Int32(C))
     }
+  }
+  if T >= 32 {
+    SpinPool.shared.ranges(B * NH, work)
+  } else {
+    work(0..<(B * NH))
   }
 }
 

@@ -18,6 +18,10 @@ public enum Threads {
 
   /// OpenBLAS's current thread count.
   public static var blasThreads: Int { Int(openblas_get_num_threads()) }
+
+  /// Eosin splits work across cores itself (rows of a GEMM, heads of attention, images of a
+  /// batch), so OpenBLAS runs each call on one thread. Called before the first parallel kernel.
+  public static func ensureSingleThreadedBLAS() { if openblas_get_num_threads() != 1 { openblas_set_num_threads(1) } }
 }
 
 /// Runs `body(i)` for i in 0..<n on up to `workers` threads (default: every core), with
@@ -33,6 +37,9 @@ public func parallelFor(_ n: Int, workers: Int = Threads.cores, _ body: (Int) ->
   let saved = Threads.blasThreads
   Threads.setBLASThreads(1)
   defer { Threads.setBLASThreads(saved) }
+  // Hold the spin pool, so kernels called inside a worker run inline instead of nesting.
+  let held = SpinPool.shared.acquire()
+  defer { if held { SpinPool.shared.release() } }
   // Static interleaved split: worker k takes k, k+w, ...; items are similar in cost.
   withoutActuallyEscaping(body) { b in
     DispatchQueue.concurrentPerform(iterations: w) { k in
@@ -60,11 +67,11 @@ public final class SpinPool: @unchecked Sendable {
   public let helpers: Int
   private let generation = Atomic<Int>(0)
   private let remaining = Atomic<Int>(0)
+  private let busy = Atomic<Bool>(false)
   private final class Flag: @unchecked Sendable { let value = Atomic<Bool>(false) }
   private let sleeping: [Flag]
   private let wake: [DispatchSemaphore]
   private var task: ((Int) -> Void)? = nil
-  private var parts = 1
 
   init(helpers: Int) {
     self.helpers = helpers
@@ -78,25 +85,49 @@ public final class SpinPool: @unchecked Sendable {
   }
 
   /// Runs `body(k)` for k in 0..<parts, where parts = helpers + 1, and returns when all are
-  /// done. The caller runs part 0.
-  public func run(_ body: (Int) -> Void) {
-    if helpers == 0 {
-      body(0)
+  /// done. The caller runs part 0. When the pool is already busy (a call from inside a
+  /// ``parallelFor(_:workers:_:)`` worker, or from two threads at once), the caller runs every
+  /// part itself, so `run` is always safe to call and never nests.
+  public func run(_ body: @escaping (Int) -> Void) {
+    let parts = helpers + 1
+    if helpers == 0 || !acquire() {
+      for k in 0..<parts { body(k) }
       return
     }
-    withoutActuallyEscaping(body) { b in
-      task = b
-      parts = helpers + 1
-      remaining.store(helpers, ordering: .releasing)
-      // Sequentially consistent on both sides, so a helper announcing sleep and this bump cannot
-      // both miss each other (a release store followed by an acquire load may reorder).
-      generation.add(1, ordering: .sequentiallyConsistent)
-      for h in 0..<helpers where sleeping[h].value.load(ordering: .sequentiallyConsistent) { wake[h].signal() }
-      b(0)
-      while remaining.load(ordering: .acquiring) > 0 { spinHint() }
-      task = nil
+    Threads.ensureSingleThreadedBLAS()
+    task = body
+    remaining.store(helpers, ordering: .sequentiallyConsistent)
+    // Sequentially consistent on both sides, so a helper announcing sleep and this bump cannot
+    // both miss each other (a release store followed by an acquire load may reorder).
+    generation.add(1, ordering: .sequentiallyConsistent)
+    for h in 0..<helpers where sleeping[h].value.load(ordering: .sequentiallyConsistent) { wake[h].signal() }
+    body(0)
+    while remaining.load(ordering: .acquiring) > 0 { spinHint() }
+    task = nil
+    release()
+  }
+
+  /// Splits 0..<n into `helpers + 1` contiguous ranges and runs `body(range)` for each on the
+  /// pool. Runs inline (one call with the whole range) when n is below `minimum`.
+  public func ranges(_ n: Int, minimum: Int = 2, _ body: @escaping (Range<Int>) -> Void) {
+    let parts = helpers + 1
+    if n < minimum || parts == 1 {
+      body(0..<n)
+      return
+    }
+    run { k in
+      let lo = n * k / parts, hi = n * (k + 1) / parts
+      if hi > lo { body(lo..<hi) }
     }
   }
+
+  /// Takes the pool for the caller (true), or reports it busy (false).
+  public func acquire() -> Bool {
+    busy.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
+  }
+
+  /// Gives back a pool taken with ``acquire()``.
+  public func release() { busy.store(false, ordering: .releasing) }
 
   private func loop(_ h: Int) {
     // Start from the generation at creation, not at thread start: a first run() may already have
@@ -116,7 +147,7 @@ public final class SpinPool: @unchecked Sendable {
         }
       }
       seen = generation.load(ordering: .acquiring)
-      task?(h + 1)
+      if let t = task { t(h + 1) }
       remaining.subtract(1, ordering: .releasing)
     }
   }

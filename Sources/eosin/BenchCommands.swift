@@ -108,7 +108,6 @@ struct BenchDecoder: ParsableCommand {
     guard let cfg = Architectures.decoder(arch) else { throw ValidationError("unknown --arch \(arch)") }
     var src = RandomTensors(seed: 2)
     let model = try GPT2Model(config: cfg, source: &src)
-    Threads.setBLASThreads(Threads.cores)
     let r = try DecoderBenchmark.run(model: model, promptLength: prompt, newTokens: tokens, repeats: repeats)
     let bw = r.bandwidthGBs
     let bound = bw * 1e9 / r.bytesPerToken

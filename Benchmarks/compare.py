@@ -1,0 +1,67 @@
+"""Runs Eosin's encoder and decoder benchmarks, then PyTorch on the same shapes and thread count,
+right after, and prints the ratios. Random weights at real sizes; fp32; medians.
+
+    python3 Benchmarks/compare.py [--eosin .build/release/eosin] [--quick]
+
+Needs torch (pip install 'torch==2.13.0+cpu') and transformers. Not part of `swift test`.
+"""
+import argparse, json, os, statistics, subprocess, time
+import torch
+from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, GPT2Config, GPT2LMHeadModel
+
+p = argparse.ArgumentParser()
+p.add_argument("--eosin", default=".build/release/eosin")
+p.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
+a = p.parse_args()
+threads = os.cpu_count()
+torch.set_num_threads(threads)
+
+def eosin(args):
+    out = subprocess.run([a.eosin, "bench"] + args + ["--json"], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+VIT = {"vit-b-16": dict(patch_size=16), "vit-b-32": dict(patch_size=32),
+       "vit-s-16": dict(patch_size=16, hidden_size=384, intermediate_size=1536, num_attention_heads=6)}
+
+def torch_vit(arch, batch, repeats):
+    cfg = CLIPVisionConfig(image_size=224, hidden_act="quick_gelu", projection_dim=512, **VIT[arch])
+    m = CLIPVisionModelWithProjection(cfg).eval()
+    x = torch.randn(batch, 3, 224, 224)
+    ts = []
+    with torch.inference_mode():
+        m(pixel_values=x)
+        for _ in range(repeats):
+            t = time.perf_counter(); m(pixel_values=x); ts.append(time.perf_counter() - t)
+    return batch / statistics.median(ts)
+
+def torch_gpt2(prompt, tokens, repeats):
+    m = GPT2LMHeadModel(GPT2Config()).eval()
+    ids = torch.arange(prompt).unsqueeze(0) * 31 % 50257
+    rates = []
+    with torch.inference_mode():
+        for r in range(repeats + 1):
+            out = m(ids, use_cache=True)
+            past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            t = time.perf_counter()
+            for _ in range(tokens):
+                out = m(nxt, past_key_values=past, use_cache=True)
+                past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            if r: rates.append(tokens / (time.perf_counter() - t))
+    return statistics.median(rates)
+
+rows = []
+shapes = [("vit-b-16", 32), ("vit-b-16", 1)] if a.quick else [("vit-b-16", 32), ("vit-b-16", 1), ("vit-b-32", 32), ("vit-s-16", 32)]
+for arch, batch in shapes:
+    reps = 2 if batch > 1 else 5
+    e = eosin(["encoder", "--arch", arch, "--batch", str(batch), "--repeats", str(reps)])
+    t = torch_vit(arch, batch, reps)
+    rows.append((f"{arch} batch {batch}", f"{e['img_per_s']:.2f} img/s", f"{t:.2f} img/s", e["img_per_s"] / t,
+                 f"{e['gflops']:.0f} GFLOP/s = {e['gflops'] / e['sgemm_peak_gflops']:.2f} of sgemm peak ({e['mode']})"))
+e = eosin(["decoder", "--arch", "gpt2-124m", "--repeats", "3"])
+t = torch_gpt2(16, 128, 3)
+rows.append(("gpt2-124m decode", f"{e['tok_per_s']:.1f} tok/s", f"{t:.1f} tok/s", e["tok_per_s"] / t,
+             f"{e['tok_per_s'] / e['bound_tok_per_s']:.2f} of read-bandwidth bound ({e['bandwidth_gbs']:.1f} GB/s)"))
+print(f"torch {torch.__version__}, {threads} threads\n")
+print("| shape | Eosin | PyTorch | ratio | note |\n|---|---|---|---|---|")
+for r in rows:
+    print(f"| {r[0]} | {r[1]} | {r[2]} | **{r[3]:.2f}x** | {r[4]} |")
