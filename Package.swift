@@ -24,6 +24,7 @@ let package = Package(
     .systemLibrary(name: "COpenSlide", pkgConfig: "openslide", providers: [.apt(["libopenslide-dev"])]),
     .systemLibrary(name: "CReadline", pkgConfig: "readline", providers: [.apt(["libreadline-dev"])]),
     .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+    .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
     // libjpeg reports errors by longjmp and libtiff's setters are variadic; neither can be called
     // safely from Swift, so these two shims carry a few lines of C each.
     .target(name: "CJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
@@ -33,7 +34,7 @@ let package = Package(
 
     .target(name: "EosinTensor", dependencies: ["CBLAS"], swiftSettings: native),
     .target(name: "EosinWeights", dependencies: ["EosinTensor"]),
-    .target(name: "EosinTokenizer"),
+    .target(name: "EosinTokenizer", dependencies: ["CZlib"], swiftSettings: native),
     .target(name: "EosinModels", dependencies: ["EosinTensor", "EosinWeights"], swiftSettings: native),
     .target(name: "EosinSlide", dependencies: ["COpenSlide", "CJPEG", "CPNG", "CTIFF"], swiftSettings: native),
     .executableTarget(
@@ -48,6 +49,7 @@ let package = Package(
     .testTarget(name: "EosinTensorTests", dependencies: ["EosinTensor"]),
     .testTarget(name: "EosinWeightsTests", dependencies: ["EosinWeights", "TestSupport"]),
     .testTarget(name: "EosinModelsTests", dependencies: ["EosinModels", "TestSupport"], exclude: ["Fixtures"]),
+    .testTarget(name: "EosinTokenizerTests", dependencies: ["EosinTokenizer", "TestSupport"], exclude: ["Fixtures"]),
     .testTarget(name: "CLITests", dependencies: ["TestSupport", "eosin"]),
   ]
 )

@@ -1,5 +1,7 @@
 import ArgumentParser
+import EosinModels
 import EosinSlide
+import EosinTokenizer
 import EosinWeights
 import Foundation
 
@@ -11,7 +13,7 @@ struct Eosin: ParsableCommand {
     commandName: "eosin",
     abstract: "Conversational pathology on an ordinary CPU: open slides, classify tiles, draft reports.",
     version: "0.1.0",
-    subcommands: [Info.self, Thumbnail.self, Tiles.self, Sample.self, Bench.self])
+    subcommands: [Info.self, Thumbnail.self, Tiles.self, Tokenize.self, Train.self, Sample.self, Bench.self])
 
   static func main() {
     do {
@@ -26,7 +28,7 @@ struct Eosin: ParsableCommand {
   }
 
   static func isEosinError(_ e: Error) -> Bool {
-    e is SlideError || e is CLIError
+    e is SlideError || e is CLIError || e is TokenizerError || e is WeightsError || e is ModelError
   }
 }
 
