@@ -36,6 +36,7 @@ let package = Package(
     .target(name: "EosinWeights", dependencies: ["EosinTensor"]),
     .target(name: "EosinTokenizer", dependencies: ["CZlib"], swiftSettings: native),
     .target(name: "EosinModels", dependencies: ["EosinTensor", "EosinWeights"], swiftSettings: native),
+    .target(name: "EosinTraining", dependencies: ["EosinModels", "EosinTokenizer"], swiftSettings: native),
     .target(name: "EosinSlide", dependencies: ["COpenSlide", "CJPEG", "CPNG", "CTIFF"], swiftSettings: native),
     .executableTarget(
       name: "eosin",
@@ -49,6 +50,7 @@ let package = Package(
     .testTarget(name: "EosinTensorTests", dependencies: ["EosinTensor"]),
     .testTarget(name: "EosinWeightsTests", dependencies: ["EosinWeights", "TestSupport"]),
     .testTarget(name: "EosinModelsTests", dependencies: ["EosinModels", "TestSupport"], exclude: ["Fixtures"]),
+    .testTarget(name: "EosinTrainingTests", dependencies: ["EosinTraining", "TestSupport"]),
     .testTarget(name: "EosinTokenizerTests", dependencies: ["EosinTokenizer", "TestSupport"], exclude: ["Fixtures"]),
     .testTarget(name: "CLITests", dependencies: ["TestSupport", "eosin"]),
   ]

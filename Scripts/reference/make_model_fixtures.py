@@ -96,3 +96,29 @@ save_file({"mm_projector.0.weight": proj[0].weight.detach(), "mm_projector.0.bia
            "mm_projector.2.weight": proj[2].weight.detach(), "mm_projector.2.bias": proj[2].bias.detach(),
            "input": x, "output": y}, os.path.join(OUT, "projector-io.safetensors"))
 print("wrote fixtures to", OUT)
+
+# ---- CLIP training parity: contrastive loss gradients, then 10 AdamW steps ----
+def clip_loss(model, ids, pixel):
+    out = model(input_ids=ids, pixel_values=pixel)
+    labels = torch.arange(ids.shape[0])
+    ce = torch.nn.functional.cross_entropy
+    return (ce(out.logits_per_image, labels) + ce(out.logits_per_text, labels)) / 2
+
+clip.train()
+clip.zero_grad()
+loss = clip_loss(clip, ids, pixel)
+loss.backward()
+grads = {"grad." + k: p.grad.detach().clone().contiguous() for k, p in clip.named_parameters() if p.grad is not None}
+grads["loss0"] = loss.detach().reshape(1)
+opt = torch.optim.AdamW(clip.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+losses = []
+clip.zero_grad()
+for _ in range(10):
+    l = clip_loss(clip, ids, pixel)
+    losses.append(l.item())
+    opt.zero_grad()
+    l.backward()
+    opt.step()
+grads["adamw_losses"] = torch.tensor(losses)
+save_file(grads, os.path.join(OUT, "tiny-clip-grads.safetensors"))
+print("wrote CLIP gradient fixtures")

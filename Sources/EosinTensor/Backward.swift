@@ -15,14 +15,16 @@ public func matmulBackward(
   if let di = dinp {
     SpinPool.shared.ranges(N, minimum: 64) { r in
       cblas_sgemm(
-        CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(r.count), Int32(C), Int32(OC), 1, dout + r.lowerBound * OC, Int32(OC), weight,
+        CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(r.count), Int32(C), Int32(OC), 1, dout + r.lowerBound * OC, Int32(OC),
+        weight,
         Int32(C), 1, di + r.lowerBound * C, Int32(C))
     }
   }
   // dweight rows split across cores: rows [lo,hi) of dW = dout[:,lo:hi]^T @ inp.
   SpinPool.shared.ranges(OC, minimum: 64) { r in
     cblas_sgemm(
-      CblasRowMajor, CblasTrans, CblasNoTrans, Int32(r.count), Int32(C), Int32(N), 1, dout + r.lowerBound, Int32(OC), inp, Int32(C), 1,
+      CblasRowMajor, CblasTrans, CblasNoTrans, Int32(r.count), Int32(C), Int32(N), 1, dout + r.lowerBound, Int32(OC), inp,
+      Int32(C), 1,
       dweight + r.lowerBound * C, Int32(C))
   }
   if let db = dbias {
@@ -62,7 +64,9 @@ public func layernormBackward(
 }
 
 /// Activation backward: dinp (N) += act'(inp) * dout.
-public func activationBackward(_ dinp: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ dout: UnsafePointer<Float>, _ N: Int, _ act: Activation) {
+public func activationBackward(
+  _ dinp: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ dout: UnsafePointer<Float>, _ N: Int, _ act: Activation
+) {
   switch act {
   case .gelu:
     for i in 0..<N {
@@ -107,9 +111,11 @@ public func attentionBackward(
       let da = scratch + bh * T * T
       let dy = dout + b * T * C + h * HS
       // dv (T,HS) += a^T (T,T) @ dy (T,HS)
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(HS), Int32(T), 1, a, Int32(T), dy, Int32(C), 1, dv, Int32(3 * C))
+      cblas_sgemm(
+        CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(HS), Int32(T), 1, a, Int32(T), dy, Int32(C), 1, dv, Int32(3 * C))
       // da (T,T) = dy (T,HS) @ v^T
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(HS), 1, dy, Int32(C), v, Int32(3 * C), 0, da, Int32(T))
+      cblas_sgemm(
+        CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(HS), 1, dy, Int32(C), v, Int32(3 * C), 0, da, Int32(T))
       // softmax backward, in place: dpre = a * (da - sum(a * da))
       for t in 0..<T {
         let ar = a + t * T, dr = da + t * T
@@ -118,15 +124,20 @@ public func attentionBackward(
         for j in 0..<T { dr[j] = ar[j] * (dr[j] - dot) }
       }
       // dq (T,HS) += scale * dpre @ k ; dk (T,HS) += scale * dpre^T @ q
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(HS), Int32(T), scale, da, Int32(T), k, Int32(3 * C), 1, dq, Int32(3 * C))
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(HS), Int32(T), scale, da, Int32(T), q, Int32(3 * C), 1, dk, Int32(3 * C))
+      cblas_sgemm(
+        CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(HS), Int32(T), scale, da, Int32(T), k, Int32(3 * C), 1, dq,
+        Int32(3 * C))
+      cblas_sgemm(
+        CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(HS), Int32(T), scale, da, Int32(T), q, Int32(3 * C), 1, dk,
+        Int32(3 * C))
     }
   }
 }
 
 /// Embedding backward: dwte[id] += dout, dwpe[pos0 + t] += dout. ids (B,T), dout (B,T,C).
 public func embeddingBackward(
-  _ dwte: UnsafeMutablePointer<Float>, _ dwpe: UnsafeMutablePointer<Float>?, _ dout: UnsafePointer<Float>, _ ids: UnsafePointer<Int32>,
+  _ dwte: UnsafeMutablePointer<Float>, _ dwpe: UnsafeMutablePointer<Float>?, _ dout: UnsafePointer<Float>,
+  _ ids: UnsafePointer<Int32>,
   _ B: Int, _ T: Int, _ C: Int, pos0: Int = 0
 ) {
   for b in 0..<B {
@@ -143,7 +154,10 @@ public func embeddingBackward(
 }
 
 /// L2-normalise backward. y = x/|x| (out), norm (N) saved: dinp (N,C) += (dout - y (y·dout)) / |x|.
-public func l2normBackward(_ dinp: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>, _ out: UnsafePointer<Float>, _ norm: UnsafePointer<Float>, _ N: Int, _ C: Int) {
+public func l2normBackward(
+  _ dinp: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>, _ out: UnsafePointer<Float>, _ norm: UnsafePointer<Float>,
+  _ N: Int, _ C: Int
+) {
   for n in 0..<N {
     let y = out + n * C, dy = dout + n * C
     var dot: Float = 0
@@ -194,7 +208,8 @@ public func crossEntropyForwardBackward(
 /// pushed away from their class's other captions. Without labels the target is the diagonal.
 public func contrastiveLossForwardBackward(
   _ dimg: UnsafeMutablePointer<Float>?, _ dtxt: UnsafeMutablePointer<Float>?, _ dlogScale: UnsafeMutablePointer<Float>?,
-  _ logits: UnsafeMutablePointer<Float>, _ img: UnsafePointer<Float>, _ txt: UnsafePointer<Float>, _ logScale: Float, _ B: Int, _ D: Int,
+  _ logits: UnsafeMutablePointer<Float>, _ img: UnsafePointer<Float>, _ txt: UnsafePointer<Float>, _ logScale: Float, _ B: Int,
+  _ D: Int,
   labels: [Int]? = nil
 ) -> Float {
   // target(i, j): 1/|same(i)| when labels match (diagonal only without labels).
@@ -205,7 +220,8 @@ public func contrastiveLossForwardBackward(
   var tgt = [Float](repeating: 0, count: B * B)
   for i in 0..<B { for j in 0..<B { tgt[i * B + j] = target(i, j) } }
   let s = expf(logScale)
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(B), Int32(B), Int32(D), s, img, Int32(D), txt, Int32(D), 0, logits, Int32(B))
+  cblas_sgemm(
+    CblasRowMajor, CblasNoTrans, CblasTrans, Int32(B), Int32(B), Int32(D), s, img, Int32(D), txt, Int32(D), 0, logits, Int32(B))
   var dL = [Float](repeating: 0, count: B * B)
   var loss: Double = 0
   // Rows: image -> text.
@@ -233,8 +249,16 @@ public func contrastiveLossForwardBackward(
   }
   dL.withUnsafeBufferPointer { d in
     // dimg += s * dL @ txt ; dtxt += s * dL^T @ img
-    if let di = dimg { cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(B), Int32(D), Int32(B), s, d.baseAddress, Int32(B), txt, Int32(D), 1, di, Int32(D)) }
-    if let dt = dtxt { cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(B), Int32(D), Int32(B), s, d.baseAddress, Int32(B), img, Int32(D), 1, dt, Int32(D)) }
+    if let di = dimg {
+      cblas_sgemm(
+        CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(B), Int32(D), Int32(B), s, d.baseAddress, Int32(B), txt, Int32(D), 1, di,
+        Int32(D))
+    }
+    if let dt = dtxt {
+      cblas_sgemm(
+        CblasRowMajor, CblasTrans, CblasNoTrans, Int32(B), Int32(D), Int32(B), s, d.baseAddress, Int32(B), img, Int32(D), 1, dt,
+        Int32(D))
+    }
   }
   return Float(loss)
 }

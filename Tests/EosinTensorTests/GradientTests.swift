@@ -74,11 +74,19 @@ final class GradientTests: XCTestCase {
       let qkv = rng.array(B * T * 3 * C), g = rng.array(B * T * C)
       func f(_ q: [Float]) -> Float {
         var o = [Float](repeating: 0, count: B * T * C), att = [Float](repeating: 0, count: B * NH * T * T)
-        o.withUnsafeMutableBufferPointer { op in att.withUnsafeMutableBufferPointer { attentionForward(op.baseAddress!, $0.baseAddress!, q, B, T, C, NH, causal: causal) } }
+        o.withUnsafeMutableBufferPointer { op in
+          att.withUnsafeMutableBufferPointer {
+            attentionForward(op.baseAddress!, $0.baseAddress!, q, B, T, C, NH, causal: causal)
+          }
+        }
         return dot(o, g)
       }
       var o = [Float](repeating: 0, count: B * T * C), att = [Float](repeating: 0, count: B * NH * T * T)
-      o.withUnsafeMutableBufferPointer { op in att.withUnsafeMutableBufferPointer { attentionForward(op.baseAddress!, $0.baseAddress!, qkv, B, T, C, NH, causal: causal) } }
+      o.withUnsafeMutableBufferPointer { op in
+        att.withUnsafeMutableBufferPointer {
+          attentionForward(op.baseAddress!, $0.baseAddress!, qkv, B, T, C, NH, causal: causal)
+        }
+      }
       var dqkv = [Float](repeating: 0, count: B * T * 3 * C), scratch = [Float](repeating: 0, count: B * NH * T * T)
       attentionBackward(&dqkv, &scratch, g, qkv, att, B, T, C, NH)
       check("attention causal=\(causal)", qkv, analytic: dqkv, loss: f)

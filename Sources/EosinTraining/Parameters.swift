@@ -1,0 +1,158 @@
+import EosinTensor
+import EosinWeights
+import Foundation
+
+/// All trainable tensors of a model in one flat buffer, with gradients and AdamW moments
+/// alongside. Tensors are addressed by name; `offset(name)` gives their place in the buffers.
+/// Not thread-safe.
+public final class ParameterSet {
+  public private(set) var names: [String] = []
+  public private(set) var shapes: [String: [Int]] = [:]
+  public private(set) var offsets: [String: Int] = [:]
+  public var data: [Float] = []
+  public var grad: [Float] = []
+  var m: [Float] = []
+  var v: [Float] = []
+  /// Optimizer steps taken (AdamW's t).
+  public var step = 0
+
+  public init() {}
+
+  /// Adds a tensor (called while building the model, in a fixed order).
+  @discardableResult
+  public func add(_ name: String, _ t: Tensor) -> Int {
+    precondition(offsets[name] == nil, "duplicate parameter \(name)")
+    let off = data.count
+    names.append(name)
+    shapes[name] = t.shape
+    offsets[name] = off
+    data += t.data
+    grad += [Float](repeating: 0, count: t.count)
+    m += [Float](repeating: 0, count: t.count)
+    v += [Float](repeating: 0, count: t.count)
+    return off
+  }
+
+  public var count: Int { data.count }
+
+  /// The offset of a named tensor.
+  public func offset(_ name: String) -> Int { offsets[name]! }
+
+  /// A copy of one tensor.
+  public func tensor(_ name: String) -> Tensor {
+    let o = offsets[name]!, s = shapes[name]!
+    return Tensor(shape: s, data: Array(data[o..<(o + s.reduce(1, *))]))
+  }
+
+  /// A set whose data are this set's gradients (same names and shapes), for exporting them.
+  public func gradientView() -> ParameterSet {
+    let g = ParameterSet()
+    g.names = names
+    g.shapes = shapes
+    g.offsets = offsets
+    g.data = grad
+    return g
+  }
+
+  public func zeroGrad() { grad.withUnsafeMutableBufferPointer { $0.update(repeating: 0) } }
+
+  /// Global L2 norm of the gradients.
+  public func gradNorm() -> Float {
+    var s: Double = 0
+    for g in grad { s += Double(g) * Double(g) }
+    return Float(s.squareRoot())
+  }
+
+  /// One AdamW step (decoupled weight decay) with gradient clipping to `clip` global norm.
+  /// Weight decay applies only to tensors of rank 2 or more (not biases, LayerNorms, scalars).
+  /// - Returns: the gradient norm before clipping.
+  @discardableResult
+  public func adamw(
+    lr: Float, beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8, weightDecay: Float = 0.05, clip: Float = 1.0
+  ) -> Float {
+    step += 1
+    let norm = gradNorm()
+    let scale = clip > 0 && norm > clip ? clip / norm : 1
+    let b1c = 1 - powf(beta1, Float(step)), b2c = 1 - powf(beta2, Float(step))
+    for name in names {
+      let o = offsets[name]!, n = shapes[name]!.reduce(1, *)
+      let wd = shapes[name]!.count >= 2 ? weightDecay : 0
+      data.withUnsafeMutableBufferPointer { p in
+        grad.withUnsafeBufferPointer { g in
+          m.withUnsafeMutableBufferPointer { mm in
+            v.withUnsafeMutableBufferPointer { vv in
+              for i in o..<(o + n) {
+                let gi = g[i] * scale
+                mm[i] = beta1 * mm[i] + (1 - beta1) * gi
+                vv[i] = beta2 * vv[i] + (1 - beta2) * gi * gi
+                let mh = mm[i] / b1c, vh = vv[i] / b2c
+                p[i] -= lr * (mh / (vh.squareRoot() + eps) + wd * p[i])
+              }
+            }
+          }
+        }
+      }
+    }
+    return norm
+  }
+
+  /// Parameters, AdamW moments and the step, as named tensors for a resumable checkpoint:
+  /// `NAME`, `optimizer.m.NAME`, `optimizer.v.NAME`, `optimizer.step`.
+  public func stateTensors() -> [String: Tensor] {
+    var out: [String: Tensor] = [:]
+    for n in names {
+      let o = offsets[n]!, s = shapes[n]!, c = s.reduce(1, *)
+      out[n] = Tensor(shape: s, data: Array(data[o..<(o + c)]))
+      out["optimizer.m." + n] = Tensor(shape: s, data: Array(m[o..<(o + c)]))
+      out["optimizer.v." + n] = Tensor(shape: s, data: Array(v[o..<(o + c)]))
+    }
+    out["optimizer.step"] = Tensor(shape: [1], data: [Float(step)])
+    return out
+  }
+
+  /// Restores from ``stateTensors()``. Every parameter must be present with the same shape.
+  /// - Throws: ``TrainingError/resume`` naming the file and the first mismatch.
+  public func load(from f: SafeTensorsFile) throws {
+    for n in names {
+      guard let info = f.tensors[n] else {
+        throw TrainingError.resume(file: f.path, message: "tensor '\(n)' is missing: the checkpoint is of another architecture")
+      }
+      guard info.shape == shapes[n]! else {
+        throw TrainingError.resume(
+          file: f.path,
+          message:
+            "tensor '\(n)' has shape \(info.shape), this model needs \(shapes[n]!): the checkpoint is of another architecture")
+      }
+      let o = offsets[n]!, c = shapes[n]!.reduce(1, *)
+      data.replaceSubrange(o..<(o + c), with: try f.tensor(n).data)
+      if f.tensors["optimizer.m." + n] != nil {
+        m.replaceSubrange(o..<(o + c), with: try f.tensor("optimizer.m." + n).data)
+        v.replaceSubrange(o..<(o + c), with: try f.tensor("optimizer.v." + n).data)
+      }
+    }
+    let extra = Set(f.tensors.keys).filter { !$0.hasPrefix("optimizer.") }.subtracting(names)
+    if let e = extra.sorted().first {
+      throw TrainingError.resume(file: f.path, message: "unexpected tensor '\(e)': the checkpoint is of another architecture")
+    }
+    step = f.tensors["optimizer.step"] != nil ? Int(try f.tensor("optimizer.step").data[0]) : 0
+  }
+}
+
+/// Errors from training.
+public enum TrainingError: LocalizedError, Equatable {
+  case data(String)
+  case resume(file: String, message: String)
+  public var errorDescription: String? {
+    switch self {
+    case .data(let m): return m
+    case .resume(let f, let m): return "\(f): cannot resume: \(m)"
+    }
+  }
+}
+
+/// Warmup then cosine decay to `minRatio * peak`.
+public func learningRate(step: Int, total: Int, warmup: Int, peak: Float, minRatio: Float = 0.1) -> Float {
+  if step < warmup { return peak * Float(step + 1) / Float(warmup) }
+  let p = Float(step - warmup) / Float(max(1, total - warmup))
+  return peak * (minRatio + (1 - minRatio) * 0.5 * (1 + cosf(Float.pi * min(1, p))))
+}
