@@ -37,11 +37,13 @@ let package = Package(
     .target(name: "EosinTokenizer", dependencies: ["CZlib"], swiftSettings: native),
     .target(name: "EosinModels", dependencies: ["EosinTensor", "EosinWeights"], swiftSettings: native),
     .target(name: "EosinTraining", dependencies: ["EosinModels", "EosinTokenizer"], swiftSettings: native),
+    .target(name: "EosinPipelines", dependencies: ["EosinModels", "EosinTokenizer", "EosinSlide"], swiftSettings: native),
     .target(name: "EosinSlide", dependencies: ["COpenSlide", "CJPEG", "CPNG", "CTIFF"], swiftSettings: native),
     .executableTarget(
       name: "eosin",
       dependencies: [
-        "EosinSlide", "EosinTensor", "EosinWeights", "EosinModels", "EosinTokenizer", "CReadline",
+        "EosinSlide", "EosinTensor", "EosinWeights", "EosinModels", "EosinTokenizer", "EosinTraining", "EosinPipelines",
+        "CReadline",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
 

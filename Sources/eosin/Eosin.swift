@@ -1,7 +1,9 @@
 import ArgumentParser
 import EosinModels
+import EosinPipelines
 import EosinSlide
 import EosinTokenizer
+import EosinTraining
 import EosinWeights
 import Foundation
 
@@ -13,7 +15,10 @@ struct Eosin: ParsableCommand {
     commandName: "eosin",
     abstract: "Conversational pathology on an ordinary CPU: open slides, classify tiles, draft reports.",
     version: "0.1.0",
-    subcommands: [Info.self, Thumbnail.self, Tiles.self, Tokenize.self, Train.self, Sample.self, Bench.self])
+    subcommands: [
+      Info.self, Thumbnail.self, Tiles.self, Classify.self, Calibrate.self, Eval.self, Tokenize.self, Train.self, Sample.self,
+      Bench.self,
+    ])
 
   static func main() {
     do {
@@ -28,7 +33,8 @@ struct Eosin: ParsableCommand {
   }
 
   static func isEosinError(_ e: Error) -> Bool {
-    e is SlideError || e is CLIError || e is TokenizerError || e is WeightsError || e is ModelError
+    e is SlideError || e is CLIError || e is TokenizerError || e is WeightsError || e is ModelError || e is TrainingError
+      || e is PipelineError
   }
 }
 

@@ -7,7 +7,8 @@ import Foundation
 let eosinSpecialTokens = ["<|endoftext|>", "<|user|>", "<|assistant|>", "<|image|>", "<|pad|>"]
 
 struct Train: ParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Train Eosin's models and vocabulary.", subcommands: [TrainBPE.self])
+  static let configuration = CommandConfiguration(
+    abstract: "Train Eosin's models and vocabulary.", subcommands: [TrainBPE.self, TrainCLIPCommand.self])
 }
 
 struct TrainBPE: ParsableCommand {

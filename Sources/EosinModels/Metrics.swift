@@ -1,0 +1,99 @@
+import Foundation
+
+/// Classification metrics shared by training evaluation and `eosin eval`: balanced accuracy,
+/// per-class recall, confusion matrix, expected calibration error, temperature fitting and
+/// selective accuracy against coverage.
+public enum Metrics {
+  /// confusion[t][p] counts true class t predicted as p.
+  public static func confusion(truth: [Int], predicted: [Int], classes: Int) -> [[Int]] {
+    var m = [[Int]](repeating: [Int](repeating: 0, count: classes), count: classes)
+    for (t, p) in zip(truth, predicted) where t >= 0 && t < classes && p >= 0 && p < classes { m[t][p] += 1 }
+    return m
+  }
+
+  /// Recall of each class (nil for classes with no examples).
+  public static func recall(_ m: [[Int]]) -> [Double?] {
+    m.enumerated().map { i, row in
+      let n = row.reduce(0, +)
+      return n == 0 ? nil : Double(row[i]) / Double(n)
+    }
+  }
+
+  /// Mean recall over the classes that have examples.
+  public static func balancedAccuracy(_ m: [[Int]]) -> Double {
+    let r = recall(m).compactMap { $0 }
+    return r.isEmpty ? 0 : r.reduce(0, +) / Double(r.count)
+  }
+
+  /// Expected calibration error with equal-width confidence bins.
+  public static func ece(confidence: [Float], correct: [Bool], bins: Int = 15) -> Double {
+    var n = [Int](repeating: 0, count: bins), conf = [Double](repeating: 0, count: bins),
+      acc = [Double](repeating: 0, count: bins)
+    for (c, ok) in zip(confidence, correct) {
+      let b = min(bins - 1, max(0, Int(Double(c) * Double(bins))))
+      n[b] += 1
+      conf[b] += Double(c)
+      acc[b] += ok ? 1 : 0
+    }
+    let total = Double(confidence.count)
+    var e = 0.0
+    for b in 0..<bins where n[b] > 0 { e += Double(n[b]) / total * abs(acc[b] / Double(n[b]) - conf[b] / Double(n[b])) }
+    return e
+  }
+
+  /// Softmax of logits / T, row-wise. logits (N,K).
+  public static func softmax(_ logits: [Float], classes K: Int, temperature T: Float) -> [Float] {
+    var out = logits
+    let N = logits.count / K
+    for n in 0..<N {
+      var m = -Float.infinity
+      for k in 0..<K { m = max(m, logits[n * K + k] / T) }
+      var s: Float = 0
+      for k in 0..<K {
+        let e = expf(logits[n * K + k] / T - m)
+        out[n * K + k] = e
+        s += e
+      }
+      for k in 0..<K { out[n * K + k] /= s }
+    }
+    return out
+  }
+
+  /// Mean negative log-likelihood of the truth under softmax(logits / T).
+  public static func nll(_ logits: [Float], truth: [Int], classes K: Int, temperature T: Float) -> Double {
+    let p = softmax(logits, classes: K, temperature: T)
+    var s = 0.0
+    for (n, t) in truth.enumerated() { s -= log(max(Double(p[n * K + t]), 1e-12)) }
+    return s / Double(max(1, truth.count))
+  }
+
+  /// The temperature minimising NLL (temperature scaling), by golden-section search on log T in
+  /// [0.05, 20].
+  public static func fitTemperature(_ logits: [Float], truth: [Int], classes K: Int) -> Float {
+    var a = log(0.05), b = log(20.0)
+    let g = (sqrt(5.0) - 1) / 2
+    func f(_ x: Double) -> Double { nll(logits, truth: truth, classes: K, temperature: Float(exp(x))) }
+    var c = b - g * (b - a), d = a + g * (b - a)
+    for _ in 0..<60 {
+      if f(c) < f(d) { b = d } else { a = c }
+      c = b - g * (b - a)
+      d = a + g * (b - a)
+    }
+    return Float(exp((a + b) / 2))
+  }
+
+  /// Accuracy of the kept predictions and the share kept, when keeping those with confidence
+  /// at or above each threshold.
+  public static func selective(confidence: [Float], correct: [Bool], thresholds: [Float]) -> [(
+    threshold: Float, coverage: Double, accuracy: Double
+  )] {
+    thresholds.map { t in
+      var kept = 0, ok = 0
+      for (c, r) in zip(confidence, correct) where c >= t {
+        kept += 1
+        if r { ok += 1 }
+      }
+      return (t, Double(kept) / Double(max(1, confidence.count)), kept == 0 ? 1 : Double(ok) / Double(kept))
+    }
+  }
+}

@@ -1,0 +1,125 @@
+import EosinModels
+import EosinTokenizer
+import EosinWeights
+import Foundation
+
+/// Review thresholds, fitted on validation data and stored in the weights manifest.
+public struct ReviewThresholds: Codable, Equatable, Sendable {
+  /// Flag when the calibrated probability of the verdict is below this.
+  public var minProbability: Float = 0.6
+  /// Flag when the verdict beats the runner-up by less than this.
+  public var minMargin: Float = 0.15
+  /// Flag when the verdict's probability varies across templates by more than this (std).
+  public var maxPromptSpread: Float = 0.15
+  /// Flag as out of domain when the best cosine similarity to any class is below this.
+  public var minDomainSimilarity: Float = 0.1
+  /// Flag a slide when less than this share of it is tissue.
+  public var minTissueFraction: Double = 0.02
+
+  enum CodingKeys: String, CodingKey {
+    case minProbability = "min_probability", minMargin = "min_margin", maxPromptSpread = "max_prompt_spread"
+    case minDomainSimilarity = "min_domain_similarity", minTissueFraction = "min_tissue_fraction"
+  }
+
+  public init() {}
+}
+
+/// A set of Eosin weights: the CLIP pair (with its tokenizer and preprocessing) and what the
+/// manifest says about them: native tile size and mpp, calibration temperature, review
+/// thresholds. Loads `Weights/NAME/` (with `clip/` and `manifest.json`) or a bare HF CLIP
+/// checkpoint folder (defaults: 224 px at 0.5 µm/px, temperature 1).
+public final class ModelBundle: @unchecked Sendable {
+  public let directory: String
+  public let clip: CLIPModel
+  public let tokenizer: Tokenizer
+  public let preprocess: ImagePreprocessor
+  /// sha256 of the CLIP weights file, the cache key for everything derived from the model.
+  public let clipSHA256: String
+  public let tileSize: Int
+  public let mpp: Double
+  public let temperature: Float
+  public let thresholds: ReviewThresholds
+  public let manifest: [String: Any]
+  /// The decoder folder, when the bundle has one.
+  public var decoderDirectory: String? {
+    let d = (directory as NSString).appendingPathComponent("decoder")
+    return FileManager.default.fileExists(atPath: d + "/config.json") ? d : nil
+  }
+
+  /// - Throws: ``PipelineError`` or the underlying weights/tokenizer error, naming the file.
+  public init(path: String) throws {
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else {
+      throw PipelineError.file(
+        path: path, message: "weights folder not found; pass --weights DIR (default Weights/eosin-small-v1)")
+    }
+    directory = path
+    let clipDir = FileManager.default.fileExists(atPath: path + "/clip/config.json") ? path + "/clip" : path
+    let ck = try Checkpoint(path: clipDir)
+    clip = try CLIPModel(checkpoint: ck)
+    tokenizer = try Tokenizer.load(clipDir)
+    let pre = clipDir + "/preprocessor_config.json"
+    if let d = FileManager.default.contents(atPath: pre) {
+      preprocess = try ImagePreprocessor(configData: d, imageSize: clip.imageSize)
+    } else {
+      preprocess = ImagePreprocessor(imageSize: clip.imageSize)
+    }
+    let manPath = path + "/manifest.json"
+    var man: [String: Any] = [:]
+    if let d = FileManager.default.contents(atPath: manPath) {
+      guard let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] else {
+        throw PipelineError.file(path: manPath, message: "not a JSON object")
+      }
+      man = o
+    }
+    manifest = man
+    // The manifest records the weights' sha256; trust it only if the file size matches too
+    // (hashing 25 MB on every start-up would cost ~100 ms).
+    if let s = (man["files"] as? [String: Any])?["clip/model.safetensors"] as? [String: Any], let h = s["sha256"] as? String,
+      let size = s["bytes"] as? Int, let attrs = try? FileManager.default.attributesOfItem(atPath: ck.weights.path),
+      (attrs[.size] as? Int) == size
+    {
+      clipSHA256 = h
+    } else {
+      clipSHA256 = try ck.weightsSHA256()
+    }
+    let native = man["native"] as? [String: Any]
+    tileSize = native?["tile_size"] as? Int ?? 224
+    mpp = native?["mpp"] as? Double ?? 0.5
+    let cal = man["calibration"] as? [String: Any]
+    temperature = Float(cal?["temperature"] as? Double ?? 1)
+    if let r = man["review"], let d = try? JSONSerialization.data(withJSONObject: r),
+      let t = try? JSONDecoder().decode(ReviewThresholds.self, from: d)
+    {
+      thresholds = t
+    } else {
+      thresholds = ReviewThresholds()
+    }
+  }
+
+  /// The default weights: `$EOSIN_WEIGHTS`, else `Weights/eosin-small-v1` under the working
+  /// directory or the project that holds the executable.
+  public static func defaultPath(executable: String = CommandLine.arguments[0]) -> String {
+    if let e = ProcessInfo.processInfo.environment["EOSIN_WEIGHTS"], !e.isEmpty { return e }
+    let rel = "Weights/eosin-small-v1"
+    if FileManager.default.fileExists(atPath: rel) { return rel }
+    var url = URL(fileURLWithPath: executable).resolvingSymlinksInPath()
+    while url.path != "/" {
+      url.deleteLastPathComponent()
+      let c = url.appendingPathComponent(rel).path
+      if FileManager.default.fileExists(atPath: c) { return c }
+    }
+    return rel
+  }
+
+  /// Token ids for the text tower: start token (if any), ids, end token, padded with the end
+  /// token to the model's context.
+  public func textIDs(_ text: String) -> [Int32] {
+    tokenizer.encodeForModel(text, contextLength: clip.config.textConfig.maxPositionEmbeddings)
+  }
+
+  /// Normalised text embeddings (N,D) for phrases.
+  public func embedTexts(_ texts: [String]) throws -> [Float] {
+    try clip.textEmbeddings(texts.map { textIDs($0) })
+  }
+}

@@ -1,0 +1,111 @@
+import EosinModels
+import EosinTensor
+import EosinWeights
+import Foundation
+
+/// A tile's zero-shot result.
+public struct TilePrediction: Sendable {
+  /// Calibrated probabilities over ``ZeroShotClassifier/classNames``.
+  public var probs: [Float]
+  /// Raw logits (scale x cosine).
+  public var logits: [Float]
+  public var top: Int
+  /// Probability of the top class minus the runner-up.
+  public var margin: Float
+  /// Standard deviation of the top class's probability across templates.
+  public var promptSpread: Float
+  /// Best cosine similarity to any class (domain score).
+  public var domain: Float
+}
+
+/// Zero-shot classification from text prompts. Class embeddings are the normalised mean over
+/// synonyms x templates (CONCH style); per-template class embeddings measure prompt
+/// sensitivity. Text embeddings are cached on disk keyed by model sha256 + prompt-set sha256.
+public final class ZeroShotClassifier: @unchecked Sendable {
+  public let bundle: ModelBundle
+  public let promptSet: PromptSet
+  public let classNames: [String]
+  /// Index of the background class in ``classNames``, if the set has one.
+  public let backgroundIndex: Int?
+  /// (K, D) normalised class embeddings.
+  public let classEmbeddings: [Float]
+  /// Per template: (K, D) normalised class embeddings.
+  public let templateEmbeddings: [[Float]]
+  public var temperature: Float
+  public let fromCache: Bool
+
+  public init(bundle: ModelBundle, promptSet: PromptSet, cacheDir: String?, temperature: Float? = nil) throws {
+    self.bundle = bundle
+    self.promptSet = promptSet
+    let all = promptSet.allClasses
+    classNames = all.map { $0.name }
+    backgroundIndex = promptSet.background == nil ? nil : all.count - 1
+    self.temperature = temperature ?? bundle.temperature
+    let D = bundle.clip.embedDim, K = all.count, NT = promptSet.templates.count
+    let key = "\(bundle.clipSHA256.prefix(16))-\(promptSet.sha256.prefix(16))"
+    let cachePath = cacheDir.map { "\($0)/text/\(key).safetensors" }
+    if let p = cachePath, let f = try? SafeTensorsFile(path: p), let t = try? f.tensor("templates", shape: [NT, K, D]) {
+      templateEmbeddings = (0..<NT).map { Array(t.data[($0 * K * D)..<(($0 + 1) * K * D)]) }
+      fromCache = true
+    } else {
+      // One forward for every phrase of every class under every template.
+      var texts: [String] = [], owner: [(Int, Int)] = []
+      for (ti, tmpl) in promptSet.templates.enumerated() {
+        for (k, c) in all.enumerated() {
+          for ph in c.phrases {
+            texts.append(tmpl.replacingOccurrences(of: "{}", with: ph))
+            owner.append((ti, k))
+          }
+        }
+      }
+      let emb = try bundle.embedTexts(texts)
+      var te = [[Float]](repeating: [Float](repeating: 0, count: K * D), count: NT)
+      for (i, (ti, k)) in owner.enumerated() { for d in 0..<D { te[ti][k * D + d] += emb[i * D + d] } }
+      for ti in 0..<NT { te[ti].withUnsafeMutableBufferPointer { l2normForward($0.baseAddress!, nil, $0.baseAddress!, K, D) } }
+      templateEmbeddings = te
+      fromCache = false
+      if let p = cachePath {
+        try? FileManager.default.createDirectory(
+          atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try? SafeTensorsWriter.write(
+          ["templates": Tensor(shape: [NT, K, D], data: te.flatMap { $0 })], metadata: ["prompt_set": promptSet.name], to: p)
+      }
+    }
+    var ce = [Float](repeating: 0, count: K * D)
+    for te in templateEmbeddings { for i in 0..<(K * D) { ce[i] += te[i] } }
+    ce.withUnsafeMutableBufferPointer { l2normForward($0.baseAddress!, nil, $0.baseAddress!, K, D) }
+    classEmbeddings = ce
+  }
+
+  public var classCount: Int { classNames.count }
+
+  /// Logits (N,K) = exp(logit_scale) x cosine, for normalised image embeddings (N,D).
+  public func logits(_ emb: [Float]) -> [Float] { bundle.clip.logits(images: emb, texts: classEmbeddings) }
+
+  /// Predictions for normalised image embeddings (N,D).
+  public func predict(_ emb: [Float]) -> [TilePrediction] {
+    let K = classCount, D = bundle.clip.embedDim, N = emb.count / D
+    let lg = logits(emb)
+    let probs = Metrics.softmax(lg, classes: K, temperature: temperature)
+    let scale = expf(bundle.clip.logitScale)
+    let perT = templateEmbeddings.map {
+      Metrics.softmax(bundle.clip.logits(images: emb, texts: $0), classes: K, temperature: temperature)
+    }
+    var out: [TilePrediction] = []
+    out.reserveCapacity(N)
+    for n in 0..<N {
+      let p = Array(probs[(n * K)..<((n + 1) * K)])
+      let order = p.indices.sorted { p[$0] > p[$1] }
+      let top = order[0]
+      let tp = perT.map { $0[n * K + top] }
+      let mean = tp.reduce(0, +) / Float(tp.count)
+      let spread = (tp.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Float(tp.count)).squareRoot()
+      let lrow = Array(lg[(n * K)..<((n + 1) * K)])
+      out.append(
+        TilePrediction(
+          probs: p, logits: lrow, top: top, margin: K > 1 ? p[order[0]] - p[order[1]] : 1, promptSpread: spread,
+          domain: (lrow.max() ?? 0) / scale))
+    }
+    return out
+  }
+}

@@ -1,0 +1,125 @@
+import EosinModels
+import EosinTensor
+import EosinTokenizer
+import EosinWeights
+import Foundation
+
+/// Settings for contrastive training.
+public struct CLIPTrainConfig: Codable, Sendable {
+  public var batch = 64
+  public var steps = 2000
+  public var warmup = 100
+  public var peakLR: Float = 5e-4
+  public var weightDecay: Float = 0.05
+  public var clip: Float = 1.0
+  public var seed: UInt64 = 1
+  public var contextLength = 40
+  /// Share of each batch that is non-tissue (blank, noise, pen, blur, slide background).
+  public var nonTissueShare: Float = 0.08
+  public var checkpointEvery = 100
+  public init() {}
+}
+
+/// The contrastive training loop: augmented batches, label-aware CLIP loss, AdamW with warmup
+/// and cosine decay, gradient clipping, periodic atomic checkpoints with optimizer state.
+///
+/// Batches depend only on (seed, step), so a resumed run sees the same data as an uninterrupted
+/// one. Not thread-safe; uses every core through the engine's kernels.
+public final class CLIPTrainer {
+  public let model: TrainCLIP
+  public let config: CLIPTrainConfig
+  let images: [RawImage]
+  let labels: [Int]
+  let nonTissue: [RawImage]
+  let nonTissueClass: Int
+  let captions: CaptionBuilder
+  let tokenizer: Tokenizer
+  let augmenter: Augmenter
+  let pad: Int32, eos: Int32
+
+  public init(
+    model: TrainCLIP, images: [RawImage], labels: [Int], nonTissue: [RawImage], nonTissueClass: Int, captions: CaptionBuilder,
+    tokenizer: Tokenizer, config: CLIPTrainConfig
+  ) throws {
+    guard !images.isEmpty else { throw TrainingError.data("no training images: the dataset is empty") }
+    self.model = model
+    self.images = images
+    self.labels = labels
+    self.nonTissue = nonTissue
+    self.nonTissueClass = nonTissueClass
+    self.captions = captions
+    self.tokenizer = tokenizer
+    self.config = config
+    augmenter = Augmenter(size: model.config.visionConfig.imageSize)
+    guard let e = tokenizer.eos else { throw TrainingError.data("tokenizer has no end token") }
+    eos = e
+    pad = tokenizer.special["<|pad|>"] ?? e
+  }
+
+  /// Token rows for captions: ids + end token, truncated and padded to the context length.
+  public func tokenRows(_ texts: [String]) -> [[Int32]] {
+    let T = config.contextLength
+    return texts.map { t in
+      var ids = Array(tokenizer.encode(t).prefix(T - 1)) + [eos]
+      while ids.count < T { ids.append(pad) }
+      return ids
+    }
+  }
+
+  /// Runs from the model's current step to `config.steps`, or until `stop()` says so.
+  /// - Parameters:
+  ///   - log: receives one line per `logEvery` steps (loss, lr, grad norm, img/s).
+  ///   - save: called with the step number to write a checkpoint.
+  public func run(logEvery: Int = 20, stop: () -> Bool, log: (String) -> Void, save: (Int) throws -> Void) throws {
+    let B = config.batch, S = augmenter.size
+    var losses: [Float] = []
+    var t0 = Probes.now()
+    var seen = 0
+    while model.params.step < config.steps {
+      if stop() {
+        try save(model.params.step)
+        log("stopped at step \(model.params.step); checkpoint saved")
+        return
+      }
+      let step = model.params.step
+      var rng = SeededRNG(seed: config.seed &* 0x9E37_79B9 &+ UInt64(step) &* 0x85EB_CA6B &+ 1)
+      // Pick the batch: tissue tiles by a per-step shuffle, plus a few non-tissue images.
+      var picks: [(RawImage, Int)] = []
+      for _ in 0..<B {
+        if !nonTissue.isEmpty && rng.uniform() < config.nonTissueShare {
+          picks.append((nonTissue[Int(rng.next() % UInt64(nonTissue.count))], nonTissueClass))
+        } else {
+          let i = Int(rng.next() % UInt64(images.count))
+          picks.append((images[i], labels[i]))
+        }
+      }
+      let seeds = (0..<B).map { _ in rng.next() }
+      let px = UnsafeMutableBufferPointer<Float>.allocate(capacity: B * 3 * S * S)
+      defer { px.deallocate() }
+      parallelFor(B) { b in
+        var r = SeededRNG(seed: seeds[b])
+        self.augmenter.augment(picks[b].0, rng: &r, into: px.baseAddress! + b * 3 * S * S)
+      }
+      let texts = picks.map { captions.caption($0.1, rng: &rng) }
+      model.params.zeroGrad()
+      let loss = model.step(pixels: Array(px), ids: tokenRows(texts), labels: picks.map { $0.1 })
+      let lr = learningRate(step: step, total: config.steps, warmup: config.warmup, peak: config.peakLR)
+      let gn = model.params.adamw(lr: lr, weightDecay: config.weightDecay, clip: config.clip)
+      losses.append(loss)
+      seen += B
+      if model.params.step % logEvery == 0 {
+        let dt = Probes.now() - t0
+        let mean = losses.reduce(0, +) / Float(losses.count)
+        log(
+          String(
+            format: "step %5d/%d  loss %.4f  lr %.2e  grad %.2f  scale %.1f  %.1f img/s", model.params.step, config.steps, mean,
+            lr, gn, expf(model.params.data[model.params.offset("logit_scale")]), Double(seen) / dt))
+        losses.removeAll()
+        seen = 0
+        t0 = Probes.now()
+      }
+      if model.params.step % config.checkpointEvery == 0 { try save(model.params.step) }
+    }
+    try save(model.params.step)
+  }
+}

@@ -1,0 +1,192 @@
+import ArgumentParser
+import EosinModels
+import EosinSlide
+import EosinTensor
+import EosinTokenizer
+import EosinTraining
+import EosinWeights
+import Foundation
+
+/// Set by SIGINT during training; the loop saves a checkpoint and stops.
+nonisolated(unsafe) var interrupted = false
+
+struct TrainCLIPCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "clip",
+    abstract: "Train the CLIP pair (ViT image encoder + text transformer) on labelled tiles, natively on the CPU.")
+
+  @Option(parsing: .upToNextOption, help: "Dataset folders, each with manifest.csv (path,label,group|case_id).")
+  var data: [String] = ["../shared/data/tiles/lc25000-lung", "../shared/data/tiles/ebhi-seg"]
+  @Option(help: "Knowledge notes folder.") var knowledge = "Prompts/knowledge"
+  @Option(help: "Zero-shot prompt sets whose synonyms are held out of training.") var prompts = "Prompts/zero-shot"
+  @Option(help: "Vocabulary folder.") var vocab = "Vocab"
+  @Option(help: "Slides whose background tiles become non-tissue examples.") var backgroundSlide: [String] = []
+  @Option(help: "Output folder for the checkpoint.") var out = "Weights/eosin-small-v1/clip"
+  @Option(help: "Optimizer steps.") var steps = 2000
+  @Option(help: "Images per step.") var batch = 64
+  @Option(help: "Peak learning rate.") var lr: Float = 5e-4
+  @Option(help: "Seed for initialisation, shuffling and augmentation.") var seed: UInt64 = 1
+  @Flag(help: "Continue from OUT/train-state.safetensors.") var resume = false
+
+  func run() throws {
+    let classes = try Knowledge.load(knowledge)
+    var index: [String: Int] = [:]
+    for (i, c) in classes.enumerated() { index[c.datasetLabel] = i }
+    guard let ntClass = classes.firstIndex(where: { $0.id == "non_tissue" }) else {
+      throw CLIError("\(knowledge): no non_tissue class")
+    }
+    let tok = try Tokenizer.load(vocab)
+    // Held-out wording: every synonym a prompt set uses.
+    var heldOut: Set<String> = []
+    for f in ((try? FileManager.default.contentsOfDirectory(atPath: prompts)) ?? []).sorted() where f.hasSuffix(".json") {
+      if let o = try? JSONSerialization.jsonObject(with: FileManager.default.contents(atPath: prompts + "/" + f) ?? Data())
+        as? [String: Any]
+      {
+        for c in (o["classes"] as? [[String: Any]]) ?? [] {
+          for s in (c["synonyms"] as? [String]) ?? [] { heldOut.insert(s.lowercased()) }
+        }
+      }
+    }
+    // Load and split.
+    var train: [TileItem] = []
+    var splitCounts: [String: [String: Int]] = [:]
+    for d in data {
+      let name = (d as NSString).lastPathComponent
+      let (items, skipped) = try TileManifest.load(d, dataset: name)
+      for s in skipped { warn("eosin: warning: skipped \(s)") }
+      if !skipped.isEmpty { warn("eosin: warning: \(skipped.count) manifest rows skipped in \(d)") }
+      for it in items {
+        let sp = TileManifest.split(dataset: name, group: it.group)
+        splitCounts[name, default: [:]][sp.rawValue, default: 0] += 1
+        if sp == .train {
+          guard index[it.label] != nil else { throw CLIError("\(d): label '\(it.label)' has no knowledge class (dataset_label)") }
+          train.append(it)
+        }
+      }
+    }
+    let size = 144
+    warn("decoding \(train.count) training tiles ...")
+    let (imgs, bad) = decodeTiles(train.map { $0.path }, size: size)
+    var images: [RawImage] = [], labels: [Int] = []
+    for (i, im) in imgs.enumerated() {
+      if let im = im {
+        images.append(im)
+        labels.append(index[train[i].label]!)
+      }
+    }
+    for b in bad { warn("eosin: warning: skipped undecodable tile \(b)") }
+    if !bad.isEmpty { warn("eosin: warning: \(bad.count) tiles could not be decoded and were skipped") }
+    // Non-tissue examples.
+    var rng = SeededRNG(seed: seed ^ 0xABCDEF)
+    var nonTissue: [RawImage] = (0..<240).map { k in
+      NonTissue.make(kind: k, size: size, rng: &rng, blurSource: images[k % images.count])
+    }
+    for s in backgroundSlide { nonTissue += try backgroundTiles(s, size: size) }
+    warn("training set: \(images.count) tiles in \(Set(labels).count) classes, \(nonTissue.count) non-tissue images")
+    // Model.
+    var cfg = CLIPConfig()
+    cfg.projectionDim = 128
+    cfg.visionConfig.hiddenSize = 192
+    cfg.visionConfig.intermediateSize = 768
+    cfg.visionConfig.numHiddenLayers = 6
+    cfg.visionConfig.numAttentionHeads = 3
+    cfg.visionConfig.imageSize = 112
+    cfg.visionConfig.patchSize = 16
+    cfg.textConfig.vocabSize = tok.vocabSize
+    cfg.textConfig.hiddenSize = 192
+    cfg.textConfig.intermediateSize = 768
+    cfg.textConfig.numHiddenLayers = 4
+    cfg.textConfig.numAttentionHeads = 3
+    cfg.textConfig.maxPositionEmbeddings = 40
+    cfg.textConfig.eosTokenId = Int(tok.eos!)
+    cfg.textConfig.bosTokenId = Int(tok.eos!)
+    let model = try TrainCLIP(config: cfg, seed: seed)
+    try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+    let state = out + "/train-state.safetensors"
+    if resume {
+      try model.params.load(from: SafeTensorsFile(path: state))
+      warn("resumed at step \(model.params.step)")
+    }
+    var tc = CLIPTrainConfig()
+    tc.steps = steps
+    tc.batch = batch
+    tc.peakLR = lr
+    tc.seed = seed
+    tc.warmup = min(100, steps / 10)
+    let trainer = try CLIPTrainer(
+      model: model, images: images, labels: labels, nonTissue: nonTissue, nonTissueClass: ntClass,
+      captions: CaptionBuilder(classes: classes, heldOutSynonyms: heldOut), tokenizer: tok, config: tc)
+    signal(SIGINT) { _ in interrupted = true }
+    let t0 = Probes.now()
+    try trainer.run(
+      stop: { interrupted },
+      log: {
+        print($0); fflush(stdout)
+      },
+      save: { step in
+        try SafeTensorsWriter.write(model.params.stateTensors(), metadata: ["step": "\(step)"], to: state)
+        try SafeTensorsWriter.write(model.export(), metadata: ["format": "pt"], to: out + "/model.safetensors")
+        try writeJSON(cfg, to: out + "/config.json")
+        let pre: [String: Any] = [
+          "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+          "size": ["shortest_edge": 112], "crop_size": ["height": 112, "width": 112],
+        ]
+        try JSONSerialization.data(withJSONObject: pre, options: [.prettyPrinted, .sortedKeys]).write(
+          to: URL(fileURLWithPath: out + "/preprocessor_config.json"), options: .atomic)
+        let info: [String: Any] = [
+          "command": CommandLine.arguments.joined(separator: " "), "seed": Int(seed), "steps": step, "batch": batch,
+          "peak_lr": lr,
+          "train_tiles": images.count, "non_tissue_images": nonTissue.count, "splits": splitCounts,
+          "split_rule": "FNV-1a(dataset/group) mod 100: <70 train, <80 val, else test; group = LC25000 group or EBHI case_id",
+          "held_out_synonyms": heldOut.sorted(), "training_templates": CaptionBuilder.trainingTemplates,
+          "minutes": (Probes.now() - t0) / 60,
+        ]
+        try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys]).write(
+          to: URL(fileURLWithPath: out + "/training.json"), options: .atomic)
+      })
+    if interrupted { throw ExitCode(130) }
+    print("trained \(model.params.step) steps in \(fmt((Probes.now() - t0) / 60, 1)) min -> \(out)")
+  }
+}
+
+/// Encodes a Codable value as pretty, key-sorted JSON, atomically.
+func writeJSON<T: Encodable>(_ v: T, to path: String) throws {
+  let e = JSONEncoder()
+  e.outputFormatting = [.prettyPrinted, .sortedKeys]
+  try e.encode(v).write(to: URL(fileURLWithPath: path), options: .atomic)
+}
+
+/// Decodes tiles in parallel and area-resizes each to size x size. Undecodable files come back
+/// nil and are listed with their error.
+func decodeTiles(_ paths: [String], size: Int) -> ([RawImage?], [String]) {
+  let out = UnsafeMutableBufferPointer<RawImage?>.allocate(capacity: paths.count)
+  out.initialize(repeating: nil)
+  defer { out.deallocate() }
+  let errs = UnsafeMutableBufferPointer<String?>.allocate(capacity: paths.count)
+  errs.initialize(repeating: nil)
+  defer { errs.deallocate() }
+  parallelFor(paths.count) { i in
+    do {
+      let img = try ImageCodec.read(paths[i])
+      let r = resample(img, outWidth: size, outHeight: size)
+      out[i] = RawImage(width: size, height: size, pixels: r.pixels)
+    } catch {
+      errs[i] = error.localizedDescription
+    }
+  }
+  return (Array(out), errs.compactMap { $0 })
+}
+
+/// Background tiles (no tissue) of a slide at 0.5 µm/px, 224 px, resized to size x size.
+func backgroundTiles(_ path: String, size: Int) throws -> [RawImage] {
+  let s = try Slide(path: path)
+  let mask = try TissueDetector().detect(s)
+  let t = try Tiler(slide: s, mpp: 0.5, tileSize: 224, tissue: nil, minTissue: 0)
+  var out: [RawImage] = []
+  for ref in t.grid.tiles
+  where mask.fraction(x0: Double(ref.x), y0: Double(ref.y), width: t.grid.extent0, height: t.grid.extent0) == 0 {
+    let img = resample(try t.read(ref), outWidth: size, outHeight: size)
+    out.append(RawImage(width: size, height: size, pixels: img.pixels))
+  }
+  return out
+}
