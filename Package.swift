@@ -47,7 +47,8 @@ let package = Package(
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
 
-    .target(name: "TestSupport", dependencies: ["EosinSlide", "CTIFF"], path: "Tests/TestSupport"),
+    .target(name: "TestSupport", dependencies: ["EosinSlide", "EosinTraining", "CTIFF"], path: "Tests/TestSupport"),
+    .testTarget(name: "EosinPipelinesTests", dependencies: ["EosinPipelines", "TestSupport"]),
     .testTarget(name: "EosinSlideTests", dependencies: ["EosinSlide", "TestSupport"]),
     .testTarget(name: "EosinTensorTests", dependencies: ["EosinTensor"]),
     .testTarget(name: "EosinWeightsTests", dependencies: ["EosinWeights", "TestSupport"]),

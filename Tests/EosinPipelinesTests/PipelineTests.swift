@@ -1,0 +1,152 @@
+import EosinModels
+import EosinPipelines
+import EosinSlide
+import Foundation
+import TestSupport
+import XCTest
+
+final class PromptSetTests: XCTestCase {
+  func write(_ s: String) -> String {
+    let p = TestSupport.tempDir() + "/set.json"
+    try! s.write(toFile: p, atomically: true, encoding: .utf8)
+    return p
+  }
+
+  func message(_ p: String) -> String {
+    do { _ = try PromptSet.load(p); return "ok" } catch { return error.localizedDescription }
+  }
+
+  /// Guards: every shipped prompt set loads and validates.
+  func testShippedSetsLoad() throws {
+    for n in ["lung", "colorectal", "colorectal-coarse", "tissue", "malignancy"] {
+      let s = try PromptSet.load(TestSupport.projectRoot + "/Prompts/zero-shot/\(n).json")
+      XCTAssertFalse(s.classes.isEmpty)
+      XCTAssertEqual(s.sha256.count, 64)
+    }
+  }
+
+  /// Guards bad input: missing file, malformed JSON (line and column), empty class list,
+  /// duplicate class names, template without {}.
+  func testBadPromptSets() {
+    XCTAssertTrue(
+      message("/nonexistent/set.json").hasSuffix("prompt set not found; pass a JSON file or a name from Prompts/zero-shot"))
+    let bad = write("{\n  \"name\": \"x\",\n  \"classes\": [,]\n}")
+    XCTAssertEqual(message(bad), "\(bad): malformed JSON at line 3, column 15")
+    let empty = write(#"{"name": "x", "classes": [], "templates": ["{}"]}"#)
+    XCTAssertEqual(message(empty), "\(empty): the class list is empty")
+    let dup = write(#"{"name": "x", "classes": [{"name": "A"}, {"name": "a"}], "templates": ["{}"]}"#)
+    XCTAssertEqual(message(dup), "\(dup): duplicate class name 'a'")
+    let tmpl = write(#"{"name": "x", "classes": [{"name": "a"}, {"name": "b"}], "templates": ["a photo of"]}"#)
+    XCTAssertEqual(message(tmpl), "\(tmpl): template 'a photo of' has no {} placeholder")
+    XCTAssertThrowsError(try PromptSet.inline(" , "))
+    XCTAssertEqual(try PromptSet.inline("tumour, stroma").classes.map { $0.name }, ["tumour", "stroma"])
+  }
+
+  /// Guards bad input: unknown file types and empty folders are refused with the path named.
+  func testInputCollectorErrors() throws {
+    let d = TestSupport.tempDir()
+    FileManager.default.createFile(atPath: d + "/notes.docx", contents: Data([1]))
+    XCTAssertThrowsError(try InputCollector.collect([d + "/notes.docx"])) {
+      XCTAssertTrue($0.localizedDescription.contains("unknown file type '.docx'"))
+    }
+    let e = TestSupport.tempDir()
+    XCTAssertThrowsError(try InputCollector.collect([e])) {
+      XCTAssertEqual($0.localizedDescription, "\(e): folder holds no images or slides")
+    }
+  }
+
+  /// Guards label mapping through the knowledge notes, including the coarse grouping.
+  func testLabelMapping() throws {
+    let know = LabeledTiles.knowledge(TestSupport.projectRoot + "/Prompts/knowledge")
+    let coarse = try PromptSet.load(TestSupport.projectRoot + "/Prompts/zero-shot/colorectal-coarse.json")
+    let m = try LabeledTiles.mapLabels(
+      ["Normal", "Polyp", "Low-grade_IN", "High-grade_IN", "Serrated_adenoma", "Adenocarcinoma"], to: coarse, knowledge: know)
+    XCTAssertEqual(m["Normal"], 0)
+    XCTAssertEqual(m["Polyp"], 0)
+    XCTAssertEqual(m["Low-grade_IN"], 1)
+    XCTAssertEqual(m["Serrated_adenoma"], 1)
+    XCTAssertEqual(m["Adenocarcinoma"], 2)
+    let lung = try PromptSet.load(TestSupport.projectRoot + "/Prompts/zero-shot/lung.json")
+    XCTAssertEqual(
+      try LabeledTiles.mapLabels(["lung_aca", "lung_scc", "lung_n"], to: lung, knowledge: know),
+      ["lung_aca": 0, "lung_scc": 1, "lung_n": 2])
+    XCTAssertThrowsError(try LabeledTiles.mapLabels(["kidney"], to: lung, knowledge: know)) {
+      XCTAssertTrue($0.localizedDescription.contains("--label-map"))
+    }
+  }
+}
+
+final class MetricsTests: XCTestCase {
+  /// Guards the metric code shared by training and eval.
+  func testMetrics() {
+    let cm = Metrics.confusion(truth: [0, 0, 0, 1], predicted: [0, 0, 1, 1], classes: 2)
+    XCTAssertEqual(cm, [[2, 1], [0, 1]])
+    XCTAssertEqual(Metrics.balancedAccuracy(cm), (2.0 / 3 + 1) / 2, accuracy: 1e-12)
+    XCTAssertEqual(Metrics.ece(confidence: [1, 1], correct: [true, false]), 0.5, accuracy: 1e-9)
+    // Logits drawn from a softmax at temperature 2.5: the fit recovers it.
+    var logits: [Float] = [], truth: [Int] = []
+    var rng = SystemRandomNumberGenerator()
+    for _ in 0..<4000 {
+      let l = (0..<3).map { _ in Float.random(in: -4...4, using: &rng) }
+      let p = Metrics.softmax(l, classes: 3, temperature: 2.5)
+      let u = Float.random(in: 0..<1, using: &rng)
+      truth.append(u < p[0] ? 0 : (u < p[0] + p[1] ? 1 : 2))
+      logits += l
+    }
+    XCTAssertEqual(Metrics.fitTemperature(logits, truth: truth, classes: 3), 2.5, accuracy: 0.3)
+  }
+}
+
+final class ZeroShotTests: XCTestCase {
+  static let bundleDir: String = { try! TestSupport.writeTinyBundle(at: TestSupport.tempDir("eosin-bundle")) }()
+
+  /// Guards the classifier's contracts on a tiny random model: probabilities sum to one, text
+  /// embeddings are cached on disk and reused, and top-K pooling gives a verdict with evidence.
+  func testClassifierAndPooling() throws {
+    let bundle = try ModelBundle(path: Self.bundleDir)
+    let set = try PromptSet.inline("tumour,stroma,fat")
+    let cache = TestSupport.tempDir("eosin-cache")
+    let a = try ZeroShotClassifier(bundle: bundle, promptSet: set, cacheDir: cache)
+    XCTAssertFalse(a.fromCache)
+    let b = try ZeroShotClassifier(bundle: bundle, promptSet: set, cacheDir: cache)
+    XCTAssertTrue(b.fromCache)
+    XCTAssertEqual(a.classEmbeddings, b.classEmbeddings)
+    let img = TestSupport.syntheticHE(width: 64, height: 64)
+    let preds = a.predict(SlideIndex.embedImages([img, img.crop(x: 0, y: 0, width: 32, height: 32)], bundle: bundle))
+    for p in preds { XCTAssertEqual(p.probs.reduce(0, +), 1, accuracy: 1e-5) }
+    // A synthetic slide: cached index on the second call.
+    let sp = TestSupport.tempDir() + "/s.tiff"
+    try TestSupport.writeSyntheticSlide(at: sp, width: 1536, height: 1024, levels: 2, mpp: 0.5)
+    let s = try Slide(path: sp)
+    let m = try TissueDetector().detect(s)
+    let e1 = try SlideIndex.embed(slide: s, tissue: m, bundle: bundle, overrideMPP: nil, cacheDir: cache)
+    let e2 = try SlideIndex.embed(slide: s, tissue: m, bundle: bundle, overrideMPP: nil, cacheDir: cache)
+    XCTAssertFalse(e1.fromCache)
+    XCTAssertTrue(e2.fromCache)
+    XCTAssertEqual(e1.embeddings, e2.embeddings)
+    XCTAssertGreaterThan(e1.tiles.count, 10)
+    let r = SlidePooling.pool(
+      a.predict(e1.embeddings), tiles: e1.tiles, extent0: e1.extent0, classifier: a, k: 5,
+      facts: InputFacts(tissueFraction: m.tissueFraction), policy: ReviewPolicy(thresholds: bundle.thresholds))
+    XCTAssertEqual(r.probs.reduce(0, +), 1, accuracy: 1e-5)
+    XCTAssertEqual(r.evidence[r.verdict].count, 5)
+    XCTAssertEqual(r.fractions.reduce(0, +), 1, accuracy: 1e-9)
+  }
+
+  /// Guards the review policy: each condition raises its flag with a plain-words reason.
+  func testReviewPolicyFlags() {
+    let pol = ReviewPolicy(thresholds: ReviewThresholds())
+    let c = Confidence(probability: 0.4, margin: 0.05, promptSpread: 0.3, domain: 0.01, tissueFraction: 0.001)
+    let f = pol.flags(
+      c, verdict: "squamous", runnerUp: "adeno", facts: InputFacts(mppMissing: true, notBrightfield: "dark background"))
+    XCTAssertEqual(
+      Set(f.map { $0.code }),
+      ["low-probability", "small-margin", "prompt-sensitive", "out-of-domain", "little-tissue", "no-mpp", "not-he"])
+    XCTAssertTrue(f.contains { $0.reason == "squamous vs adeno differ by only 0.05" })
+    XCTAssertTrue(
+      pol.flags(
+        Confidence(probability: 0.95, margin: 0.9, promptSpread: 0.01, domain: 0.5), verdict: "a", runnerUp: "b",
+        facts: InputFacts()
+      ).isEmpty)
+  }
+}

@@ -1,0 +1,47 @@
+import EosinModels
+import EosinTraining
+import EosinWeights
+import Foundation
+
+extension TestSupport {
+  /// Writes a tiny random model bundle (CLIP pair + the small test vocabulary + a manifest with
+  /// 32-px tiles at 1.0 µm/px) and returns its folder. Deterministic for a seed.
+  public static func writeTinyBundle(at dir: String, seed: UInt64 = 3, temperature: Double = 1) throws -> String {
+    let clipDir = dir + "/clip"
+    try FileManager.default.createDirectory(atPath: clipDir, withIntermediateDirectories: true)
+    let vocab = projectRoot + "/Tests/EosinTokenizerTests/Fixtures/small-bpe"
+    for f in ["vocab.json", "merges.txt", "special_tokens.json"] {
+      try? FileManager.default.removeItem(atPath: clipDir + "/" + f)
+      try FileManager.default.copyItem(atPath: vocab + "/" + f, toPath: clipDir + "/" + f)
+    }
+    var cfg = CLIPConfig()
+    cfg.projectionDim = 16
+    cfg.visionConfig.hiddenSize = 32
+    cfg.visionConfig.intermediateSize = 64
+    cfg.visionConfig.numHiddenLayers = 1
+    cfg.visionConfig.numAttentionHeads = 2
+    cfg.visionConfig.imageSize = 32
+    cfg.visionConfig.patchSize = 8
+    cfg.textConfig.vocabSize = 1200
+    cfg.textConfig.hiddenSize = 32
+    cfg.textConfig.intermediateSize = 64
+    cfg.textConfig.numHiddenLayers = 1
+    cfg.textConfig.numAttentionHeads = 2
+    cfg.textConfig.maxPositionEmbeddings = 24
+    cfg.textConfig.eosTokenId = 1195
+    let m = try TrainCLIP(config: cfg, seed: seed)
+    try SafeTensorsWriter.write(m.export(), to: clipDir + "/model.safetensors")
+    let e = JSONEncoder()
+    e.outputFormatting = [.sortedKeys]
+    try e.encode(cfg).write(to: URL(fileURLWithPath: clipDir + "/config.json"))
+    let man: [String: Any] = [
+      "name": "tiny-test", "native": ["tile_size": 32, "mpp": 1.0], "calibration": ["temperature": temperature],
+      "review": [
+        "min_probability": 0.6, "min_margin": 0.1, "max_prompt_spread": 0.2, "min_domain_similarity": -1,
+        "min_tissue_fraction": 0.02,
+      ],
+    ]
+    try JSONSerialization.data(withJSONObject: man).write(to: URL(fileURLWithPath: dir + "/manifest.json"))
+    return dir
+  }
+}
