@@ -122,3 +122,22 @@ for _ in range(10):
 grads["adamw_losses"] = torch.tensor(losses)
 save_file(grads, os.path.join(OUT, "tiny-clip-grads.safetensors"))
 print("wrote CLIP gradient fixtures")
+
+# ---- GPT-2 training parity: LM loss gradients, then 10 AdamW steps ----
+gpt.train()
+seq = torch.tensor([[5, 17, 33, 2, 71, 9, 40, 41, 3, 88, 12, 64]])
+gpt.zero_grad()
+out = gpt(seq, labels=seq)
+out.loss.backward()
+g2 = {"grad." + k: p.grad.detach().clone().contiguous() for k, p in gpt.named_parameters() if p.grad is not None}
+g2["loss0"] = out.loss.detach().reshape(1)
+g2["seq"] = seq.to(torch.float32)
+opt = torch.optim.AdamW(gpt.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+losses = []
+for _ in range(10):
+    l = gpt(seq, labels=seq).loss
+    losses.append(l.item())
+    opt.zero_grad(); l.backward(); opt.step()
+g2["adamw_losses"] = torch.tensor(losses)
+save_file(g2, os.path.join(OUT, "tiny-gpt2-grads.safetensors"))
+print("wrote GPT-2 gradient fixtures")
