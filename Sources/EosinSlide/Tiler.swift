@@ -14,6 +14,16 @@ public struct TileRef: Codable, Equatable, Sendable {
   public var size0: Int
   /// Tissue fraction inside the footprint, from the thumbnail mask.
   public var tissue: Double
+
+  public init(index: Int, col: Int, row: Int, x: Int, y: Int, size0: Int, tissue: Double) {
+    self.index = index
+    self.col = col
+    self.row = row
+    self.x = x
+    self.y = y
+    self.size0 = size0
+    self.tissue = tissue
+  }
 }
 
 /// A deterministic grid of square tiles at a target resolution, holding only coordinates.

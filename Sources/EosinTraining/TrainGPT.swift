@@ -25,7 +25,9 @@ public final class TrainGPT {
     func add(_ n: String, _ s: [Int]) -> Int { p.add(n, ri.make(n, s)) }
     wte = add("wte", [cfg.vocabSize, C])
     wpe = add("wpe", [cfg.nPositions, C])
-    blocks = (0..<cfg.nLayer).map { TrainBlock(p, "h.\($0).", C: C, I: cfg.nInner ?? 4 * C, NH: cfg.nHead, act: .geluTanh, source: &ri) }
+    blocks = (0..<cfg.nLayer).map {
+      TrainBlock(p, "h.\($0).", C: C, I: cfg.nInner ?? 4 * C, NH: cfg.nHead, act: .geluTanh, source: &ri)
+    }
     lnfw = add("ln_f.weight", [C]); lnfb = add("ln_f.bias", [C])
     p1w = add("projector.0.weight", [projectorHidden, imageDim]); p1b = add("projector.0.bias", [projectorHidden])
     p2w = add("projector.2.weight", [C, projectorHidden]); p2b = add("projector.2.bias", [C])
@@ -77,7 +79,8 @@ public final class TrainGPT {
     var tg = [Int32](repeating: -1, count: N)
     for b in 0..<B { for t in 0..<T { tg[b * L + P + t] = targets[b][t] } }
     var dlogits = [Float](repeating: 0, count: train ? N * V : 0)
-    let loss = train ? crossEntropyForwardBackward(&dlogits, logits, tg, N, V) : crossEntropyForwardBackward(nil, logits, tg, N, V)
+    let loss =
+      train ? crossEntropyForwardBackward(&dlogits, logits, tg, N, V) : crossEntropyForwardBackward(nil, logits, tg, N, V)
     if !train { return loss }
     var dhf = [Float](repeating: 0, count: N * C), dx = dhf
     params.data.withUnsafeBufferPointer { wb in

@@ -8,7 +8,8 @@ let eosinSpecialTokens = ["<|endoftext|>", "<|user|>", "<|assistant|>", "<|image
 
 struct Train: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Train Eosin's models and vocabulary.", subcommands: [TrainBPE.self, TrainCLIPCommand.self])
+    abstract: "Train Eosin's models and vocabulary.",
+    subcommands: [TrainBPE.self, TrainCLIPCommand.self, TrainDecoderCommand.self])
 }
 
 struct TrainBPE: ParsableCommand {

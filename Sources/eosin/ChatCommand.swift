@@ -1,0 +1,263 @@
+import ArgumentParser
+import CReadline
+import EosinModels
+import EosinPipelines
+import EosinSlide
+import EosinTensor
+import Foundation
+
+/// REPL state the C callbacks (signal handler, completion) can reach.
+nonisolated(unsafe) var chatGenerating = false
+nonisolated(unsafe) var chatCancel = false
+nonisolated(unsafe) var completionIndex = 0
+nonisolated(unsafe) var completionList: [String] = []
+
+let chatCommands = [
+  ":open", ":info", ":classify", ":evidence", ":heatmap", ":report", ":save", ":reset", ":temperature", ":seed", ":help", ":quit",
+]
+
+/// Levenshtein distance, for suggesting the closest command.
+func editDistance(_ a: String, _ b: String) -> Int {
+  let x = Array(a), y = Array(b)
+  var d = Array(0...y.count)
+  for i in 1...max(1, x.count) where !x.isEmpty {
+    var prev = d[0]
+    d[0] = i
+    for j in 1...max(1, y.count) where !y.isEmpty {
+      let t = d[j]
+      d[j] = min(d[j] + 1, d[j - 1] + 1, prev + (x[i - 1] == y[j - 1] ? 0 : 1))
+      prev = t
+    }
+  }
+  return d[y.count]
+}
+
+struct Chat: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Talk to a slide: a readline REPL with streamed answers, a confidence line and review flags after each answer.")
+
+  @OptionGroup var model: ModelOptions
+  @Argument(help: "A slide, or images treated as one case (optional; use :open later).") var inputs: [String] = []
+  @Option(help: "The slide's level-0 mpp when the file lacks it.") var mpp: Double?
+  @Option(help: "Sampling temperature (0 = greedy, reproducible).") var temperature: Float = 0
+  @Option(help: "Nucleus sampling mass.") var topP: Float = 0.9
+  @Option(help: "Seed for sampling.") var seed: UInt64 = 0
+  @Option(help: "Longest answer in tokens.") var maxTokens = 40
+
+  func run() throws {
+    let t0 = Probes.now()
+    let bundle = try model.bundle()
+    guard let dec = bundle.decoderDirectory else {
+      throw CLIError("\(bundle.directory): these weights have no decoder/; chat needs one (see `eosin train decoder`)")
+    }
+    let chatModel = try ChatModel(directory: dec, imageDim: bundle.clip.embedDim)
+    let sets = ["lung", "colorectal", "colorectal-coarse", "tissue", "malignancy"].compactMap {
+      try? PromptSet.load($0, searchDirs: promptDirs("zero-shot"))
+    }
+    let session = ChatSession(bundle: bundle, chat: chatModel, promptSets: sets, cacheDir: model.cacheDir)
+    session.sampler = Sampler(temperature: temperature, topP: topP, seed: seed)
+    session.maxTokens = maxTokens
+    let env = ProcessInfo.processInfo.environment
+    let state = (env["XDG_STATE_HOME"] ?? ((env["HOME"] ?? NSTemporaryDirectory()) + "/.local/state")) + "/eosin"
+    let transcript = try Transcript(directory: state + "/sessions")
+    let tty = isTerminal(0) && isTerminal(1)
+    let say: (String) -> Void = {
+      print($0); fflush(stdout)
+    }
+    if !inputs.isEmpty { openInputs(session, inputs, say) }
+    if tty {
+      say(String(format: "eosin chat · ready in %.0f ms · :help for commands · Ctrl-D to quit", (Probes.now() - t0) * 1000))
+      setupReadline(history: state + "/history")
+    }
+    signal(SIGINT) { _ in
+      if chatGenerating {
+        chatCancel = true
+      } else {
+        // At the prompt: clear the line and start a fresh one.
+        write(1, "\n", 1)
+        rl_on_new_line()
+        rl_replace_line("", 0)
+        rl_redisplay()
+      }
+    }
+    while let line = readInput(session: session, tty: tty) {
+      var text = line
+      if text.utf8.count > 4096 {
+        text = String(decoding: Array(text.utf8.prefix(4096)), as: UTF8.self)
+        say("(input truncated to 4096 bytes)")
+      }
+      text = text.trimmingCharacters(in: .whitespaces)
+      if text.isEmpty { continue }
+      if tty { add_history(text) }
+      if text.hasPrefix(":") {
+        if !command(text, session: session, transcript: transcript, say: say) { break }
+        continue
+      }
+      do {
+        chatCancel = false
+        chatGenerating = true
+        let a = try session.ask(text) { piece in
+          print(piece, terminator: "")
+          fflush(stdout)
+          return !chatCancel
+        }
+        chatGenerating = false
+        print("")
+        say(confidenceLine(a, tty: tty))
+        try transcript.append(
+          a, source: session.source, bundle: bundle, chat: chatModel, mpp: session.embeddings?.mpp,
+          tileSize: session.embeddings?.tileSize)
+      } catch {
+        chatGenerating = false
+        say("eosin: \(error.localizedDescription)")
+      }
+    }
+    if tty { write_history(state + "/history") }
+  }
+
+  func confidenceLine(_ a: ChatAnswer, tty: Bool) -> String {
+    if a.flags.isEmpty {
+      let c = min(a.confidence.probability, a.confidence.generator ?? 1)
+      return String(format: "confidence %.2f · evidence %d tiles", c, a.evidence.count)
+    }
+    let warnSign = tty ? "\u{1B}[33m⚠ REVIEW:\u{1B}[0m" : "⚠ REVIEW:"
+    return "\(warnSign) " + a.flags.map { $0.reason }.joined(separator: "; ") + " · evidence \(a.evidence.count) tiles"
+  }
+
+  func openInputs(_ s: ChatSession, _ paths: [String], _ say: (String) -> Void) {
+    do {
+      let bar = Progress(label: "encoding tiles")
+      try s.open(paths, overrideMPP: mpp, progress: bar.update)
+      say("opened \(s.slideInfo["file"] ?? paths[0]): \(s.slideInfo["tiles"] ?? "")")
+      if let nb = s.facts.notBrightfield { say("⚠ warning: \(nb); answers will be flagged") }
+    } catch {
+      say("eosin: \(error.localizedDescription)")
+    }
+  }
+
+  /// Reads one logical line: readline on a terminal (with `\` continuation), else stdin.
+  func readInput(session: ChatSession, tty: Bool) -> String? {
+    var out = ""
+    var prompt = tty ? "eosin[\(session.slideInfo["file"].map { String($0.prefix(30)) } ?? "no slide")]> " : ""
+    while true {
+      let line: String
+      if tty {
+        guard let p = readline(prompt) else { return out.isEmpty ? nil : out }
+        line = String(decoding: UnsafeRawBufferPointer(start: p, count: strlen(p)), as: UTF8.self)
+        free(p)
+      } else {
+        guard let l = Swift.readLine(strippingNewline: true) else { return out.isEmpty ? nil : out }
+        line = l
+      }
+      if line.hasSuffix("\\") {
+        out += line.dropLast() + "\n"
+        prompt = tty ? "... " : ""
+        continue
+      }
+      return out + line
+    }
+  }
+
+  /// Runs a :command. Returns false to quit.
+  func command(_ text: String, session s: ChatSession, transcript: Transcript, say: (String) -> Void) -> Bool {
+    let parts = text.split(separator: " ", maxSplits: 1).map(String.init)
+    let cmd = parts[0], arg = parts.count > 1 ? parts[1].trimmingCharacters(in: .whitespaces) : ""
+    do {
+      switch cmd {
+      case ":quit", ":q", ":exit": return false
+      case ":help":
+        say(":open PATH      open a slide or images        :info           slide facts")
+        say(":classify SET | \"a\" \"b\" ...  zero-shot verdict   :evidence       tiles behind the last answer")
+        say(":heatmap CLASS PATH  heatmap PNG               :save PATH      transcript as Markdown + JSON")
+        say(":reset          forget the last answer        :temperature X  sampling temperature (0 = greedy)")
+        say(":seed N         sampling seed                 :quit           leave (or Ctrl-D)")
+      case ":open":
+        guard !arg.isEmpty else { say("usage: :open PATH"); return true }
+        openInputs(s, arg.split(separator: " ").map(String.init), say)
+      case ":info":
+        guard s.source != nil else { say("no slide is open; use :open PATH"); return true }
+        for k in s.slideInfo.keys.sorted() { say("\(k.padding(toLength: 10, withPad: " ", startingAt: 0)) \(s.slideInfo[k]!)") }
+      case ":classify":
+        let set: PromptSet
+        if arg.hasPrefix("\"") {
+          let names = arg.split(separator: "\"").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+          set = try PromptSet.inline(names.joined(separator: ","))
+        } else {
+          set = try PromptSet.load(arg.isEmpty ? "lung" : arg, searchDirs: promptDirs("zero-shot"))
+        }
+        let (clf, r) = try s.verdict(set)
+        for (k, n) in clf.classNames.enumerated() {
+          say("  \(n.padding(toLength: 40, withPad: " ", startingAt: 0)) \(fmt(Double(r.probs[k]), 3))")
+        }
+        say(
+          "verdict: \(clf.classNames[r.verdict])"
+            + (r.flags.isEmpty ? "" : "  ⚠ REVIEW: " + r.flags.map { $0.reason }.joined(separator: "; ")))
+      case ":evidence":
+        guard let a = s.lastAnswer else { say("no answer yet"); return true }
+        say("tiles behind the last answer (level-0 x, y, size; classifier p(\(a.verdict))):")
+        for e in a.evidence { say("  (\(e.x), \(e.y))  \(e.size) px  \(fmt(Double(e.probability), 3))") }
+      case ":heatmap":
+        let p = arg.split(separator: " ").map(String.init)
+        guard p.count >= 2, let src = s.source, let emb = s.embeddings else {
+          say("usage: :heatmap CLASS PATH (with a slide open)"); return true
+        }
+        let set = try s.promptSet(for: p.dropLast().joined(separator: " "))
+        let (clf, r) = try s.verdict(set)
+        guard
+          let k = clf.classNames.firstIndex(where: { $0.lowercased().contains(p.dropLast().joined(separator: " ").lowercased()) })
+        else {
+          say("no class matches '\(p.dropLast().joined(separator: " "))'; classes: \(clf.classNames.joined(separator: ", "))")
+          return true
+        }
+        let slide = try Slide(path: src)
+        let th = try slide.thumbnail(maxSize: 1024)
+        let img = Heatmap.render(
+          thumbnail: th.image, downsampleX: th.downsampleX, downsampleY: th.downsampleY,
+          tiles: emb.tiles.map { ($0.x, $0.y, Int(emb.extent0.rounded())) }, values: r.tiles.map { $0.probs[k] })
+        try ImageCodec.write(img, to: p.last!)
+        say("wrote \(p.last!) (\(clf.classNames[k]))")
+      case ":save":
+        guard !arg.isEmpty else { say("usage: :save PATH"); return true }
+        say("wrote " + (try transcript.export(to: arg)).joined(separator: " and "))
+      case ":reset":
+        s.sampler = Sampler(temperature: s.sampler.temperature, topP: s.sampler.topP, seed: seed)
+        say("reset")
+      case ":temperature":
+        guard let t = Float(arg), t >= 0 else { say("usage: :temperature X (0 = greedy)"); return true }
+        s.sampler.temperature = t
+        say("temperature \(t)")
+      case ":seed":
+        guard let n = UInt64(arg) else { say("usage: :seed N"); return true }
+        s.sampler = Sampler(temperature: s.sampler.temperature, topP: s.sampler.topP, seed: n)
+        say("seed \(n)")
+      case ":report":
+        say(":report needs report templates, which are not part of this build yet")
+      default:
+        let best = chatCommands.min { editDistance($0, cmd) < editDistance($1, cmd) }!
+        say("unknown command \(cmd); did you mean \(best)? (:help lists commands)")
+      }
+    } catch {
+      say("eosin: \(error.localizedDescription)")
+    }
+    return true
+  }
+
+  func setupReadline(history: String) {
+    try? FileManager.default.createDirectory(
+      atPath: (history as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+    read_history(history)
+    rl_catch_signals = 0
+    rl_attempted_completion_function = { text, start, _ in
+      guard start == 0, let t = text, t.pointee == UInt8(ascii: ":") else { return nil }  // paths: readline's filename completion
+      let prefix = String(cString: t)
+      completionList = chatCommands.filter { $0.hasPrefix(prefix) }
+      completionIndex = 0
+      return rl_completion_matches(t) { _, state in
+        if state == 0 { completionIndex = 0 }
+        guard completionIndex < completionList.count else { return nil }
+        completionIndex += 1
+        return strdup(completionList[completionIndex - 1])
+      }
+    }
+  }
+}

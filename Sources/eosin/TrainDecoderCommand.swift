@@ -1,0 +1,179 @@
+import ArgumentParser
+import EosinModels
+import EosinPipelines
+import EosinSlide
+import EosinTensor
+import EosinTokenizer
+import EosinTraining
+import EosinWeights
+import Foundation
+
+struct TrainDecoderCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "decoder",
+    abstract:
+      "Train the decoder: language pretraining on pathology text, then instruction tuning on (slide tokens, question, answer) with the projector."
+  )
+
+  @Option(parsing: .upToNextOption, help: "Text corpora for pretraining.") var corpus: [String] = [
+    "../shared/data/text", "Prompts/knowledge",
+  ]
+  @Option(parsing: .upToNextOption, help: "Labelled tile datasets for instruction tuning.")
+  var data: [String] = ["../shared/data/tiles/lc25000-lung", "../shared/data/tiles/ebhi-seg"]
+  @Option(help: "Weights folder holding the trained clip/ (its image embeddings become slide tokens).") var weights =
+    "Weights/eosin-small-v1"
+  @Option(help: "Knowledge notes folder.") var knowledge = "Prompts/knowledge"
+  @Option(help: "Slides whose background tiles become non-tissue examples.") var backgroundSlide: [String] = []
+  @Option(help: "Pretraining steps (batch 32 x 64 tokens).") var pretrainSteps = 1200
+  @Option(help: "Instruction-tuning steps (batch 32).") var instructSteps = 1200
+  @Option(help: "Seed.") var seed: UInt64 = 1
+
+  func run() throws {
+    let bundle = try ModelBundle(path: weights)
+    let tok = bundle.tokenizer
+    guard let eos = tok.eos else { throw CLIError("tokenizer has no <|endoftext|>") }
+    let classes = try Knowledge.load(knowledge)
+    // Text: 95% for training, 5% held out by hash.
+    var texts: [String] = []
+    for c in corpus {
+      var isDir: ObjCBool = false
+      guard FileManager.default.fileExists(atPath: c, isDirectory: &isDir) else {
+        throw CLIError("\(c): no such file or directory")
+      }
+      let files =
+        isDir.boolValue ? (((try? FileManager.default.contentsOfDirectory(atPath: c)) ?? []).sorted().map { c + "/" + $0 }) : [c]
+      for f in files where ["json", "csv", "txt"].contains((f as NSString).pathExtension) { texts += try TextCorpus.read(f) }
+    }
+    var trainStream: [Int32] = [], heldStream: [Int32] = []
+    for t in texts {
+      let ids = tok.encode(t) + [eos]
+      if TileManifest.split(dataset: "text", group: t) == .test && heldStream.count < 60_000 {
+        heldStream += ids
+      } else {
+        trainStream += ids
+      }
+    }
+    warn("pretraining corpus: \(texts.count) texts, \(trainStream.count) tokens (\(heldStream.count) held out)")
+    var cfg = GPT2Config()
+    cfg.vocabSize = tok.vocabSize
+    cfg.nEmbd = 256
+    cfg.nLayer = 4
+    cfg.nHead = 4
+    cfg.nPositions = 96
+    cfg.bosTokenId = Int(eos)
+    cfg.eosTokenId = Int(eos)
+    let D = bundle.clip.embedDim
+    let model = TrainGPT(config: cfg, imageDim: D, projectorHidden: 512, seed: seed)
+    let trainer = DecoderTrainer(model: model)
+    trainer.seed = seed
+    signal(SIGINT) { _ in interrupted = true }
+    let t0 = Probes.now()
+    let before = trainer.heldOutLoss(stream: heldStream, windows: 64, length: 64)
+    trainer.pretrain(
+      stream: trainStream, steps: pretrainSteps, batch: 32, length: 64,
+      log: {
+        print($0); fflush(stdout)
+      }, stop: { interrupted })
+    let after = trainer.heldOutLoss(stream: heldStream, windows: 64, length: 64)
+    print(String(format: "held-out perplexity %.1f -> %.1f after pretraining", expf(before), expf(after)))
+    // Instruction data: CLIP embeddings of training tiles and non-tissue images.
+    var index: [String: Int] = [:]
+    for (i, c) in classes.enumerated() { index[c.datasetLabel] = i }
+    let nt = classes.firstIndex { $0.id == "non_tissue" }!
+    var items: [TileItem] = []
+    for d in data {
+      let name = (d as NSString).lastPathComponent
+      let (it, _) = try TileManifest.load(d, dataset: name)
+      items += it.filter { TileManifest.split(dataset: name, group: $0.group) == .train && index[$0.label] != nil }
+    }
+    warn("embedding \(items.count) training tiles with the CLIP image encoder ...")
+    var emb: [Float] = [], labels: [Int] = [], groups: [String] = []
+    var k = 0
+    while k < items.count {
+      let chunk = items[k..<min(items.count, k + 64)]
+      var imgs: [RGBImage] = []
+      for it in chunk {
+        if let im = try? ImageCodec.read(it.path) {
+          imgs.append(im)
+          labels.append(index[it.label]!)
+          groups.append(it.dataset + "/" + it.group)
+        }
+      }
+      emb += SlideIndex.embedImages(imgs, bundle: bundle)
+      k += chunk.count
+    }
+    var rng = SeededRNG(seed: seed ^ 0x5EED)
+    var ntImgs: [RGBImage] = (0..<200).map { i in
+      let r = NonTissue.make(kind: i, size: 224, rng: &rng, blurSource: nil)
+      return RGBImage(width: 224, height: 224, pixels: r.pixels)
+    }
+    for s in backgroundSlide {
+      let s0 = try Slide(path: s)
+      let m = try TissueDetector().detect(s0)
+      let t = try Tiler(slide: s0, mpp: 0.5, tileSize: 224, tissue: nil, minTissue: 0)
+      for ref in t.grid.tiles
+      where m.fraction(x0: Double(ref.x), y0: Double(ref.y), width: t.grid.extent0, height: t.grid.extent0) == 0 {
+        ntImgs.append(try t.read(ref))
+      }
+    }
+    let ntEmb = SlideIndex.embedImages(ntImgs, bundle: bundle)
+    var byGroup: [String: [Int]] = [:]
+    for (i, g) in groups.enumerated() { byGroup[g, default: []].append(i) }
+    let P = 5
+    let types = Instructions.questionTypes
+    let T = 48
+    trainer.instruct(
+      steps: instructSteps, batch: 32, prefixLength: P,
+      make: { step, slot in
+        var r = SeededRNG(seed: seed &+ UInt64(step * 64 + slot) &* 0x2545_F491_4F6C_DD1D)
+        var tiles: [[Float]] = []
+        let cls: Int
+        if r.uniform() < 0.1 {
+          cls = nt
+          for _ in 0..<4 { let j = Int(r.next() % UInt64(ntImgs.count)); tiles.append(Array(ntEmb[(j * D)..<((j + 1) * D)])) }
+        } else {
+          let i = Int(r.next() % UInt64(labels.count))
+          cls = labels[i]
+          let group = byGroup[groups[i]]!
+          let pseudo = r.uniform() < 0.5 && group.count > 1
+          for q in 0..<4 {
+            let j = pseudo ? group[Int(r.next() % UInt64(group.count))] : (q == 0 ? i : i)
+            tiles.append(Array(emb[(j * D)..<((j + 1) * D)]))
+          }
+        }
+        var mean = [Float](repeating: 0, count: D)
+        for t in tiles { for d in 0..<D { mean[d] += t[d] / Float(tiles.count) } }
+        let (q, a) = Instructions.pair(classes[cls], type: types[Int(r.next() % UInt64(types.count))], rng: &r)
+        let (ids, tg) = ChatFormat.encode(question: q, answer: a, tokenizer: tok, length: T)
+        return InstructionExample(prefix: tiles.flatMap { $0 } + mean, ids: ids, targets: tg)
+      },
+      log: {
+        print($0); fflush(stdout)
+      }, stop: { interrupted })
+    // Save.
+    let out = weights + "/decoder"
+    try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+    let (dec, proj) = model.export()
+    try SafeTensorsWriter.write(dec, metadata: ["format": "pt"], to: out + "/model.safetensors")
+    try SafeTensorsWriter.write(proj, to: out + "/projector.safetensors")
+    try writeJSON(cfg, to: out + "/config.json")
+    for f in ["vocab.json", "merges.txt", "special_tokens.json"] {
+      try? FileManager.default.removeItem(atPath: out + "/" + f)
+      try FileManager.default.copyItem(atPath: bundle.directory + "/clip/" + f, toPath: out + "/" + f)
+    }
+    let info: [String: Any] = [
+      "command": CommandLine.arguments.joined(separator: " "), "seed": Int(seed), "pretrain_steps": pretrainSteps,
+      "instruct_steps": instructSteps,
+      "pretrain_tokens": trainStream.count, "held_out_tokens": heldStream.count,
+      "held_out_perplexity_before": Double(expf(before)),
+      "held_out_perplexity_after_pretraining": Double(expf(after)), "instruction_tiles": labels.count,
+      "non_tissue_images": ntImgs.count,
+      "question_types": types, "prefix_tokens": P, "projector": ["in": D, "hidden": 512, "out": cfg.nEmbd],
+      "minutes": (Probes.now() - t0) / 60,
+      "held_out_perplexity_final": Double(expf(trainer.heldOutLoss(stream: heldStream, windows: 64, length: 64))),
+    ]
+    try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys]).write(
+      to: URL(fileURLWithPath: out + "/training.json"), options: .atomic)
+    print("trained decoder in \(fmt((Probes.now() - t0) / 60, 1)) min -> \(out)")
+  }
+}
