@@ -5,7 +5,7 @@ BIN        := .build/release/eosin
 APT_PKGS   := libopenblas-dev libopenslide-dev libreadline-dev libjpeg-dev libpng-dev libtiff-dev zlib1g-dev pkg-config
 OUT        ?= out
 
-.PHONY: setup build test demo bench format lint clean
+.PHONY: setup build test demo bench weights format lint clean
 
 # Installs the system libraries when any is missing (Debian/Ubuntu; needs root or sudo).
 setup:
@@ -22,14 +22,31 @@ build: setup
 test: setup
 	$(SWIFT) test
 
-# Runs the main job on the sample slide: slide info and a thumbnail with the tissue overlay.
+# Runs the main jobs on the sample slide with the default weights: slide info, a thumbnail
+# with the tissue overlay, zero-shot classification with heatmaps and QuPath GeoJSON, and a
+# scripted chat.
 demo: build
 	@slide=$$($(BIN) sample) || exit 2; mkdir -p $(OUT); \
 	echo "== eosin info $$slide"; $(BIN) info "$$slide" && \
-	echo "== eosin thumbnail" && $(BIN) thumbnail "$$slide" --out $(OUT)/thumbnail.png --overlay-tissue
+	echo "== eosin thumbnail" && $(BIN) thumbnail "$$slide" --out $(OUT)/thumbnail.png --overlay-tissue && \
+	echo "== eosin classify --prompts lung" && $(BIN) classify --prompts lung --format table --heatmap $(OUT)/heatmaps --geojson $(OUT)/tiles.geojson "$$slide" && \
+	echo "== eosin chat (scripted)" && printf 'What is the diagnosis?\nIs this malignant?\n:evidence\n:save $(OUT)/chat\n' | $(BIN) chat "$$slide"
+
+# Retrains the default weights from ../shared/data (about 60 minutes on 2 cores) and rewrites
+# Weights/eosin-small-v1/manifest.json and EVALUATION.md.
+weights: build
+	$(BIN) train bpe --corpus ../shared/data/text Prompts --vocab-size 8192 --out Vocab
+	$(BIN) train clip --steps 1300 --out Weights/eosin-small-v1/clip --background-slide ../shared/data/slides/CMU-1-Small-Region.svs
+	cp Vocab/vocab.json Vocab/merges.txt Vocab/special_tokens.json Weights/eosin-small-v1/clip/
+	$(BIN) train decoder --weights Weights/eosin-small-v1 --background-slide ../shared/data/slides/CMU-1-Small-Region.svs
+	$(BIN) train finalize --weights Weights/eosin-small-v1
 
 bench: build
 	@slide=$$($(BIN) sample) || exit 2; $(BIN) bench slide "$$slide"
+	$(BIN) bench tokenizer --vocab Vocab --corpus Prompts/knowledge/lung.json Prompts/knowledge/colorectal.json
+	$(BIN) bench encoder --arch vit-b-16 --batch 32
+	$(BIN) bench decoder --arch gpt2-124m
+	@echo "PyTorch ratios: python3 Benchmarks/compare.py (needs torch and transformers)"
 
 format:
 	$(SWIFT) format -i -r Sources Tests Package.swift

@@ -27,6 +27,12 @@ struct TrainCLIPCommand: ParsableCommand {
   @Option(help: "Peak learning rate.") var lr: Float = 5e-4
   @Option(help: "Seed for initialisation, shuffling and augmentation.") var seed: UInt64 = 1
   @Flag(help: "Continue from OUT/train-state.safetensors.") var resume = false
+  @Option(help: "Transformer width of both towers.") var width = 192
+  @Option(help: "Vision layers.") var visionLayers = 6
+  @Option(help: "Text layers.") var textLayers = 4
+  @Option(help: "Attention heads.") var heads = 3
+  @Option(help: "Embedding dimension of the shared space.") var embedDim = 128
+  @Option(help: "Synthetic non-tissue images to add.") var syntheticNonTissue = 240
 
   func run() throws {
     let classes = try Knowledge.load(knowledge)
@@ -78,25 +84,26 @@ struct TrainCLIPCommand: ParsableCommand {
     if !bad.isEmpty { warn("eosin: warning: \(bad.count) tiles could not be decoded and were skipped") }
     // Non-tissue examples.
     var rng = SeededRNG(seed: seed ^ 0xABCDEF)
-    var nonTissue: [RawImage] = (0..<240).map { k in
+    guard !images.isEmpty else { throw CLIError("no training tiles could be decoded: the dataset is empty") }
+    var nonTissue: [RawImage] = (0..<syntheticNonTissue).map { k in
       NonTissue.make(kind: k, size: size, rng: &rng, blurSource: images[k % images.count])
     }
     for s in backgroundSlide { nonTissue += try backgroundTiles(s, size: size) }
     warn("training set: \(images.count) tiles in \(Set(labels).count) classes, \(nonTissue.count) non-tissue images")
     // Model.
     var cfg = CLIPConfig()
-    cfg.projectionDim = 128
-    cfg.visionConfig.hiddenSize = 192
-    cfg.visionConfig.intermediateSize = 768
-    cfg.visionConfig.numHiddenLayers = 6
-    cfg.visionConfig.numAttentionHeads = 3
+    cfg.projectionDim = embedDim
+    cfg.visionConfig.hiddenSize = width
+    cfg.visionConfig.intermediateSize = 4 * width
+    cfg.visionConfig.numHiddenLayers = visionLayers
+    cfg.visionConfig.numAttentionHeads = heads
     cfg.visionConfig.imageSize = 112
     cfg.visionConfig.patchSize = 16
     cfg.textConfig.vocabSize = tok.vocabSize
-    cfg.textConfig.hiddenSize = 192
-    cfg.textConfig.intermediateSize = 768
-    cfg.textConfig.numHiddenLayers = 4
-    cfg.textConfig.numAttentionHeads = 3
+    cfg.textConfig.hiddenSize = width
+    cfg.textConfig.intermediateSize = 4 * width
+    cfg.textConfig.numHiddenLayers = textLayers
+    cfg.textConfig.numAttentionHeads = heads
     cfg.textConfig.maxPositionEmbeddings = 40
     cfg.textConfig.eosTokenId = Int(tok.eos!)
     cfg.textConfig.bosTokenId = Int(tok.eos!)
@@ -112,7 +119,8 @@ struct TrainCLIPCommand: ParsableCommand {
     tc.batch = batch
     tc.peakLR = lr
     tc.seed = seed
-    tc.warmup = min(100, steps / 10)
+    tc.warmup = max(1, min(100, steps / 10))
+    tc.checkpointEvery = max(1, min(100, steps / 5))
     let trainer = try CLIPTrainer(
       model: model, images: images, labels: labels, nonTissue: nonTissue, nonTissueClass: ntClass,
       captions: CaptionBuilder(classes: classes, heldOutSynonyms: heldOut), tokenizer: tok, config: tc)

@@ -42,6 +42,26 @@ extension TestSupport {
       ],
     ]
     try JSONSerialization.data(withJSONObject: man).write(to: URL(fileURLWithPath: dir + "/manifest.json"))
+    // A tiny random decoder with its projector.
+    let decDir = dir + "/decoder"
+    try FileManager.default.createDirectory(atPath: decDir, withIntermediateDirectories: true)
+    for f in ["vocab.json", "merges.txt", "special_tokens.json"] {
+      try? FileManager.default.removeItem(atPath: decDir + "/" + f)
+      try FileManager.default.copyItem(atPath: vocab + "/" + f, toPath: decDir + "/" + f)
+    }
+    var g = GPT2Config()
+    g.vocabSize = 1200
+    g.nEmbd = 32
+    g.nLayer = 1
+    g.nHead = 2
+    g.nPositions = 96
+    g.eosTokenId = 1195
+    g.bosTokenId = 1195
+    let dec = TrainGPT(config: g, imageDim: 16, projectorHidden: 16, seed: seed)
+    let (d, pr) = dec.export()
+    try SafeTensorsWriter.write(d, to: decDir + "/model.safetensors")
+    try SafeTensorsWriter.write(pr, to: decDir + "/projector.safetensors")
+    try e.encode(g).write(to: URL(fileURLWithPath: decDir + "/config.json"))
     return dir
   }
 }

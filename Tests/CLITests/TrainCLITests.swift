@@ -1,0 +1,107 @@
+import EosinSlide
+import EosinTraining
+import EosinWeights
+import Foundation
+import TestSupport
+import XCTest
+
+/// Training from the command line on a tiny dataset the test writes, with a tiny model.
+final class TrainCLITests: XCTestCase {
+  static let dir = TestSupport.tempDir("eosin-train")
+
+  /// A LC25000-like dataset: 3 classes x 6 tiles in 3 groups each, plus one missing and one
+  /// undecodable row.
+  static let data: String = {
+    let d = dir + "/lung"
+    for cls in ["lung_aca", "lung_scc", "lung_n"] {
+      try! FileManager.default.createDirectory(atPath: d + "/" + cls, withIntermediateDirectories: true)
+    }
+    var csv = "path,label,group\n"
+    for (c, cls) in ["lung_aca", "lung_scc", "lung_n"].enumerated() {
+      for i in 0..<24 {
+        var img = TestSupport.syntheticHE(width: 64, height: 64)
+        for p in stride(from: 0, to: img.pixels.count, by: 3) { img.pixels[p + c] = UInt8(truncatingIfNeeded: Int(img.pixels[p + c]) / 2 + i) }
+        try! ImageCodec.write(img, to: "\(d)/\(cls)/t\(i).jpg")
+        csv += "\(cls)/t\(i).jpg,\(cls),\(cls)-g\(i % 12)\n"
+      }
+    }
+    csv += "lung_aca/missing.jpg,lung_aca,lung_aca-g99\n"
+    FileManager.default.createFile(atPath: d + "/lung_n/bad.jpg", contents: Data([0xFF, 0xD8, 0xFF, 0, 1]))
+    for g in 0..<12 { csv += "lung_n/bad.jpg,lung_n,lung_n-g\(g)\n" }
+    try! csv.write(toFile: d + "/manifest.csv", atomically: true, encoding: .utf8)
+    return d
+  }()
+
+  func train(_ extra: [String], out: String) throws -> CLITests.Run {
+    try CLITests.run(
+      ["train", "clip", "--data", Self.data, "--out", out, "--knowledge", TestSupport.projectRoot + "/Prompts/knowledge", "--prompts",
+       TestSupport.projectRoot + "/Prompts/zero-shot", "--vocab", TestSupport.projectRoot + "/Vocab", "--width", "32", "--vision-layers", "1",
+       "--text-layers", "1", "--heads", "2", "--embed-dim", "16", "--batch", "8", "--synthetic-non-tissue", "8"] + extra)
+  }
+
+  /// Guards bad input: a missing and an undecodable manifest row are skipped with warnings and
+  /// counted; training still runs and writes a checkpoint that loads for inference.
+  func testSkipsBadRowsAndTrains() throws {
+    let out = Self.dir + "/run1"
+    let r = try train(["--steps", "4"], out: out)
+    XCTAssertEqual(r.status, 0, r.stderr)
+    XCTAssertTrue(r.stderr.contains("lung_aca/missing.jpg: file missing"), r.stderr)
+    XCTAssertTrue(r.stderr.contains("manifest rows skipped"), r.stderr)
+    XCTAssertTrue(r.stderr.contains("could not be decoded and were skipped"), r.stderr)
+    XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/model.safetensors"))
+    XCTAssertNoThrow(try SafeTensorsFile(path: out + "/train-state.safetensors"))
+  }
+
+  /// Guards bad input: an empty dataset is a clear error.
+  func testEmptyDataset() throws {
+    let d = Self.dir + "/empty"
+    try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+    try "path,label,group\n".write(toFile: d + "/manifest.csv", atomically: true, encoding: .utf8)
+    let r = try CLITests.run(["train", "clip", "--data", d, "--out", Self.dir + "/x", "--knowledge", TestSupport.projectRoot + "/Prompts/knowledge", "--vocab", TestSupport.projectRoot + "/Vocab"])
+    XCTAssertEqual(r.status, 2)
+    XCTAssertEqual(r.stderr, "eosin: error: \(d)/manifest.csv: no usable rows: the dataset is empty\n")
+  }
+
+  /// Guards: resuming from a checkpoint of another architecture is a clear error.
+  func testResumeOtherArchitecture() throws {
+    let out = Self.dir + "/run2"
+    XCTAssertEqual(try train(["--steps", "2"], out: out).status, 0)
+    let r = try CLITests.run(
+      ["train", "clip", "--data", Self.data, "--out", out, "--knowledge", TestSupport.projectRoot + "/Prompts/knowledge", "--vocab",
+       TestSupport.projectRoot + "/Vocab", "--width", "48", "--vision-layers", "1", "--text-layers", "1", "--heads", "2", "--embed-dim", "16",
+       "--batch", "8", "--steps", "4", "--resume"])
+    XCTAssertEqual(r.status, 2)
+    XCTAssertTrue(r.stderr.contains("cannot resume: tensor 'vision.patch.weight' has shape [48, 768], this model needs") || r.stderr.contains("the checkpoint is of another architecture"), r.stderr)
+  }
+
+  /// Guards Ctrl-C: SIGINT saves an intact checkpoint and exits; --resume continues from it
+  /// to the end.
+  func testInterruptAndResume() throws {
+    let out = Self.dir + "/run3"
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: CLITests.binary)
+    p.arguments = [
+      "train", "clip", "--data", Self.data, "--out", out, "--knowledge", TestSupport.projectRoot + "/Prompts/knowledge", "--prompts",
+      TestSupport.projectRoot + "/Prompts/zero-shot", "--vocab", TestSupport.projectRoot + "/Vocab", "--width", "32", "--vision-layers", "1",
+      "--text-layers", "1", "--heads", "2", "--embed-dim", "16", "--batch", "8", "--synthetic-non-tissue", "8", "--steps", "100000",
+    ]
+    let o = Pipe()
+    p.standardOutput = o
+    p.standardError = Pipe()
+    try p.run()
+    // Wait for the first logged steps, then interrupt.
+    let deadline = Date().addingTimeInterval(120)
+    while !FileManager.default.fileExists(atPath: out + "/train-state.safetensors") && Date() < deadline { usleep(200_000) }
+    usleep(500_000)
+    kill(p.processIdentifier, SIGINT)
+    p.waitUntilExit()
+    XCTAssertEqual(p.terminationStatus, 130)
+    let state = try SafeTensorsFile(path: out + "/train-state.safetensors")
+    let step = Int(try state.tensor("optimizer.step").data[0])
+    XCTAssertGreaterThan(step, 0)
+    let r = try train(["--steps", "\(step + 3)", "--resume"], out: out)
+    XCTAssertEqual(r.status, 0, r.stderr)
+    XCTAssertTrue(r.stderr.contains("resumed at step \(step)"), r.stderr)
+    XCTAssertEqual(Int(try SafeTensorsFile(path: out + "/train-state.safetensors").tensor("optimizer.step").data[0]), step + 3)
+  }
+}
