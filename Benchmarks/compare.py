@@ -61,6 +61,28 @@ e = eosin(["decoder", "--arch", "gpt2-124m", "--repeats", "3"])
 t = torch_gpt2(16, 128, 3)
 rows.append(("gpt2-124m decode", f"{e['tok_per_s']:.1f} tok/s", f"{t:.1f} tok/s", e["tok_per_s"] / t,
              f"{e['tok_per_s'] / e['bound_tok_per_s']:.2f} of read-bandwidth bound ({e['bandwidth_gbs']:.1f} GB/s)"))
+# CLIP training at Eosin's default architecture and batch.
+from transformers import CLIPConfig, CLIPModel
+def torch_train(batch, steps):
+    cfg = CLIPConfig(projection_dim=128,
+                     vision_config=dict(hidden_size=192, intermediate_size=768, num_hidden_layers=6, num_attention_heads=3, image_size=112, patch_size=16, hidden_act="quick_gelu"),
+                     text_config=dict(vocab_size=8192, hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=3, max_position_embeddings=40, hidden_act="quick_gelu", eos_token_id=8187))
+    m = CLIPModel(cfg).train()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    px = torch.randn(batch, 3, 112, 112)
+    ids = torch.randint(0, 8000, (batch, 40)); ids[:, -1] = 8187
+    lab = torch.arange(batch)
+    rates = []
+    for s in range(steps + 1):
+        t = time.perf_counter()
+        out = m(input_ids=ids, pixel_values=px)
+        loss = (torch.nn.functional.cross_entropy(out.logits_per_image, lab) + torch.nn.functional.cross_entropy(out.logits_per_text, lab)) / 2
+        opt.zero_grad(); loss.backward(); opt.step()
+        if s: rates.append(batch / (time.perf_counter() - t))
+    return statistics.median(rates)
+e = eosin(["train-clip", "--batch", "64", "--steps", "3"])
+t = torch_train(64, 3)
+rows.append(("CLIP training, batch 64", f"{e['img_per_s']:.1f} img/s", f"{t:.1f} img/s", e["img_per_s"] / t, "ViT 6x192 @112 px + text 4x192, forward + backward + AdamW"))
 print(f"torch {torch.__version__}, {threads} threads\n")
 print("| shape | Eosin | PyTorch | ratio | note |\n|---|---|---|---|---|")
 for r in rows:

@@ -12,7 +12,8 @@ public final class ChatModel: @unchecked Sendable {
   public let tokenizer: Tokenizer
   public let decoderSHA256: String
 
-  public init(directory: String, imageDim: Int) throws {
+  /// - Parameter manifest: the bundle's manifest, whose recorded sha256 saves hashing the weights.
+  public init(directory: String, imageDim: Int, manifest: [String: Any] = [:]) throws {
     let ck = try Checkpoint(path: directory)
     decoder = try GPT2Model(checkpoint: ck)
     tokenizer = try Tokenizer.load(directory)
@@ -21,7 +22,7 @@ public final class ChatModel: @unchecked Sendable {
       throw PipelineError.file(path: pf.path, message: "no mm_projector.0.weight")
     }
     projector = try Projector(file: pf, inDim: imageDim, hidden: h, outDim: decoder.channels)
-    decoderSHA256 = try ck.weightsSHA256()
+    decoderSHA256 = try ModelBundle.recordedSHA(manifest, "decoder/model.safetensors", ck.weights.path) ?? ck.weightsSHA256()
   }
 }
 

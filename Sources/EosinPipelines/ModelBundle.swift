@@ -73,16 +73,7 @@ public final class ModelBundle: @unchecked Sendable {
       man = o
     }
     manifest = man
-    // The manifest records the weights' sha256; trust it only if the file size matches too
-    // (hashing 25 MB on every start-up would cost ~100 ms).
-    if let s = (man["files"] as? [String: Any])?["clip/model.safetensors"] as? [String: Any], let h = s["sha256"] as? String,
-      let size = s["bytes"] as? Int, let attrs = try? FileManager.default.attributesOfItem(atPath: ck.weights.path),
-      (attrs[.size] as? Int) == size
-    {
-      clipSHA256 = h
-    } else {
-      clipSHA256 = try ck.weightsSHA256()
-    }
+    clipSHA256 = try ModelBundle.recordedSHA(man, "clip/model.safetensors", ck.weights.path) ?? ck.weightsSHA256()
     let native = man["native"] as? [String: Any]
     tileSize = native?["tile_size"] as? Int ?? 224
     mpp = native?["mpp"] as? Double ?? 0.5
@@ -95,6 +86,15 @@ public final class ModelBundle: @unchecked Sendable {
     } else {
       thresholds = ReviewThresholds()
     }
+  }
+
+  /// The sha256 the manifest records for a file, trusted only when the file's size matches too
+  /// (hashing tens of MB on every start-up would cost ~100 ms); nil when not recorded.
+  public static func recordedSHA(_ man: [String: Any], _ relative: String, _ path: String) -> String? {
+    guard let s = (man["files"] as? [String: Any])?[relative] as? [String: Any], let h = s["sha256"] as? String, let size = s["bytes"] as? Int,
+      let attrs = try? FileManager.default.attributesOfItem(atPath: path), (attrs[.size] as? Int) == size
+    else { return nil }
+    return h
   }
 
   /// The default weights: `$EOSIN_WEIGHTS`, else `Weights/eosin-small-v1` under the working

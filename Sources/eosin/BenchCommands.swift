@@ -1,5 +1,8 @@
 import ArgumentParser
 import EosinModels
+import EosinPipelines
+import EosinTokenizer
+import EosinTraining
 import EosinSlide
 import EosinTensor
 import EosinWeights
@@ -8,7 +11,7 @@ import Foundation
 struct Bench: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Benchmarks. Each prints medians and a ratio against a reference measured in the same run.",
-    subcommands: [BenchSlide.self, BenchEncoder.self, BenchDecoder.self, BenchTokenizer.self])
+    subcommands: [BenchSlide.self, BenchEncoder.self, BenchDecoder.self, BenchTokenizer.self, BenchChat.self, BenchTrain.self])
 }
 
 struct BenchSlide: ParsableCommand {
@@ -126,5 +129,98 @@ struct BenchDecoder: ParsableCommand {
       "decode       \(fmt(r.tokensPerSecond, 1)) tok/s (median of \(repeats), \(tokens) tokens after \(prompt))  = \(fmt(r.tokensPerSecond / bound, 2)) of bound"
     )
     print("prefill      \(fmt(r.prefillTokensPerSecond, 1)) tok/s")
+  }
+}
+
+struct BenchChat: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "chat", abstract: "Chat start-up, time to first token on a cached slide, and decode tok/s against the read-bandwidth bound.")
+
+  @OptionGroup var model: ModelOptions
+  @Argument(help: "A slide (its index is cached on the first pass).") var slide: String
+  @Option(help: "Timed questions.") var repeats = 5
+
+  func run() throws {
+    let t0 = Probes.now()
+    let bundle = try model.bundle()
+    guard let dec = bundle.decoderDirectory else { throw CLIError("\(bundle.directory): no decoder") }
+    let chat = try ChatModel(directory: dec, imageDim: bundle.clip.embedDim, manifest: bundle.manifest)
+    let sets = ["lung", "colorectal"].compactMap { try? PromptSet.load($0, searchDirs: promptDirs("zero-shot")) }
+    let startup = Probes.now() - t0
+    let s = ChatSession(bundle: bundle, chat: chat, promptSets: sets, cacheDir: model.cacheDir)
+    s.maxTokens = 64
+    try s.open([slide])  // builds or loads the slide index
+    _ = try s.ask("What is the diagnosis?")  // warm: classifier verdicts and text embeddings
+    var ttft: [Double] = [], tps: [Double] = []
+    for q in 0..<repeats {
+      let question = ["What is the diagnosis?", "Is this malignant?", "Describe the features.", "Which organ is this?", "What should be checked next?"][q % 5]
+      let a0 = Probes.now()
+      var first: Double? = nil
+      var n = 0
+      _ = try s.ask(question) { _ in
+        if first == nil { first = Probes.now() - a0 }
+        n += 1
+        return true
+      }
+      let total = Probes.now() - a0
+      ttft.append(first ?? total)
+      if n > 1, let f = first { tps.append(Double(n - 1) / (total - f)) }
+    }
+    // Decode speed alone, and its bound.
+    var smp = Sampler()
+    let g0 = Probes.now()
+    let gen = try chat.decoder.generate(prompt: chat.tokenizer.encode(ChatFormat.prompt("Describe the features.")), maxNewTokens: 80, sampler: &smp)
+    let rate = Double(gen.tokens.count) / (Probes.now() - g0)
+    let c = chat.decoder.config
+    let C = Double(c.nEmbd), I = Double(c.nInner ?? 4 * c.nEmbd)
+    let bytes = 4 * (Double(c.nLayer) * (4 * C * C + 2 * C * I) + Double(c.vocabSize) * C)
+    let bw = Probes.readBandwidthGBs(repeats: 3)
+    print("start-up     \(fmt(startup * 1000, 0)) ms to load CLIP, decoder, tokenizer and prompt sets (target <= 300)")
+    print("first token  \(fmt(medianOf(ttft) * 1000, 0)) ms median on a cached slide (tile selection, projector, prefill) (target <= 150)")
+    print("answer       \(fmt(tps.isEmpty ? 0 : medianOf(tps), 1)) tok/s while streaming")
+    print("decode       \(fmt(rate, 1)) tok/s; weights \(fmt(bytes / 1e6, 1)) MB/token; bound at \(fmt(bw, 1)) GB/s = \(fmt(bw * 1e9 / bytes, 0)) tok/s (\(fmt(rate / (bw * 1e9 / bytes), 2)) of bound)")
+  }
+}
+
+struct BenchTrain: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "train-clip", abstract: "CLIP training images/s (forward, backward, AdamW) at the default architecture, on random data.")
+
+  @Option(help: "Images per step.") var batch = 64
+  @Option(help: "Timed steps (after one warm-up).") var steps = 5
+  @Flag(help: "Print one JSON line.") var json = false
+
+  func run() throws {
+    var cfg = CLIPConfig()
+    cfg.projectionDim = 128
+    cfg.visionConfig.hiddenSize = 192
+    cfg.visionConfig.intermediateSize = 768
+    cfg.visionConfig.numHiddenLayers = 6
+    cfg.visionConfig.numAttentionHeads = 3
+    cfg.visionConfig.imageSize = 112
+    cfg.textConfig.vocabSize = 8192
+    cfg.textConfig.hiddenSize = 192
+    cfg.textConfig.intermediateSize = 768
+    cfg.textConfig.numHiddenLayers = 4
+    cfg.textConfig.numAttentionHeads = 3
+    cfg.textConfig.maxPositionEmbeddings = 40
+    cfg.textConfig.eosTokenId = 8187
+    let m = try TrainCLIP(config: cfg, seed: 1)
+    var rng = SeededRNG(seed: 5)
+    let px = (0..<(batch * 3 * 112 * 112)).map { _ in rng.uniform() * 2 - 1 }
+    let ids: [[Int32]] = (0..<batch).map { _ in (0..<39).map { _ in Int32(rng.next() % 8000) } + [8187] }
+    var rates: [Double] = []
+    for s in 0...steps {
+      let t0 = Probes.now()
+      m.params.zeroGrad()
+      _ = m.step(pixels: px, ids: ids, labels: Array(0..<batch))
+      m.params.adamw(lr: 1e-4)
+      if s > 0 { rates.append(Double(batch) / (Probes.now() - t0)) }
+    }
+    if json {
+      emitJSON(["img_per_s": medianOf(rates), "batch": batch])
+      return
+    }
+    print("train clip   \(fmt(medianOf(rates), 1)) img/s (median of \(steps) steps, batch \(batch), ViT 6x192 @112 px + text 4x192 x 40 tokens, AdamW)")
   }
 }

@@ -50,7 +50,7 @@ struct Chat: ParsableCommand {
     guard let dec = bundle.decoderDirectory else {
       throw CLIError("\(bundle.directory): these weights have no decoder/; chat needs one (see `eosin train decoder`)")
     }
-    let chatModel = try ChatModel(directory: dec, imageDim: bundle.clip.embedDim)
+    let chatModel = try ChatModel(directory: dec, imageDim: bundle.clip.embedDim, manifest: bundle.manifest)
     let sets = ["lung", "colorectal", "colorectal-coarse", "tissue", "malignancy"].compactMap {
       try? PromptSet.load($0, searchDirs: promptDirs("zero-shot"))
     }

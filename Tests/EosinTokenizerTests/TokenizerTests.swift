@@ -148,3 +148,25 @@ final class TokenizerTests: XCTestCase {
     }
   }
 }
+
+final class TokenizerJSONTests: XCTestCase {
+  /// Guards HF tokenizer.json loading (BPE model, merges as "a b" strings or pairs, added
+  /// tokens): the same ids as the vocab.json + merges.txt it was built from.
+  func testTokenizerJSONMatchesVocabFiles() throws {
+    let dir = TokenizerTests.fixtures + "/small-bpe"
+    let vocab = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/vocab.json"))) as! [String: Int]
+    let merges = try String(contentsOfFile: dir + "/merges.txt", encoding: .utf8).split(separator: "\n").dropFirst().map(String.init)
+    for style in ["strings", "pairs"] {
+      let m: [Any] = style == "strings" ? merges : merges.map { $0.split(separator: " ").map(String.init) }
+      let tj: [String: Any] = [
+        "model": ["type": "BPE", "vocab": vocab, "merges": m, "end_of_word_suffix": NSNull()],
+        "added_tokens": [["id": vocab["<|endoftext|>"]!, "content": "<|endoftext|>", "special": true]],
+      ]
+      let p = TestSupport.tempDir() + "/tokenizer.json"
+      try JSONSerialization.data(withJSONObject: tj).write(to: URL(fileURLWithPath: p))
+      let a = try Tokenizer.load(p)
+      XCTAssertEqual(a.style, .byteLevel)
+      for c in TokenizerTests.golden.prefix(200) { XCTAssertEqual(a.encode(c.text), c.gpt2, c.text) }
+    }
+  }
+}
