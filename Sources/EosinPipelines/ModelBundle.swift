@@ -91,7 +91,8 @@ public final class ModelBundle: @unchecked Sendable {
   /// The sha256 the manifest records for a file, trusted only when the file's size matches too
   /// (hashing tens of MB on every start-up would cost ~100 ms); nil when not recorded.
   public static func recordedSHA(_ man: [String: Any], _ relative: String, _ path: String) -> String? {
-    guard let s = (man["files"] as? [String: Any])?[relative] as? [String: Any], let h = s["sha256"] as? String, let size = s["bytes"] as? Int,
+    guard let s = (man["files"] as? [String: Any])?[relative] as? [String: Any], let h = s["sha256"] as? String,
+      let size = s["bytes"] as? Int,
       let attrs = try? FileManager.default.attributesOfItem(atPath: path), (attrs[.size] as? Int) == size
     else { return nil }
     return h

@@ -1,10 +1,10 @@
 import ArgumentParser
 import EosinModels
 import EosinPipelines
-import EosinTokenizer
-import EosinTraining
 import EosinSlide
 import EosinTensor
+import EosinTokenizer
+import EosinTraining
 import EosinWeights
 import Foundation
 
@@ -134,7 +134,8 @@ struct BenchDecoder: ParsableCommand {
 
 struct BenchChat: ParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "chat", abstract: "Chat start-up, time to first token on a cached slide, and decode tok/s against the read-bandwidth bound.")
+    commandName: "chat",
+    abstract: "Chat start-up, time to first token on a cached slide, and decode tok/s against the read-bandwidth bound.")
 
   @OptionGroup var model: ModelOptions
   @Argument(help: "A slide (its index is cached on the first pass).") var slide: String
@@ -153,7 +154,10 @@ struct BenchChat: ParsableCommand {
     _ = try s.ask("What is the diagnosis?")  // warm: classifier verdicts and text embeddings
     var ttft: [Double] = [], tps: [Double] = []
     for q in 0..<repeats {
-      let question = ["What is the diagnosis?", "Is this malignant?", "Describe the features.", "Which organ is this?", "What should be checked next?"][q % 5]
+      let question = [
+        "What is the diagnosis?", "Is this malignant?", "Describe the features.", "Which organ is this?",
+        "What should be checked next?",
+      ][q % 5]
       let a0 = Probes.now()
       var first: Double? = nil
       var n = 0
@@ -169,22 +173,28 @@ struct BenchChat: ParsableCommand {
     // Decode speed alone, and its bound.
     var smp = Sampler()
     let g0 = Probes.now()
-    let gen = try chat.decoder.generate(prompt: chat.tokenizer.encode(ChatFormat.prompt("Describe the features.")), maxNewTokens: 80, sampler: &smp)
+    let gen = try chat.decoder.generate(
+      prompt: chat.tokenizer.encode(ChatFormat.prompt("Describe the features.")), maxNewTokens: 80, sampler: &smp)
     let rate = Double(gen.tokens.count) / (Probes.now() - g0)
     let c = chat.decoder.config
     let C = Double(c.nEmbd), I = Double(c.nInner ?? 4 * c.nEmbd)
     let bytes = 4 * (Double(c.nLayer) * (4 * C * C + 2 * C * I) + Double(c.vocabSize) * C)
     let bw = Probes.readBandwidthGBs(repeats: 3)
     print("start-up     \(fmt(startup * 1000, 0)) ms to load CLIP, decoder, tokenizer and prompt sets (target <= 300)")
-    print("first token  \(fmt(medianOf(ttft) * 1000, 0)) ms median on a cached slide (tile selection, projector, prefill) (target <= 150)")
+    print(
+      "first token  \(fmt(medianOf(ttft) * 1000, 0)) ms median on a cached slide (tile selection, projector, prefill) (target <= 150)"
+    )
     print("answer       \(fmt(tps.isEmpty ? 0 : medianOf(tps), 1)) tok/s while streaming")
-    print("decode       \(fmt(rate, 1)) tok/s; weights \(fmt(bytes / 1e6, 1)) MB/token; bound at \(fmt(bw, 1)) GB/s = \(fmt(bw * 1e9 / bytes, 0)) tok/s (\(fmt(rate / (bw * 1e9 / bytes), 2)) of bound)")
+    print(
+      "decode       \(fmt(rate, 1)) tok/s; weights \(fmt(bytes / 1e6, 1)) MB/token; bound at \(fmt(bw, 1)) GB/s = \(fmt(bw * 1e9 / bytes, 0)) tok/s (\(fmt(rate / (bw * 1e9 / bytes), 2)) of bound)"
+    )
   }
 }
 
 struct BenchTrain: ParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "train-clip", abstract: "CLIP training images/s (forward, backward, AdamW) at the default architecture, on random data.")
+    commandName: "train-clip",
+    abstract: "CLIP training images/s (forward, backward, AdamW) at the default architecture, on random data.")
 
   @Option(help: "Images per step.") var batch = 64
   @Option(help: "Timed steps (after one warm-up).") var steps = 5
@@ -221,6 +231,8 @@ struct BenchTrain: ParsableCommand {
       emitJSON(["img_per_s": medianOf(rates), "batch": batch])
       return
     }
-    print("train clip   \(fmt(medianOf(rates), 1)) img/s (median of \(steps) steps, batch \(batch), ViT 6x192 @112 px + text 4x192 x 40 tokens, AdamW)")
+    print(
+      "train clip   \(fmt(medianOf(rates), 1)) img/s (median of \(steps) steps, batch \(batch), ViT 6x192 @112 px + text 4x192 x 40 tokens, AdamW)"
+    )
   }
 }

@@ -12,7 +12,8 @@ import Foundation
 /// and writes the weights manifest and EVALUATION.md. Every number comes from this command.
 struct TrainFinalize: ParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "finalize", abstract: "Calibrate on val, evaluate on test, and write Weights/NAME/manifest.json and EVALUATION.md.")
+    commandName: "finalize",
+    abstract: "Calibrate on val, evaluate on test, and write Weights/NAME/manifest.json and EVALUATION.md.")
 
   @Option(help: "Weights folder.") var weights = "Weights/eosin-small-v1"
   @Option(help: "LC25000 lung tiles.") var lung = "../shared/data/tiles/lc25000-lung"
@@ -28,7 +29,8 @@ struct TrainFinalize: ParsableCommand {
 
   func run() throws {
     var bundle = try ModelBundle(path: weights)
-    let know = LabeledTiles.knowledge(promptDirs("knowledge").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/knowledge")
+    let know = LabeledTiles.knowledge(
+      promptDirs("knowledge").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/knowledge")
     func set(_ n: String) throws -> PromptSet { try PromptSet.load(n, searchDirs: promptDirs("zero-shot")) }
     func items(_ dir: String, _ sp: Split) throws -> [LabeledTiles.Item] {
       let name = (dir as NSString).lastPathComponent
@@ -100,33 +102,59 @@ struct TrainFinalize: ParsableCommand {
     // 3. Write the manifest (metrics filled below), reload the bundle with it.
     var manifest: [String: Any] = [
       "name": "eosin-small-v1", "version": 1,
-      "description": "Eosin's default models, trained by Eosin on this 2-core CPU: a CLIP pair (ViT 6x192, 112 px input; text transformer 4x192) and a GPT-style decoder (4x256) with a slide-token projector.",
-      "native": ["tile_size": 224, "mpp": 0.5, "note": "LC25000 and EBHI-Seg state no magnification (LC25000 high power; EBHI 400x); tiles are assumed to be 224 px at 0.5 µm/px for slides. Expect a domain shift on 20x slides."],
-      "calibration": ["temperature": Double(T), "fitted_on": "val split of LC25000 (lung prompt set) and EBHI-Seg (colorectal prompt set), NLL", "val_nll": best.1],
+      "description":
+        "Eosin's default models, trained by Eosin on this 2-core CPU: a CLIP pair (ViT 6x192, 112 px input; text transformer 4x192) and a GPT-style decoder (4x256) with a slide-token projector.",
+      "native": [
+        "tile_size": 224, "mpp": 0.5,
+        "note":
+          "LC25000 and EBHI-Seg state no magnification (LC25000 high power; EBHI 400x); tiles are assumed to be 224 px at 0.5 µm/px for slides. Expect a domain shift on 20x slides.",
+      ],
+      "calibration": [
+        "temperature": Double(T), "fitted_on": "val split of LC25000 (lung prompt set) and EBHI-Seg (colorectal prompt set), NLL",
+        "val_nll": best.1,
+      ],
       "review": try JSONSerialization.jsonObject(with: JSONEncoder().encode(thr)),
-      "review_fitting": ["rule": "lowest min_probability whose unflagged val accuracy is >= \(targetAccuracy)", "val_coverage": chosen.coverage, "val_accuracy": chosen.accuracy],
+      "review_fitting": [
+        "rule": "lowest min_probability whose unflagged val accuracy is >= \(targetAccuracy)", "val_coverage": chosen.coverage,
+        "val_accuracy": chosen.accuracy,
+      ],
       "data": [
-        ["name": "LC25000 lung", "tiles": 2959, "terms": "No licence stated upstream; cite Borkowski et al. 2019 (arXiv:1912.12142). Research use."],
+        [
+          "name": "LC25000 lung", "tiles": 2959,
+          "terms": "No licence stated upstream; cite Borkowski et al. 2019 (arXiv:1912.12142). Research use.",
+        ],
         ["name": "EBHI-Seg", "tiles": 2228, "terms": "CC BY 4.0 (MIaMIA group, figshare 10.6084/m9.figshare.21540159)."],
         ["name": "ARCH captions", "terms": "CC BY-NC-SA 4.0 (Gamper & Rajpoot 2021): non-commercial."],
         ["name": "PathGen-1.6M sample", "terms": "CC BY 4.0, research use; model-written descriptions."],
         ["name": "PatchGastricADC22 captions", "terms": "Research use."],
         ["name": "CMU-1-Small-Region.svs background tiles", "terms": "OpenSlide test data, freely redistributable."],
       ],
-      "terms": "RESEARCH AND NON-COMMERCIAL USE ONLY: trained on data with research and non-commercial terms. Not a medical device; every output is a draft for review by a pathologist.",
-      "splits": "FNV-1a(dataset/group) mod 100: <70 train, <80 val, else test; group = LC25000 near-duplicate group or EBHI case_id. Never random per tile.",
+      "terms":
+        "RESEARCH AND NON-COMMERCIAL USE ONLY: trained on data with research and non-commercial terms. Not a medical device; every output is a draft for review by a pathologist.",
+      "splits":
+        "FNV-1a(dataset/group) mod 100: <70 train, <80 val, else test; group = LC25000 near-duplicate group or EBHI case_id. Never random per tile.",
     ]
     for sub in ["clip", "decoder"] {
-      if let d = FileManager.default.contents(atPath: "\(weights)/\(sub)/training.json"), let o = try? JSONSerialization.jsonObject(with: d) { manifest["training_\(sub)"] = o }
+      if let d = FileManager.default.contents(atPath: "\(weights)/\(sub)/training.json"),
+        let o = try? JSONSerialization.jsonObject(with: d)
+      {
+        manifest["training_\(sub)"] = o
+      }
     }
     try writeManifest(manifest)
     bundle = try ModelBundle(path: weights)
     // 4. Test-split metrics.
-    var md = "# Evaluation of eosin-small-v1\n\nAll numbers are on the **test** splits (by LC25000 group and EBHI case, never per tile), produced by\n`eosin train finalize` (run by `make weights`). Zero-shot prompts use the held-out templates and synonyms of\n`Prompts/zero-shot/*.json`, which never appear in training captions. Temperature and review threshold were fitted on\nthe val split.\n\n"
+    var md =
+      "# Evaluation of eosin-small-v1\n\nAll numbers are on the **test** splits (by LC25000 group and EBHI case, never per tile), produced by\n`eosin train finalize` (run by `make weights`). Zero-shot prompts use the held-out templates and synonyms of\n`Prompts/zero-shot/*.json`, which never appear in training captions. Temperature and review threshold were fitted on\nthe val split.\n\n"
     var metrics: [String: Any] = [:]
-    md += "## Zero-shot tile classification\n\n| dataset | prompt set | classes | tiles | balanced accuracy | accuracy | ECE (T=1) | ECE (T=\(fmt(Double(T), 2))) | unflagged share | unflagged accuracy |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    md +=
+      "## Zero-shot tile classification\n\n| dataset | prompt set | classes | tiles | balanced accuracy | accuracy | ECE (T=1) | ECE (T=\(fmt(Double(T), 2))) | unflagged share | unflagged accuracy |\n|---|---|---|---|---|---|---|---|---|---|\n"
     var conf: [String: [[Int]]] = [:]
-    for (name, d, ps) in [("LC25000 lung", lung, lungSet), ("EBHI-Seg", ebhi, crcSet), ("EBHI-Seg coarse", ebhi, coarseSet), ("LC25000 lung (cross: malignancy set)", lung, try set("malignancy")), ("EBHI-Seg (cross: malignancy set)", ebhi, try set("malignancy"))] {
+    for (name, d, ps) in [
+      ("LC25000 lung", lung, lungSet), ("EBHI-Seg", ebhi, crcSet), ("EBHI-Seg coarse", ebhi, coarseSet),
+      ("LC25000 lung (cross: malignancy set)", lung, try set("malignancy")),
+      ("EBHI-Seg (cross: malignancy set)", ebhi, try set("malignancy")),
+    ] {
       let s: Scored
       do { s = try score(d, .test, ps, temperature: bundle.temperature) } catch {
         warn("skipping \(name): \(error.localizedDescription)")
@@ -142,8 +170,12 @@ struct TrainFinalize: ParsableCommand {
       let kept = s.preds.indices.filter { cT[$0] >= bundle.thresholds.minProbability }
       let keptAcc = kept.isEmpty ? 1 : Double(kept.filter { ok[$0] }.count) / Double(kept.count)
       let bal = Metrics.balancedAccuracy(cm)
-      md += "| \(name) | \(ps.name) | \(K) | \(s.truth.count) | \(fmt(bal, 3)) | \(fmt(Double(ok.filter { $0 }.count) / Double(ok.count), 3)) | \(fmt(Metrics.ece(confidence: c1, correct: ok), 3)) | \(fmt(Metrics.ece(confidence: cT, correct: ok), 3)) | \(fmt(Double(kept.count) / Double(ok.count), 3)) | \(fmt(keptAcc, 3)) |\n"
-      metrics[name] = ["balanced_accuracy": bal, "tiles": s.truth.count, "unflagged_share": Double(kept.count) / Double(ok.count), "unflagged_accuracy": keptAcc]
+      md +=
+        "| \(name) | \(ps.name) | \(K) | \(s.truth.count) | \(fmt(bal, 3)) | \(fmt(Double(ok.filter { $0 }.count) / Double(ok.count), 3)) | \(fmt(Metrics.ece(confidence: c1, correct: ok), 3)) | \(fmt(Metrics.ece(confidence: cT, correct: ok), 3)) | \(fmt(Double(kept.count) / Double(ok.count), 3)) | \(fmt(keptAcc, 3)) |\n"
+      metrics[name] = [
+        "balanced_accuracy": bal, "tiles": s.truth.count, "unflagged_share": Double(kept.count) / Double(ok.count),
+        "unflagged_accuracy": keptAcc,
+      ]
       conf[name] = cm
       if name == "LC25000 lung" || name == "EBHI-Seg" {
         md += ""
@@ -151,11 +183,13 @@ struct TrainFinalize: ParsableCommand {
         metrics[name + " selective"] = sel.map { ["threshold": $0.threshold, "coverage": $0.coverage, "accuracy": $0.accuracy] }
       }
     }
-    md += "\nThe review threshold on calibrated probability is **\(fmt(Double(bundle.thresholds.minProbability), 2))** (fitted on val for \(Int(targetAccuracy * 100))% unflagged accuracy; val coverage \(fmt(chosen.coverage, 3)), val accuracy \(fmt(chosen.accuracy, 3))).\n\n"
+    md +=
+      "\nThe review threshold on calibrated probability is **\(fmt(Double(bundle.thresholds.minProbability), 2))** (fitted on val for \(Int(targetAccuracy * 100))% unflagged accuracy; val coverage \(fmt(chosen.coverage, 3)), val accuracy \(fmt(chosen.accuracy, 3))).\n\n"
     md += "### Selective accuracy against coverage (test)\n\n| dataset | threshold | coverage | accuracy |\n|---|---|---|---|\n"
     for n in ["LC25000 lung", "EBHI-Seg"] {
       for row in (metrics[n + " selective"] as? [[String: Any]]) ?? [] {
-        md += "| \(n) | \(fmt(Double(row["threshold"] as! Float), 1)) | \(fmt(row["coverage"] as! Double, 3)) | \(fmt(row["accuracy"] as! Double, 3)) |\n"
+        md +=
+          "| \(n) | \(fmt(Double(row["threshold"] as! Float), 1)) | \(fmt(row["coverage"] as! Double, 3)) | \(fmt(row["accuracy"] as! Double, 3)) |\n"
       }
     }
     md += "\n### Confusion matrices (rows: truth, columns: predicted; the last column is the background class)\n\n"
@@ -168,16 +202,23 @@ struct TrainFinalize: ParsableCommand {
     }
     let clfL = try ZeroShotClassifier(bundle: bundle, promptSet: lungSet, cacheDir: nil)
     let bp = clfL.predict(SlideIndex.embedImages(blanks, bundle: bundle))
-    let confidentDx = bp.filter { $0.top != clfL.backgroundIndex && SlidePooling.flags(for: $0, classifier: clfL, policy: ReviewPolicy(thresholds: bundle.thresholds)).isEmpty }.count
+    let confidentDx = bp.filter {
+      $0.top != clfL.backgroundIndex
+        && SlidePooling.flags(for: $0, classifier: clfL, policy: ReviewPolicy(thresholds: bundle.thresholds)).isEmpty
+    }.count
     let anyDx = bp.filter { $0.top != clfL.backgroundIndex }.count
-    md += "\n## Blank, noise and pen-mark inputs\n\n60 synthetic images (blank glass, noise, pen marks; unseen seeds), lung prompt set: **\(anyDx)/60** get a tissue class as top class, **\(confidentDx)/60** get an *unflagged* tissue diagnosis (must be 0).\n\n"
+    md +=
+      "\n## Blank, noise and pen-mark inputs\n\n60 synthetic images (blank glass, noise, pen marks; unseen seeds), lung prompt set: **\(anyDx)/60** get a tissue class as top class, **\(confidentDx)/60** get an *unflagged* tissue diagnosis (must be 0).\n\n"
     metrics["non_tissue_top_class_tissue"] = anyDx
     metrics["non_tissue_unflagged_diagnosis"] = confidentDx
     // 6. Decoder.
     if let dd = bundle.decoderDirectory {
       let chat = try ChatModel(directory: dd, imageDim: bundle.clip.embedDim)
-      let info = (try? JSONSerialization.jsonObject(with: FileManager.default.contents(atPath: dd + "/training.json") ?? Data())) as? [String: Any] ?? [:]
-      md += "## Decoder\n\n- Held-out perplexity (5% of the text corpus by hash, 64-token windows): \(fmt(info["held_out_perplexity_before"] as? Double ?? 0, 1)) at initialisation, \(fmt(info["held_out_perplexity_after_pretraining"] as? Double ?? 0, 1)) after language pretraining, \(fmt(info["held_out_perplexity_final"] as? Double ?? 0, 1)) after instruction tuning.\n"
+      let info =
+        (try? JSONSerialization.jsonObject(with: FileManager.default.contents(atPath: dd + "/training.json") ?? Data()))
+        as? [String: Any] ?? [:]
+      md +=
+        "## Decoder\n\n- Held-out perplexity (5% of the text corpus by hash, 64-token windows): \(fmt(info["held_out_perplexity_before"] as? Double ?? 0, 1)) at initialisation, \(fmt(info["held_out_perplexity_after_pretraining"] as? Double ?? 0, 1)) after language pretraining, \(fmt(info["held_out_perplexity_final"] as? Double ?? 0, 1)) after instruction tuning.\n"
       // Closed-question diagnosis accuracy on test tiles, parsed from the generated answer.
       var correct = 0, named = 0, total = 0
       var noDx = 0
@@ -191,7 +232,9 @@ struct TrainFinalize: ParsableCommand {
           let e = Array(emb[(i * D)..<((i + 1) * D)])
           let prefix = Array(repeating: e, count: 4).flatMap { $0 } + e
           var smp = Sampler()
-          let gen = try chat.decoder.generate(prompt: chat.tokenizer.encode(ChatFormat.prompt("What is the diagnosis?")), prefix: chat.projector.forward(prefix, 5), maxNewTokens: 24, sampler: &smp, stop: [chat.tokenizer.eos!])
+          let gen = try chat.decoder.generate(
+            prompt: chat.tokenizer.encode(ChatFormat.prompt("What is the diagnosis?")), prefix: chat.projector.forward(prefix, 5),
+            maxNewTokens: 24, sampler: &smp, stop: [chat.tokenizer.eos!])
           let text = chat.tokenizer.decode(gen.tokens, skipSpecial: true)
           total += 1
           if let k = Consistency.namedClass(text, set: ps) {
@@ -203,16 +246,22 @@ struct TrainFinalize: ParsableCommand {
       for b in blanks.prefix(30) {
         let e = SlideIndex.embedImages([b], bundle: bundle)
         var smp = Sampler()
-        let gen = try chat.decoder.generate(prompt: chat.tokenizer.encode(ChatFormat.prompt("What is the diagnosis?")), prefix: chat.projector.forward(Array(repeating: e, count: 5).flatMap { $0 }, 5), maxNewTokens: 24, sampler: &smp, stop: [chat.tokenizer.eos!])
+        let gen = try chat.decoder.generate(
+          prompt: chat.tokenizer.encode(ChatFormat.prompt("What is the diagnosis?")),
+          prefix: chat.projector.forward(Array(repeating: e, count: 5).flatMap { $0 }, 5), maxNewTokens: 24, sampler: &smp,
+          stop: [chat.tokenizer.eos!])
         let text = chat.tokenizer.decode(gen.tokens, skipSpecial: true)
         if Consistency.soundsDiagnostic(text) && !text.lowercased().contains("no interpretable tissue") { noDx += 1 }
       }
-      md += "- Closed question \"What is the diagnosis?\" on \(total) test tiles (LC25000 + EBHI, every n-th tile), answer parsed for a class name: **\(fmt(Double(correct) / Double(max(1, total)), 3))** correct (\(named) answers named a class).\n"
-      md += "- Blank/noise/pen inputs answered with a diagnosis by the decoder alone: \(noDx)/30. In `eosin chat` any such answer is also checked against the classifier, which flags it.\n"
+      md +=
+        "- Closed question \"What is the diagnosis?\" on \(total) test tiles (LC25000 + EBHI, every n-th tile), answer parsed for a class name: **\(fmt(Double(correct) / Double(max(1, total)), 3))** correct (\(named) answers named a class).\n"
+      md +=
+        "- Blank/noise/pen inputs answered with a diagnosis by the decoder alone: \(noDx)/30. In `eosin chat` any such answer is also checked against the classifier, which flags it.\n"
       metrics["decoder_closed_question_accuracy"] = Double(correct) / Double(max(1, total))
       metrics["decoder_blank_diagnoses"] = noDx
     }
-    md += "\n## How to reproduce\n\n```sh\nmake weights        # trains clip, then decoder, then runs eosin train finalize\neosin train finalize --weights Weights/eosin-small-v1\neosin eval zero-shot --prompts lung --data ../shared/data/tiles/lc25000-lung --split test\neosin eval zero-shot --prompts colorectal --data ../shared/data/tiles/ebhi-seg --split test\n```\n"
+    md +=
+      "\n## How to reproduce\n\n```sh\nmake weights        # trains clip, then decoder, then runs eosin train finalize\neosin train finalize --weights Weights/eosin-small-v1\neosin eval zero-shot --prompts lung --data ../shared/data/tiles/lc25000-lung --split test\neosin eval zero-shot --prompts colorectal --data ../shared/data/tiles/ebhi-seg --split test\n```\n"
     manifest["metrics"] = metrics
     try writeManifest(manifest)
     try writeAtomically(Data(md.utf8), to: report)
@@ -224,13 +273,15 @@ struct TrainFinalize: ParsableCommand {
     var man = m
     var files: [String: Any] = [:]
     for sub in ["clip", "decoder"] {
-      for f in ((try? FileManager.default.contentsOfDirectory(atPath: "\(weights)/\(sub)")) ?? []).sorted() where !f.hasPrefix("train-state") {
+      for f in ((try? FileManager.default.contentsOfDirectory(atPath: "\(weights)/\(sub)")) ?? []).sorted()
+      where !f.hasPrefix("train-state") {
         let p = "\(weights)/\(sub)/\(f)"
         let size = (try FileManager.default.attributesOfItem(atPath: p)[.size] as? Int) ?? 0
         files["\(sub)/\(f)"] = ["sha256": try SHA256.hex(fileAt: p), "bytes": size]
       }
     }
     man["files"] = files
-    try writeAtomically(try JSONSerialization.data(withJSONObject: man, options: [.prettyPrinted, .sortedKeys]), to: "\(weights)/manifest.json")
+    try writeAtomically(
+      try JSONSerialization.data(withJSONObject: man, options: [.prettyPrinted, .sortedKeys]), to: "\(weights)/manifest.json")
   }
 }

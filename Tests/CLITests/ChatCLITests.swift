@@ -7,7 +7,9 @@ import XCTest
 final class ChatCLITests: XCTestCase {
   static let bundle: String = { try! TestSupport.writeTinyBundle(at: TestSupport.tempDir("eosin-chat-bundle")) }()
   static let dir = TestSupport.tempDir("eosin-chat")
-  static let slide: String = { try! TestSupport.writeSyntheticSlide(at: dir + "/case.tiff", width: 1536, height: 1024, levels: 2, mpp: 0.5) }()
+  static let slide: String = {
+    try! TestSupport.writeSyntheticSlide(at: dir + "/case.tiff", width: 1536, height: 1024, levels: 2, mpp: 0.5)
+  }()
 
   func chat(_ script: String, args: [String] = []) throws -> CLITests.Run {
     try CLITests.run(
@@ -31,7 +33,9 @@ final class ChatCLITests: XCTestCase {
     let logs = try FileManager.default.contentsOfDirectory(atPath: Self.dir + "/state/eosin/sessions")
     let log = try String(contentsOfFile: Self.dir + "/state/eosin/sessions/" + logs.sorted().last!, encoding: .utf8)
     let turn = try JSONSerialization.jsonObject(with: Data(log.split(separator: "\n").last!.utf8)) as! [String: Any]
-    for k in ["question", "answer", "clip_sha256", "decoder_sha256", "prompt_set", "mpp", "tile_size", "flags", "evidence"] { XCTAssertNotNil(turn[k], k) }
+    for k in ["question", "answer", "clip_sha256", "decoder_sha256", "prompt_set", "mpp", "tile_size", "flags", "evidence"] {
+      XCTAssertNotNil(turn[k], k)
+    }
     XCTAssertEqual(turn["question"] as? String, "What is the diagnosis?")
   }
 

@@ -20,7 +20,9 @@ final class TrainCLITests: XCTestCase {
     for (c, cls) in ["lung_aca", "lung_scc", "lung_n"].enumerated() {
       for i in 0..<24 {
         var img = TestSupport.syntheticHE(width: 64, height: 64)
-        for p in stride(from: 0, to: img.pixels.count, by: 3) { img.pixels[p + c] = UInt8(truncatingIfNeeded: Int(img.pixels[p + c]) / 2 + i) }
+        for p in stride(from: 0, to: img.pixels.count, by: 3) {
+          img.pixels[p + c] = UInt8(truncatingIfNeeded: Int(img.pixels[p + c]) / 2 + i)
+        }
         try! ImageCodec.write(img, to: "\(d)/\(cls)/t\(i).jpg")
         csv += "\(cls)/t\(i).jpg,\(cls),\(cls)-g\(i % 12)\n"
       }
@@ -34,9 +36,13 @@ final class TrainCLITests: XCTestCase {
 
   func train(_ extra: [String], out: String) throws -> CLITests.Run {
     try CLITests.run(
-      ["train", "clip", "--data", Self.data, "--out", out, "--knowledge", TestSupport.projectRoot + "/Prompts/knowledge", "--prompts",
-       TestSupport.projectRoot + "/Prompts/zero-shot", "--vocab", TestSupport.projectRoot + "/Vocab", "--width", "32", "--vision-layers", "1",
-       "--text-layers", "1", "--heads", "2", "--embed-dim", "16", "--batch", "8", "--synthetic-non-tissue", "8"] + extra)
+      [
+        "train", "clip", "--data", Self.data, "--out", out, "--knowledge", TestSupport.projectRoot + "/Prompts/knowledge",
+        "--prompts",
+        TestSupport.projectRoot + "/Prompts/zero-shot", "--vocab", TestSupport.projectRoot + "/Vocab", "--width", "32",
+        "--vision-layers", "1",
+        "--text-layers", "1", "--heads", "2", "--embed-dim", "16", "--batch", "8", "--synthetic-non-tissue", "8",
+      ] + extra)
   }
 
   /// Guards bad input: a missing and an undecodable manifest row are skipped with warnings and
@@ -57,7 +63,10 @@ final class TrainCLITests: XCTestCase {
     let d = Self.dir + "/empty"
     try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
     try "path,label,group\n".write(toFile: d + "/manifest.csv", atomically: true, encoding: .utf8)
-    let r = try CLITests.run(["train", "clip", "--data", d, "--out", Self.dir + "/x", "--knowledge", TestSupport.projectRoot + "/Prompts/knowledge", "--vocab", TestSupport.projectRoot + "/Vocab"])
+    let r = try CLITests.run([
+      "train", "clip", "--data", d, "--out", Self.dir + "/x", "--knowledge", TestSupport.projectRoot + "/Prompts/knowledge",
+      "--vocab", TestSupport.projectRoot + "/Vocab",
+    ])
     XCTAssertEqual(r.status, 2)
     XCTAssertEqual(r.stderr, "eosin: error: \(d)/manifest.csv: no usable rows: the dataset is empty\n")
   }
@@ -67,11 +76,17 @@ final class TrainCLITests: XCTestCase {
     let out = Self.dir + "/run2"
     XCTAssertEqual(try train(["--steps", "2"], out: out).status, 0)
     let r = try CLITests.run(
-      ["train", "clip", "--data", Self.data, "--out", out, "--knowledge", TestSupport.projectRoot + "/Prompts/knowledge", "--vocab",
-       TestSupport.projectRoot + "/Vocab", "--width", "48", "--vision-layers", "1", "--text-layers", "1", "--heads", "2", "--embed-dim", "16",
-       "--batch", "8", "--steps", "4", "--resume"])
+      [
+        "train", "clip", "--data", Self.data, "--out", out, "--knowledge", TestSupport.projectRoot + "/Prompts/knowledge",
+        "--vocab",
+        TestSupport.projectRoot + "/Vocab", "--width", "48", "--vision-layers", "1", "--text-layers", "1", "--heads", "2",
+        "--embed-dim", "16",
+        "--batch", "8", "--steps", "4", "--resume",
+      ])
     XCTAssertEqual(r.status, 2)
-    XCTAssertTrue(r.stderr.contains("cannot resume: tensor 'vision.patch.weight' has shape [48, 768], this model needs") || r.stderr.contains("the checkpoint is of another architecture"), r.stderr)
+    XCTAssertTrue(
+      r.stderr.contains("cannot resume: tensor 'vision.patch.weight' has shape [48, 768], this model needs")
+        || r.stderr.contains("the checkpoint is of another architecture"), r.stderr)
   }
 
   /// Guards Ctrl-C: SIGINT saves an intact checkpoint and exits; --resume continues from it
@@ -81,9 +96,12 @@ final class TrainCLITests: XCTestCase {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: CLITests.binary)
     p.arguments = [
-      "train", "clip", "--data", Self.data, "--out", out, "--knowledge", TestSupport.projectRoot + "/Prompts/knowledge", "--prompts",
-      TestSupport.projectRoot + "/Prompts/zero-shot", "--vocab", TestSupport.projectRoot + "/Vocab", "--width", "32", "--vision-layers", "1",
-      "--text-layers", "1", "--heads", "2", "--embed-dim", "16", "--batch", "8", "--synthetic-non-tissue", "8", "--steps", "100000",
+      "train", "clip", "--data", Self.data, "--out", out, "--knowledge", TestSupport.projectRoot + "/Prompts/knowledge",
+      "--prompts",
+      TestSupport.projectRoot + "/Prompts/zero-shot", "--vocab", TestSupport.projectRoot + "/Vocab", "--width", "32",
+      "--vision-layers", "1",
+      "--text-layers", "1", "--heads", "2", "--embed-dim", "16", "--batch", "8", "--synthetic-non-tissue", "8", "--steps",
+      "100000",
     ]
     let o = Pipe()
     p.standardOutput = o

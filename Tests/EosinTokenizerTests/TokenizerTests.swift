@@ -154,8 +154,10 @@ final class TokenizerJSONTests: XCTestCase {
   /// tokens): the same ids as the vocab.json + merges.txt it was built from.
   func testTokenizerJSONMatchesVocabFiles() throws {
     let dir = TokenizerTests.fixtures + "/small-bpe"
-    let vocab = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/vocab.json"))) as! [String: Int]
-    let merges = try String(contentsOfFile: dir + "/merges.txt", encoding: .utf8).split(separator: "\n").dropFirst().map(String.init)
+    let vocab =
+      try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/vocab.json"))) as! [String: Int]
+    let merges = try String(contentsOfFile: dir + "/merges.txt", encoding: .utf8).split(separator: "\n").dropFirst().map(
+      String.init)
     for style in ["strings", "pairs"] {
       let m: [Any] = style == "strings" ? merges : merges.map { $0.split(separator: " ").map(String.init) }
       let tj: [String: Any] = [
