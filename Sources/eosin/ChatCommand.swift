@@ -231,7 +231,15 @@ struct Chat: ParsableCommand {
         s.sampler = Sampler(temperature: s.sampler.temperature, topP: s.sampler.topP, seed: n)
         say("seed \(n)")
       case ":report":
-        say(":report needs report templates, which are not part of this build yet")
+        guard let src = s.source, let emb = s.embeddings else { say("no slide is open; use :open PATH"); return true }
+        let tmpl = try ReportTemplate.load(arg.isEmpty ? "lung-biopsy" : arg, searchDirs: promptDirs("reports"))
+        let slide = try Slide(path: src)
+        let tissue = try TissueDetector().detect(slide)
+        let drafter = try ReportDrafter(template: tmpl, bundle: s.bundle, session: s, promptDirs: promptDirs("zero-shot"))
+        let fields = try drafter.draft(slide: slide, tissue: tissue, embeddings: emb)
+        let (md, _, _) = try drafter.render(
+          name: (src as NSString).lastPathComponent, inputHash: "", fields: fields, thumbnailPNG: nil)
+        say(String(decoding: md, as: UTF8.self))
       default:
         let best = chatCommands.min { editDistance($0, cmd) < editDistance($1, cmd) }!
         say("unknown command \(cmd); did you mean \(best)? (:help lists commands)")
