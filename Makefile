@@ -37,7 +37,7 @@ demo: build
 # Retrains the default weights from ../shared/data (about 60 minutes on 2 cores) and rewrites
 # Weights/eosin-small-v1/manifest.json and EVALUATION.md.
 weights: build
-	$(BIN) train bpe --corpus ../shared/data/text Prompts --vocab-size 8192 --out Vocab
+	$(BIN) train bpe --corpus ../shared/data/text Prompts/knowledge Prompts/zero-shot --vocab-size 8192 --out Vocab
 	$(BIN) train clip --steps 1300 --out Weights/eosin-small-v1/clip --background-slide ../shared/data/slides/CMU-1-Small-Region.svs
 	cp Vocab/vocab.json Vocab/merges.txt Vocab/special_tokens.json Weights/eosin-small-v1/clip/
 	$(BIN) train decoder --weights Weights/eosin-small-v1 --background-slide ../shared/data/slides/CMU-1-Small-Region.svs

@@ -80,7 +80,7 @@ public struct BPEModel: Sendable {
       prev[i] = Int32(i - 1)
     }
     var alive = [Bool](repeating: true, count: n)
-    var heap = PairHeap()
+    var heap = BinaryHeap<HeapItem> { $0.before($1) }
     func push(_ i: Int) {
       let j = Int(next[i])
       if j < 0 { return }
@@ -121,23 +121,26 @@ struct HeapItem {
   @inline(__always) func before(_ o: HeapItem) -> Bool { rank != o.rank ? rank < o.rank : pos < o.pos }
 }
 
-/// A binary min-heap of merge candidates.
-struct PairHeap {
-  var a: [HeapItem] = []
-  mutating func push(_ x: HeapItem) {
+/// A binary heap ordered by `before`: the element for which `before(x, y)` holds against every
+/// other comes out first. Used for BPE merge candidates and for the trainer's pair counts.
+struct BinaryHeap<T> {
+  var a: [T] = []
+  let before: (T, T) -> Bool
+
+  init(before: @escaping (T, T) -> Bool) { self.before = before }
+
+  mutating func push(_ x: T) {
     a.append(x)
     var i = a.count - 1
     while i > 0 {
       let p = (i - 1) / 2
-      if a[i].before(a[p]) {
-        a.swapAt(i, p)
-        i = p
-      } else {
-        break
-      }
+      guard before(a[i], a[p]) else { break }
+      a.swapAt(i, p)
+      i = p
     }
   }
-  mutating func pop() -> HeapItem? {
+
+  mutating func pop() -> T? {
     guard let first = a.first else { return nil }
     let last = a.removeLast()
     if !a.isEmpty {
@@ -146,8 +149,8 @@ struct PairHeap {
       while true {
         let l = 2 * i + 1, r = l + 1
         var m = i
-        if l < a.count && a[l].before(a[m]) { m = l }
-        if r < a.count && a[r].before(a[m]) { m = r }
+        if l < a.count && before(a[l], a[m]) { m = l }
+        if r < a.count && before(a[r], a[m]) { m = r }
         if m == i { break }
         a.swapAt(i, m)
         i = m

@@ -60,14 +60,16 @@ public struct BPETrainer {
       }
     }
     // Max-heap of (count, pair) with lazy invalidation.
-    var heap = MaxPairHeap(less: { a, b in
+    // Pops the highest count first; `less` is inverted into the heap's `before`.
+    let less: (PairEntry, PairEntry) -> Bool = { a, b in
       if a.count != b.count { return a.count < b.count }
       // Tie: smaller (left bytes, right bytes) is "greater" so it pops first.
       let la = tokenBytes[Int(a.key >> 32)], lb = tokenBytes[Int(b.key >> 32)]
       if la != lb { return !la.lexicographicallyPrecedes(lb) }
       let ra = tokenBytes[Int(a.key & 0xFFFF_FFFF)], rb = tokenBytes[Int(b.key & 0xFFFF_FFFF)]
       return !ra.lexicographicallyPrecedes(rb) && ra != rb
-    })
+    }
+    var heap = BinaryHeap<PairEntry> { less($1, $0) }
     for (k, c) in pairCount where c >= minFrequency { heap.push(.init(count: c, key: k)) }
     var merges: [(String, String)] = []
     while merges.count < target, let top = heap.pop() {
@@ -168,42 +170,4 @@ public func jsonString(_ s: String) -> String {
 struct PairEntry {
   var count: Int
   var key: UInt64
-}
-
-/// A binary max-heap with a caller-supplied order.
-struct MaxPairHeap {
-  var a: [PairEntry] = []
-  let less: (PairEntry, PairEntry) -> Bool
-  init(less: @escaping (PairEntry, PairEntry) -> Bool) { self.less = less }
-  mutating func push(_ x: PairEntry) {
-    a.append(x)
-    var i = a.count - 1
-    while i > 0 {
-      let p = (i - 1) / 2
-      if less(a[p], a[i]) {
-        a.swapAt(i, p)
-        i = p
-      } else {
-        break
-      }
-    }
-  }
-  mutating func pop() -> PairEntry? {
-    guard let first = a.first else { return nil }
-    let last = a.removeLast()
-    if !a.isEmpty {
-      a[0] = last
-      var i = 0
-      while true {
-        let l = 2 * i + 1, r = l + 1
-        var m = i
-        if l < a.count && less(a[m], a[l]) { m = l }
-        if r < a.count && less(a[m], a[r]) { m = r }
-        if m == i { break }
-        a.swapAt(i, m)
-        i = m
-      }
-    }
-    return first
-  }
 }
