@@ -40,7 +40,7 @@ weights: build
 	$(BIN) train bpe --corpus ../shared/data/text Prompts/knowledge Prompts/zero-shot --vocab-size 8192 --out Vocab
 	$(BIN) train clip --steps 1300 --out Weights/eosin-small-v1/clip --background-slide ../shared/data/slides/CMU-1-Small-Region.svs
 	cp Vocab/vocab.json Vocab/merges.txt Vocab/special_tokens.json Weights/eosin-small-v1/clip/
-	$(BIN) train decoder --weights Weights/eosin-small-v1 --background-slide ../shared/data/slides/CMU-1-Small-Region.svs
+	$(BIN) train decoder --weights Weights/eosin-small-v1 --pretrain-steps 800 --instruct-steps 800 --background-slide ../shared/data/slides/CMU-1-Small-Region.svs
 	$(BIN) train finalize --weights Weights/eosin-small-v1
 
 bench: build
