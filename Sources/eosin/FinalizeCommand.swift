@@ -55,11 +55,24 @@ struct TrainFinalize: ParsableCommand {
       cache[key] = (emb, labels)
       return (emb, labels)
     }
+    // Cross-dataset check: the generic malignant-vs-benign set on both datasets. Premalignant
+    // EBHI classes (intraepithelial neoplasia, serrated adenoma) have no place in it and are left out.
+    let malignancyMap = [
+      "lung_aca": "malignant tumour", "lung_scc": "malignant tumour", "lung_n": "benign tissue",
+      "Adenocarcinoma": "malignant tumour",
+      "Normal": "benign tissue", "Polyp": "benign tissue",
+    ]
     func score(_ dir: String, _ sp: Split, _ ps: PromptSet, temperature: Float) throws -> Scored {
-      let (emb, labels) = try embedded(dir, sp)
+      var (emb, labels) = try embedded(dir, sp)
       let clf = try ZeroShotClassifier(bundle: bundle, promptSet: ps, cacheDir: nil, temperature: temperature)
-      // Evaluation excludes the background class from the candidates only when the data has none.
-      let map = try LabeledTiles.mapLabels(Set(labels), to: ps, knowledge: know)
+      if ps.name == "malignancy" {
+        let D = bundle.clip.embedDim
+        let keep = labels.indices.filter { malignancyMap[labels[$0]] != nil }
+        emb = keep.flatMap { emb[($0 * D)..<(($0 + 1) * D)] }
+        labels = keep.map { labels[$0] }
+      }
+      let map = try LabeledTiles.mapLabels(
+        Set(labels), to: ps, knowledge: know, overrides: ps.name == "malignancy" ? malignancyMap : [:])
       return Scored(logits: clf.logits(emb), truth: labels.map { map[$0]! }, preds: clf.predict(emb))
     }
     let lungSet = try set("lung"), crcSet = try set("colorectal"), coarseSet = try set("colorectal-coarse")
@@ -192,6 +205,8 @@ struct TrainFinalize: ParsableCommand {
           "| \(n) | \(fmt(Double(row["threshold"] as! Float), 1)) | \(fmt(row["coverage"] as! Double, 3)) | \(fmt(row["accuracy"] as! Double, 3)) |\n"
       }
     }
+    md +=
+      "\nThe two *cross* rows use the generic malignant-vs-benign prompt set, which no training caption mentions, on both datasets: LC25000 adenocarcinoma and squamous carcinoma and EBHI adenocarcinoma count as malignant; benign lung, normal mucosa and polyps as benign. The premalignant EBHI classes are left out.\n"
     md += "\n### Confusion matrices (rows: truth, columns: predicted; the last column is the background class)\n\n"
     for (n, cm) in conf.sorted(by: { $0.key < $1.key }) { md += "- \(n): `\(cm)`\n" }
     // 5. Non-tissue inputs: share given a tissue diagnosis by the classifier.
