@@ -12,10 +12,18 @@ wait_for() {  # wait_for TEXT SECONDS
   echo "FAIL: did not see '$1'"; screen; t kill-server; exit 1
 }
 trap 't kill-server 2>/dev/null' EXIT
-t new-session -d -s chat -x 150 -y 40 "XDG_STATE_HOME=$dir/state $bin chat --weights $weights --cache $dir/cache --max-tokens 6 $slide; sleep 5"
+t new-session -d -s chat -x 150 -y 40 "XDG_STATE_HOME=$dir/state $bin chat --weights $weights --cache $dir/cache --max-tokens 30 --stream-delay-ms 150 $slide; sleep 5"
 wait_for "eosin[" 120
 t send-keys -t chat "What is the diagnosis?" Enter
 wait_for "evidence 4 tiles" 60
+# Ctrl-C during an answer cancels only that answer, then the prompt returns.
+t send-keys -t chat "Describe the features." Enter
+sleep 0.6
+t send-keys -t chat C-c
+wait_for "answer was cancelled" 20
+t send-keys -t chat ":info" Enter
+wait_for "vendor     generic-tiff" 20
+t send-keys -t chat C-l
 t send-keys -t chat "half typed" C-c
 sleep 0.5
 t send-keys -t chat ":info" Enter
@@ -37,4 +45,5 @@ for _ in $(seq 1 50); do [ -f "$dir/state/eosin/history" ] && break; sleep 0.2; 
 [ -f "$dir/state/eosin/history" ] || { echo "FAIL: no history file after Ctrl-D"; exit 1; }
 sleep 1
 grep -qF ":evidence" "$dir/state/eosin/history" || { echo "FAIL: commands not in history"; exit 1; }
+grep -qxF "What is the diagnosis?" "$dir/state/eosin/history" || { echo "FAIL: question not in history"; cat "$dir/state/eosin/history"; exit 1; }
 echo "tmux chat test: OK"

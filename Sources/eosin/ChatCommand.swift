@@ -43,6 +43,8 @@ struct Chat: ParsableCommand {
   @Option(help: "Nucleus sampling mass.") var topP: Float = 0.9
   @Option(help: "Seed for sampling.") var seed: UInt64 = 0
   @Option(help: "Longest answer in tokens.") var maxTokens = 40
+  @Option(help: ArgumentHelp("Pause after each streamed piece (for demos and the terminal test).", visibility: .hidden))
+  var streamDelayMs = 0
 
   func run() throws {
     let t0 = Probes.now()
@@ -96,9 +98,11 @@ struct Chat: ParsableCommand {
       do {
         chatCancel = false
         chatGenerating = true
+        let delay = streamDelayMs
         let a = try session.ask(text) { piece in
           print(piece, terminator: "")
           fflush(stdout)
+          if delay > 0 { usleep(useconds_t(delay * 1000)) }
           return !chatCancel
         }
         chatGenerating = false
@@ -254,6 +258,8 @@ struct Chat: ParsableCommand {
     try? FileManager.default.createDirectory(
       atPath: (history as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
     read_history(history)
+    // Ctrl-C on a line recalled from history must not change that history entry.
+    rl_variable_bind("revert-all-at-newline", "on")
     rl_catch_signals = 0
     rl_attempted_completion_function = { text, start, _ in
       guard start == 0, let t = text, t.pointee == UInt8(ascii: ":") else { return nil }  // paths: readline's filename completion
