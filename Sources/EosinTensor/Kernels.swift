@@ -158,19 +158,11 @@ public func attentionForward(
       cblas_sgemm(
         CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(HS), scale, q, Int32(3 * C), k, Int32(3 * C), 0, a,
         Int32(T))
+      // Softmax over each query's visible keys; masked (future) keys get weight 0.
       for t in 0..<T {
         let row = a + t * T
         let n = causal ? t + 1 : T
-        var m = -Float.infinity
-        for j in 0..<n { m = max(m, row[j]) }
-        var s: Float = 0
-        for j in 0..<n {
-          let e = expf(row[j] - m)
-          row[j] = e
-          s += e
-        }
-        let inv = 1 / s
-        for j in 0..<n { row[j] *= inv }
+        softmaxForward(row, row, 1, n)
         for j in n..<T { row[j] = 0 }
       }
       // out (T,HS; stride C) = a (T,T) @ v (T,HS; stride 3C)

@@ -3,6 +3,35 @@ import EosinTensor
 import EosinWeights
 import Foundation
 
+extension CLIPConfig {
+  /// Eosin's CLIP architecture: a ViT (patch 16, quick-GELU, MLP 4x width) on `imageSize`-px
+  /// inputs and a causal text transformer over `vocabSize` tokens with `contextLength`
+  /// positions, pooled at `eos`. The defaults are eosin-small-v1's: width 192, 6 vision and 4
+  /// text layers, 3 heads, 112 px, 40 tokens, 128-d shared space.
+  public static func eosin(
+    vocabSize: Int, eos: Int, width: Int = 192, visionLayers: Int = 6, textLayers: Int = 4, heads: Int = 3, embedDim: Int = 128,
+    imageSize: Int = 112, contextLength: Int = 40
+  ) -> CLIPConfig {
+    var c = CLIPConfig()
+    c.projectionDim = embedDim
+    c.visionConfig.hiddenSize = width
+    c.visionConfig.intermediateSize = 4 * width
+    c.visionConfig.numHiddenLayers = visionLayers
+    c.visionConfig.numAttentionHeads = heads
+    c.visionConfig.imageSize = imageSize
+    c.visionConfig.patchSize = 16
+    c.textConfig.vocabSize = vocabSize
+    c.textConfig.hiddenSize = width
+    c.textConfig.intermediateSize = 4 * width
+    c.textConfig.numHiddenLayers = textLayers
+    c.textConfig.numAttentionHeads = heads
+    c.textConfig.maxPositionEmbeddings = contextLength
+    c.textConfig.eosTokenId = eos
+    c.textConfig.bosTokenId = eos
+    return c
+  }
+}
+
 /// A CLIP pair for training (forward with cached activations, backward, AdamW through its
 /// ParameterSet). ``export()`` writes HF `CLIPModel` tensor names, so the result loads in
 /// ``CLIPModel`` for inference. The image side takes preprocessed pixels (B,3,S,S).

@@ -201,20 +201,7 @@ struct BenchTrain: ParsableCommand {
   @Flag(help: "Print one JSON line.") var json = false
 
   func run() throws {
-    var cfg = CLIPConfig()
-    cfg.projectionDim = 128
-    cfg.visionConfig.hiddenSize = 192
-    cfg.visionConfig.intermediateSize = 768
-    cfg.visionConfig.numHiddenLayers = 6
-    cfg.visionConfig.numAttentionHeads = 3
-    cfg.visionConfig.imageSize = 112
-    cfg.textConfig.vocabSize = 8192
-    cfg.textConfig.hiddenSize = 192
-    cfg.textConfig.intermediateSize = 768
-    cfg.textConfig.numHiddenLayers = 4
-    cfg.textConfig.numAttentionHeads = 3
-    cfg.textConfig.maxPositionEmbeddings = 40
-    cfg.textConfig.eosTokenId = 8187
+    let cfg = CLIPConfig.eosin(vocabSize: 8192, eos: 8187)
     let m = try TrainCLIP(config: cfg, seed: 1)
     var rng = SeededRNG(seed: 5)
     let px = (0..<(batch * 3 * 112 * 112)).map { _ in rng.uniform() * 2 - 1 }

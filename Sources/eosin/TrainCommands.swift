@@ -91,22 +91,10 @@ struct TrainCLIPCommand: ParsableCommand {
     for s in backgroundSlide { nonTissue += try backgroundTiles(s, size: size) }
     warn("training set: \(images.count) tiles in \(Set(labels).count) classes, \(nonTissue.count) non-tissue images")
     // Model.
-    var cfg = CLIPConfig()
-    cfg.projectionDim = embedDim
-    cfg.visionConfig.hiddenSize = width
-    cfg.visionConfig.intermediateSize = 4 * width
-    cfg.visionConfig.numHiddenLayers = visionLayers
-    cfg.visionConfig.numAttentionHeads = heads
-    cfg.visionConfig.imageSize = 112
-    cfg.visionConfig.patchSize = 16
-    cfg.textConfig.vocabSize = tok.vocabSize
-    cfg.textConfig.hiddenSize = width
-    cfg.textConfig.intermediateSize = 4 * width
-    cfg.textConfig.numHiddenLayers = textLayers
-    cfg.textConfig.numAttentionHeads = heads
-    cfg.textConfig.maxPositionEmbeddings = 40
-    cfg.textConfig.eosTokenId = Int(tok.eos!)
-    cfg.textConfig.bosTokenId = Int(tok.eos!)
+    let cfg = CLIPConfig.eosin(
+      vocabSize: tok.vocabSize, eos: Int(tok.eos!), width: width, visionLayers: visionLayers, textLayers: textLayers,
+      heads: heads,
+      embedDim: embedDim)
     let model = try TrainCLIP(config: cfg, seed: seed)
     try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
     let state = out + "/train-state.safetensors"

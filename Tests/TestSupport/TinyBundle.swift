@@ -14,21 +14,12 @@ extension TestSupport {
       try? FileManager.default.removeItem(atPath: clipDir + "/" + f)
       try FileManager.default.copyItem(atPath: vocab + "/" + f, toPath: clipDir + "/" + f)
     }
-    var cfg = CLIPConfig()
-    cfg.projectionDim = 16
-    cfg.visionConfig.hiddenSize = 32
-    cfg.visionConfig.intermediateSize = 64
-    cfg.visionConfig.numHiddenLayers = 1
-    cfg.visionConfig.numAttentionHeads = 2
-    cfg.visionConfig.imageSize = 32
+    var cfg = CLIPConfig.eosin(
+      vocabSize: 1200, eos: 1195, width: 32, visionLayers: 1, textLayers: 1, heads: 2, embedDim: 16, imageSize: 32,
+      contextLength: 24)
     cfg.visionConfig.patchSize = 8
-    cfg.textConfig.vocabSize = 1200
-    cfg.textConfig.hiddenSize = 32
+    cfg.visionConfig.intermediateSize = 64
     cfg.textConfig.intermediateSize = 64
-    cfg.textConfig.numHiddenLayers = 1
-    cfg.textConfig.numAttentionHeads = 2
-    cfg.textConfig.maxPositionEmbeddings = 24
-    cfg.textConfig.eosTokenId = 1195
     let m = try TrainCLIP(config: cfg, seed: seed)
     try SafeTensorsWriter.write(m.export(), to: clipDir + "/model.safetensors")
     let e = JSONEncoder()
