@@ -1,7 +1,7 @@
 # Eosin: the usual entry points. `make demo` and `make test` are the quick start.
 SWIFT      ?= swift
 BUILD_FLAGS ?= -c release
-BIN        := .build/release/eosin
+BIN        ?= .build/release/eosin
 APT_PKGS   := libopenblas-dev libopenslide-dev libreadline-dev libjpeg-dev libpng-dev libtiff-dev zlib1g-dev pkg-config
 OUT        ?= out
 

@@ -1,7 +1,10 @@
 """Runs Eosin's encoder and decoder benchmarks, then PyTorch on the same shapes and thread count,
 right after, and prints the ratios. Random weights at real sizes; fp32; medians.
 
-    python3 Benchmarks/compare.py [--eosin .build/release/eosin] [--quick]
+    python3 Benchmarks/compare.py [--eosin .build/release/eosin] [--quick] [--only encoder|decoder|train]
+
+Training is measured as three alternating Eosin/PyTorch pairs; the ratio is the median of the
+three paired ratios, so a noisy moment on this machine hits both sides of one pair.
 
 Needs torch (pip install 'torch==2.13.0+cpu') and transformers. Not part of `swift test`.
 """
@@ -12,6 +15,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, GPT2Co
 p = argparse.ArgumentParser()
 p.add_argument("--eosin", default=".build/release/eosin")
 p.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
+p.add_argument("--only", choices=["encoder", "decoder", "train"], help="run one group")
 a = p.parse_args()
 threads = os.cpu_count()
 torch.set_num_threads(threads)
@@ -51,15 +55,17 @@ def torch_gpt2(prompt, tokens, repeats):
 
 rows = []
 shapes = [("vit-b-16", 32), ("vit-b-16", 1)] if a.quick else [("vit-b-16", 32), ("vit-b-16", 1), ("vit-b-32", 32), ("vit-s-16", 32)]
+if a.only not in (None, "encoder"): shapes = []
 for arch, batch in shapes:
     reps = 2 if batch > 1 else 5
     e = eosin(["encoder", "--arch", arch, "--batch", str(batch), "--repeats", str(reps)])
     t = torch_vit(arch, batch, reps)
     rows.append((f"{arch} batch {batch}", f"{e['img_per_s']:.2f} img/s", f"{t:.2f} img/s", e["img_per_s"] / t,
                  f"{e['gflops']:.0f} GFLOP/s = {e['gflops'] / e['sgemm_peak_gflops']:.2f} of sgemm peak ({e['mode']})"))
-e = eosin(["decoder", "--arch", "gpt2-124m", "--repeats", "3"])
-t = torch_gpt2(16, 128, 3)
-rows.append(("gpt2-124m decode", f"{e['tok_per_s']:.1f} tok/s", f"{t:.1f} tok/s", e["tok_per_s"] / t,
+if a.only in (None, "decoder"):
+  e = eosin(["decoder", "--arch", "gpt2-124m", "--repeats", "3"])
+  t = torch_gpt2(16, 128, 3)
+  rows.append(("gpt2-124m decode", f"{e['tok_per_s']:.1f} tok/s", f"{t:.1f} tok/s", e["tok_per_s"] / t,
              f"{e['tok_per_s'] / e['bound_tok_per_s']:.2f} of read-bandwidth bound ({e['bandwidth_gbs']:.1f} GB/s)"))
 # CLIP training at Eosin's default architecture and batch.
 from transformers import CLIPConfig, CLIPModel
@@ -80,9 +86,14 @@ def torch_train(batch, steps):
         opt.zero_grad(); loss.backward(); opt.step()
         if s: rates.append(batch / (time.perf_counter() - t))
     return statistics.median(rates)
-e = eosin(["train-clip", "--batch", "64", "--steps", "3"])
-t = torch_train(64, 3)
-rows.append(("CLIP training, batch 64", f"{e['img_per_s']:.1f} img/s", f"{t:.1f} img/s", e["img_per_s"] / t, "ViT 6x192 @112 px + text 4x192, forward + backward + AdamW"))
+if a.only in (None, "train"):
+  pairs = []
+  for _ in range(3):
+    e = eosin(["train-clip", "--batch", "64", "--steps", "3"])["img_per_s"]
+    pairs.append((e, torch_train(64, 3)))
+  e, t = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+  rows.append(("CLIP training, batch 64", f"{e:.1f} img/s", f"{t:.1f} img/s", statistics.median(p[0] / p[1] for p in pairs),
+               "ViT 6x192 @112 px + text 4x192, forward + backward + AdamW; median of 3 alternating pairs"))
 print(f"torch {torch.__version__}, {threads} threads\n")
 print("| shape | Eosin | PyTorch | ratio | note |\n|---|---|---|---|---|")
 for r in rows:

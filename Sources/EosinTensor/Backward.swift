@@ -28,9 +28,11 @@ public func matmulBackward(
       dweight + r.lowerBound * C, Int32(C))
   }
   if let db = dbias {
-    for n in 0..<N {
-      let row = dout + n * OC
-      for o in 0..<OC { db[o] += row[o] }
+    splitWork(OC, cost: N) { cols in
+      for n in 0..<N {
+        let row = dout + n * OC
+        for o in cols { db[o] += row[o] }
+      }
     }
   }
 }
@@ -41,7 +43,36 @@ public func layernormBackward(
   _ dout: UnsafePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ mean: UnsafePointer<Float>,
   _ rstd: UnsafePointer<Float>, _ N: Int, _ C: Int
 ) {
-  for n in 0..<N {
+  let parts = N * C >= 1 << 14 ? SpinPool.shared.helpers + 1 : 1
+  if parts == 1 {
+    layernormBackwardRows(dinp, dweight, dbias, dout, inp, weight, mean, rstd, 0..<N, C)
+    return
+  }
+  // Rows split across the cores; each part sums its dweight and dbias privately, then the
+  // parts are added in order (deterministic for a given core count).
+  let partial = UnsafeMutablePointer<Float>.allocate(capacity: parts * 2 * C)
+  partial.initialize(repeating: 0, count: parts * 2 * C)
+  defer { partial.deallocate() }
+  SpinPool.shared.run { k in
+    let lo = N * k / parts, hi = N * (k + 1) / parts
+    let pw = partial + k * 2 * C
+    layernormBackwardRows(dinp, pw, pw + C, dout, inp, weight, mean, rstd, lo..<hi, C)
+  }
+  for k in 0..<parts {
+    let pw = partial + k * 2 * C
+    for i in 0..<C {
+      dweight[i] += pw[i]
+      dbias[i] += pw[C + i]
+    }
+  }
+}
+
+private func layernormBackwardRows(
+  _ dinp: UnsafeMutablePointer<Float>, _ dweight: UnsafeMutablePointer<Float>, _ dbias: UnsafeMutablePointer<Float>,
+  _ dout: UnsafePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ mean: UnsafePointer<Float>,
+  _ rstd: UnsafePointer<Float>, _ rows: Range<Int>, _ C: Int
+) {
+  for n in rows {
     let x = inp + n * C, dy = dout + n * C, dx = dinp + n * C
     let m = mean[n], s = rstd[n]
     var dnormMean: Float = 0, dnormNormMean: Float = 0
@@ -67,28 +98,40 @@ public func layernormBackward(
 public func activationBackward(
   _ dinp: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ dout: UnsafePointer<Float>, _ N: Int, _ act: Activation
 ) {
+  splitWork(N, cost: 12) { r in activationBackwardRange(dinp, inp, dout, r, act) }
+}
+
+private func activationBackwardRange(
+  _ dinp: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ dout: UnsafePointer<Float>, _ r: Range<Int>,
+  _ act: Activation
+) {
   switch act {
   case .gelu:
-    for i in 0..<N {
+    for i in r {
       let x = inp[i]
       let cdf = 0.5 * (1 + erff(x * 0.70710678118654752))
       let pdf = expf(-0.5 * x * x) * 0.3989422804014327
       dinp[i] += (cdf + x * pdf) * dout[i]
     }
   case .geluTanh:
+    // With sg = sigmoid(2u) = 0.5 (1 + tanh u): d/dx = sg + x * 2 sg (1 - sg) * du/dx.
     let s: Float = 0.7978845608028654
-    for i in 0..<N {
-      let x = inp[i]
+    forEachVector(r) { i, c in
+      let x = load16(inp + i, c)
       let u = s * (x + 0.044715 * x * x * x)
-      let t = tanhf(u)
-      let sech2 = 1 - t * t
-      dinp[i] += (0.5 * (1 + t) + 0.5 * x * sech2 * s * (1 + 3 * 0.044715 * x * x)) * dout[i]
+      let sg = 1 / (1 + expSIMD(-2 * u))
+      let dudx: SIMD16<Float> = s * (1 + 3 * 0.044715 * x * x)
+      let dsg: SIMD16<Float> = 2 * sg * (1 - sg)
+      let g: SIMD16<Float> = sg + x * dsg * dudx
+      store16(load16(dinp + i, c) + g * load16(dout + i, c), dinp + i, c)
     }
   case .quickGelu:
-    for i in 0..<N {
-      let x = inp[i]
-      let sg = 1 / (1 + expf(-1.702 * x))
-      dinp[i] += (sg + x * 1.702 * sg * (1 - sg)) * dout[i]
+    forEachVector(r) { i, c in
+      let x = load16(inp + i, c)
+      let sg = 1 / (1 + expSIMD(-1.702 * x))
+      let dsg: SIMD16<Float> = 1.702 * sg * (1 - sg)
+      let g: SIMD16<Float> = sg + x * dsg
+      store16(load16(dinp + i, c) + g * load16(dout + i, c), dinp + i, c)
     }
   }
 }

@@ -46,9 +46,21 @@ public func biasAdd(_ out: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Fl
 }
 
 /// In-place residual add. out (N) += inp (N).
-@inlinable
 public func residualForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ N: Int) {
-  for i in 0..<N { out[i] += inp[i] }
+  splitWork(N, cost: 1) { r in for i in r { out[i] += inp[i] } }
+}
+
+/// Runs `body` over 0..<n, split across the cores through the spin pool when `n * cost` (about
+/// the flops) is large enough to pay for a dispatch, else inline. Inside a ``parallelFor(_:workers:_:)``
+/// worker the pool is held, so the split runs inline there too. Used by the elementwise and
+/// row-wise kernels, which otherwise leave the second core idle between the GEMMs of training.
+@inline(__always)
+func splitWork(_ n: Int, cost: Int, _ body: @escaping (Range<Int>) -> Void) {
+  if n * cost >= 1 << 16 {
+    SpinPool.shared.ranges(n, body)
+  } else {
+    body(0..<n)
+  }
 }
 
 /// LayerNorm over the last axis. inp (N,C), weight (C), bias (C) -> out (N,C); mean (N) and
@@ -58,7 +70,15 @@ public func layernormForward(
   _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>, _ N: Int, _ C: Int,
   eps: Float = 1e-5
 ) {
-  for n in 0..<N {
+  splitWork(N, cost: 4 * C) { rows in layernormRows(out, mean, rstd, inp, weight, bias, rows, C, eps) }
+}
+
+private func layernormRows(
+  _ out: UnsafeMutablePointer<Float>, _ mean: UnsafeMutablePointer<Float>?, _ rstd: UnsafeMutablePointer<Float>?,
+  _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>, _ rows: Range<Int>, _ C: Int,
+  _ eps: Float
+) {
+  for n in rows {
     let x = inp + n * C
     var m: Float = 0
     for i in 0..<C { m += x[i] }
@@ -99,22 +119,29 @@ public enum Activation: String, Codable, Sendable {
 
 /// Elementwise activation. inp (N) -> out (N); `out` may alias `inp`.
 public func activationForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ N: Int, _ act: Activation) {
+  splitWork(N, cost: 8) { r in activationRange(out, inp, r, act) }
+}
+
+private func activationRange(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ r: Range<Int>, _ act: Activation)
+{
   switch act {
   case .gelu:
-    for i in 0..<N {
+    for i in r {
       let x = inp[i]
       out[i] = 0.5 * x * (1 + erff(x * 0.70710678118654752))
     }
   case .geluTanh:
+    // 0.5 (1 + tanh u) = sigmoid(2u).
     let s: Float = 0.7978845608028654  // sqrt(2/pi)
-    for i in 0..<N {
-      let x = inp[i]
-      out[i] = 0.5 * x * (1 + tanhf(s * (x + 0.044715 * x * x * x)))
+    forEachVector(r) { i, c in
+      let x = load16(inp + i, c)
+      let u = s * (x + 0.044715 * x * x * x)
+      store16(x / (1 + expSIMD(-2 * u)), out + i, c)
     }
   case .quickGelu:
-    for i in 0..<N {
-      let x = inp[i]
-      out[i] = x / (1 + expf(-1.702 * x))
+    forEachVector(r) { i, c in
+      let x = load16(inp + i, c)
+      store16(x / (1 + expSIMD(-1.702 * x)), out + i, c)
     }
   }
 }

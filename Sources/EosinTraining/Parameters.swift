@@ -58,13 +58,26 @@ public final class ParameterSet {
 
   /// Global L2 norm of the gradients.
   public func gradNorm() -> Float {
-    var s: Double = 0
-    for g in grad { s += Double(g) * Double(g) }
-    return Float(s.squareRoot())
+    let parts = SpinPool.shared.helpers + 1
+    var partial = [Double](repeating: 0, count: parts)
+    let n = grad.count
+    grad.withUnsafeBufferPointer { g in
+      partial.withUnsafeMutableBufferPointer { pp in
+        let gp = g.baseAddress!, out = pp.baseAddress!
+        SpinPool.shared.run { k in
+          var s: Double = 0
+          for i in (n * k / parts)..<(n * (k + 1) / parts) { s += Double(gp[i]) * Double(gp[i]) }
+          out[k] = s
+        }
+      }
+    }
+    return Float(partial.reduce(0, +).squareRoot())
   }
 
   /// One AdamW step (decoupled weight decay) with gradient clipping to `clip` global norm.
   /// Weight decay applies only to tensors of rank 2 or more (not biases, LayerNorms, scalars).
+  /// Each tensor is split across the cores; the update is elementwise, so the split does not
+  /// change the result.
   /// - Returns: the gradient norm before clipping.
   @discardableResult
   public func adamw(
@@ -74,19 +87,24 @@ public final class ParameterSet {
     let norm = gradNorm()
     let scale = clip > 0 && norm > clip ? clip / norm : 1
     let b1c = 1 - powf(beta1, Float(step)), b2c = 1 - powf(beta2, Float(step))
-    for name in names {
-      let o = offsets[name]!, n = shapes[name]!.reduce(1, *)
-      let wd = shapes[name]!.count >= 2 ? weightDecay : 0
-      data.withUnsafeMutableBufferPointer { p in
-        grad.withUnsafeBufferPointer { g in
-          m.withUnsafeMutableBufferPointer { mm in
-            v.withUnsafeMutableBufferPointer { vv in
-              for i in o..<(o + n) {
-                let gi = g[i] * scale
-                mm[i] = beta1 * mm[i] + (1 - beta1) * gi
-                vv[i] = beta2 * vv[i] + (1 - beta2) * gi * gi
-                let mh = mm[i] / b1c, vh = vv[i] / b2c
-                p[i] -= lr * (mh / (vh.squareRoot() + eps) + wd * p[i])
+    let spans = names.map { name in
+      (offsets[name]!, shapes[name]!.reduce(1, *), shapes[name]!.count >= 2 ? weightDecay : 0)
+    }
+    let parts = SpinPool.shared.helpers + 1
+    data.withUnsafeMutableBufferPointer { p in
+      grad.withUnsafeBufferPointer { g in
+        m.withUnsafeMutableBufferPointer { mm in
+          v.withUnsafeMutableBufferPointer { vv in
+            let P = p.baseAddress!, G = g.baseAddress!, M = mm.baseAddress!, V = vv.baseAddress!
+            SpinPool.shared.run { k in
+              for (o, n, wd) in spans {
+                for i in (o + n * k / parts)..<(o + n * (k + 1) / parts) {
+                  let gi = G[i] * scale
+                  M[i] = beta1 * M[i] + (1 - beta1) * gi
+                  V[i] = beta2 * V[i] + (1 - beta2) * gi * gi
+                  let mh = M[i] / b1c, vh = V[i] / b2c
+                  P[i] -= lr * (mh / (vh.squareRoot() + eps) + wd * P[i])
+                }
               }
             }
           }

@@ -18,6 +18,9 @@ final class TrainBlock {
   var xin: [Float] = [], ln1: [Float] = [], mean1: [Float] = [], rstd1: [Float] = [], qkv: [Float] = [], att: [Float] = []
   var atty: [Float] = [], x2: [Float] = [], ln2: [Float] = [], mean2: [Float] = [], rstd2: [Float] = [], h: [Float] = [],
     ha: [Float] = []
+  // Scratch kept between steps: fresh multi-megabyte arrays every step cost page faults.
+  var o: [Float] = [], dha: [Float] = [], dh: [Float] = [], dln2: [Float] = [], datty: [Float] = [], dln1: [Float] = [],
+    dqkv: [Float] = [], scratch: [Float] = []
 
   init(_ p: ParameterSet, _ prefix: String, C: Int, I: Int, NH: Int, act: Activation, source: inout RandomInit) {
     self.p = p
@@ -40,7 +43,7 @@ final class TrainBlock {
     self.B = B
     self.T = T
     let N = B * T
-    func buf(_ a: inout [Float], _ n: Int) { if a.count != n { a = [Float](repeating: 0, count: n) } }
+    buf(&o, N * C)
     buf(&ln1, N * C); buf(&mean1, N); buf(&rstd1, N); buf(&qkv, N * 3 * C); buf(&att, B * NH * T * T); buf(&atty, N * C)
     buf(&ln2, N * C); buf(&mean2, N); buf(&rstd2, N); buf(&h, N * I); buf(&ha, N * I)
     xin = x
@@ -49,24 +52,22 @@ final class TrainBlock {
       layernormForward(&ln1, &mean1, &rstd1, xin, W + ln1w, W + ln1b, N, C)
       matmulForward(&qkv, ln1, W + qkvw, W + qkvb, N, C, 3 * C)
       attentionForward(&atty, &att, qkv, B, T, C, NH, causal: causal)
-      var o = [Float](repeating: 0, count: N * C)
       matmulForward(&o, atty, W + projw, W + projb, N, C, C)
-      for i in 0..<(N * C) { x[i] += o[i] }
+      x.withUnsafeMutableBufferPointer { residualForward($0.baseAddress!, o, N * C) }
       x2 = x
       layernormForward(&ln2, &mean2, &rstd2, x2, W + ln2w, W + ln2b, N, C)
       matmulForward(&h, ln2, W + fc1w, W + fc1b, N, C, I)
       activationForward(&ha, h, N * I, act)
       matmulForward(&o, ha, W + fc2w, W + fc2b, N, I, C)
-      for i in 0..<(N * C) { x[i] += o[i] }
+      x.withUnsafeMutableBufferPointer { residualForward($0.baseAddress!, o, N * C) }
     }
   }
 
   /// dx (B,T,C): gradient w.r.t. the block output in, gradient w.r.t. its input out.
   func backward(_ dx: inout [Float]) {
     let N = B * T
-    var dha = [Float](repeating: 0, count: N * I), dh = dha
-    var dln2 = [Float](repeating: 0, count: N * C), datty = dln2, dln1 = dln2
-    var dqkv = [Float](repeating: 0, count: N * 3 * C), scratch = [Float](repeating: 0, count: B * NH * T * T)
+    zeroed(&dha, N * I); zeroed(&dh, N * I); zeroed(&dln2, N * C); zeroed(&datty, N * C); zeroed(&dln1, N * C)
+    zeroed(&dqkv, N * 3 * C); buf(&scratch, B * NH * T * T)
     p.data.withUnsafeBufferPointer { wb in
       p.grad.withUnsafeMutableBufferPointer { gb in
         let W = wb.baseAddress!, G = gb.baseAddress!
@@ -82,6 +83,18 @@ final class TrainBlock {
         layernormBackward(&dx, G + ln1w, G + ln1b, dln1, xin, W + ln1w, mean1, rstd1, N, C)
       }
     }
+  }
+}
+
+/// Sizes `a` to n floats, reusing its storage when the size is unchanged (contents kept).
+func buf(_ a: inout [Float], _ n: Int) { if a.count != n { a = [Float](repeating: 0, count: n) } }
+
+/// Sizes `a` to n floats, all zero, reusing its storage when the size is unchanged.
+func zeroed(_ a: inout [Float], _ n: Int) {
+  if a.count != n {
+    a = [Float](repeating: 0, count: n)
+  } else {
+    a.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
   }
 }
 

@@ -117,36 +117,14 @@ struct TrainDecoderCommand: ParsableCommand {
       }
     }
     let ntEmb = SlideIndex.embedImages(ntImgs, bundle: bundle)
-    var byGroup: [String: [Int]] = [:]
-    for (i, g) in groups.enumerated() { byGroup[g, default: []].append(i) }
-    let P = 5
+    var sampler = try InstructionSampler(
+      embeddings: emb, labels: labels, groups: groups, nonTissue: ntEmb, nonTissueClass: nt, classes: classes, dim: D,
+      tokenizer: tok)
+    sampler.seed = seed
+    let P = sampler.tileTokens + 1
     let types = Instructions.questionTypes
-    let T = 48
     trainer.instruct(
-      steps: instructSteps, batch: 32, prefixLength: P,
-      make: { step, slot in
-        var r = SeededRNG(seed: seed &+ UInt64(step * 64 + slot) &* 0x2545_F491_4F6C_DD1D)
-        var tiles: [[Float]] = []
-        let cls: Int
-        if r.uniform() < 0.1 {
-          cls = nt
-          for _ in 0..<4 { let j = Int(r.next() % UInt64(ntImgs.count)); tiles.append(Array(ntEmb[(j * D)..<((j + 1) * D)])) }
-        } else {
-          let i = Int(r.next() % UInt64(labels.count))
-          cls = labels[i]
-          let group = byGroup[groups[i]]!
-          let pseudo = r.uniform() < 0.5 && group.count > 1
-          for q in 0..<4 {
-            let j = pseudo ? group[Int(r.next() % UInt64(group.count))] : (q == 0 ? i : i)
-            tiles.append(Array(emb[(j * D)..<((j + 1) * D)]))
-          }
-        }
-        var mean = [Float](repeating: 0, count: D)
-        for t in tiles { for d in 0..<D { mean[d] += t[d] / Float(tiles.count) } }
-        let (q, a) = Instructions.pair(classes[cls], type: types[Int(r.next() % UInt64(types.count))], rng: &r)
-        let (ids, tg) = ChatFormat.encode(question: q, answer: a, tokenizer: tok, length: T)
-        return InstructionExample(prefix: tiles.flatMap { $0 } + mean, ids: ids, targets: tg)
-      },
+      steps: instructSteps, batch: 32, prefixLength: P, make: { sampler.example(step: $0, slot: $1) },
       log: {
         print($0); fflush(stdout)
       }, stop: { interrupted })
@@ -168,7 +146,10 @@ struct TrainDecoderCommand: ParsableCommand {
       "held_out_perplexity_before": Double(expf(before)),
       "held_out_perplexity_after_pretraining": Double(expf(after)), "instruction_tiles": labels.count,
       "non_tissue_images": ntImgs.count,
-      "question_types": types, "prefix_tokens": P, "projector": ["in": D, "hidden": 512, "out": cfg.nEmbd],
+      "question_types": types, "prefix_tokens": P,
+      "pseudo_slide_tiles": [sampler.pseudoSlideTiles.lowerBound, sampler.pseudoSlideTiles.upperBound],
+      "pseudo_slide_share": Double(sampler.pseudoSlideShare), "non_tissue_share": Double(sampler.nonTissueShare),
+      "projector": ["in": D, "hidden": 512, "out": cfg.nEmbd],
       "minutes": (Probes.now() - t0) / 60,
       "held_out_perplexity_final": Double(expf(trainer.heldOutLoss(stream: heldStream, windows: 64, length: 64))),
     ]

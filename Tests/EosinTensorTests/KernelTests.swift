@@ -99,6 +99,66 @@ final class KernelTests: XCTestCase {
   }
 
   /// Guards parallelFor: every index runs exactly once and BLAS threads are restored.
+  /// Guards the 16-wide exp against Double exp: relative error, the clamped extremes (finite,
+  /// never infinite or NaN) and the lanes of a partial vector.
+  func testVectorExp() {
+    var worst: Double = 0
+    var x: Float = -87
+    while x < 88 {
+      var v = SIMD16<Float>()
+      for k in 0..<16 { v[k] = x + Float(k) * 0.0137 }
+      let e = expSIMD(v)
+      for k in 0..<16 { worst = max(worst, abs(Double(e[k]) / exp(Double(v[k])) - 1)) }
+      x += 0.21
+    }
+    XCTAssertLessThan(worst, 4e-7)
+    let big = expSIMD(SIMD16(repeating: 1000)), small = expSIMD(SIMD16(repeating: -1000))
+    XCTAssertTrue(big[0].isFinite && big[0] > 1e38)
+    XCTAssertTrue(small[0] >= 0 && small[0] < 1e-37)
+  }
+
+  /// Guards the split paths of the row-wise kernels: at sizes that go to both cores, results
+  /// equal the one-row-at-a-time path (rows are independent) and the LayerNorm parameter
+  /// gradients, summed per core, match a serial sum closely.
+  func testSplitKernelsMatchRowByRow() {
+    var r = RNG(s: 9)
+    let (N, C) = (600, 96)
+    let x = r.array(N * C).map { $0 * 4 }, w = r.array(C), b = r.array(C), g = r.array(N * C)
+    for act in [Activation.geluTanh, .quickGelu] {
+      var whole = [Float](repeating: 0, count: N * C), rows = whole
+      whole.withUnsafeMutableBufferPointer { activationForward($0.baseAddress!, x, N * C, act) }
+      for n in 0..<N {
+        rows.withUnsafeMutableBufferPointer {
+          activationForward($0.baseAddress! + n * C, Array(x[(n * C)..<((n + 1) * C)]), C, act)
+        }
+      }
+      XCTAssertEqual(whole, rows, act.rawValue)
+      var dWhole = [Float](repeating: 0.5, count: N * C), dRows = dWhole
+      activationBackward(&dWhole, x, g, N * C, act)
+      for n in 0..<N {
+        dRows.withUnsafeMutableBufferPointer {
+          activationBackward(
+            $0.baseAddress! + n * C, Array(x[(n * C)..<((n + 1) * C)]), Array(g[(n * C)..<((n + 1) * C)]), C, act)
+        }
+      }
+      XCTAssertEqual(dWhole, dRows, act.rawValue)
+    }
+    var y = [Float](repeating: 0, count: N * C), mean = [Float](repeating: 0, count: N), rstd = mean
+    y.withUnsafeMutableBufferPointer { layernormForward($0.baseAddress!, &mean, &rstd, x, w, b, N, C) }
+    var dx = [Float](repeating: 0, count: N * C), dw = [Float](repeating: 0, count: C), db = dw
+    layernormBackward(&dx, &dw, &db, g, x, w, mean, rstd, N, C)
+    var dx1 = dx.map { _ in Float(0) }, dw1 = dw.map { _ in Float(0) }, db1 = dw1
+    for n in 0..<N {
+      let sl = (n * C)..<((n + 1) * C)
+      var dxr = [Float](repeating: 0, count: C)
+      layernormBackward(&dxr, &dw1, &db1, Array(g[sl]), Array(x[sl]), w, [mean[n]], [rstd[n]], 1, C)
+      dx1.replaceSubrange(sl, with: dxr)
+    }
+    XCTAssertEqual(dx, dx1)
+    XCTAssertLessThan(maxDiff(dw, dw1), 1e-3)
+    XCTAssertLessThan(maxDiff(db, db1), 1e-3)
+  }
+
   func testParallelForRunsEachIndexOnce() {
     let before = Threads.blasThreads
     let counts = UnsafeMutableBufferPointer<Int>.allocate(capacity: 100)
