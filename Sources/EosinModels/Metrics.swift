@@ -70,9 +70,21 @@ public enum Metrics {
   /// The temperature minimising NLL (temperature scaling), by golden-section search on log T in
   /// [0.05, 20].
   public static func fitTemperature(_ logits: [Float], truth: [Int], classes K: Int) -> Float {
+    fitTemperature(pooled: [(logits, truth, K)])
+  }
+
+  /// One temperature for several labelled sets (each with its own class count), minimising
+  /// their pooled mean NLL (each set weighted by its size); golden-section search on log T in
+  /// [0.05, 20].
+  public static func fitTemperature(pooled sets: [(logits: [Float], truth: [Int], classes: Int)]) -> Float {
+    let n = Double(max(1, sets.reduce(0) { $0 + $1.truth.count }))
+    func f(_ x: Double) -> Double {
+      sets.reduce(0.0) {
+        $0 + nll($1.logits, truth: $1.truth, classes: $1.classes, temperature: Float(exp(x))) * Double($1.truth.count)
+      } / n
+    }
     var a = log(0.05), b = log(20.0)
     let g = (sqrt(5.0) - 1) / 2
-    func f(_ x: Double) -> Double { nll(logits, truth: truth, classes: K, temperature: Float(exp(x))) }
     var c = b - g * (b - a), d = a + g * (b - a)
     for _ in 0..<60 {
       if f(c) < f(d) { b = d } else { a = c }
@@ -80,6 +92,16 @@ public enum Metrics {
       d = a + g * (b - a)
     }
     return Float(exp((a + b) / 2))
+  }
+
+  /// The review threshold: the lowest confidence threshold on `grid` whose kept predictions
+  /// reach `targetAccuracy` with something kept; the highest grid point when none does.
+  public static func reviewThreshold(
+    confidence: [Float], correct: [Bool], targetAccuracy: Double,
+    grid: [Float] = stride(from: 0.3, through: 0.99, by: 0.01).map { $0 }
+  ) -> (threshold: Float, coverage: Double, accuracy: Double) {
+    let sel = selective(confidence: confidence, correct: correct, thresholds: grid)
+    return sel.first { $0.accuracy >= targetAccuracy && $0.coverage > 0 } ?? sel.last!
   }
 
   /// Accuracy of the kept predictions and the share kept, when keeping those with confidence

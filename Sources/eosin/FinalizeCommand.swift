@@ -25,6 +25,7 @@ struct TrainFinalize: ParsableCommand {
     var logits: [Float]
     var truth: [Int]
     var preds: [TilePrediction]
+    var classifier: ZeroShotClassifier
   }
 
   func run() throws {
@@ -73,28 +74,21 @@ struct TrainFinalize: ParsableCommand {
       }
       let map = try LabeledTiles.mapLabels(
         Set(labels), to: ps, knowledge: know, overrides: ps.name == "malignancy" ? malignancyMap : [:])
-      return Scored(logits: clf.logits(emb), truth: labels.map { map[$0]! }, preds: clf.predict(emb))
+      return Scored(logits: clf.logits(emb), truth: labels.map { map[$0]! }, preds: clf.predict(emb), classifier: clf)
     }
     let lungSet = try set("lung"), crcSet = try set("colorectal"), coarseSet = try set("colorectal-coarse")
-    // 1. Temperature on val (lung + colorectal pooled).
-    var valLogits: [[Float]] = [], valTruth: [[Int]] = [], valK: [Int] = []
+    // 1. Temperature on val (lung + colorectal pooled), by NLL.
+    var pooled: [(logits: [Float], truth: [Int], classes: Int)] = []
     for (d, ps) in [(lung, lungSet), (ebhi, crcSet)] {
       let s = try score(d, .val, ps, temperature: 1)
-      valLogits.append(s.logits)
-      valTruth.append(s.truth)
-      valK.append(ps.allClasses.count)
+      pooled.append((s.logits, s.truth, ps.allClasses.count))
     }
-    var best: (Float, Double) = (1, .infinity)
-    for lt in stride(from: log(Float(0.1)), through: log(Float(10)), by: 0.02) {
-      let T = expf(lt)
-      var nll = 0.0, n = 0
-      for i in 0..<valLogits.count {
-        nll += Metrics.nll(valLogits[i], truth: valTruth[i], classes: valK[i], temperature: T) * Double(valTruth[i].count)
-        n += valTruth[i].count
+    let T = Metrics.fitTemperature(pooled: pooled)
+    let valNLL =
+      pooled.reduce(0.0) {
+        $0 + Metrics.nll($1.logits, truth: $1.truth, classes: $1.classes, temperature: T) * Double($1.truth.count)
       }
-      if nll / Double(n) < best.1 { best = (T, nll / Double(n)) }
-    }
-    let T = best.0
+      / Double(pooled.reduce(0) { $0 + $1.truth.count })
     // 2. Review threshold on val: the lowest min_probability whose unflagged accuracy reaches the target.
     var valConf: [Float] = [], valOK: [Bool] = []
     for (d, ps) in [(lung, lungSet), (ebhi, crcSet)] {
@@ -104,9 +98,7 @@ struct TrainFinalize: ParsableCommand {
         valOK.append(p.top == t)
       }
     }
-    let grid = stride(from: Float(0.3), through: 0.99, by: 0.01).map { $0 }
-    let sel = Metrics.selective(confidence: valConf, correct: valOK, thresholds: grid)
-    let chosen = sel.first { $0.accuracy >= targetAccuracy && $0.coverage > 0 } ?? sel.last!
+    let chosen = Metrics.reviewThreshold(confidence: valConf, correct: valOK, targetAccuracy: targetAccuracy)
     var thr = ReviewThresholds()
     thr.minProbability = chosen.threshold
     thr.minMargin = 0
@@ -124,7 +116,7 @@ struct TrainFinalize: ParsableCommand {
       ],
       "calibration": [
         "temperature": Double(T), "fitted_on": "val split of LC25000 (lung prompt set) and EBHI-Seg (colorectal prompt set), NLL",
-        "val_nll": best.1,
+        "val_nll": valNLL,
       ],
       "review": try JSONSerialization.jsonObject(with: JSONEncoder().encode(thr)),
       "review_fitting": [
@@ -158,11 +150,12 @@ struct TrainFinalize: ParsableCommand {
     bundle = try ModelBundle(path: weights)
     // 4. Test-split metrics.
     var md =
-      "# Evaluation of eosin-small-v1\n\nAll numbers are on the **test** splits (by LC25000 group and EBHI case, never per tile), produced by\n`eosin train finalize` (run by `make weights`). Zero-shot prompts use the held-out templates and synonyms of\n`Prompts/zero-shot/*.json`, which never appear in training captions. Temperature and review threshold were fitted on\nthe val split.\n\n"
+      "# Evaluation of eosin-small-v1\n\nAll numbers are on the **test** splits (by LC25000 group and EBHI case, never per tile), produced by\n`eosin train finalize` (run by `make weights`). Zero-shot prompts use the held-out templates and synonyms of\n`Prompts/zero-shot/*.json`, which never appear in training captions. Temperature and review threshold were fitted on\nthe val split. *Unflagged* means no review flag under the full review policy (probability, margin, prompt\nspread, domain similarity), as a user of `eosin classify` sees it.\n\n"
     var metrics: [String: Any] = [:]
     md +=
       "## Zero-shot tile classification\n\n| dataset | prompt set | classes | tiles | balanced accuracy | accuracy | ECE (T=1) | ECE (T=\(fmt(Double(T), 2))) | unflagged share | unflagged accuracy |\n|---|---|---|---|---|---|---|---|---|---|\n"
     var conf: [String: [[Int]]] = [:]
+    var selective: [String: [(threshold: Float, coverage: Double, accuracy: Double)]] = [:]
     for (name, d, ps) in [
       ("LC25000 lung", lung, lungSet), ("EBHI-Seg", ebhi, crcSet), ("EBHI-Seg coarse", ebhi, coarseSet),
       ("LC25000 lung (cross: malignancy set)", lung, try set("malignancy")),
@@ -173,36 +166,21 @@ struct TrainFinalize: ParsableCommand {
         warn("skipping \(name): \(error.localizedDescription)")
         continue
       }
-      let K = ps.allClasses.count
-      let pred = s.preds.map { $0.top }
-      let cm = Metrics.confusion(truth: s.truth, predicted: pred, classes: K)
-      let ok = zip(pred, s.truth).map { $0 == $1 }
-      let p1 = Metrics.softmax(s.logits, classes: K, temperature: 1)
-      let c1: [Float] = (0..<s.truth.count).map { n in p1[(n * K)..<((n + 1) * K)].max()! }
-      let cT = s.preds.map { $0.probs[$0.top] }
-      let kept = s.preds.indices.filter { cT[$0] >= bundle.thresholds.minProbability }
-      let keptAcc = kept.isEmpty ? 1 : Double(kept.filter { ok[$0] }.count) / Double(kept.count)
-      let bal = Metrics.balancedAccuracy(cm)
+      let sc = ZeroShotScores(
+        logits: s.logits, predictions: s.preds, truth: s.truth, classifier: s.classifier,
+        policy: ReviewPolicy(thresholds: bundle.thresholds))
       md +=
-        "| \(name) | \(ps.name) | \(K) | \(s.truth.count) | \(fmt(bal, 3)) | \(fmt(Double(ok.filter { $0 }.count) / Double(ok.count), 3)) | \(fmt(Metrics.ece(confidence: c1, correct: ok), 3)) | \(fmt(Metrics.ece(confidence: cT, correct: ok), 3)) | \(fmt(Double(kept.count) / Double(ok.count), 3)) | \(fmt(keptAcc, 3)) |\n"
-      metrics[name] = [
-        "balanced_accuracy": bal, "tiles": s.truth.count, "unflagged_share": Double(kept.count) / Double(ok.count),
-        "unflagged_accuracy": keptAcc,
-      ]
-      conf[name] = cm
-      if name == "LC25000 lung" || name == "EBHI-Seg" {
-        md += ""
-        let sel = Metrics.selective(confidence: cT, correct: ok, thresholds: [0, 0.5, 0.6, 0.7, 0.8, 0.9])
-        metrics[name + " selective"] = sel.map { ["threshold": $0.threshold, "coverage": $0.coverage, "accuracy": $0.accuracy] }
-      }
+        "| \(name) | \(ps.name) | \(sc.classes) | \(sc.count) | \(fmt(sc.balancedAccuracy, 3)) | \(fmt(sc.accuracy, 3)) | \(fmt(sc.eceUncalibrated, 3)) | \(fmt(sc.ece, 3)) | \(fmt(sc.unflaggedShare, 3)) | \(fmt(sc.unflaggedAccuracy, 3)) |\n"
+      metrics[name] = sc.json
+      conf[name] = sc.confusion
+      if name == "LC25000 lung" || name == "EBHI-Seg" { selective[name] = sc.selective }
     }
     md +=
       "\nThe review threshold on calibrated probability is **\(fmt(Double(bundle.thresholds.minProbability), 2))** (fitted on val for \(Int(targetAccuracy * 100))% unflagged accuracy; val coverage \(fmt(chosen.coverage, 3)), val accuracy \(fmt(chosen.accuracy, 3))).\n\n"
     md += "### Selective accuracy against coverage (test)\n\n| dataset | threshold | coverage | accuracy |\n|---|---|---|---|\n"
     for n in ["LC25000 lung", "EBHI-Seg"] {
-      for row in (metrics[n + " selective"] as? [[String: Any]]) ?? [] {
-        md +=
-          "| \(n) | \(fmt(Double(row["threshold"] as! Float), 1)) | \(fmt(row["coverage"] as! Double, 3)) | \(fmt(row["accuracy"] as! Double, 3)) |\n"
+      for row in selective[n] ?? [] {
+        md += "| \(n) | \(fmt(Double(row.threshold), 1)) | \(fmt(row.coverage, 3)) | \(fmt(row.accuracy, 3)) |\n"
       }
     }
     md +=
@@ -258,6 +236,28 @@ struct TrainFinalize: ParsableCommand {
           }
         }
       }
+      // Pseudo-slides: 4-16 test tiles of one LC25000 group or EBHI case, opened together the
+      // way `eosin chat a.jpg b.jpg ...` opens several images (question-guided tile tokens plus
+      // the slide mean), asked the same closed question.
+      let session = ChatSession(bundle: bundle, chat: chat, promptSets: [lungSet, crcSet], cacheDir: nil)
+      var slideTotal = 0, slideCorrect = 0, slideTiles = 0
+      var prng = SeededRNG(seed: 2024)
+      for (d, ps) in [(lung, lungSet), (ebhi, crcSet)] {
+        let its = try items(d, .test)
+        let labelMap = try LabeledTiles.mapLabels(Set(its.map { $0.label }), to: ps, knowledge: know)
+        var byGroup: [String: [LabeledTiles.Item]] = [:]
+        for it in its { byGroup[it.group, default: []].append(it) }
+        let groups = byGroup.keys.sorted().filter { byGroup[$0]!.count >= 4 }
+        for g in stride(from: 0, to: groups.count, by: max(1, groups.count / 40)).map({ groups[$0] }) {
+          let members = byGroup[g]!.shuffled(using: &prng)
+          let n = min(members.count, 4 + Int(prng.next() % 13))
+          try session.open(members.prefix(n).map { $0.path })
+          let ans = try session.ask("What is the diagnosis?")
+          slideTotal += 1
+          slideTiles += n
+          if Consistency.namedClass(ans.text, set: ps) == labelMap[members[0].label]! { slideCorrect += 1 }
+        }
+      }
       for b in blanks.prefix(30) {
         let e = SlideIndex.embedImages([b], bundle: bundle)
         var smp = Sampler()
@@ -270,6 +270,9 @@ struct TrainFinalize: ParsableCommand {
       }
       md +=
         "- Closed question \"What is the diagnosis?\" on \(total) test tiles (LC25000 + EBHI, every n-th tile), answer parsed for a class name: **\(fmt(Double(correct) / Double(max(1, total)), 3))** correct (\(named) answers named a class).\n"
+      md +=
+        "- The same question on \(slideTotal) test pseudo-slides (4-16 tiles of one LC25000 group or EBHI case, mean \(fmt(Double(slideTiles) / Double(max(1, slideTotal)), 1)) tiles, opened together as `eosin chat` opens several images): **\(fmt(Double(slideCorrect) / Double(max(1, slideTotal)), 3))** correct.\n"
+      metrics["decoder_pseudo_slide_accuracy"] = Double(slideCorrect) / Double(max(1, slideTotal))
       md +=
         "- Blank/noise/pen inputs answered with a diagnosis by the decoder alone: \(noDx)/30. In `eosin chat` any such answer is also checked against the classifier, which flags it.\n"
       metrics["decoder_closed_question_accuracy"] = Double(correct) / Double(max(1, total))

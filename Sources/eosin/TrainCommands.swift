@@ -130,7 +130,7 @@ struct TrainCLIPCommand: ParsableCommand {
         try JSONSerialization.data(withJSONObject: pre, options: [.prettyPrinted, .sortedKeys]).write(
           to: URL(fileURLWithPath: out + "/preprocessor_config.json"), options: .atomic)
         let info: [String: Any] = [
-          "command": CommandLine.arguments.joined(separator: " "), "seed": Int(seed), "steps": step, "batch": batch,
+          "command": invocation(), "seed": Int(seed), "steps": step, "batch": batch,
           "peak_lr": lr,
           "train_tiles": images.count, "non_tissue_images": nonTissue.count, "splits": splitCounts,
           "split_rule": "FNV-1a(dataset/group) mod 100: <70 train, <80 val, else test; group = LC25000 group or EBHI case_id",
@@ -146,6 +146,10 @@ struct TrainCLIPCommand: ParsableCommand {
 }
 
 /// Encodes a Codable value as pretty, key-sorted JSON, atomically.
+/// The command line as recorded in training.json: `eosin` and the arguments, without the path
+/// of the binary that happened to run it.
+func invocation() -> String { (["eosin"] + CommandLine.arguments.dropFirst()).joined(separator: " ") }
+
 func writeJSON<T: Encodable>(_ v: T, to path: String) throws {
   let e = JSONEncoder()
   e.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -140,7 +140,7 @@ struct TrainDecoderCommand: ParsableCommand {
       try FileManager.default.copyItem(atPath: bundle.directory + "/clip/" + f, toPath: out + "/" + f)
     }
     let info: [String: Any] = [
-      "command": CommandLine.arguments.joined(separator: " "), "seed": Int(seed), "pretrain_steps": pretrainSteps,
+      "command": invocation(), "seed": Int(seed), "pretrain_steps": pretrainSteps,
       "instruct_steps": instructSteps,
       "pretrain_tokens": trainStream.count, "held_out_tokens": heldStream.count,
       "held_out_perplexity_before": Double(expf(before)),

@@ -373,29 +373,15 @@ struct EvalZeroShot: ParsableCommand {
       items = items.filter { TileManifest.split(dataset: dsName, group: $0.group) == sp }
     }
     let (lg, truth, preds, skipped) = try scoreLabelled(items, set: set, clf: clf, labelMap: labelMap)
-    let K = clf.classCount
-    let predicted = preds.map { $0.top }
-    let cm = Metrics.confusion(truth: truth, predicted: predicted, classes: K)
-    let bal = Metrics.balancedAccuracy(cm)
-    let conf = preds.map { $0.probs[$0.top] }
-    let ok = zip(predicted, truth).map { $0 == $1 }
-    let policy = ReviewPolicy(thresholds: bundle.thresholds)
-    let unflagged = preds.map { SlidePooling.flags(for: $0, classifier: clf, policy: policy).isEmpty }
-    let keptOK = zip(unflagged, ok).filter { $0.0 }.map { $0.1 }
-    let p1 = Metrics.softmax(lg, classes: K, temperature: 1)
-    let conf1: [Float] = (0..<truth.count).map { n in p1[(n * K)..<((n + 1) * K)].max()! }
-    let ece1 = Metrics.ece(confidence: conf1, correct: ok), eceT = Metrics.ece(confidence: conf, correct: ok)
-    let sel = Metrics.selective(confidence: conf, correct: ok, thresholds: [0, 0.5, 0.6, 0.7, 0.8, 0.9])
+    let sc = ZeroShotScores(
+      logits: lg, predictions: preds, truth: truth, classifier: clf, policy: ReviewPolicy(thresholds: bundle.thresholds))
     if json {
-      let o: [String: Any] = [
-        "prompt_set": set.name, "split": split, "tiles": truth.count, "skipped": skipped, "balanced_accuracy": bal,
-        "accuracy": Double(ok.filter { $0 }.count) / Double(ok.count),
-        "recall": Dictionary(uniqueKeysWithValues: zip(clf.classNames, Metrics.recall(cm).map { $0 ?? -1 })),
-        "confusion": cm, "ece_t1": ece1, "ece": eceT, "temperature": clf.temperature,
-        "unflagged_coverage": Double(keptOK.count) / Double(ok.count),
-        "unflagged_accuracy": keptOK.isEmpty ? 1 : Double(keptOK.filter { $0 }.count) / Double(keptOK.count),
-        "selective": sel.map { ["threshold": $0.threshold, "coverage": $0.coverage, "accuracy": $0.accuracy] },
-      ]
+      var o = sc.json
+      o["prompt_set"] = set.name
+      o["split"] = split
+      o["skipped"] = skipped
+      o["temperature"] = clf.temperature
+      o["recall"] = Dictionary(uniqueKeysWithValues: zip(clf.classNames, sc.recall.map { $0 ?? -1 }))
       print(
         String(decoding: try JSONSerialization.data(withJSONObject: o, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
       return
@@ -403,21 +389,19 @@ struct EvalZeroShot: ParsableCommand {
     print(
       "prompt set   \(set.name) (\(set.templates.count) templates), split \(split), \(truth.count) tiles\(skipped > 0 ? ", \(skipped) skipped" : "")"
     )
-    print("balanced accuracy  \(fmt(bal, 4))   accuracy \(fmt(Double(ok.filter { $0 }.count) / Double(ok.count), 4))")
-    for (k, r) in Metrics.recall(cm).enumerated() {
+    print("balanced accuracy  \(fmt(sc.balancedAccuracy, 4))   accuracy \(fmt(sc.accuracy, 4))")
+    for (k, r) in sc.recall.enumerated() {
       if let r = r { print("  recall  \(clf.classNames[k].padding(toLength: 40, withPad: " ", startingAt: 0)) \(fmt(r, 3))") }
     }
     print("confusion (rows: truth, columns: predicted)")
-    for (k, row) in cm.enumerated() where row.reduce(0, +) > 0 {
+    for (k, row) in sc.confusion.enumerated() where row.reduce(0, +) > 0 {
       print(
         "  \(clf.classNames[k].prefix(28).padding(toLength: 28, withPad: " ", startingAt: 0)) "
           + row.map { String($0).padding(toLength: 6, withPad: " ", startingAt: 0) }.joined())
     }
-    print("ECE  \(fmt(ece1, 4)) at T=1 -> \(fmt(eceT, 4)) at T=\(fmt(Double(clf.temperature), 3))")
-    print(
-      "unflagged    \(fmt(100 * Double(keptOK.count) / Double(ok.count), 1))% of tiles, accuracy \(fmt(keptOK.isEmpty ? 1 : Double(keptOK.filter { $0 }.count) / Double(keptOK.count), 4))"
-    )
-    for s in sel {
+    print("ECE  \(fmt(sc.eceUncalibrated, 4)) at T=1 -> \(fmt(sc.ece, 4)) at T=\(fmt(Double(clf.temperature), 3))")
+    print("unflagged    \(fmt(100 * sc.unflaggedShare, 1))% of tiles, accuracy \(fmt(sc.unflaggedAccuracy, 4))")
+    for s in sc.selective {
       print("  confidence >= \(fmt(Double(s.threshold), 1)): coverage \(fmt(s.coverage, 3)), accuracy \(fmt(s.accuracy, 4))")
     }
   }

@@ -95,10 +95,62 @@ final class MetricsTests: XCTestCase {
     }
     XCTAssertEqual(Metrics.fitTemperature(logits, truth: truth, classes: 3), 2.5, accuracy: 0.3)
   }
+
+  /// Guards the pooled temperature fit (sets with different class counts, one temperature) and
+  /// the review-threshold rule used by `eosin train finalize`.
+  func testPooledTemperatureAndReviewThreshold() {
+    var rng = SystemRandomNumberGenerator()
+    var sets: [(logits: [Float], truth: [Int], classes: Int)] = []
+    for K in [3, 5] {
+      var logits: [Float] = [], truth: [Int] = []
+      for _ in 0..<3000 {
+        let l = (0..<K).map { _ in Float.random(in: -4...4, using: &rng) }
+        let p = Metrics.softmax(l, classes: K, temperature: 1.8)
+        var u = Float.random(in: 0..<1, using: &rng), k = 0
+        while k < K - 1 && u >= p[k] {
+          u -= p[k]
+          k += 1
+        }
+        truth.append(k)
+        logits += l
+      }
+      sets.append((logits, truth, K))
+    }
+    XCTAssertEqual(Metrics.fitTemperature(pooled: sets), 1.8, accuracy: 0.25)
+    // Confidences between grid points; 0.655 is the last wrong one, so 0.66 is the lowest
+    // threshold whose kept answers are all right.
+    let conf: [Float] = [0.405, 0.605, 0.655, 0.805, 0.905], ok = [false, true, false, true, true]
+    let t = Metrics.reviewThreshold(confidence: conf, correct: ok, targetAccuracy: 1)
+    XCTAssertEqual(t.threshold, 0.66, accuracy: 1e-4)
+    XCTAssertEqual(t.coverage, 0.4, accuracy: 1e-9)
+    XCTAssertEqual(Metrics.reviewThreshold(confidence: conf, correct: ok, targetAccuracy: 0.5).threshold, 0.3, accuracy: 1e-4)
+  }
 }
 
 final class ZeroShotTests: XCTestCase {
   static let bundleDir: String = { try! TestSupport.writeTinyBundle(at: TestSupport.tempDir("eosin-bundle")) }()
+
+  /// Guards the shared evaluation numbers: they agree with each other and with the review
+  /// policy applied tile by tile.
+  func testZeroShotScoresAreConsistent() throws {
+    let bundle = try ModelBundle(path: Self.bundleDir)
+    let clf = try ZeroShotClassifier(bundle: bundle, promptSet: try PromptSet.inline("tumour,stroma,fat"), cacheDir: nil)
+    let imgs = (0..<12).map { i in TestSupport.syntheticHE(width: 32 + i, height: 32) }
+    let emb = SlideIndex.embedImages(imgs, bundle: bundle)
+    let preds = clf.predict(emb)
+    let truth = (0..<12).map { $0 % 3 }
+    let policy = ReviewPolicy(thresholds: bundle.thresholds)
+    let sc = ZeroShotScores(logits: clf.logits(emb), predictions: preds, truth: truth, classifier: clf, policy: policy)
+    XCTAssertEqual(sc.count, 12)
+    XCTAssertEqual(sc.confusion.flatMap { $0 }.reduce(0, +), 12)
+    let right = zip(preds, truth).filter { $0.0.top == $0.1 }.count
+    XCTAssertEqual(sc.accuracy, Double(right) / 12, accuracy: 1e-12)
+    XCTAssertEqual(sc.selective[0].coverage, 1)
+    XCTAssertEqual(sc.selective[0].accuracy, sc.accuracy, accuracy: 1e-12)
+    let kept = preds.filter { SlidePooling.flags(for: $0, classifier: clf, policy: policy).isEmpty }.count
+    XCTAssertEqual(sc.unflaggedShare, Double(kept) / 12, accuracy: 1e-12)
+    XCTAssertEqual(sc.json["tiles"] as? Int, 12)
+  }
 
   /// Guards the classifier's contracts on a tiny random model: probabilities sum to one, text
   /// embeddings are cached on disk and reused, and top-K pooling gives a verdict with evidence.
