@@ -62,6 +62,9 @@ public final class ChatSession {
   public private(set) var facts = InputFacts()
   public private(set) var slideInfo: [String: String] = [:]
   public private(set) var lastAnswer: ChatAnswer?
+  /// The first diagnosis an answer named on the open slide (class name), for the cross-turn
+  /// consistency check.
+  public private(set) var firstDiagnosis: String?
   var classifiers: [String: ZeroShotClassifier] = [:]
   var verdicts: [String: SlideResult] = [:]
 
@@ -109,6 +112,7 @@ public final class ChatSession {
     source = first
     verdicts = [:]
     lastAnswer = nil
+    firstDiagnosis = nil
   }
 
   /// The classifier and slide verdict for a prompt set (computed once per slide).
@@ -233,6 +237,15 @@ public final class ChatSession {
         flags.append(
           ReviewFlag(code: "inconsistent", reason: "answer disagrees with classifier (\(clf.classNames[n]) vs \(verdictName))"))
       }
+    } else if let (otherSet, otherName) = Consistency.namedClass(answer, sets: promptSets.filter { $0.name != set.name }),
+      otherName != set.background?.name
+    {
+      // The answer names a class of another organ's prompt set: it cannot agree with this verdict.
+      consistent = false
+      flags.append(
+        ReviewFlag(
+          code: "inconsistent",
+          reason: "answer names \(otherName) (\(otherSet) set) but the classifier sees \(verdictName) (\(set.name) set)"))
     } else if saysNoTissue != isBackground && (saysNoTissue || Consistency.soundsDiagnostic(answer)) {
       consistent = false
       flags.append(
@@ -241,6 +254,17 @@ public final class ChatSession {
           reason: saysNoTissue
             ? "answer says no tissue but the classifier sees \(verdictName)"
             : "answer gives a diagnosis but the classifier sees no interpretable tissue"))
+    }
+    // Across turns: an answer naming a different diagnosis from an earlier one on this slide.
+    let answerDiagnosis =
+      named.map { clf.classNames[$0] } ?? Consistency.namedClass(answer, sets: promptSets.filter { $0.name != set.name })?.1
+    if let d = answerDiagnosis, !cancelled {
+      if let first = firstDiagnosis, first != d {
+        consistent = false
+        flags.append(ReviewFlag(code: "self-contradiction", reason: "answer names \(d), an earlier answer named \(first)"))
+      } else if firstDiagnosis == nil {
+        firstDiagnosis = d
+      }
     }
     var conf = r.confidence
     conf.generator = genConf
@@ -281,6 +305,12 @@ public enum Consistency {
       rest = rest.replacingOccurrences(of: p, with: " ")
     }
     return hits.count == 1 ? hits.first : nil
+  }
+
+  /// The first of `sets` (in order) whose classes the text names, with that class's name.
+  public static func namedClass(_ text: String, sets: [PromptSet]) -> (String, String)? {
+    for s in sets { if let k = namedClass(text, set: s) { return (s.name, s.allClasses[k].name) } }
+    return nil
   }
 
   /// Whether text reads like a diagnosis (names a lesion).

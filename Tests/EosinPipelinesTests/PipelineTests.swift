@@ -202,3 +202,21 @@ final class ZeroShotTests: XCTestCase {
       ).isEmpty)
   }
 }
+
+final class ConsistencyTests: XCTestCase {
+  /// Guards the cross-set check of the chat gate: an answer naming another organ's class is
+  /// found in that set, with the set's name, and a phrase in no set names nothing.
+  func testNamedClassAcrossSets() throws {
+    var lung = try PromptSet.inline("lung adenocarcinoma,benign lung tissue")
+    lung.name = "lung"
+    var crc = try PromptSet.inline("colorectal adenocarcinoma,low-grade intraepithelial neoplasia")
+    crc.name = "colorectal"
+    let a = "The findings are consistent with colorectal adenocarcinoma."
+    XCTAssertNil(Consistency.namedClass(a, set: lung))
+    let hit = Consistency.namedClass(a, sets: [lung, crc])
+    XCTAssertEqual(hit?.0, "colorectal")
+    XCTAssertEqual(hit?.1, "colorectal adenocarcinoma")
+    XCTAssertEqual(Consistency.namedClass("No, this is low-grade intraepithelial neoplasia.", sets: [crc])?.1, "low-grade intraepithelial neoplasia")
+    XCTAssertNil(Consistency.namedClass("The tissue is from the skin.", sets: [lung, crc]))
+  }
+}
