@@ -62,9 +62,12 @@ public enum SlidePooling {
     var conf = Confidence(
       probability: probs[verdict], margin: K > 1 ? probs[order[0]] - probs[order[1]] : 1, promptSpread: spread, domain: domain,
       tissueFraction: facts.tissueFraction)
+    let dists = ev.compactMap { preds[$0].outlier }
+    if !dists.isEmpty && verdict != bg { conf.outlier = dists.reduce(0, +) / Float(dists.count) }
     if preds.isEmpty { conf.probability = 0 }
     var flags = policy.flags(
-      conf, verdict: classifier.classNames[verdict], runnerUp: K > 1 ? classifier.classNames[order[1]] : nil, facts: facts)
+      conf, verdict: classifier.classNames[verdict], runnerUp: K > 1 ? classifier.classNames[order[1]] : nil, facts: facts,
+      slide: true)
     if preds.isEmpty { flags.append(ReviewFlag(code: "no-tiles", reason: "no tissue tiles were found")) }
     if verdict == bg { flags.append(ReviewFlag(code: "no-tissue", reason: "no interpretable tissue")) }
     return SlideResult(
@@ -75,7 +78,8 @@ public enum SlidePooling {
   /// Review flags for one standalone image.
   public static func flags(for p: TilePrediction, classifier: ZeroShotClassifier, policy: ReviewPolicy) -> [ReviewFlag] {
     let order = p.probs.indices.sorted { p.probs[$0] > p.probs[$1] }
-    let conf = Confidence(probability: p.probs[p.top], margin: p.margin, promptSpread: p.promptSpread, domain: p.domain)
+    var conf = Confidence(probability: p.probs[p.top], margin: p.margin, promptSpread: p.promptSpread, domain: p.domain)
+    if p.top != classifier.backgroundIndex { conf.outlier = p.outlier }
     var f = policy.flags(
       conf, verdict: classifier.classNames[p.top], runnerUp: order.count > 1 ? classifier.classNames[order[1]] : nil,
       facts: InputFacts())

@@ -15,10 +15,17 @@ public struct ReviewThresholds: Codable, Equatable, Sendable {
   public var minDomainSimilarity: Float = 0.1
   /// Flag a slide when less than this share of it is tissue.
   public var minTissueFraction: Double = 0.02
+  /// Flag a tile as out of domain when its distance to the training embeddings
+  /// (``OutlierModel``) is above this (the 99th percentile of val tiles); nil: no check.
+  public var maxOutlierDistance: Float? = nil
+  /// The same for a slide verdict, on the mean distance of its evidence tiles (the 99th
+  /// percentile of the mean over up to 10 tiles of each val group or case).
+  public var maxSlideOutlierDistance: Float? = nil
 
   enum CodingKeys: String, CodingKey {
     case minProbability = "min_probability", minMargin = "min_margin", maxPromptSpread = "max_prompt_spread"
     case minDomainSimilarity = "min_domain_similarity", minTissueFraction = "min_tissue_fraction"
+    case maxOutlierDistance = "max_outlier_distance", maxSlideOutlierDistance = "max_slide_outlier_distance"
   }
 
   public init() {}
@@ -40,6 +47,9 @@ public final class ModelBundle: @unchecked Sendable {
   public let temperature: Float
   public let thresholds: ReviewThresholds
   public let manifest: [String: Any]
+  /// The training-distribution model for out-of-domain checks (`clip/outlier.safetensors`),
+  /// when the weights have one.
+  public let outlier: OutlierModel?
   /// The decoder folder, when the bundle has one.
   public var decoderDirectory: String? {
     let d = (directory as NSString).appendingPathComponent("decoder")
@@ -58,6 +68,8 @@ public final class ModelBundle: @unchecked Sendable {
     let ck = try Checkpoint(path: clipDir)
     clip = try CLIPModel(checkpoint: ck)
     tokenizer = try Tokenizer.load(clipDir)
+    let outlierPath = clipDir + "/outlier.safetensors"
+    outlier = FileManager.default.fileExists(atPath: outlierPath) ? try OutlierModel(file: outlierPath) : nil
     let pre = clipDir + "/preprocessor_config.json"
     if let d = FileManager.default.contents(atPath: pre) {
       preprocess = try ImagePreprocessor(configData: d, imageSize: clip.imageSize)

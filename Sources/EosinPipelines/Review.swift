@@ -22,6 +22,9 @@ public struct Confidence: Codable, Sendable {
   public var generator: Float?
   /// Whether generated text agrees with the classifier (nil when not checked).
   public var consistent: Bool?
+  /// Distance to the training embeddings (for a slide: mean over the evidence tiles); nil
+  /// when the weights have no ``OutlierModel``.
+  public var outlier: Float?
 
   public init(
     probability: Float, margin: Float, promptSpread: Float, domain: Float, tissueFraction: Double? = nil, generator: Float? = nil,
@@ -56,9 +59,17 @@ public struct ReviewPolicy: Sendable {
   public var thresholds: ReviewThresholds
   public init(thresholds: ReviewThresholds) { self.thresholds = thresholds }
 
-  public func flags(_ c: Confidence, verdict: String, runnerUp: String?, facts: InputFacts) -> [ReviewFlag] {
+  /// - Parameter slide: the confidence is a slide verdict's (the outlier check then uses the
+  ///   slide threshold, fitted on means over several tiles).
+  public func flags(_ c: Confidence, verdict: String, runnerUp: String?, facts: InputFacts, slide: Bool = false) -> [ReviewFlag] {
     var f: [ReviewFlag] = []
     let t = thresholds
+    if let d = c.outlier, let limit = slide ? t.maxSlideOutlierDistance : t.maxOutlierDistance, d > limit {
+      f.append(
+        .init(
+          code: "out-of-domain",
+          reason: String(format: "the tissue lies far from the training tiles (distance %.1f, limit %.1f)", d, limit)))
+    }
     if c.probability < t.minProbability {
       f.append(
         .init(code: "low-probability", reason: String(format: "probability %.2f is below %.2f", c.probability, t.minProbability)))

@@ -16,6 +16,8 @@ public struct TilePrediction: Sendable {
   public var promptSpread: Float
   /// Best cosine similarity to any class (domain score).
   public var domain: Float
+  /// Distance to the training embeddings (``OutlierModel``), when the weights have the model.
+  public var outlier: Float? = nil
 }
 
 /// Zero-shot classification from text prompts. Class embeddings are the normalised mean over
@@ -91,6 +93,7 @@ public final class ZeroShotClassifier: @unchecked Sendable {
     let perT = templateEmbeddings.map {
       Metrics.softmax(bundle.clip.logits(images: emb, texts: $0), classes: K, temperature: temperature)
     }
+    let dist = bundle.outlier.map { $0.dim == D ? $0.distances(emb) : [] }
     var out: [TilePrediction] = []
     out.reserveCapacity(N)
     for n in 0..<N {
@@ -104,7 +107,7 @@ public final class ZeroShotClassifier: @unchecked Sendable {
       out.append(
         TilePrediction(
           probs: p, logits: lrow, top: top, margin: K > 1 ? p[order[0]] - p[order[1]] : 1, promptSpread: spread,
-          domain: (lrow.max() ?? 0) / scale))
+          domain: (lrow.max() ?? 0) / scale, outlier: dist.flatMap { $0.isEmpty ? nil : $0[n] }))
     }
     return out
   }

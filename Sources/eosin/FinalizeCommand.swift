@@ -99,12 +99,48 @@ struct TrainFinalize: ParsableCommand {
       }
     }
     let chosen = Metrics.reviewThreshold(confidence: valConf, correct: valOK, targetAccuracy: targetAccuracy)
+    // 3. Out-of-domain model: class means and shared covariance of the train embeddings;
+    //    limits at the 99th percentile of val tiles and of val group means (up to 10 tiles).
+    let D = bundle.clip.embedDim
+    var trainEmb: [Float] = [], trainLab: [Int] = [], labelIndex: [String: Int] = [:]
+    for d in [lung, ebhi] {
+      let (e, l) = try embedded(d, .train)
+      trainEmb += e
+      for x in l {
+        trainLab.append(
+          labelIndex[x]
+            ?? {
+              labelIndex[x] = labelIndex.count; return labelIndex.count - 1
+            }())
+      }
+    }
+    guard let outlier = OutlierModel.fit(embeddings: trainEmb, labels: trainLab, dim: D) else {
+      throw CLIError("cannot fit the out-of-domain model: too few training tiles or a singular covariance")
+    }
+    try SafeTensorsWriter.write(outlier.tensors, to: "\(weights)/clip/outlier.safetensors")
+    var valTileDist: [Float] = [], valGroupDist: [Float] = []
+    for d in [lung, ebhi] {
+      let its = try items(d, .val)
+      let (e, _) = try embedded(d, .val)
+      let dist = outlier.distances(e)
+      valTileDist += dist
+      var byGroup: [String: [Float]] = [:]
+      guard its.count == dist.count else { continue }  // an unreadable tile would misalign groups
+      for (it, x) in zip(its, dist) { byGroup[it.group, default: []].append(x) }
+      for g in byGroup.values { valGroupDist.append(g.prefix(10).reduce(0, +) / Float(min(10, g.count))) }
+    }
+    func percentile(_ xs: [Float], _ q: Double) -> Float {
+      let s = xs.sorted()
+      return s[min(s.count - 1, Int((Double(s.count - 1) * q).rounded()))]
+    }
     var thr = ReviewThresholds()
     thr.minProbability = chosen.threshold
     thr.minMargin = 0
     thr.maxPromptSpread = 0.25
     thr.minDomainSimilarity = 0.05
-    // 3. Write the manifest (metrics filled below), reload the bundle with it.
+    thr.maxOutlierDistance = percentile(valTileDist, 0.99)
+    thr.maxSlideOutlierDistance = percentile(valGroupDist, 0.99)
+    // 4. Write the manifest (metrics filled below), reload the bundle with it.
     var manifest: [String: Any] = [
       "name": "eosin-small-v1", "version": 1,
       "description":
@@ -148,7 +184,7 @@ struct TrainFinalize: ParsableCommand {
     }
     try writeManifest(manifest)
     bundle = try ModelBundle(path: weights)
-    // 4. Test-split metrics.
+    // 5. Test-split metrics.
     var md =
       "# Evaluation of eosin-small-v1\n\nAll numbers are on the **test** splits (by LC25000 group and EBHI case, never per tile), produced by\n`eosin train finalize` (run by `make weights`). Zero-shot prompts use the held-out templates and synonyms of\n`Prompts/zero-shot/*.json`, which never appear in training captions. Temperature and review threshold were fitted on\nthe val split. *Unflagged* means no review flag under the full review policy (probability, margin, prompt\nspread, domain similarity), as a user of `eosin classify` sees it.\n\n"
     var metrics: [String: Any] = [:]
@@ -204,6 +240,33 @@ struct TrainFinalize: ParsableCommand {
       "\n## Blank, noise and pen-mark inputs\n\n60 synthetic images (blank glass, noise, pen marks; unseen seeds), lung prompt set: **\(anyDx)/60** get a tissue class as top class, **\(confidentDx)/60** get an *unflagged* tissue diagnosis (must be 0).\n\n"
     metrics["non_tissue_top_class_tissue"] = anyDx
     metrics["non_tissue_unflagged_diagnosis"] = confidentDx
+    // Out-of-domain check: test tiles over the tile limit, and the sample slide (skin, a
+    // tissue the models never saw) when it is present.
+    md +=
+      "## Out-of-domain check\n\nMahalanobis distance of a tile's embedding to the nearest training class mean (shared covariance, `clip/outlier.safetensors`). Limits at the 99th percentile on val: **\(fmt(Double(thr.maxOutlierDistance!), 1))** for a tile, **\(fmt(Double(thr.maxSlideOutlierDistance!), 1))** for a slide verdict (mean over its evidence tiles).\n\n"
+    for (name, d) in [("LC25000 lung", lung), ("EBHI-Seg", ebhi)] {
+      let (e, _) = try embedded(d, .test)
+      let dist = outlier.distances(e)
+      let over = dist.filter { $0 > thr.maxOutlierDistance! }.count
+      md +=
+        "- \(name) test tiles over the tile limit: \(over)/\(dist.count) (\(fmt(100 * Double(over) / Double(max(1, dist.count)), 1))%).\n"
+      metrics["\(name) test tiles out of domain"] = Double(over) / Double(max(1, dist.count))
+    }
+    let sample = "../shared/data/slides/CMU-1-Small-Region.svs"
+    if FileManager.default.fileExists(atPath: sample) {
+      let sl = try Slide(path: sample)
+      let e = try SlideIndex.embed(
+        slide: sl, tissue: try TissueDetector().detect(sl), bundle: bundle, overrideMPP: nil, cacheDir: nil)
+      let clf = try ZeroShotClassifier(bundle: bundle, promptSet: lungSet, cacheDir: nil)
+      let r = SlidePooling.pool(
+        clf.predict(e.embeddings), tiles: e.tiles, extent0: e.extent0, classifier: clf, k: nil, facts: InputFacts(),
+        policy: ReviewPolicy(thresholds: bundle.thresholds))
+      let flagged = r.flags.contains { $0.code == "out-of-domain" }
+      md +=
+        "- CMU-1-Small-Region.svs (skin, never seen in training), lung prompt set: verdict \(r.classNames[r.verdict]) at \(fmt(Double(r.probs[r.verdict]), 2)); mean distance of its evidence tiles \(fmt(Double(r.confidence.outlier ?? 0), 1)): **\(flagged ? "flagged out of domain" : "not flagged")**.\n"
+      metrics["sample_slide_out_of_domain_flag"] = flagged
+    }
+    md += "\n"
     // 6. Decoder.
     if let dd = bundle.decoderDirectory {
       let chat = try ChatModel(directory: dd, imageDim: bundle.clip.embedDim)

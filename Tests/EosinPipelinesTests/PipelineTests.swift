@@ -1,6 +1,7 @@
 import EosinModels
 import EosinPipelines
 import EosinSlide
+import EosinWeights
 import Foundation
 import TestSupport
 import XCTest
@@ -216,7 +217,48 @@ final class ConsistencyTests: XCTestCase {
     let hit = Consistency.namedClass(a, sets: [lung, crc])
     XCTAssertEqual(hit?.0, "colorectal")
     XCTAssertEqual(hit?.1, "colorectal adenocarcinoma")
-    XCTAssertEqual(Consistency.namedClass("No, this is low-grade intraepithelial neoplasia.", sets: [crc])?.1, "low-grade intraepithelial neoplasia")
+    XCTAssertEqual(
+      Consistency.namedClass("No, this is low-grade intraepithelial neoplasia.", sets: [crc])?.1,
+      "low-grade intraepithelial neoplasia")
     XCTAssertNil(Consistency.namedClass("The tissue is from the skin.", sets: [lung, crc]))
+  }
+}
+
+final class OutlierModelTests: XCTestCase {
+  /// Guards the out-of-domain model: on two Gaussian classes with a correlated covariance, the
+  /// distance of training-like points is about sqrt(D), a point off the data's plane is far even
+  /// when its cosine to a class mean is high, and the model round-trips through safetensors.
+  func testFitDistancesAndRoundTrip() throws {
+    let D = 6
+    var rng = SystemRandomNumberGenerator()
+    func gauss() -> Float {
+      let u = Float.random(in: 1e-6..<1, using: &rng), v = Float.random(in: 0..<1, using: &rng)
+      return (-2 * logf(u)).squareRoot() * cosf(2 * .pi * v)
+    }
+    var emb: [Float] = [], labels: [Int] = []
+    for n in 0..<4000 {
+      let k = n % 2
+      // Dimension 0 carries the class; dimension 5 is nearly constant (tiny variance).
+      var x = (0..<D).map { _ in gauss() }
+      x[0] += k == 0 ? 5 : -5
+      x[5] = 0.01 * x[5]
+      x[1] += 0.8 * x[2]
+      emb += x
+      labels.append(k)
+    }
+    let m = try XCTUnwrap(OutlierModel.fit(embeddings: emb, labels: labels, dim: D, ridge: 1e-6))
+    let d = m.distances(Array(emb[0..<(200 * D)]))
+    let meanSq = d.map { Double($0 * $0) }.reduce(0, +) / Double(d.count)
+    XCTAssertEqual(meanSq, Double(D), accuracy: 1.0)
+    // A point at the class-0 mean but moved 0.5 along the near-constant direction.
+    var far = [Float](repeating: 0, count: D)
+    far[0] = 5
+    far[5] = 0.5
+    XCTAssertGreaterThan(m.distances(far)[0], 20)
+    let dir = TestSupport.tempDir("eosin-outlier")
+    try SafeTensorsWriter.write(m.tensors, to: dir + "/outlier.safetensors")
+    let back = try OutlierModel(file: dir + "/outlier.safetensors")
+    XCTAssertEqual(back.distances(far), m.distances(far))
+    XCTAssertNil(OutlierModel.fit(embeddings: [1, 2], labels: [0], dim: 2))
   }
 }

@@ -1,0 +1,129 @@
+import EosinTensor
+import EosinWeights
+import Foundation
+
+/// How far image embeddings lie from the training tiles: the Mahalanobis distance to the nearest
+/// class mean under one shared covariance (Lee et al. 2018), fitted on the training split's
+/// embeddings by `eosin train finalize` and stored as `clip/outlier.safetensors`.
+///
+/// The text-side domain score (cosine to the class prompts) cannot see tissue the model never
+/// learned: the encoder maps it close to some class anyway. Distance to the *image*
+/// distribution, measured along the directions where training tiles vary little, can.
+public struct OutlierModel: Sendable {
+  public let dim: Int
+  /// (K, dim) class means of the training embeddings.
+  public let means: [Float]
+  /// (dim, dim) inverse of the shared within-class covariance (plus a small ridge).
+  public let precision: [Float]
+
+  public var classes: Int { means.count / dim }
+
+  public init(dim: Int, means: [Float], precision: [Float]) {
+    self.dim = dim
+    self.means = means
+    self.precision = precision
+  }
+
+  /// Fits class means and the shared covariance of `embeddings` (N, dim) with `labels` (N);
+  /// `ridge` is added to the covariance's diagonal before inverting.
+  /// - Returns: nil when there are fewer rows than dimensions or the covariance is singular.
+  public static func fit(embeddings: [Float], labels: [Int], dim D: Int, ridge: Double = 1e-4) -> OutlierModel? {
+    let N = labels.count
+    guard N > D, embeddings.count == N * D else { return nil }
+    let ks = Array(Set(labels)).sorted()
+    var means = [Double](repeating: 0, count: ks.count * D)
+    var counts = [Int](repeating: 0, count: ks.count)
+    let slot = Dictionary(uniqueKeysWithValues: ks.enumerated().map { ($1, $0) })
+    for n in 0..<N {
+      let k = slot[labels[n]]!
+      counts[k] += 1
+      for d in 0..<D { means[k * D + d] += Double(embeddings[n * D + d]) }
+    }
+    for k in 0..<ks.count { for d in 0..<D { means[k * D + d] /= Double(counts[k]) } }
+    var cov = [Double](repeating: 0, count: D * D)
+    var r = [Double](repeating: 0, count: D)
+    for n in 0..<N {
+      let k = slot[labels[n]]!
+      for d in 0..<D { r[d] = Double(embeddings[n * D + d]) - means[k * D + d] }
+      for i in 0..<D where r[i] != 0 { for j in i..<D { cov[i * D + j] += r[i] * r[j] } }
+    }
+    for i in 0..<D {
+      for j in i..<D {
+        cov[i * D + j] /= Double(N)
+        cov[j * D + i] = cov[i * D + j]
+      }
+      cov[i * D + i] += ridge
+    }
+    guard let inv = invertSymmetric(cov, D) else { return nil }
+    return OutlierModel(dim: D, means: means.map { Float($0) }, precision: inv.map { Float($0) })
+  }
+
+  /// Distance of each row of `embeddings` (N, dim) to its nearest class mean.
+  public func distances(_ embeddings: [Float]) -> [Float] {
+    let D = dim, N = embeddings.count / D
+    var out = [Float](repeating: 0, count: N)
+    var diff = [Double](repeating: 0, count: D)
+    for n in 0..<N {
+      var best = Double.infinity
+      for k in 0..<classes {
+        for d in 0..<D { diff[d] = Double(embeddings[n * D + d] - means[k * D + d]) }
+        var s = 0.0
+        for i in 0..<D {
+          var row = 0.0
+          for j in 0..<D { row += Double(precision[i * D + j]) * diff[j] }
+          s += diff[i] * row
+        }
+        best = min(best, s)
+      }
+      out[n] = Float(max(0, best).squareRoot())
+    }
+    return out
+  }
+
+  /// The tensors as stored in `outlier.safetensors`.
+  public var tensors: [String: Tensor] {
+    ["means": Tensor(shape: [classes, dim], data: means), "precision": Tensor(shape: [dim, dim], data: precision)]
+  }
+
+  /// Loads `outlier.safetensors`.
+  /// - Throws: ``PipelineError/file(path:message:)`` when a tensor is missing or misshapen.
+  public init(file path: String) throws {
+    let f = try SafeTensorsFile(path: path)
+    guard let m = f.tensors["means"], let p = f.tensors["precision"], m.shape.count == 2, p.shape == [m.shape[1], m.shape[1]]
+    else { throw PipelineError.file(path: path, message: "needs 'means' (K, D) and 'precision' (D, D)") }
+    self.init(dim: m.shape[1], means: try f.tensor("means").data, precision: try f.tensor("precision").data)
+  }
+}
+
+/// Inverse of a symmetric positive-definite matrix (n, n) by Cholesky; nil if not positive definite.
+func invertSymmetric(_ a: [Double], _ n: Int) -> [Double]? {
+  var l = [Double](repeating: 0, count: n * n)
+  for i in 0..<n {
+    for j in 0...i {
+      var s = a[i * n + j]
+      for k in 0..<j { s -= l[i * n + k] * l[j * n + k] }
+      if i == j {
+        guard s > 0 else { return nil }
+        l[i * n + i] = s.squareRoot()
+      } else {
+        l[i * n + j] = s / l[j * n + j]
+      }
+    }
+  }
+  // inv = L^-T L^-1: solve column by column.
+  var inv = [Double](repeating: 0, count: n * n)
+  var y = [Double](repeating: 0, count: n)
+  for c in 0..<n {
+    for i in 0..<n {
+      var s = i == c ? 1.0 : 0.0
+      for k in 0..<i { s -= l[i * n + k] * y[k] }
+      y[i] = s / l[i * n + i]
+    }
+    for i in stride(from: n - 1, through: 0, by: -1) {
+      var s = y[i]
+      for k in (i + 1)..<n { s -= l[k * n + i] * inv[k * n + c] }
+      inv[i * n + c] = s / l[i * n + i]
+    }
+  }
+  return inv
+}
