@@ -77,12 +77,7 @@ public enum Metrics {
   /// their pooled mean NLL (each set weighted by its size); golden-section search on log T in
   /// [0.05, 20].
   public static func fitTemperature(pooled sets: [(logits: [Float], truth: [Int], classes: Int)]) -> Float {
-    let n = Double(max(1, sets.reduce(0) { $0 + $1.truth.count }))
-    func f(_ x: Double) -> Double {
-      sets.reduce(0.0) {
-        $0 + nll($1.logits, truth: $1.truth, classes: $1.classes, temperature: Float(exp(x))) * Double($1.truth.count)
-      } / n
-    }
+    func f(_ x: Double) -> Double { nll(pooled: sets, temperature: Float(exp(x))) }
     var a = log(0.05), b = log(20.0)
     let g = (sqrt(5.0) - 1) / 2
     var c = b - g * (b - a), d = a + g * (b - a)
@@ -92,6 +87,15 @@ public enum Metrics {
       d = a + g * (b - a)
     }
     return Float(exp((a + b) / 2))
+  }
+
+  /// Mean NLL over several labelled sets (each with its own class count), each weighted by its
+  /// size.
+  public static func nll(pooled sets: [(logits: [Float], truth: [Int], classes: Int)], temperature T: Float) -> Double {
+    let n = Double(max(1, sets.reduce(0) { $0 + $1.truth.count }))
+    return sets.reduce(0.0) {
+      $0 + nll($1.logits, truth: $1.truth, classes: $1.classes, temperature: T) * Double($1.truth.count)
+    } / n
   }
 
   /// The review threshold: the lowest confidence threshold on `grid` whose kept predictions

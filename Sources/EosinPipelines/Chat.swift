@@ -226,6 +226,8 @@ public final class ChatSession {
     let set = try promptSet(for: question)
     let (clf, r) = try verdict(set)
     let named = Consistency.namedClass(answer, set: set)
+    // Only when this set's classes are not named: a class of another organ's set.
+    let other = named == nil ? Consistency.namedClass(answer, sets: promptSets.filter { $0.name != set.name }) : nil
     let saysNoTissue = answer.lowercased().contains("no interpretable tissue")
     var consistent: Bool? = nil
     var flags: [ReviewFlag] = []
@@ -237,9 +239,7 @@ public final class ChatSession {
         flags.append(
           ReviewFlag(code: "inconsistent", reason: "answer disagrees with classifier (\(clf.classNames[n]) vs \(verdictName))"))
       }
-    } else if let (otherSet, otherName) = Consistency.namedClass(answer, sets: promptSets.filter { $0.name != set.name }),
-      otherName != set.background?.name
-    {
+    } else if let (otherSet, otherName) = other, otherName != set.background?.name {
       // The answer names a class of another organ's prompt set: it cannot agree with this verdict.
       consistent = false
       flags.append(
@@ -256,8 +256,7 @@ public final class ChatSession {
             : "answer gives a diagnosis but the classifier sees no interpretable tissue"))
     }
     // Across turns: an answer naming a different diagnosis from an earlier one on this slide.
-    let answerDiagnosis =
-      named.map { clf.classNames[$0] } ?? Consistency.namedClass(answer, sets: promptSets.filter { $0.name != set.name })?.1
+    let answerDiagnosis = named.map { clf.classNames[$0] } ?? other?.1
     if let d = answerDiagnosis, !cancelled {
       if let first = firstDiagnosis, first != d {
         consistent = false

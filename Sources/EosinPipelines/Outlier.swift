@@ -16,12 +16,26 @@ public struct OutlierModel: Sendable {
   /// (dim, dim) inverse of the shared within-class covariance (plus a small ridge).
   public let precision: [Float]
 
+  /// (dim, dim) whitening W with W^T W = precision (the transposed Cholesky factor), so the
+  /// distance is a Euclidean one after z = W x: one GEMM for a whole slide.
+  let whitening: [Float]
+  /// (K, dim) whitened class means.
+  let whitenedMeans: [Float]
+
   public var classes: Int { means.count / dim }
 
-  public init(dim: Int, means: [Float], precision: [Float]) {
+  /// - Returns: nil when `precision` is not positive definite.
+  public init?(dim: Int, means: [Float], precision: [Float]) {
+    guard let l = cholesky(precision.map { Double($0) }, dim) else { return nil }
     self.dim = dim
     self.means = means
     self.precision = precision
+    var w = [Float](repeating: 0, count: dim * dim)
+    for i in 0..<dim { for j in 0..<dim { w[i * dim + j] = Float(l[j * dim + i]) } }
+    whitening = w
+    var wm = [Float](repeating: 0, count: means.count)
+    wm.withUnsafeMutableBufferPointer { matmulForward($0.baseAddress!, means, w, nil, means.count / dim, dim, dim) }
+    whitenedMeans = wm
   }
 
   /// Fits class means and the shared covariance of `embeddings` (N, dim) with `labels` (N);
@@ -60,24 +74,37 @@ public struct OutlierModel: Sendable {
 
   /// Distance of each row of `embeddings` (N, dim) to its nearest class mean.
   public func distances(_ embeddings: [Float]) -> [Float] {
-    let D = dim, N = embeddings.count / D
-    var out = [Float](repeating: 0, count: N)
-    var diff = [Double](repeating: 0, count: D)
-    for n in 0..<N {
-      var best = Double.infinity
-      for k in 0..<classes {
-        for d in 0..<D { diff[d] = Double(embeddings[n * D + d] - means[k * D + d]) }
-        var s = 0.0
-        for i in 0..<D {
-          var row = 0.0
-          for j in 0..<D { row += Double(precision[i * D + j]) * diff[j] }
-          s += diff[i] * row
+    let D = dim, N = embeddings.count / D, K = classes
+    var z = [Float](repeating: 0, count: N * D)
+    z.withUnsafeMutableBufferPointer { matmulForward($0.baseAddress!, embeddings, whitening, nil, N, D, D) }
+    return (0..<N).map { n in
+      var best = Float.infinity
+      for k in 0..<K {
+        var s: Float = 0
+        for d in 0..<D {
+          let e = z[n * D + d] - whitenedMeans[k * D + d]
+          s += e * e
         }
         best = min(best, s)
       }
-      out[n] = Float(max(0, best).squareRoot())
+      return best.squareRoot()
     }
-    return out
+  }
+
+  /// Review limits from validation distances: the `quantile` of the tile distances, and of the
+  /// mean distance over the first `tilesPerGroup` tiles of each group (a slide verdict averages
+  /// its evidence tiles, so its limit is fitted on averages too).
+  public static func limits(
+    distances: [Float], groups: [String], quantile: Double = 0.99, tilesPerGroup: Int = 10
+  ) -> (tile: Float, slide: Float) {
+    var byGroup: [String: [Float]] = [:]
+    for (g, x) in zip(groups, distances) { byGroup[g, default: []].append(x) }
+    let means = byGroup.values.map { $0.prefix(tilesPerGroup).reduce(0, +) / Float(min(tilesPerGroup, $0.count)) }
+    func q(_ xs: [Float]) -> Float {
+      let s = xs.sorted()
+      return s.isEmpty ? .infinity : s[min(s.count - 1, Int((Double(s.count - 1) * quantile).rounded()))]
+    }
+    return (q(distances), q(means))
   }
 
   /// The tensors as stored in `outlier.safetensors`.
@@ -91,12 +118,15 @@ public struct OutlierModel: Sendable {
     let f = try SafeTensorsFile(path: path)
     guard let m = f.tensors["means"], let p = f.tensors["precision"], m.shape.count == 2, p.shape == [m.shape[1], m.shape[1]]
     else { throw PipelineError.file(path: path, message: "needs 'means' (K, D) and 'precision' (D, D)") }
-    self.init(dim: m.shape[1], means: try f.tensor("means").data, precision: try f.tensor("precision").data)
+    guard let model = OutlierModel(dim: m.shape[1], means: try f.tensor("means").data, precision: try f.tensor("precision").data)
+    else { throw PipelineError.file(path: path, message: "'precision' is not positive definite") }
+    self = model
   }
 }
 
-/// Inverse of a symmetric positive-definite matrix (n, n) by Cholesky; nil if not positive definite.
-func invertSymmetric(_ a: [Double], _ n: Int) -> [Double]? {
+/// Lower Cholesky factor L (L L^T = a) of a symmetric positive-definite matrix (n, n); nil if
+/// it is not positive definite.
+func cholesky(_ a: [Double], _ n: Int) -> [Double]? {
   var l = [Double](repeating: 0, count: n * n)
   for i in 0..<n {
     for j in 0...i {
@@ -110,6 +140,13 @@ func invertSymmetric(_ a: [Double], _ n: Int) -> [Double]? {
       }
     }
   }
+  return l
+}
+
+/// Inverse of a symmetric positive-definite matrix (n, n) through its Cholesky factor; nil if
+/// it is not positive definite.
+func invertSymmetric(_ a: [Double], _ n: Int) -> [Double]? {
+  guard let l = cholesky(a, n) else { return nil }
   // inv = L^-T L^-1: solve column by column.
   var inv = [Double](repeating: 0, count: n * n)
   var y = [Double](repeating: 0, count: n)

@@ -53,10 +53,9 @@ public func layernormBackward(
   let partial = UnsafeMutablePointer<Float>.allocate(capacity: parts * 2 * C)
   partial.initialize(repeating: 0, count: parts * 2 * C)
   defer { partial.deallocate() }
-  SpinPool.shared.run { k in
-    let lo = N * k / parts, hi = N * (k + 1) / parts
+  SpinPool.shared.chunks(N) { k, rows in
     let pw = partial + k * 2 * C
-    layernormBackwardRows(dinp, pw, pw + C, dout, inp, weight, mean, rstd, lo..<hi, C)
+    layernormBackwardRows(dinp, pw, pw + C, dout, inp, weight, mean, rstd, rows, C)
   }
   for k in 0..<parts {
     let pw = partial + k * 2 * C
@@ -255,36 +254,38 @@ public func contrastiveLossForwardBackward(
   _ D: Int,
   labels: [Int]? = nil
 ) -> Float {
-  // target(i, j): 1/|same(i)| when labels match (diagonal only without labels).
-  func target(_ i: Int, _ j: Int) -> Float {
-    guard let l = labels else { return i == j ? 1 : 0 }
-    return l[i] == l[j] ? 1 / Float(l.filter { $0 == l[i] }.count) : 0
-  }
+  // target(i, j): 1/|same(i)| when labels match (diagonal only without labels). Symmetric, so
+  // one table serves rows and columns.
   var tgt = [Float](repeating: 0, count: B * B)
-  for i in 0..<B { for j in 0..<B { tgt[i * B + j] = target(i, j) } }
+  if let l = labels {
+    var count: [Int: Int] = [:]
+    for x in l { count[x, default: 0] += 1 }
+    for i in 0..<B { for j in 0..<B where l[i] == l[j] { tgt[i * B + j] = 1 / Float(count[l[i]]!) } }
+  } else {
+    for i in 0..<B { tgt[i * B + i] = 1 }
+  }
   let s = expf(logScale)
   cblas_sgemm(
     CblasRowMajor, CblasNoTrans, CblasTrans, Int32(B), Int32(B), Int32(D), s, img, Int32(D), txt, Int32(D), 0, logits, Int32(B))
   var dL = [Float](repeating: 0, count: B * B)
   var loss: Double = 0
-  // Rows: image -> text.
-  for i in 0..<B {
-    var m = -Float.infinity
-    for j in 0..<B { m = max(m, logits[i * B + j]) }
-    var z: Float = 0
-    for j in 0..<B { z += expf(logits[i * B + j] - m) }
-    for j in 0..<B where tgt[i * B + j] > 0 { loss += Double(tgt[i * B + j] * (logf(z) + m - logits[i * B + j])) / Double(2 * B) }
-    for j in 0..<B { dL[i * B + j] += (expf(logits[i * B + j] - m) / z - tgt[i * B + j]) / Float(2 * B) }
+  // Softmax cross-entropy along each row of the logits as read through `at(a, b)`: rows for
+  // image -> text, columns for text -> image. Each direction carries half the loss.
+  func direction(_ at: (Int, Int) -> Int) {
+    for a in 0..<B {
+      var m = -Float.infinity
+      for b in 0..<B { m = max(m, logits[at(a, b)]) }
+      var z: Float = 0
+      for b in 0..<B { z += expf(logits[at(a, b)] - m) }
+      for b in 0..<B {
+        let k = at(a, b)
+        if tgt[k] > 0 { loss += Double(tgt[k] * (logf(z) + m - logits[k])) / Double(2 * B) }
+        dL[k] += (expf(logits[k] - m) / z - tgt[k]) / Float(2 * B)
+      }
+    }
   }
-  // Columns: text -> image.
-  for j in 0..<B {
-    var m = -Float.infinity
-    for i in 0..<B { m = max(m, logits[i * B + j]) }
-    var z: Float = 0
-    for i in 0..<B { z += expf(logits[i * B + j] - m) }
-    for i in 0..<B where tgt[i * B + j] > 0 { loss += Double(tgt[i * B + j] * (logf(z) + m - logits[i * B + j])) / Double(2 * B) }
-    for i in 0..<B { dL[i * B + j] += (expf(logits[i * B + j] - m) / z - tgt[i * B + j]) / Float(2 * B) }
-  }
+  direction { $0 * B + $1 }
+  direction { $1 * B + $0 }
   if let dls = dlogScale {
     var g: Float = 0
     for k in 0..<(B * B) { g += dL[k] * logits[k] }

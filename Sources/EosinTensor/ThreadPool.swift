@@ -110,15 +110,18 @@ public final class SpinPool: @unchecked Sendable {
   /// Splits 0..<n into `helpers + 1` contiguous ranges and runs `body(range)` for each on the
   /// pool. Runs inline (one call with the whole range) when n is below `minimum`.
   public func ranges(_ n: Int, minimum: Int = 2, _ body: @escaping (Range<Int>) -> Void) {
-    let parts = helpers + 1
-    if n < minimum || parts == 1 {
+    if n < minimum || helpers == 0 {
       body(0..<n)
       return
     }
-    run { k in
-      let lo = n * k / parts, hi = n * (k + 1) / parts
-      if hi > lo { body(lo..<hi) }
-    }
+    chunks(n) { _, r in if !r.isEmpty { body(r) } }
+  }
+
+  /// Splits 0..<n into `helpers + 1` contiguous ranges and runs `body(k, range)` for part k on
+  /// the pool (ranges may be empty), for work that keeps a per-part partial result at index k.
+  public func chunks(_ n: Int, _ body: @escaping (Int, Range<Int>) -> Void) {
+    let parts = helpers + 1
+    run { k in body(k, (n * k / parts)..<(n * (k + 1) / parts)) }
   }
 
   /// Takes the pool for the caller (true), or reports it busy (false).

@@ -64,9 +64,9 @@ public final class ParameterSet {
     grad.withUnsafeBufferPointer { g in
       partial.withUnsafeMutableBufferPointer { pp in
         let gp = g.baseAddress!, out = pp.baseAddress!
-        SpinPool.shared.run { k in
+        SpinPool.shared.chunks(n) { k, r in
           var s: Double = 0
-          for i in (n * k / parts)..<(n * (k + 1) / parts) { s += Double(gp[i]) * Double(gp[i]) }
+          for i in r { s += Double(gp[i]) * Double(gp[i]) }
           out[k] = s
         }
       }

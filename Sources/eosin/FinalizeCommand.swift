@@ -84,11 +84,7 @@ struct TrainFinalize: ParsableCommand {
       pooled.append((s.logits, s.truth, ps.allClasses.count))
     }
     let T = Metrics.fitTemperature(pooled: pooled)
-    let valNLL =
-      pooled.reduce(0.0) {
-        $0 + Metrics.nll($1.logits, truth: $1.truth, classes: $1.classes, temperature: T) * Double($1.truth.count)
-      }
-      / Double(pooled.reduce(0) { $0 + $1.truth.count })
+    let valNLL = Metrics.nll(pooled: pooled, temperature: T)
     // 2. Review threshold on val: the lowest min_probability whose unflagged accuracy reaches the target.
     var valConf: [Float] = [], valOK: [Bool] = []
     for (d, ps) in [(lung, lungSet), (ebhi, crcSet)] {
@@ -118,28 +114,22 @@ struct TrainFinalize: ParsableCommand {
       throw CLIError("cannot fit the out-of-domain model: too few training tiles or a singular covariance")
     }
     try SafeTensorsWriter.write(outlier.tensors, to: "\(weights)/clip/outlier.safetensors")
-    var valTileDist: [Float] = [], valGroupDist: [Float] = []
+    var valDist: [Float] = [], valGroups: [String] = []
     for d in [lung, ebhi] {
       let its = try items(d, .val)
       let (e, _) = try embedded(d, .val)
-      let dist = outlier.distances(e)
-      valTileDist += dist
-      var byGroup: [String: [Float]] = [:]
-      guard its.count == dist.count else { continue }  // an unreadable tile would misalign groups
-      for (it, x) in zip(its, dist) { byGroup[it.group, default: []].append(x) }
-      for g in byGroup.values { valGroupDist.append(g.prefix(10).reduce(0, +) / Float(min(10, g.count))) }
+      guard its.count * D == e.count else { continue }  // an unreadable tile would misalign groups
+      valDist += outlier.distances(e)
+      valGroups += its.map { d + "/" + $0.group }
     }
-    func percentile(_ xs: [Float], _ q: Double) -> Float {
-      let s = xs.sorted()
-      return s[min(s.count - 1, Int((Double(s.count - 1) * q).rounded()))]
-    }
+    let limits = OutlierModel.limits(distances: valDist, groups: valGroups)
     var thr = ReviewThresholds()
     thr.minProbability = chosen.threshold
     thr.minMargin = 0
     thr.maxPromptSpread = 0.25
     thr.minDomainSimilarity = 0.05
-    thr.maxOutlierDistance = percentile(valTileDist, 0.99)
-    thr.maxSlideOutlierDistance = percentile(valGroupDist, 0.99)
+    thr.maxOutlierDistance = limits.tile
+    thr.maxSlideOutlierDistance = limits.slide
     // 4. Write the manifest (metrics filled below), reload the bundle with it.
     var manifest: [String: Any] = [
       "name": "eosin-small-v1", "version": 1,
