@@ -32,7 +32,9 @@ let package = Package(
       name: "CTIFF",
       linkerSettings: [.linkedLibrary("tiff")]),
 
-    .target(name: "EosinTensor", dependencies: ["CBLAS"], swiftSettings: native),
+    // Eosin's quantised-weight kernels (AVX-512 with a portable fallback) and CPU-affinity query.
+    .target(name: "CQuant", cSettings: [.unsafeFlags(["-O3", "-march=native"])]),
+    .target(name: "EosinTensor", dependencies: ["CBLAS", "CQuant"], swiftSettings: native),
     .target(name: "EosinWeights", dependencies: ["EosinTensor"]),
     .target(name: "EosinTokenizer", dependencies: ["CZlib"], swiftSettings: native),
     .target(name: "EosinModels", dependencies: ["EosinTensor", "EosinWeights"], swiftSettings: native),

@@ -1,4 +1,5 @@
 import CBLAS
+import CQuant
 import Foundation
 import Synchronization
 
@@ -10,7 +11,11 @@ import Synchronization
 /// single large GEMMs (decode, big batches) let BLAS use every core.
 public enum Threads {
   /// Cores available to this process.
-  public static var cores: Int { ProcessInfo.processInfo.activeProcessorCount }
+  public static let cores: Int = {
+    // The process's CPU affinity (taskset, cgroups' cpusets), not the machine's core count.
+    let a = Int(eq_affinity_cores())
+    return a > 0 ? min(a, ProcessInfo.processInfo.activeProcessorCount) : ProcessInfo.processInfo.activeProcessorCount
+  }()
 
   /// Sets the number of threads OpenBLAS uses for one call. Global; not for use while other
   /// threads are inside BLAS.

@@ -22,9 +22,12 @@ public struct BPEModel: Sendable {
 
   /// Builds the model. Every merge's parts and result must be in `vocab`.
   /// - Throws: ``TokenizerError`` naming `source` and the merge line that is not consistent.
-  public init(vocab: [String: Int32], merges: [(String, String)], endOfWord: String?, source: String, firstMergeLine: Int = 1)
-    throws
-  {
+  /// - Parameter requireAllBytes: when false (GGUF vocabularies, some of which lack a few
+  ///   control-byte symbols), a byte without a symbol is dropped from the output instead.
+  public init(
+    vocab: [String: Int32], merges: [(String, String)], endOfWord: String?, source: String, firstMergeLine: Int = 1,
+    requireAllBytes: Bool = true
+  ) throws {
     self.vocab = vocab
     var toks = [String](repeating: "", count: (vocab.values.max().map { Int($0) } ?? -1) + 1)
     for (t, i) in vocab {
@@ -49,6 +52,10 @@ public struct BPEModel: Sendable {
     for b in 0..<256 {
       let c = String(ByteLevel.encoder[b])
       guard let id = vocab[c] else {
+        if !requireAllBytes {
+          bi.append(-1)
+          continue
+        }
         throw TokenizerError.file(path: source, message: "vocabulary lacks the byte symbol '\(c)' (byte \(b))")
       }
       bi.append(id)
@@ -72,7 +79,7 @@ public struct BPEModel: Sendable {
       k += 1
     }
     if endOfWord != nil { sym[n - 1] = byteEndIDs[Int(bytes[bytes.index(before: bytes.endIndex)])] }
-    if n == 1 { return sym }
+    if n == 1 { return sym[0] >= 0 ? sym : [] }
     // Doubly linked list over positions; heap of (rank, position, left id, right id).
     var next = [Int32](repeating: -1, count: n), prev = [Int32](repeating: -1, count: n)
     for i in 0..<n {
@@ -105,7 +112,7 @@ public struct BPEModel: Sendable {
     var out: [Int32] = []
     var i = 0
     while i >= 0 {
-      out.append(sym[i])
+      if sym[i] >= 0 { out.append(sym[i]) }
       i = Int(next[i])
     }
     return out

@@ -21,9 +21,16 @@ public final class Tokenizer: @unchecked Sendable {
   /// Where the vocabulary came from, for messages and cache keys.
   public let source: String
 
+  /// The pre-tokeniser of byte-level vocabularies (GPT-2's unless a GGUF file names another).
+  public internal(set) var pre: PreTokenizer = .gpt2
+  /// Special tokens that are matched in text only when asked to (GGUF control tokens).
+  public internal(set) var controlIDs: Set<Int32> = []
+  /// Whether ``encodeLlama(_:addSpecial:parseSpecial:)`` puts the BOS token first.
+  public internal(set) var addsBOS = false
+
   private var cache: [String: [Int32]] = [:]
   private let lock = NSLock()
-  private let specialsByLength: [(String, Int32)]
+  let specialsByLength: [(String, Int32)]
 
   public init(style: Style, model: BPEModel, special: [String: Int32], bos: Int32?, eos: Int32?, source: String) {
     self.style = style
@@ -111,7 +118,7 @@ public final class Tokenizer: @unchecked Sendable {
     return out
   }
 
-  private func encodeOrdinary(_ piece: Substring, into out: inout [Int32]) {
+  func encodeOrdinary(_ piece: Substring, into out: inout [Int32]) {
     var bytes = Array(piece.utf8)
     // Scalars with their UTF-8 byte offsets (offs has one extra entry: the end).
     var scalars: [Unicode.Scalar] = []
@@ -125,7 +132,7 @@ public final class Tokenizer: @unchecked Sendable {
       i += UTF8.width(u)
     }
     offs.append(i)
-    let ranges = style == .clip ? clipSplit(scalars) : gpt2Split(scalars)
+    let ranges = style == .clip ? clipSplit(scalars) : pre == .gpt2 ? gpt2Split(scalars) : pre.split(scalars)
     bytes.withUnsafeMutableBufferPointer { b in
       for r in ranges {
         let lo = offs[r.lowerBound], hi = offs[r.upperBound]
@@ -141,6 +148,12 @@ public final class Tokenizer: @unchecked Sendable {
 
   /// Encodes one pre-token's bytes, through the cache for words of up to 64 bytes.
   func encodeWord(_ bytes: UnsafeBufferPointer<UInt8>) -> [Int32] {
+    if pre.ignoresMerges {
+      // Llama 3: a word that is itself a token is taken whole, before any merge.
+      var sym = ""
+      for b in bytes { sym.append(ByteLevel.encoder[Int(b)]) }
+      if let id = model.vocab[sym] { return [id] }
+    }
     if bytes.count > 64 { return model.encodeWord(Array(bytes)[...]) }
     let key = String(decoding: bytes, as: UTF8.self)
     lock.lock()
@@ -162,6 +175,16 @@ public final class Tokenizer: @unchecked Sendable {
   /// Token strings for ids (byte symbols as stored in the vocabulary). Unknown ids show as `<unk:N>`.
   public func tokenStrings(_ ids: [Int32]) -> [String] {
     ids.map { $0 >= 0 && Int($0) < model.tokens.count ? model.tokens[Int($0)] : "<unk:\($0)>" }
+  }
+
+  /// The bytes a byte-level token stands for; control tokens give none, other special tokens
+  /// their text.
+  public func bytes(of id: Int32) -> [UInt8] {
+    guard id >= 0 && Int(id) < model.tokens.count else { return [] }
+    if controlIDs.contains(id) { return [] }
+    let t = model.tokens[Int(id)]
+    if special[t] == id { return Array(t.utf8) }
+    return t.compactMap { ByteLevel.decoder[$0] }
   }
 
   /// Text for ids. Byte-level: the exact inverse of ``encode(_:)`` for valid UTF-8. CLIP: words

@@ -6,12 +6,15 @@ import Foundation
 public enum WeightsError: LocalizedError, Equatable {
   case io(file: String, message: String)
   case format(file: String, message: String)
+  /// A GGUF file that is malformed or uses something Eosin does not support.
+  case gguf(file: String, message: String)
   case tensor(file: String, tensor: String, message: String)
 
   public var errorDescription: String? {
     switch self {
     case .io(let f, let m): return "\(f): \(m)"
     case .format(let f, let m): return "\(f): not a valid safetensors file: \(m)"
+    case .gguf(let f, let m): return "\(f): \(m)"
     case .tensor(let f, let t, let m): return "\(f): tensor '\(t)': \(m)"
     }
   }
