@@ -160,8 +160,49 @@ static void dequant_block(uint32_t t, const uint8_t *b, float *y) {
   }
 }
 
+#if EQ_AVX512
+/* Q4_0, Q4_1 and Q8_0 rows dequantised 32 values at a time (prompt processing dequantises every
+ * weight once per batch, so this runs at memory speed rather than scalar speed). */
+static int dequant_avx512(uint32_t t, const uint8_t *p, float *dst, int64_t n) {
+  const __m128i m4 = _mm_set1_epi8(0x0F);
+  if (t == T_Q4_0 || t == T_Q4_1) {
+    int bb = t == T_Q4_0 ? 18 : 20;
+    for (int64_t b = 0; b < n / 32; b++) {
+      const uint8_t *blk = p + b * bb;
+      __m512 d = _mm512_set1_ps(_cvtsh_ss(rd16(blk)));
+      __m512 m = _mm512_set1_ps(t == T_Q4_0 ? -8 * _cvtsh_ss(rd16(blk)) : _cvtsh_ss(rd16(blk + 2)));
+      __m128i q = _mm_loadu_si128((const __m128i *)(blk + bb - 16));
+      __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(q, m4)));
+      __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), m4)));
+      _mm512_storeu_ps(dst + 32 * b, _mm512_fmadd_ps(lo, d, m));
+      _mm512_storeu_ps(dst + 32 * b + 16, _mm512_fmadd_ps(hi, d, m));
+    }
+    return 1;
+  }
+  if (t == T_Q8_0) {
+    for (int64_t b = 0; b < n / 32; b++) {
+      const uint8_t *blk = p + b * 34;
+      __m512 d = _mm512_set1_ps(_cvtsh_ss(rd16(blk)));
+      _mm512_storeu_ps(dst + 32 * b, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2)))), d));
+      _mm512_storeu_ps(dst + 32 * b + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18)))), d));
+    }
+    return 1;
+  }
+  if (t == T_F16) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 2 * i))));
+    for (; i < n; i++) dst[i] = half_to_float(rd16(p + 2 * i));
+    return 1;
+  }
+  return 0;
+}
+#endif
+
 void eq_dequantize(uint32_t t, const void *src, float *dst, int64_t n) {
   const uint8_t *p = (const uint8_t *)src;
+#if EQ_AVX512
+  if (dequant_avx512(t, p, dst, n)) return;
+#endif
   switch (t) {
   case T_F32: memcpy(dst, src, (size_t)n * 4); return;
   case T_F16: for (int64_t i = 0; i < n; i++) dst[i] = half_to_float(rd16(p + 2 * i)); return;
@@ -172,6 +213,18 @@ void eq_dequantize(uint32_t t, const void *src, float *dst, int64_t n) {
     for (int64_t i = 0; i < n / bs; i++) dequant_block(t, p + i * bb, dst + i * bs);
   }
   }
+}
+
+void eq_dequantize_ref(uint32_t t, const void *src, float *dst, int64_t n) {
+  const uint8_t *p = (const uint8_t *)src;
+  int bs = eq_block_size(t), bb = eq_block_bytes(t);
+  if (bs == 1) {
+    for (int64_t i = 0; i < n; i++)
+      dst[i] = t == T_F32 ? ((const float *)src)[i] : t == T_F16 ? half_to_float(rd16(p + 2 * i)) : bf16_to_float(rd16(p + 2 * i));
+    return;
+  }
+  if (bs == 0) return;
+  for (int64_t i = 0; i < n / bs; i++) dequant_block(t, p + i * bb, dst + i * bs);
 }
 
 void eq_dequantize_rows(uint32_t t, const void *w, size_t row_bytes, float *dst, int64_t n, int64_t r0, int64_t r1) {

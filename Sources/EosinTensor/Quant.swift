@@ -182,5 +182,10 @@ public func ggmlDequantize(_ type: GGMLType, _ src: UnsafeRawPointer, _ dst: Uns
   eq_dequantize(type.rawValue, src, dst, Int64(n))
 }
 
+/// The scalar twin of ``ggmlDequantize(_:_:_:_:)``, for tests.
+public func ggmlDequantizeNaive(_ type: GGMLType, _ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>, _ n: Int) {
+  eq_dequantize_ref(type.rawValue, src, dst, Int64(n))
+}
+
 /// Whether this build runs the AVX-512 quantised kernels (else the portable ones).
 public var quantKernelsUseSIMD: Bool { eq_simd_level() != 0 }

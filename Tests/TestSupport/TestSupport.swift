@@ -27,6 +27,16 @@ public enum TestSupport {
     return FileManager.default.fileExists(atPath: p) ? (p as NSString).standardizingPath : nil
   }
 
+  /// The default chat language model (SmolLM2-135M-Instruct Q4_1 GGUF): `$EOSIN_LM`, else Eosin's
+  /// cache folder where `make lm` puts it; nil when absent.
+  public static var smolLM2: String? {
+    let env = ProcessInfo.processInfo.environment
+    if let e = env["EOSIN_LM"], !e.isEmpty, FileManager.default.fileExists(atPath: e) { return e }
+    let base = env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSTemporaryDirectory()) + "/.cache")
+    let p = base + "/eosin/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    return FileManager.default.fileExists(atPath: p) ? p : nil
+  }
+
   /// A deterministic H&E-like image: white glass with pink/purple tissue in an ellipse that
   /// covers the middle, plus dark-purple "nuclei" dots. Pixels depend only on (x, y).
   public static func syntheticHE(width: Int, height: Int) -> RGBImage {

@@ -34,6 +34,7 @@ int eq_simd_level(void);
 
 /* Dequantise n elements. src (n elements of type) -> dst (n) fp32. */
 void eq_dequantize(uint32_t type, const void *src, float *dst, int64_t n);
+void eq_dequantize_ref(uint32_t type, const void *src, float *dst, int64_t n);
 
 /* Exact path. row (n of type), x (n) -> dot product. */
 float eq_dot_f32(uint32_t type, const void *row, const float *x, int64_t n);

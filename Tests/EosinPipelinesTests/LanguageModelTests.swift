@@ -1,0 +1,112 @@
+import EosinModels
+import EosinPipelines
+import EosinTokenizer
+import EosinWeights
+import Foundation
+import TestSupport
+import XCTest
+
+/// GGUF language models end to end: llama.cpp's tokenization, chat templates, and greedy
+/// generation against transformers (Scripts/reference/make_tokenizer_golden.py and
+/// make_lm_references.py wrote the fixtures).
+final class LanguageModelTests: XCTestCase {
+  static let fixtures = TestSupport.projectRoot + "/Tests/EosinModelsTests/Fixtures/gguf"
+
+  static func json(_ name: String) throws -> [String: Any] {
+    try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: fixtures + "/" + name))) as! [String: Any]
+  }
+
+  func checkGolden(_ key: String, _ path: String) throws {
+    let g = try Self.json("tokenizer-golden.json")[key] as! [[String: Any]]
+    XCTAssertGreaterThanOrEqual(g.count, 200)
+    let tok = try LanguageModel.tokenizer(GGUFFile(path: path))
+    var bad = 0
+    for e in g {
+      let text = e["text"] as! String
+      let plain = (e["plain"] as! [Int]).map { Int32($0) }
+      let special = (e["special"] as! [Int]).map { Int32($0) }
+      let a = tok.encodeLlama(text, addSpecial: true, parseSpecial: false)
+      let b = tok.encodeLlama(text, addSpecial: true, parseSpecial: true)
+      if a != plain || b != special {
+        bad += 1
+        if bad <= 5 { XCTFail("\(key) \(text.debugDescription): plain \(a) vs \(plain), special \(b) vs \(special)") }
+      }
+    }
+    XCTAssertEqual(bad, 0, "\(key): \(bad) of \(g.count) strings differ from llama.cpp")
+  }
+
+  /// Guards: the `llama-bpe` and `qwen2` pre-tokenizers split exactly as llama.cpp's.
+  func testTokenizerMatchesLlamaCppOnFixtures() throws {
+    try checkGolden("llama-bpe", Self.fixtures + "/tiny-llama-F32.gguf")
+    try checkGolden("qwen2", Self.fixtures + "/tiny-qwen2-F32.gguf")
+  }
+
+  /// Guards: SmolLM2's tokenizer (`smollm`: digits split one by one) is llama.cpp's, on 294
+  /// strings with and without special-token parsing.
+  func testTokenizerMatchesLlamaCppOnSmolLM2() throws {
+    guard let p = TestSupport.smolLM2 else { throw XCTSkip("SmolLM2-135M-Instruct.Q4_1.gguf not in the cache; run `make lm`") }
+    try checkGolden("smollm2", p)
+  }
+
+  /// Guards: ChatML and Llama 3 rendering and the default system message taken from the
+  /// template text, written with an escaped or a literal newline.
+  func testChatTemplates() {
+    let smol =
+      "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    XCTAssertEqual(ChatTemplate.detect(smol), .chatml)
+    XCTAssertEqual(ChatTemplate.defaultSystem(smol, .chatml), "You are a helpful AI assistant named SmolLM, trained by Hugging Face")
+    let escaped = smol.replacingOccurrences(of: "\n", with: "\\n")
+    XCTAssertEqual(ChatTemplate.defaultSystem(escaped, .chatml), "You are a helpful AI assistant named SmolLM, trained by Hugging Face")
+    XCTAssertNil(ChatTemplate.defaultSystem("{{'<|im_start|>' + m['role'] }}", .chatml))
+    XCTAssertEqual(
+      ChatTemplate.chatml.render([("system", "S"), ("user", "Q")]), "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n")
+    XCTAssertEqual(ChatTemplate.detect("{{ '<|start_header_id|>' + role + '<|end_header_id|>\n\n' }}"), .llama3)
+    XCTAssertEqual(
+      ChatTemplate.llama3.render([("user", "Q")]), "<|start_header_id|>user<|end_header_id|>\n\nQ<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+    XCTAssertNil(ChatTemplate.detect("{{ messages }}"))
+  }
+
+  /// Guards: streamed pieces add up to the whole text, and a generation stops at the length.
+  func testTinyModelStreams() throws {
+    let lm = try LanguageModel(path: Self.fixtures + "/tiny-llama-Q4_0.gguf")
+    XCTAssertEqual(lm.template, .chatml)
+    let ids = lm.promptIDs(user: "hello there")
+    XCTAssertEqual(ids.first, lm.tokenizer.special["<|im_start|>"])
+    var pieces = ""
+    let g = try lm.generate(prompt: ids, state: lm.model.makeState(capacity: 64), options: SamplingOptions(maxTokens: 12)) {
+      pieces += $0
+      return true
+    }
+    XCTAssertEqual(pieces, g.text)
+    XCTAssertLessThanOrEqual(g.tokens.count, 12)
+    XCTAssertEqual(g.probabilities.count, g.tokens.count)
+    // Sampling with a seed is reproducible.
+    let o = SamplingOptions(temperature: 0.8, topP: 0.9, seed: 3, maxTokens: 8)
+    let a = try lm.generate(prompt: ids, state: lm.model.makeState(capacity: 64), options: o)
+    let b = try lm.generate(prompt: ids, state: lm.model.makeState(capacity: 64), options: o)
+    XCTAssertEqual(a.tokens, b.tokens)
+  }
+
+  /// Guards: greedy continuations on the real SmolLM2 file. Exact path (fp32 activations): the
+  /// 64 tokens transformers generates, on five prompts. q8 path (int8 activations, as llama.cpp):
+  /// the same for at least the first 32 tokens (or up to transformers' end of turn).
+  func testSmolLM2GreedyMatchesTransformers() throws {
+    guard let p = TestSupport.smolLM2 else { throw XCTSkip("SmolLM2-135M-Instruct.Q4_1.gguf not in the cache; run `make lm`") }
+    let lm = try LanguageModel(path: p)
+    let ref = try Self.json("smollm2-reference.json")["prompts"] as! [[String: Any]]
+    XCTAssertEqual(ref.count, 5)
+    for e in ref {
+      let text = e["text"] as! String
+      let ids = (e["ids"] as! [Int]).map { Int32($0) }
+      XCTAssertEqual(lm.promptIDs(user: text), ids, "prompt ids for \(text)")
+      let want = (e["transformers"] as! [Int]).map { Int32($0) }
+      let exact = try lm.generate(
+        prompt: ids, state: lm.model.makeState(capacity: 256, precision: .exact), options: SamplingOptions(maxTokens: 64))
+      XCTAssertEqual(exact.tokens, want, "exact path, \(text)")
+      let q8 = try lm.generate(
+        prompt: ids, state: lm.model.makeState(capacity: 256, precision: .q8), options: SamplingOptions(maxTokens: 64))
+      let n = min(32, want.count)
+      XCTAssertEqual(Array(q8.tokens.prefix(n)), Array(want.prefix(n)), "q8 path, first \(n) tokens, \(text)")
+    }
+  }
+}
