@@ -69,6 +69,8 @@ def golden(path, texts):
         b = t.encode("utf-8", errors="surrogatepass")
         out.append({
             "text": t,
+            # The UTF-8 bytes too: some JSON readers drop a leading U+FEFF from strings.
+            "utf8": list(b),
             "plain": m.tokenize(b, add_bos=True, special=False),
             "special": m.tokenize(b, add_bos=True, special=True),
         })

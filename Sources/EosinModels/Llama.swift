@@ -181,7 +181,7 @@ public final class LlamaModel: @unchecked Sendable {
 
   /// A fresh conversation state with room for `capacity` positions (default: the model's
   /// context length, at most 8192).
-  public func makeState(capacity: Int? = nil, precision: Precision = .q8) -> LlamaState {
+  public func makeState(capacity: Int? = nil, precision: Precision = .exact) -> LlamaState {
     LlamaState(config: config, capacity: min(capacity ?? min(config.contextLength, 8192), config.contextLength), precision: precision)
   }
 

@@ -16,7 +16,7 @@ struct LMOptions: ParsableArguments {
   @Option(help: "Chat template, overriding the one recognised from the file: \(ChatTemplate.allCases.map(\.rawValue).joined(separator: ", ")).")
   var template: String?
   @Option(help: "Activation precision of decode: q8 (int8 activations, as llama.cpp) or exact (fp32 activations).")
-  var precision: String = "q8"
+  var precision: String = "exact"
 
   func chatTemplate() throws -> ChatTemplate? {
     guard let t = template else { return nil }
