@@ -77,6 +77,13 @@ public final class SpinPool: @unchecked Sendable {
   private let sleeping: [Flag]
   private let wake: [DispatchSemaphore]
   private var task: ((Int) -> Void)? = nil
+  // Sharing the machine: when helpers keep arriving late (their core is taken by another
+  // process), the caller runs every part itself for a while, so it waits on no descheduled
+  // thread. Touched only by the thread holding the pool.
+  private var soloUntil: UInt64 = 0
+  private var lateRuns = 0
+  private var onTimeRuns = 0
+  private var soloBackoff: UInt64 = 20_000_000
 
   init(helpers: Int) {
     self.helpers = helpers
@@ -99,17 +106,51 @@ public final class SpinPool: @unchecked Sendable {
       for k in 0..<parts { body(k) }
       return
     }
+    let start = monotonicNanoseconds()
+    if start < soloUntil {
+      for k in 0..<parts { body(k) }
+      release()
+      return
+    }
     Threads.ensureSingleThreadedBLAS()
     task = body
     remaining.store(helpers, ordering: .sequentiallyConsistent)
     // Sequentially consistent on both sides, so a helper announcing sleep and this bump cannot
     // both miss each other (a release store followed by an acquire load may reorder).
     generation.add(1, ordering: .sequentiallyConsistent)
-    for h in 0..<helpers where sleeping[h].value.load(ordering: .sequentiallyConsistent) { wake[h].signal() }
+    var woke = false
+    for h in 0..<helpers where sleeping[h].value.load(ordering: .sequentiallyConsistent) {
+      wake[h].signal()
+      woke = true
+    }
     body(0)
+    let mine = monotonicNanoseconds()
     while remaining.load(ordering: .acquiring) > 0 { spinHint() }
     task = nil
+    // A helper woken from sleep is slow to start for its own reasons; only spinning ones count.
+    if !woke { noteWait(monotonicNanoseconds() - mine, own: mine - start, now: mine) }
     release()
+  }
+
+  /// Tracks how long the caller waited for the helpers after finishing its own part. Three late
+  /// runs in a row (a wait over 300 µs and longer than the caller's own part: a helper was
+  /// descheduled, not merely given a larger part) switch the pool to solo mode for
+  /// a backoff that doubles (20 ms up to 1 s) while the lateness persists and resets after a
+  /// long on-time stretch.
+  private func noteWait(_ waited: UInt64, own: UInt64, now: UInt64) {
+    if waited > 300_000 && waited > own {
+      lateRuns += 1
+      onTimeRuns = 0
+      if lateRuns >= 3 {
+        soloUntil = now + soloBackoff
+        soloBackoff = min(soloBackoff * 2, 1_000_000_000)
+        lateRuns = 0
+      }
+    } else {
+      lateRuns = 0
+      onTimeRuns += 1
+      if onTimeRuns > 5000 { soloBackoff = 20_000_000 }
+    }
   }
 
   /// Splits 0..<n into `helpers + 1` contiguous ranges and runs `body(range)` for each on the
@@ -162,3 +203,10 @@ public final class SpinPool: @unchecked Sendable {
 }
 
 @inline(__always) func spinHint() { eosin_cpu_relax() }
+
+/// CLOCK_MONOTONIC in nanoseconds (a vDSO call, about 20 ns).
+@inline(__always) func monotonicNanoseconds() -> UInt64 {
+  var ts = timespec()
+  clock_gettime(CLOCK_MONOTONIC, &ts)
+  return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
