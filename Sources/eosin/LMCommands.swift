@@ -108,6 +108,8 @@ struct BenchLM: ParsableCommand {
   @Option(help: "Timed repetitions; medians are reported.") var repeats = 5
   @Option(help: "llama.cpp's generation tokens/s on the same file and machine, to print the ratio.") var llamaCppGen: Double?
   @Option(help: "llama.cpp's prompt tokens/s on the same file and machine, to print the ratio.") var llamaCppPrompt: Double?
+  @Flag(help: "Also measure with a busy-loop process beside Eosin (one core taken), and print the ratio to the quiet speed.")
+  var busyNeighbour = false
   @OptionGroup var lm: LMOptions
 
   func run() throws {
@@ -115,6 +117,32 @@ struct BenchLM: ParsableCommand {
     let m = try lm.open(gguf)
     let startup = Probes.now() - t0
     let precision = try lm.decodePrecision()
+    let (ppM, tgM, pp, tg, first) = try measure(m, precision)
+    let bw = Probes.readBandwidthGBs()
+    let bytes = Double(m.model.weightBytesPerToken)
+    let bound = bw * 1e9 / bytes
+    print("model       \(gguf) (\(m.model.config.architecture.rawValue), \(m.model.config.layers) blocks, \(Int(bytes)) weight bytes/token)")
+    print("threads     \(Threads.cores) (process affinity), decode precision \(precision.rawValue), SIMD kernels \(quantKernelsUseSIMD ? "AVX-512" : "portable")")
+    print("start-up    \(fmt(startup * 1000, 1)) ms to a loaded model (map, metadata, tokenizer)")
+    print("prompt      \(fmt(ppM, 1)) tok/s (pp\(prompt), median of \(repeats); range \(fmt(pp.min()!, 1))-\(fmt(pp.max()!, 1)))")
+    print("generation  \(fmt(tgM, 1)) tok/s (tg\(generate), median of \(repeats); range \(fmt(tg.min()!, 1))-\(fmt(tg.max()!, 1)))")
+    print("first token \(fmt(first * 1000, 2)) ms (one decode step from an empty cache)")
+    print("bandwidth   \(fmt(bw, 1)) GB/s read, bound \(fmt(bound, 1)) tok/s; generation reaches \(fmt(tgM / bound, 2)) of it")
+    if let l = llamaCppGen { print("vs llama.cpp generation  \(fmt(tgM / l, 2))x (llama.cpp \(fmt(l, 1)) tok/s)") }
+    if let l = llamaCppPrompt { print("vs llama.cpp prompt      \(fmt(ppM / l, 2))x (llama.cpp \(fmt(l, 1)) tok/s)") }
+    if busyNeighbour {
+      let busy = Process()
+      busy.executableURL = URL(fileURLWithPath: "/bin/sh")
+      busy.arguments = ["-c", "while :; do :; done"]
+      try busy.run()
+      defer { busy.terminate() }
+      Thread.sleep(forTimeInterval: 0.2)
+      let (bp, bt, _, _, _) = try measure(m, precision)
+      print("busy core   prompt \(fmt(bp, 1)) tok/s (\(fmt(bp / ppM, 2))x of quiet), generation \(fmt(bt, 1)) tok/s (\(fmt(bt / tgM, 2))x of quiet), with a busy-loop process beside")
+    }
+  }
+
+  func measure(_ m: LanguageModel, _ precision: LlamaModel.Precision) throws -> (Double, Double, [Double], [Double], Double) {
     let V = Int32(m.model.config.vocabSize)
     // Deterministic pseudo-random token ids, as llama-bench uses random tokens.
     var rng = UInt64(42)
@@ -145,18 +173,6 @@ struct BenchLM: ParsableCommand {
       pp.append(Double(prompt) / pt)
       tg.append(Double(generate) / gt)
     }
-    let bw = Probes.readBandwidthGBs()
-    let ppM = medianOf(pp), tgM = medianOf(tg)
-    let bytes = Double(m.model.weightBytesPerToken)
-    let bound = bw * 1e9 / bytes
-    print("model       \(gguf) (\(m.model.config.architecture.rawValue), \(m.model.config.layers) blocks, \(Int(bytes)) weight bytes/token)")
-    print("threads     \(Threads.cores) (process affinity), decode precision \(precision.rawValue), SIMD kernels \(quantKernelsUseSIMD ? "AVX-512" : "portable")")
-    print("start-up    \(fmt(startup * 1000, 1)) ms to a loaded model (map, metadata, tokenizer)")
-    print("prompt      \(fmt(ppM, 1)) tok/s (pp\(prompt), median of \(repeats); range \(fmt(pp.min()!, 1))-\(fmt(pp.max()!, 1)))")
-    print("generation  \(fmt(tgM, 1)) tok/s (tg\(generate), median of \(repeats); range \(fmt(tg.min()!, 1))-\(fmt(tg.max()!, 1)))")
-    print("first token \(fmt(medianOf(first) * 1000, 2)) ms (one decode step from an empty cache)")
-    print("bandwidth   \(fmt(bw, 1)) GB/s read, bound \(fmt(bound, 1)) tok/s; generation reaches \(fmt(tgM / bound, 2)) of it")
-    if let l = llamaCppGen { print("vs llama.cpp generation  \(fmt(tgM / l, 2))x (llama.cpp \(fmt(l, 1)) tok/s)") }
-    if let l = llamaCppPrompt { print("vs llama.cpp prompt      \(fmt(ppM / l, 2))x (llama.cpp \(fmt(l, 1)) tok/s)") }
+    return (medianOf(pp), medianOf(tg), pp, tg, medianOf(first))
   }
 }

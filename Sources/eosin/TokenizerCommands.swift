@@ -1,6 +1,8 @@
 import ArgumentParser
+import EosinPipelines
 import EosinTensor
 import EosinTokenizer
+import EosinWeights
 import Foundation
 
 /// Eosin's chat-format special tokens, in the order they get ids after the learned merges.
@@ -64,18 +66,29 @@ struct Tokenize: ParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Print the tokens and ids of a text.")
 
   @Option(
-    help: "Vocabulary: a folder (vocab.json + merges.txt, or tokenizer.json), a tokenizer.json, or CLIP's merges .txt[.gz].")
+    help:
+      "Vocabulary: a folder (vocab.json + merges.txt, or tokenizer.json), a tokenizer.json, CLIP's merges .txt[.gz], or a GGUF model file (its own tokenizer, as llama.cpp runs it)."
+  )
   var vocab: String = "Vocab"
   @Argument(help: "Text to tokenize.") var text: String
-  @Flag(help: "Add the start and end tokens (CLIP style).") var special = false
+  @Flag(help: "Add the start and end tokens (CLIP style); for GGUF, the model's BOS rule and special-token parsing.")
+  var special = false
 
   func run() throws {
-    let tok = try Tokenizer.load(vocab)
-    var ids = tok.encode(text)
-    if special { ids = (tok.bos.map { [$0] } ?? []) + ids + (tok.eos.map { [$0] } ?? []) }
+    let tok: Tokenizer
+    var ids: [Int32]
+    if vocab.lowercased().hasSuffix(".gguf") {
+      tok = try LanguageModel.tokenizer(GGUFFile(path: vocab))
+      ids = tok.encodeLlama(text, addSpecial: special, parseSpecial: special)
+    } else {
+      tok = try Tokenizer.load(vocab)
+      ids = tok.encode(text)
+      if special { ids = (tok.bos.map { [$0] } ?? []) + ids + (tok.eos.map { [$0] } ?? []) }
+    }
     let strs = tok.tokenStrings(ids)
     for (s, i) in zip(strs, ids) { print("\(String(i).padding(toLength: 7, withPad: " ", startingAt: 0)) \(s)") }
-    print("\(ids.count) tokens (\(tok.style.rawValue), vocab \(tok.vocabSize))")
+    let kind = tok.pre == .gpt2 ? tok.style.rawValue : "\(tok.style.rawValue), pre-tokenizer \(tok.pre.rawValue)"
+    print("\(ids.count) tokens (\(kind), vocab \(tok.vocabSize))")
   }
 }
 

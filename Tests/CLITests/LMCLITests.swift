@@ -1,0 +1,75 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// `eosin lm`, `eosin tokenize --vocab FILE.gguf` and their handling of bad GGUF files.
+final class LMCLITests: XCTestCase {
+  static let fixtures = TestSupport.projectRoot + "/Tests/EosinModelsTests/Fixtures/gguf"
+
+  /// Guards: each malformed GGUF is one line on stderr naming the file, exit status 2, nothing
+  /// on stdout, for `lm info`, `lm generate` and `tokenize`.
+  func testBadGGUFFilesExitTwoWithOneLine() throws {
+    let dir = TestSupport.tempDir("lm-bad")
+    var cases: [(String, Data)] = []
+    let good = GGUFBuilder.tinyLlama().bytes()
+    cases.append(("truncated", good.prefix(good.count / 2)))
+    var magic = GGUFBuilder.tinyLlama()
+    magic.magic = 0
+    cases.append(("magic", magic.bytes()))
+    var v1 = GGUFBuilder.tinyLlama()
+    v1.version = 1
+    cases.append(("version1", v1.bytes()))
+    var off = GGUFBuilder.tinyLlama()
+    off.tensors[2].offset = UInt64(good.count * 4)
+    cases.append(("offset", off.bytes()))
+    var str = GGUFBuilder()
+    str.add("general.architecture", raw: Data([8, 0, 0, 0]) + withUnsafeBytes(of: UInt64(1) << 63) { Data($0) })
+    cases.append(("string-2e63", str.bytes() + Data(count: 64)))
+    var arr = GGUFBuilder()
+    arr.add("tokenizer.ggml.tokens", raw: Data([9, 0, 0, 0, 8, 0, 0, 0]) + withUnsafeBytes(of: UInt64(1) << 62) { Data($0) })
+    cases.append(("array-count", arr.bytes() + Data(count: 64)))
+    var type = GGUFBuilder.tinyLlama()
+    type.tensors[1].type = 99
+    cases.append(("unknown-type", type.bytes()))
+    var arch = GGUFBuilder.tinyLlama()
+    arch.kv[0] = ("general.architecture", Data([8, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]) + Data("rwkv".utf8))
+    cases.append(("unknown-arch", arch.bytes()))
+    cases.append(("vocab-mismatch", GGUFBuilder.tinyLlama(vocab: 256, tokens: 100).bytes()))
+    cases.append(("empty", Data()))
+    for (name, bytes) in cases {
+      let p = dir + "/\(name).gguf"
+      try bytes.write(to: URL(fileURLWithPath: p))
+      for args in [["lm", "info", p], ["lm", "generate", "--gguf", p, "hello"], ["tokenize", "--vocab", p, "hello"]] {
+        if args[0] == "tokenize" && ["unknown-type", "unknown-arch", "vocab-mismatch", "offset"].contains(name) { continue }
+        let r = try CLITests.run(args)
+        XCTAssertEqual(r.status, 2, "\(name) \(args[0]): \(r.stderr)")
+        XCTAssertEqual(r.stdout, "", name)
+        let lines = r.stderr.split(separator: "\n")
+        XCTAssertEqual(lines.count, 1, "\(name): \(r.stderr)")
+        XCTAssertTrue(r.stderr.contains(p), "\(name): \(r.stderr)")
+      }
+    }
+  }
+
+  /// Guards: `lm info` prints the facts, `lm generate` streams a reply through the chat template,
+  /// and `tokenize --vocab FILE.gguf` uses the file's own tokenizer.
+  func testInfoGenerateTokenize() throws {
+    let f = Self.fixtures + "/tiny-qwen2-Q4_K.gguf"
+    let info = try CLITests.run(["lm", "info", f])
+    XCTAssertEqual(info.status, 0, info.stderr)
+    for s in ["qwen2", "Q4_K", "chatml", "separate"] { XCTAssertTrue(info.stdout.contains(s), s) }
+    let g = try CLITests.run(["lm", "generate", "--gguf", f, "hello there", "--max-tokens", "6", "--timings"])
+    XCTAssertEqual(g.status, 0, g.stderr)
+    XCTAssertTrue(g.stderr.contains("tok/s"), g.stderr)
+    let raw = try CLITests.run(["lm", "generate", "--gguf", f, "the cat", "--raw", "--max-tokens", "4", "--precision", "q8"])
+    XCTAssertEqual(raw.status, 0, raw.stderr)
+    let t = try CLITests.run(["tokenize", "--vocab", f, "the 123"])
+    XCTAssertEqual(t.status, 0, t.stderr)
+    XCTAssertTrue(t.stdout.contains("pre-tokenizer qwen2"), t.stdout)
+    // qwen2 splits digits one by one: "1", "2", "3" are separate tokens.
+    XCTAssertEqual(t.stdout.split(separator: "\n").filter { $0.hasSuffix(" 1") || $0.hasSuffix(" 2") || $0.hasSuffix(" 3") }.count, 3, t.stdout)
+    let bad = try CLITests.run(["lm", "generate", "--gguf", f, "x", "--template", "alpaca"])
+    XCTAssertNotEqual(bad.status, 0)
+    XCTAssertTrue(bad.stderr.contains("unknown template"), bad.stderr)
+  }
+}
