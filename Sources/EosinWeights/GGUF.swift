@@ -100,12 +100,18 @@ public final class GGUFFile: @unchecked Sendable {
     guard let m = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), m != MAP_FAILED else {
       throw WeightsError.io(file: path, message: "cannot map file")
     }
-    do {
-      (version, metadataKeys, metadata, alignment, dataStart, tensorList, tensors) = try GGUFFile.parse(UnsafeRawPointer(m), size, path)
-    } catch {
+    let h: Header
+    do { h = try GGUFFile.parse(UnsafeRawPointer(m), size, path) } catch {
       munmap(m, size)
       throw error
     }
+    version = h.version
+    metadataKeys = h.keys
+    metadata = h.metadata
+    alignment = h.alignment
+    dataStart = h.dataStart
+    tensorList = h.tensors
+    tensors = h.byName
     base = m
     fileSize = size
     owned = false
@@ -119,20 +125,35 @@ public final class GGUFFile: @unchecked Sendable {
     guard size >= 24 else { throw WeightsError.gguf(file: name, message: "file is \(size) bytes, shorter than a GGUF header") }
     let m = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
     m.copyMemory(from: bytes.baseAddress!, byteCount: size)
-    do {
-      (version, metadataKeys, metadata, alignment, dataStart, tensorList, tensors) = try GGUFFile.parse(UnsafeRawPointer(m), size, name)
-    } catch {
+    let h: Header
+    do { h = try GGUFFile.parse(UnsafeRawPointer(m), size, name) } catch {
       m.deallocate()
       throw error
     }
+    version = h.version
+    metadataKeys = h.keys
+    metadata = h.metadata
+    alignment = h.alignment
+    dataStart = h.dataStart
+    tensorList = h.tensors
+    tensors = h.byName
     base = m
     fileSize = size
     owned = true
   }
 
-  private static func parse(_ m: UnsafeRawPointer, _ size: Int, _ path: String) throws -> (
-    UInt32, [String], [String: GGUFValue], Int, Int, [GGUFTensorInfo], [String: GGUFTensorInfo]
-  ) {
+  /// What the header and tensor infos of a file hold.
+  private struct Header {
+    var version: UInt32
+    var keys: [String]
+    var metadata: [String: GGUFValue]
+    var alignment: Int
+    var dataStart: Int
+    var tensors: [GGUFTensorInfo]
+    var byName: [String: GGUFTensorInfo]
+  }
+
+  private static func parse(_ m: UnsafeRawPointer, _ size: Int, _ path: String) throws -> Header {
     var r = GGUFReader(base: m, size: size, path: path)
     let magic = try r.u32()
     guard magic == 0x4655_4747 else { throw WeightsError.gguf(file: path, message: "wrong magic (not a GGUF file)") }
@@ -210,10 +231,12 @@ public final class GGUFFile: @unchecked Sendable {
           file: path, message: "tensor '\(t.name)' data (\(t.byteCount) bytes at \(t.offset)) runs past the end of the file (truncated?)")
       }
     }
-    return (version, keys, meta, align, ds, infos, byName)
+    return Header(version: version, keys: keys, metadata: meta, alignment: align, dataStart: ds, tensors: infos, byName: byName)
   }
 
-  deinit { if owned { base.deallocate() } else { munmap(base, fileSize) } }
+  deinit {
+    if owned { base.deallocate() } else { munmap(base, fileSize) }
+  }
 
   /// Raw bytes of a tensor, zero-copy, valid while this object lives.
   public func bytes(_ name: String) throws -> UnsafeRawBufferPointer {
