@@ -97,7 +97,8 @@ public final class LlamaModel: @unchecked Sendable {
     guard let archName = try file.string("general.architecture") else { throw fail("no general.architecture in the metadata") }
     guard let arch = LlamaArchitecture(rawValue: archName) else {
       throw fail(
-        "architecture '\(archName)' is not supported (Eosin runs \(LlamaArchitecture.allCases.map(\.rawValue).joined(separator: ", ")))")
+        "architecture '\(archName)' is not supported (Eosin runs \(LlamaArchitecture.allCases.map(\.rawValue).joined(separator: ", ")))"
+      )
     }
     func req(_ k: String) throws -> Int {
       guard let v = try file.int("\(archName).\(k)") else { throw fail("metadata '\(archName).\(k)' is missing") }
@@ -124,7 +125,8 @@ public final class LlamaModel: @unchecked Sendable {
     }
     let tied = file.tensors["output.weight"] == nil
     config = LlamaConfig(
-      architecture: arch, vocabSize: V, contextLength: ctx, channels: C, layers: NL, heads: NH, kvHeads: NKV, headSize: HS, ffn: ffn,
+      architecture: arch, vocabSize: V, contextLength: ctx, channels: C, layers: NL, heads: NH, kvHeads: NKV, headSize: HS,
+      ffn: ffn,
       ropeBase: base, ropeDims: ropeDims, rmsEps: eps, tiedOutput: tied)
 
     // The name table: every tensor in the file must be one of these, with the expected shape.
@@ -143,7 +145,9 @@ public final class LlamaModel: @unchecked Sendable {
     }
     func vector(_ name: String, _ n: Int) throws -> [Float] {
       guard let t = file.tensors[name] else { throw WeightsError.tensor(file: path, tensor: name, message: "missing") }
-      guard t.dims == [n] else { throw WeightsError.tensor(file: path, tensor: name, message: "expected dims [\(n)], found \(t.dims)") }
+      guard t.dims == [n] else {
+        throw WeightsError.tensor(file: path, tensor: name, message: "expected dims [\(n)], found \(t.dims)")
+      }
       return try file.tensor(name).data
     }
     tokenEmbedding = try matrix("token_embd.weight", V, C)
@@ -156,7 +160,8 @@ public final class LlamaModel: @unchecked Sendable {
           attnNorm: try vector(p + "attn_norm.weight", C), q: try matrix(p + "attn_q.weight", NH * HS, C),
           k: try matrix(p + "attn_k.weight", NKV * HS, C), v: try matrix(p + "attn_v.weight", NKV * HS, C),
           o: try matrix(p + "attn_output.weight", C, NH * HS), qBias: bias ? try vector(p + "attn_q.bias", NH * HS) : nil,
-          kBias: bias ? try vector(p + "attn_k.bias", NKV * HS) : nil, vBias: bias ? try vector(p + "attn_v.bias", NKV * HS) : nil,
+          kBias: bias ? try vector(p + "attn_k.bias", NKV * HS) : nil,
+          vBias: bias ? try vector(p + "attn_v.bias", NKV * HS) : nil,
           ffnNorm: try vector(p + "ffn_norm.weight", C), gate: try matrix(p + "ffn_gate.weight", ffn, C),
           up: try matrix(p + "ffn_up.weight", ffn, C), down: try matrix(p + "ffn_down.weight", C, ffn)))
     }
@@ -182,7 +187,8 @@ public final class LlamaModel: @unchecked Sendable {
   /// A fresh conversation state with room for `capacity` positions (default: the model's
   /// context length, at most 8192).
   public func makeState(capacity: Int? = nil, precision: Precision = .exact) -> LlamaState {
-    LlamaState(config: config, capacity: min(capacity ?? min(config.contextLength, 8192), config.contextLength), precision: precision)
+    LlamaState(
+      config: config, capacity: min(capacity ?? min(config.contextLength, 8192), config.contextLength), precision: precision)
   }
 
   /// Token embeddings (T,C) for `ids`, as the model's input layer computes them.
@@ -210,7 +216,9 @@ public final class LlamaModel: @unchecked Sendable {
   public func forward(embeddings x0: [Float], count T: Int, state s: LlamaState, allLogits: Bool = false) throws -> [Float] {
     let c = config
     let C = c.channels, NH = c.heads, NKV = c.kvHeads, HS = c.headSize, F = c.ffn
-    guard T > 0, x0.count == T * C else { throw ModelError.input("expected \(T) x \(C) input embeddings, got \(x0.count) values") }
+    guard T > 0, x0.count == T * C else {
+      throw ModelError.input("expected \(T) x \(C) input embeddings, got \(x0.count) values")
+    }
     guard s.position + T <= s.capacity else {
       throw ModelError.input("context is full: \(s.position) + \(T) tokens exceed the \(s.capacity) positions of the cache")
     }
@@ -283,7 +291,9 @@ extension QuantMatrix {
   /// out (T, rows) = inp (T, cols) @ W^T: a matrix-vector product for one token (on the q8 path
   /// when `xq` is given), else the batched path through the state's scratch.
   @inline(__always)
-  func product(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ T: Int, _ xq: QuantActivations?, _ s: LlamaState) {
+  func product(
+    _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ T: Int, _ xq: QuantActivations?, _ s: LlamaState
+  ) {
     if T == 1 {
       gemv(out, inp, xq)
     } else {

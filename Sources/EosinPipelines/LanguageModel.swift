@@ -143,10 +143,11 @@ public final class LanguageModel: @unchecked Sendable {
     let types = try file.ints("tokenizer.ggml.token_type")
     let bos = try file.int("tokenizer.ggml.bos_token_id").map { Int32(clamping: $0) }
     let eos = try file.int("tokenizer.ggml.eos_token_id").map { Int32(clamping: $0) }
-    let addBOS = try file.metadata["tokenizer.ggml.add_bos_token"].map { v -> Bool in
-      guard let b = v.bool else { throw TokenizerError.file(path: p, message: "tokenizer.ggml.add_bos_token is not a bool") }
-      return b
-    } ?? (pre == .llama3)
+    let addBOS =
+      try file.metadata["tokenizer.ggml.add_bos_token"].map { v -> Bool in
+        guard let b = v.bool else { throw TokenizerError.file(path: p, message: "tokenizer.ggml.add_bos_token is not a bool") }
+        return b
+      } ?? (pre == .llama3)
     return try Tokenizer.llamaCpp(
       tokens: tokens, types: types, merges: merges, pre: pre, bos: bos, eos: eos, addBOS: addBOS, source: p)
   }
@@ -249,15 +250,23 @@ public final class LanguageModel: @unchecked Sendable {
     for t in f.tensorList { types[t.type.name, default: 0] += 1 }
     func meta(_ k: String) -> String? { f.metadata[k].map { $0.string ?? $0.summary } }
     var rows: [(String, String)] = [
-      ("file", f.path), ("size", "\(f.fileSize) bytes"), ("gguf", "version \(f.version), \(f.tensorList.count) tensors, \(f.metadataKeys.count) metadata keys"),
+      ("file", f.path), ("size", "\(f.fileSize) bytes"),
+      ("gguf", "version \(f.version), \(f.tensorList.count) tensors, \(f.metadataKeys.count) metadata keys"),
       ("name", meta("general.name") ?? "-"), ("architecture", c.architecture.rawValue),
-      ("blocks", "\(c.layers)"), ("width", "\(c.channels)"), ("heads", "\(c.heads) (\(c.kvHeads) key/value, head size \(c.headSize))"),
+      ("blocks", "\(c.layers)"), ("width", "\(c.channels)"),
+      ("heads", "\(c.heads) (\(c.kvHeads) key/value, head size \(c.headSize))"),
       ("feed-forward", "\(c.ffn)"), ("context", "\(c.contextLength)"), ("rope", "base \(c.ropeBase), \(c.ropeDims) dims"),
-      ("vocabulary", "\(c.vocabSize) (\(meta("tokenizer.ggml.model") ?? "-"), pre-tokenizer \(meta("tokenizer.ggml.pre") ?? "-"))"),
+      (
+        "vocabulary",
+        "\(c.vocabSize) (\(meta("tokenizer.ggml.model") ?? "-"), pre-tokenizer \(meta("tokenizer.ggml.pre") ?? "-"))"
+      ),
       ("output head", c.tiedOutput ? "tied to the token embedding" : "separate"),
       ("tensor types", types.sorted { $0.value > $1.value }.map { "\($0.key) (\($0.value))" }.joined(separator: ", ")),
       ("weights per token", "\(model.weightBytesPerToken) bytes"),
-      ("chat template", template.map { $0.rawValue + (defaultSystem.map { ", default system \"\($0)\"" } ?? "") } ?? "none recognised"),
+      (
+        "chat template",
+        template.map { $0.rawValue + (defaultSystem.map { ", default system \"\($0)\"" } ?? "") } ?? "none recognised"
+      ),
       ("licence", meta("general.license") ?? "not stated in the file"),
     ]
     if let o = meta("general.organization") { rows.insert(("organisation", o), at: 4) }

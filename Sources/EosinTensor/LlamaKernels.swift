@@ -81,7 +81,8 @@ public func ropeForward(
 }
 
 /// SwiGLU: out = silu(gate) * up. gate (N), up (N) -> out (N); `out` may alias either.
-public func swigluForward(_ out: UnsafeMutablePointer<Float>, _ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, _ N: Int) {
+public func swigluForward(_ out: UnsafeMutablePointer<Float>, _ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, _ N: Int)
+{
   forEachVector(0..<N) { i, c in
     let g = load16(gate + i, c)
     store16(g / (1 + expSIMD(-g)) * load16(up + i, c), out + i, c)
@@ -112,7 +113,8 @@ public func gqaAttentionForward(
         for j in 0..<L { a[j] = scale * dot(qh, k + j * kvs, HS) }
       } else {
         cblas_sgemm(
-          CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(L), Int32(HS), scale, q + h * HS, Int32(qs), k, Int32(kvs), 0, a,
+          CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(L), Int32(HS), scale, q + h * HS, Int32(qs), k, Int32(kvs), 0,
+          a,
           Int32(L))
       }
       for t in 0..<T {
@@ -130,7 +132,8 @@ public func gqaAttentionForward(
         }
       } else {
         cblas_sgemm(
-          CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(HS), Int32(L), 1, a, Int32(L), v, Int32(kvs), 0, out + h * HS,
+          CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(HS), Int32(L), 1, a, Int32(L), v, Int32(kvs), 0,
+          out + h * HS,
           Int32(qs))
       }
     }

@@ -1,5 +1,5 @@
-import CQuant
 import CBLAS
+import CQuant
 import Foundation
 
 /// The tensor element types of ggml that Eosin reads, by their GGUF type id.
@@ -58,7 +58,6 @@ public enum GGMLType: UInt32, Sendable, CaseIterable {
   }
 }
 
-
 /// A read-only matrix of ggml-typed rows, for the LLaMA-family decoder: `rows` rows of `cols`
 /// elements, `rowBytes` apart, in memory owned by someone else (usually a mapped GGUF file).
 /// weight (OC, C) with OC = rows, C = cols.
@@ -97,7 +96,8 @@ public struct QuantMatrix: @unchecked Sendable {
       let c = q.c
       SpinPool.shared.ranges(rows, minimum: 64) { r in eq_gemv_q8(t, d, rb, c, out, n, Int64(r.lowerBound), Int64(r.upperBound)) }
     } else {
-      SpinPool.shared.ranges(rows, minimum: 64) { r in eq_gemv_f32(t, d, rb, x, out, n, Int64(r.lowerBound), Int64(r.upperBound)) }
+      SpinPool.shared.ranges(rows, minimum: 64) { r in eq_gemv_f32(t, d, rb, x, out, n, Int64(r.lowerBound), Int64(r.upperBound))
+      }
     }
   }
 

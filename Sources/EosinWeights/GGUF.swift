@@ -84,21 +84,8 @@ public final class GGUFFile: @unchecked Sendable {
   /// - Throws: ``WeightsError`` naming the file and what is wrong.
   public init(path: String) throws {
     self.path = path
-    let fd = open(path, O_RDONLY)
-    guard fd >= 0 else {
-      let e = errno
-      throw WeightsError.io(
-        file: path,
-        message: e == ENOENT ? "no such file" : e == ELOOP ? "too many levels of symbolic links" : "cannot open (\(String(cString: strerror(e))))")
-    }
-    defer { close(fd) }
-    var st = stat()
-    fstat(fd, &st)
-    if (st.st_mode & S_IFMT) == S_IFDIR { throw WeightsError.io(file: path, message: "is a directory") }
-    let size = Int(st.st_size)
-    guard size >= 24 else { throw WeightsError.gguf(file: path, message: "file is \(size) bytes, shorter than a GGUF header") }
-    guard let m = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), m != MAP_FAILED else {
-      throw WeightsError.io(file: path, message: "cannot map file")
+    let (m, size) = try mapReadOnly(path, minimum: 24) {
+      WeightsError.gguf(file: path, message: "file is \($0) bytes, shorter than a GGUF header")
     }
     let h: Header
     do { h = try GGUFFile.parse(UnsafeRawPointer(m), size, path) } catch {
@@ -160,13 +147,17 @@ public final class GGUFFile: @unchecked Sendable {
     let version = try r.u32()
     guard version == 2 || version == 3 else {
       throw WeightsError.gguf(
-        file: path, message: "GGUF version \(version) is not supported (Eosin reads versions 2 and 3; convert the model again with a current llama.cpp)")
+        file: path,
+        message:
+          "GGUF version \(version) is not supported (Eosin reads versions 2 and 3; convert the model again with a current llama.cpp)"
+      )
     }
     let nTensors = try r.u64()
     let nKV = try r.u64()
     // Each tensor info takes at least 8+1+4+8+4+8 bytes, each key-value pair at least 8+1+4+1.
     guard nTensors <= UInt64(size / 33), nKV <= UInt64(size / 14) else {
-      throw WeightsError.gguf(file: path, message: "header claims \(nTensors) tensors and \(nKV) metadata entries, more than the file can hold")
+      throw WeightsError.gguf(
+        file: path, message: "header claims \(nTensors) tensors and \(nKV) metadata entries, more than the file can hold")
     }
     var keys: [String] = []
     var meta: [String: GGUFValue] = [:]
@@ -207,12 +198,16 @@ public final class GGUFFile: @unchecked Sendable {
       let tid = try r.u32()
       guard let type = GGMLType(rawValue: tid) else {
         throw WeightsError.gguf(
-          file: path, message: "tensor '\(name)' has type \(GGMLType.unsupportedName(tid)), which Eosin does not support (supported: \(GGMLType.allCases.map(\.name).joined(separator: ", ")))")
+          file: path,
+          message:
+            "tensor '\(name)' has type \(GGMLType.unsupportedName(tid)), which Eosin does not support (supported: \(GGMLType.allCases.map(\.name).joined(separator: ", ")))"
+        )
       }
       let off = try r.u64()
       guard dims[0] % type.blockSize == 0 else {
         throw WeightsError.gguf(
-          file: path, message: "tensor '\(name)' row length \(dims[0]) is not a multiple of the \(type.name) block size \(type.blockSize)")
+          file: path,
+          message: "tensor '\(name)' row length \(dims[0]) is not a multiple of the \(type.name) block size \(type.blockSize)")
       }
       let bytes = count / type.blockSize * type.blockBytes
       guard off < UInt64(size), Int(off) % align == 0 else {
@@ -228,7 +223,8 @@ public final class GGUFFile: @unchecked Sendable {
     for t in infos {
       guard t.offset <= size - ds, t.byteCount <= size - ds - t.offset else {
         throw WeightsError.gguf(
-          file: path, message: "tensor '\(t.name)' data (\(t.byteCount) bytes at \(t.offset)) runs past the end of the file (truncated?)")
+          file: path,
+          message: "tensor '\(t.name)' data (\(t.byteCount) bytes at \(t.offset)) runs past the end of the file (truncated?)")
       }
     }
     return Header(version: version, keys: keys, metadata: meta, alignment: align, dataStart: ds, tensors: infos, byName: byName)
@@ -254,39 +250,35 @@ public final class GGUFFile: @unchecked Sendable {
   /// A metadata number, or nil when absent.
   public func double(_ key: String) throws -> Double? {
     guard let v = metadata[key] else { return nil }
-    guard let d = v.double else { throw WeightsError.gguf(file: path, message: "metadata '\(key)' is \(v.summary), not a number") }
+    guard let d = v.double else {
+      throw WeightsError.gguf(file: path, message: "metadata '\(key)' is \(v.summary), not a number")
+    }
     return d
   }
 
   /// A metadata string, or nil when absent.
   public func string(_ key: String) throws -> String? {
     guard let v = metadata[key] else { return nil }
-    guard let s = v.string else { throw WeightsError.gguf(file: path, message: "metadata '\(key)' is \(v.summary), not a string") }
+    guard let s = v.string else {
+      throw WeightsError.gguf(file: path, message: "metadata '\(key)' is \(v.summary), not a string")
+    }
     return s
   }
 
   /// A metadata array of strings, or nil when absent.
-  public func strings(_ key: String) throws -> [String]? {
-    guard let v = metadata[key] else { return nil }
-    guard let a = v.array else { throw WeightsError.gguf(file: path, message: "metadata '\(key)' is not an array") }
-    var out: [String] = []
-    out.reserveCapacity(a.count)
-    for e in a {
-      guard let s = e.string else { throw WeightsError.gguf(file: path, message: "metadata '\(key)' holds a non-string") }
-      out.append(s)
-    }
-    return out
-  }
+  public func strings(_ key: String) throws -> [String]? { try array(key, "string") { $0.string } }
 
   /// A metadata array of integers, or nil when absent.
-  public func ints(_ key: String) throws -> [Int]? {
+  public func ints(_ key: String) throws -> [Int]? { try array(key, "integer") { $0.int } }
+
+  private func array<T>(_ key: String, _ what: String, _ get: (GGUFValue) -> T?) throws -> [T]? {
     guard let v = metadata[key] else { return nil }
     guard let a = v.array else { throw WeightsError.gguf(file: path, message: "metadata '\(key)' is not an array") }
-    var out: [Int] = []
+    var out: [T] = []
     out.reserveCapacity(a.count)
     for e in a {
-      guard let i = e.int else { throw WeightsError.gguf(file: path, message: "metadata '\(key)' holds a non-integer") }
-      out.append(i)
+      guard let x = get(e) else { throw WeightsError.gguf(file: path, message: "metadata '\(key)' holds a non-\(what)") }
+      out.append(x)
     }
     return out
   }
@@ -364,7 +356,8 @@ private struct GGUFReader {
       let et = try u32()
       let n = try u64()
       // The smallest element is one byte (strings take at least 8): check before allocating.
-      let minSize: UInt64 = et == 8 || et == 9 ? 8 : [0: 1, 1: 1, 7: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 10: 8, 11: 8, 12: 8][et] ?? 1
+      let minSize: UInt64 =
+        et == 8 || et == 9 ? 8 : [0: 1, 1: 1, 7: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 10: 8, 11: 8, 12: 8][et] ?? 1
       guard n <= UInt64(size - pos) / minSize else {
         throw WeightsError.gguf(file: path, message: "metadata '\(key)': array of \(n) items is larger than the file")
       }

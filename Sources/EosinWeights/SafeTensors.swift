@@ -20,6 +20,29 @@ public enum WeightsError: LocalizedError, Equatable {
   }
 }
 
+/// Maps a whole file read-only. Errors name the file: missing, a symlink loop, a folder,
+/// unreadable, or shorter than `minimum` bytes (`short` makes that error from the size).
+func mapReadOnly(_ path: String, minimum: Int, short: (Int) -> WeightsError) throws -> (UnsafeMutableRawPointer, Int) {
+  let fd = open(path, O_RDONLY)
+  guard fd >= 0 else {
+    let e = errno
+    throw WeightsError.io(
+      file: path,
+      message: e == ENOENT
+        ? "no such file" : e == ELOOP ? "too many levels of symbolic links" : "cannot open (\(String(cString: strerror(e))))")
+  }
+  defer { close(fd) }
+  var st = stat()
+  fstat(fd, &st)
+  if (st.st_mode & S_IFMT) == S_IFDIR { throw WeightsError.io(file: path, message: "is a directory") }
+  let size = Int(st.st_size)
+  guard size >= minimum else { throw short(size) }
+  guard let m = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), m != MAP_FAILED else {
+    throw WeightsError.io(file: path, message: "cannot map file")
+  }
+  return (m, size)
+}
+
 /// Element types a safetensors file may hold.
 public enum DType: String, Sendable {
   case f32 = "F32", f16 = "F16", bf16 = "BF16", f64 = "F64", i64 = "I64", i32 = "I32", i16 = "I16", i8 = "I8", u8 = "U8", bool =
@@ -64,21 +87,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
   /// - Throws: ``WeightsError`` naming the file and, for a bad entry, the tensor.
   public init(path: String) throws {
     self.path = path
-    let fd = open(path, O_RDONLY)
-    guard fd >= 0 else {
-      throw WeightsError.io(
-        file: path, message: errno == ENOENT ? "no such file" : "cannot open (\(String(cString: strerror(errno))))")
-    }
-    defer { close(fd) }
-    var st = stat()
-    fstat(fd, &st)
-    if (st.st_mode & S_IFMT) == S_IFDIR { throw WeightsError.io(file: path, message: "is a directory") }
-    let size = Int(st.st_size)
-    guard size >= 8 else {
-      throw WeightsError.format(file: path, message: "file is \(size) bytes, shorter than the 8-byte header length")
-    }
-    guard let m = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), m != MAP_FAILED else {
-      throw WeightsError.io(file: path, message: "cannot map file")
+    let (m, size) = try mapReadOnly(path, minimum: 8) {
+      WeightsError.format(file: path, message: "file is \($0) bytes, shorter than the 8-byte header length")
     }
     base = m
     length = size

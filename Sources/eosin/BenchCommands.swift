@@ -11,7 +11,9 @@ import Foundation
 struct Bench: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Benchmarks. Each prints medians and a ratio against a reference measured in the same run.",
-    subcommands: [BenchSlide.self, BenchEncoder.self, BenchDecoder.self, BenchTokenizer.self, BenchChat.self, BenchTrain.self, BenchLM.self])
+    subcommands: [
+      BenchSlide.self, BenchEncoder.self, BenchDecoder.self, BenchTokenizer.self, BenchChat.self, BenchTrain.self, BenchLM.self,
+    ])
 }
 
 struct BenchSlide: ParsableCommand {

@@ -13,7 +13,10 @@ struct LM: ParsableCommand {
 
 /// Options shared by the commands that open a GGUF model.
 struct LMOptions: ParsableArguments {
-  @Option(help: "Chat template, overriding the one recognised from the file: \(ChatTemplate.allCases.map(\.rawValue).joined(separator: ", ")).")
+  @Option(
+    help:
+      "Chat template, overriding the one recognised from the file: \(ChatTemplate.allCases.map(\.rawValue).joined(separator: ", "))."
+  )
   var template: String?
   @Option(help: "Activation precision of decode: q8 (int8 activations, as llama.cpp) or exact (fp32 activations).")
   var precision: String = "exact"
@@ -62,10 +65,13 @@ struct LMGenerate: ParsableCommand {
   func run() throws {
     let model = try lm.open(gguf)
     if !raw && model.template == nil {
-      throw CLIError("\(gguf): chat template not recognised; pass --template \(ChatTemplate.allCases.map(\.rawValue).joined(separator: "|")) or --raw")
+      throw CLIError(
+        "\(gguf): chat template not recognised; pass --template \(ChatTemplate.allCases.map(\.rawValue).joined(separator: "|")) or --raw"
+      )
     }
     let ids = model.promptIDs(user: prompt, system: system, raw: raw)
-    let state = model.model.makeState(capacity: min(model.model.config.contextLength, ids.count + maxTokens + 1), precision: try lm.decodePrecision())
+    let state = model.model.makeState(
+      capacity: min(model.model.config.contextLength, ids.count + maxTokens + 1), precision: try lm.decodePrecision())
     let out = FileHandle.standardOutput
     let g = try model.generate(
       prompt: ids, state: state, options: SamplingOptions(temperature: temperature, topP: topP, seed: seed, maxTokens: maxTokens)
@@ -121,11 +127,16 @@ struct BenchLM: ParsableCommand {
     let bw = Probes.readBandwidthGBs()
     let bytes = Double(m.model.weightBytesPerToken)
     let bound = bw * 1e9 / bytes
-    print("model       \(gguf) (\(m.model.config.architecture.rawValue), \(m.model.config.layers) blocks, \(Int(bytes)) weight bytes/token)")
-    print("threads     \(Threads.cores) (process affinity), decode precision \(precision.rawValue), SIMD kernels \(quantKernelsUseSIMD ? "AVX-512" : "portable")")
+    print(
+      "model       \(gguf) (\(m.model.config.architecture.rawValue), \(m.model.config.layers) blocks, \(Int(bytes)) weight bytes/token)"
+    )
+    print(
+      "threads     \(Threads.cores) (process affinity), decode precision \(precision.rawValue), SIMD kernels \(quantKernelsUseSIMD ? "AVX-512" : "portable")"
+    )
     print("start-up    \(fmt(startup * 1000, 1)) ms to a loaded model (map, metadata, tokenizer)")
     print("prompt      \(fmt(ppM, 1)) tok/s (pp\(prompt), median of \(repeats); range \(fmt(pp.min()!, 1))-\(fmt(pp.max()!, 1)))")
-    print("generation  \(fmt(tgM, 1)) tok/s (tg\(generate), median of \(repeats); range \(fmt(tg.min()!, 1))-\(fmt(tg.max()!, 1)))")
+    print(
+      "generation  \(fmt(tgM, 1)) tok/s (tg\(generate), median of \(repeats); range \(fmt(tg.min()!, 1))-\(fmt(tg.max()!, 1)))")
     print("first token \(fmt(first * 1000, 2)) ms (one decode step from an empty cache)")
     print("bandwidth   \(fmt(bw, 1)) GB/s read, bound \(fmt(bound, 1)) tok/s; generation reaches \(fmt(tgM / bound, 2)) of it")
     if let l = llamaCppGen { print("vs llama.cpp generation  \(fmt(tgM / l, 2))x (llama.cpp \(fmt(l, 1)) tok/s)") }
@@ -138,7 +149,9 @@ struct BenchLM: ParsableCommand {
       defer { busy.terminate() }
       Thread.sleep(forTimeInterval: 0.2)
       let (bp, bt, _, _, _) = try measure(m, precision)
-      print("busy core   prompt \(fmt(bp, 1)) tok/s (\(fmt(bp / ppM, 2))x of quiet), generation \(fmt(bt, 1)) tok/s (\(fmt(bt / tgM, 2))x of quiet), with a busy-loop process beside")
+      print(
+        "busy core   prompt \(fmt(bp, 1)) tok/s (\(fmt(bp / ppM, 2))x of quiet), generation \(fmt(bt, 1)) tok/s (\(fmt(bt / tgM, 2))x of quiet), with a busy-loop process beside"
+      )
     }
   }
 

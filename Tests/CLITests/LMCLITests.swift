@@ -67,7 +67,9 @@ final class LMCLITests: XCTestCase {
     XCTAssertEqual(t.status, 0, t.stderr)
     XCTAssertTrue(t.stdout.contains("pre-tokenizer qwen2"), t.stdout)
     // qwen2 splits digits one by one: "1", "2", "3" are separate tokens.
-    XCTAssertEqual(t.stdout.split(separator: "\n").filter { $0.hasSuffix(" 1") || $0.hasSuffix(" 2") || $0.hasSuffix(" 3") }.count, 3, t.stdout)
+    XCTAssertEqual(
+      t.stdout.split(separator: "\n").filter { $0.hasSuffix(" 1") || $0.hasSuffix(" 2") || $0.hasSuffix(" 3") }.count, 3, t.stdout
+    )
     let bad = try CLITests.run(["lm", "generate", "--gguf", f, "x", "--template", "alpaca"])
     XCTAssertNotEqual(bad.status, 0)
     XCTAssertTrue(bad.stderr.contains("unknown template"), bad.stderr)

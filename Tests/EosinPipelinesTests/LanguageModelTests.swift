@@ -54,15 +54,19 @@ final class LanguageModelTests: XCTestCase {
     let smol =
       "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
     XCTAssertEqual(ChatTemplate.detect(smol), .chatml)
-    XCTAssertEqual(ChatTemplate.defaultSystem(smol, .chatml), "You are a helpful AI assistant named SmolLM, trained by Hugging Face")
+    XCTAssertEqual(
+      ChatTemplate.defaultSystem(smol, .chatml), "You are a helpful AI assistant named SmolLM, trained by Hugging Face")
     let escaped = smol.replacingOccurrences(of: "\n", with: "\\n")
-    XCTAssertEqual(ChatTemplate.defaultSystem(escaped, .chatml), "You are a helpful AI assistant named SmolLM, trained by Hugging Face")
+    XCTAssertEqual(
+      ChatTemplate.defaultSystem(escaped, .chatml), "You are a helpful AI assistant named SmolLM, trained by Hugging Face")
     XCTAssertNil(ChatTemplate.defaultSystem("{{'<|im_start|>' + m['role'] }}", .chatml))
     XCTAssertEqual(
-      ChatTemplate.chatml.render([("system", "S"), ("user", "Q")]), "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n")
+      ChatTemplate.chatml.render([("system", "S"), ("user", "Q")]),
+      "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n")
     XCTAssertEqual(ChatTemplate.detect("{{ '<|start_header_id|>' + role + '<|end_header_id|>\n\n' }}"), .llama3)
     XCTAssertEqual(
-      ChatTemplate.llama3.render([("user", "Q")]), "<|start_header_id|>user<|end_header_id|>\n\nQ<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+      ChatTemplate.llama3.render([("user", "Q")]),
+      "<|start_header_id|>user<|end_header_id|>\n\nQ<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
     XCTAssertNil(ChatTemplate.detect("{{ messages }}"))
   }
 
@@ -121,9 +125,12 @@ final class LanguageModelTests: XCTestCase {
       // Prompt through the batched path except its last token, which takes the q8 decode path.
       _ = try lm.model.forward(Array(ids.dropLast()), state: s)
       let logits = try lm.model.forward([ids.last!], state: s)
-      for (i, v) in zip(e["last_top_ids"] as! [Int], e["last_top_logits"] as! [Double]) { worst = max(worst, abs(logits[i] - Float(v))) }
+      for (i, v) in zip(e["last_top_ids"] as! [Int], e["last_top_logits"] as! [Double]) {
+        worst = max(worst, abs(logits[i] - Float(v)))
+      }
       let want = (e["transformers"] as! [Int]).map { Int32($0) }
-      let q8 = try lm.generate(prompt: ids, state: lm.model.makeState(capacity: 256, precision: .q8), options: SamplingOptions(maxTokens: 32))
+      let q8 = try lm.generate(
+        prompt: ids, state: lm.model.makeState(capacity: 256, precision: .q8), options: SamplingOptions(maxTokens: 32))
       let n = min(32, want.count)
       if Array(q8.tokens.prefix(n)) == Array(want.prefix(n)) { agreeing += 1 }
     }
