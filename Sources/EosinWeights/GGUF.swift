@@ -82,41 +82,33 @@ public final class GGUFFile: @unchecked Sendable {
 
   /// Opens and validates a file.
   /// - Throws: ``WeightsError`` naming the file and what is wrong.
-  public init(path: String) throws {
-    self.path = path
+  public convenience init(path: String) throws {
     let (m, size) = try mapReadOnly(path, minimum: 24) {
       WeightsError.gguf(file: path, message: "file is \($0) bytes, shorter than a GGUF header")
     }
-    let h: Header
-    do { h = try GGUFFile.parse(UnsafeRawPointer(m), size, path) } catch {
+    do { try self.init(path: path, base: m, size: size, owned: false) } catch {
       munmap(m, size)
       throw error
     }
-    version = h.version
-    metadataKeys = h.keys
-    metadata = h.metadata
-    alignment = h.alignment
-    dataStart = h.dataStart
-    tensorList = h.tensors
-    tensors = h.byName
-    base = m
-    fileSize = size
-    owned = false
   }
 
   /// Parses a GGUF image held in memory (copied), for fuzzing and tests; `name` stands for the
   /// file in messages.
-  public init(bytes: UnsafeRawBufferPointer, name: String) throws {
-    path = name
+  public convenience init(bytes: UnsafeRawBufferPointer, name: String) throws {
     let size = bytes.count
     guard size >= 24 else { throw WeightsError.gguf(file: name, message: "file is \(size) bytes, shorter than a GGUF header") }
     let m = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
     m.copyMemory(from: bytes.baseAddress!, byteCount: size)
-    let h: Header
-    do { h = try GGUFFile.parse(UnsafeRawPointer(m), size, name) } catch {
+    do { try self.init(path: name, base: m, size: size, owned: true) } catch {
       m.deallocate()
       throw error
     }
+  }
+
+  /// Parses the image at `base`; on a throw the caller still owns `base`.
+  private init(path: String, base m: UnsafeMutableRawPointer, size: Int, owned: Bool) throws {
+    let h = try GGUFFile.parse(UnsafeRawPointer(m), size, path)
+    self.path = path
     version = h.version
     metadataKeys = h.keys
     metadata = h.metadata
@@ -126,7 +118,7 @@ public final class GGUFFile: @unchecked Sendable {
     tensors = h.byName
     base = m
     fileSize = size
-    owned = true
+    self.owned = owned
   }
 
   /// What the header and tensor infos of a file hold.
