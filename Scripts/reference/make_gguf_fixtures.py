@@ -102,7 +102,7 @@ def write_model(path, arch, t, C, NL, NH, NKV, F):
     HS = C // NH
     w = gguf.GGUFWriter(path, arch)
     w.add_name(f"tiny-{arch}")
-    w.add_context_length(256)
+    w.add_context_length(2048)
     w.add_embedding_length(C)
     w.add_block_count(NL)
     w.add_feed_forward_length(F)

@@ -61,7 +61,10 @@ public final class ChatSession {
   public private(set) var embeddings: SlideEmbeddings?
   public private(set) var facts = InputFacts()
   public private(set) var slideInfo: [String: String] = [:]
-  public private(set) var lastAnswer: ChatAnswer?
+  public internal(set) var lastAnswer: ChatAnswer?
+  /// When set, answers come from this pretrained language model, grounded on the classifier and
+  /// Eosin's notes (``GroundedLM``), instead of the embedded small decoder.
+  public var grounded: GroundedLM?
   /// The first diagnosis an answer named on the open slide (class name), for the cross-turn
   /// consistency check.
   public private(set) var firstDiagnosis: String?
@@ -177,6 +180,7 @@ public final class ChatSession {
   /// Answers a question about the open slide. `onToken` receives each decoded piece as it is
   /// generated and returns false to cancel (Ctrl-C); a cancelled answer is returned as such.
   public func ask(_ question: String, onToken: (String) -> Bool = { _ in true }) throws -> ChatAnswer {
+    if let g = grounded { return try askGrounded(question, g, onToken: onToken) }
     guard let e = embeddings else {
       throw PipelineError.input("no slide is open; open one with :open PATH, or start with `eosin chat SLIDE`")
     }

@@ -64,11 +64,15 @@ public struct SamplingOptions: Sendable {
   public var topP: Float = 1
   public var seed: UInt64 = 0
   public var maxTokens = 256
-  public init(temperature: Float = 0, topP: Float = 1, seed: UInt64 = 0, maxTokens: Int = 256) {
+  /// Repetition penalty on tokens already generated (CTRL's rule: positive logits divided by it,
+  /// negative ones multiplied); 1 is off, the default, so greedy output matches transformers.
+  public var repeatPenalty: Float = 1
+  public init(temperature: Float = 0, topP: Float = 1, seed: UInt64 = 0, maxTokens: Int = 256, repeatPenalty: Float = 1) {
     self.temperature = temperature
     self.topP = topP
     self.seed = seed
     self.maxTokens = maxTokens
+    self.repeatPenalty = repeatPenalty
   }
 }
 
@@ -180,6 +184,12 @@ public final class LanguageModel: @unchecked Sendable {
     let tGen0 = Probes.now()
     var tAfterFirst = tGen0
     for i in 0..<options.maxTokens {
+      if options.repeatPenalty != 1 {
+        for t in Set(out) {
+          let l = logits[Int(t)]
+          logits[Int(t)] = l > 0 ? l / options.repeatPenalty : l * options.repeatPenalty
+        }
+      }
       let (id, p) = LanguageModel.sample(logits, options, &rng)
       if i == 0 {
         tFirst = Probes.now() - t0

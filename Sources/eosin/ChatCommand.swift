@@ -43,6 +43,11 @@ struct Chat: ParsableCommand {
   @Option(help: "Nucleus sampling mass.") var topP: Float = 0.9
   @Option(help: "Seed for sampling.") var seed: UInt64 = 0
   @Option(help: "Longest answer in tokens.") var maxTokens = 40
+  @Option(
+    help:
+      "A GGUF language model (LLaMA family) to answer with, grounded on the classifier and Eosin's notes; default $EOSIN_LM. Without one, the embedded small decoder answers."
+  )
+  var lm: String?
   @Option(help: ArgumentHelp("Pause after each streamed piece (for demos and the terminal test).", visibility: .hidden))
   var streamDelayMs = 0
 
@@ -59,6 +64,18 @@ struct Chat: ParsableCommand {
     let session = ChatSession(bundle: bundle, chat: chatModel, promptSets: sets, cacheDir: model.cacheDir)
     session.sampler = Sampler(temperature: temperature, topP: topP, seed: seed)
     session.maxTokens = maxTokens
+    if let path = lm ?? ProcessInfo.processInfo.environment["EOSIN_LM"].flatMap({ $0.isEmpty ? nil : $0 }) {
+      let model = try LanguageModel(path: path)
+      let dirs = ["knowledge", "notes"].compactMap { sub in
+        promptDirs(sub).first { FileManager.default.fileExists(atPath: $0) }
+      }
+      let g = GroundedLM(lm: model, notes: try KnowledgeNotes(directories: dirs))
+      g.maxTokens = max(maxTokens, 120)
+      session.grounded = g
+      warn(
+        "chat model: \((path as NSString).lastPathComponent) (\(model.model.config.architecture.rawValue)); no slide tokens (Eosin has trained no projector for it): answers are grounded on the classifier and Eosin's notes (\(g.notes.passages.count) passages)"
+      )
+    }
     let env = ProcessInfo.processInfo.environment
     let state = (env["XDG_STATE_HOME"] ?? ((env["HOME"] ?? NSTemporaryDirectory()) + "/.local/state")) + "/eosin"
     let transcript = try Transcript(directory: state + "/sessions")

@@ -75,3 +75,21 @@ final class LMCLITests: XCTestCase {
     XCTAssertTrue(bad.stderr.contains("unknown template"), bad.stderr)
   }
 }
+
+/// `eosin chat --lm FILE.gguf`: the grounded chat path end to end, offline, on a tiny random GGUF.
+final class GroundedChatCLITests: XCTestCase {
+  /// Guards: the model is named once on stderr; each question gets an answer and one confidence
+  /// or REVIEW line; an off-topic question is flagged as not from Eosin's notes.
+  func testChatWithGGUF() throws {
+    let lm = LMCLITests.fixtures + "/tiny-llama-Q4_0.gguf"
+    let r = try CLITests.run(
+      [
+        "chat", "--weights", ChatCLITests.bundle, "--cache", ChatCLITests.dir + "/cache", "--lm", lm, ChatCLITests.slide,
+      ], stdin: "What is the diagnosis?\nWhat is the capital of France?\n", env: ["XDG_STATE_HOME": ChatCLITests.dir + "/state"])
+    XCTAssertEqual(r.status, 0, r.stderr)
+    XCTAssertTrue(r.stderr.contains("chat model: tiny-llama-Q4_0.gguf"), r.stderr)
+    let verdicts = r.stdout.split(separator: "\n").filter { $0.hasPrefix("confidence ") || $0.hasPrefix("⚠ REVIEW:") }
+    XCTAssertEqual(verdicts.count, 2, r.stdout)
+    XCTAssertTrue(r.stdout.contains("not from Eosin's notes"), r.stdout)
+  }
+}

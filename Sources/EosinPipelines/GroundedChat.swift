@@ -1,0 +1,337 @@
+import EosinModels
+import Foundation
+
+/// A pretrained GGUF language model answering chat questions, grounded on the open slide's facts,
+/// the classifier's verdict and Eosin's notes (retrieved per question). Eosin has trained no
+/// projector for it, so it runs without slide tokens. The slide's context is prefilled once and
+/// its KV cache reused across turns. Not thread-safe.
+public final class GroundedLM {
+  public let lm: LanguageModel
+  public let notes: KnowledgeNotes
+  public var maxTokens = 96
+  /// A small model loops without it; a mild 1.1 stops the loops without pushing it off topic.
+  public var repeatPenalty: Float = 1.1
+  /// Answers stop after this many sentences: a 135M model copies the notes faithfully at first
+  /// and drifts after.
+  public var maxSentences = 2
+  var state: LlamaState
+  var cachedPrefix: [Int32] = []
+
+  public init(lm: LanguageModel, notes: KnowledgeNotes) {
+    self.lm = lm
+    self.notes = notes
+    state = lm.model.makeState(capacity: 2048)
+  }
+
+  /// Generates after `prefix` (reusing its cached positions when it equals the last one) and
+  /// `rest`, streaming text to `onText`.
+  /// Generates and streams at most ``maxSentences`` sentences; returns the generation and the
+  /// text streamed (the answer, cut at the sentence end).
+  func generate(prefix: [Int32], rest: [Int32], onText: (String) -> Bool) throws -> (Generation, String) {
+    var text = ""
+    var sentences = 0
+    var stopped = false
+    let limit = maxSentences
+    let g = try generateRaw(prefix: prefix, rest: rest) { piece in
+      var emit = ""
+      for ch in piece {
+        if ch == " " || ch == "\n", let last = (text + emit).last, ".!?".contains(last) {
+          sentences += 1
+          if sentences >= limit {
+            stopped = true
+            break
+          }
+        }
+        emit.append(ch)
+      }
+      text += emit
+      if !emit.isEmpty && !onText(emit) { return false }
+      return !stopped
+    }
+    return (g, text)
+  }
+
+  private func generateRaw(prefix: [Int32], rest: [Int32], onText: (String) -> Bool) throws -> Generation {
+    var same = cachedPrefix.count <= state.position && !cachedPrefix.isEmpty && cachedPrefix == prefix
+    if prefix.count + rest.count + maxTokens >= state.capacity { same = false }
+    if same {
+      state.truncate(to: prefix.count)
+      return try lm.generate(prompt: rest, state: state, options: SamplingOptions(maxTokens: maxTokens, repeatPenalty: repeatPenalty), onText: onText)
+    }
+    state = lm.model.makeState(capacity: max(2048, prefix.count + rest.count + maxTokens + 8))
+    _ = try lm.model.forward(prefix, state: state)
+    cachedPrefix = prefix
+    return try lm.generate(
+      prompt: rest, state: state, options: SamplingOptions(maxTokens: maxTokens, repeatPenalty: repeatPenalty), onText: onText)
+  }
+}
+
+/// The claims in an answer that matter, checked against the classifier and the slide: which
+/// diagnoses and organs it names, benign or malignant polarity, and whether it gives a diagnosis
+/// at all when the question was not about the slide. Each failed check is a review flag that
+/// quotes the claim.
+public enum ClaimGate {
+  /// Diagnosis terms that are not classes of Eosin's prompt sets; naming one is a claim no
+  /// classifier supports.
+  public static let diagnosisTerms = [
+    "melanoma", "lymphoma", "leukemia", "leukaemia", "sarcoma", "glioma", "glioblastoma", "mesothelioma", "carcinoid",
+    "neuroendocrine", "small cell carcinoma", "large cell carcinoma", "adenocarcinoma", "squamous cell carcinoma", "carcinoma",
+    "adenoma", "dysplasia", "neoplasia", "metastasis", "metastatic", "tuberculosis", "granuloma", "sarcoidosis", "infarct",
+    "hamartoma", "myeloma", "seminoma", "teratoma", "blastoma", "tumour", "tumor", "cancer", "malignancy", "lesion", "polyp",
+    "hyperplasia", "gleason",
+  ]
+  static let malignantWords = ["malignant", "malignancy", "cancer", "carcinoma", "sarcoma", "metastatic", "invasive"]
+  static let benignWords = ["benign", "normal tissue", "no malignancy", "non-neoplastic", "nonneoplastic", "reactive"]
+  static let negations = ["no ", "not ", "without ", "negative for ", "free of ", "absence of ", "rule out ", "ruled out "]
+  static let slideWords = [
+    "slide", "tissue", "this", "these", "here", "tile", "image", "diagnos", "malignan", "benign", "tumor", "tumour", "cancer",
+    "grade", "cells", "lesion", "finding", "feature", "stain", "biopsy", "specimen", "sample", "case", "organ", "see", "seen",
+    "show", "look",
+  ]
+
+  /// Whether a question is about the open slide (or tiles), judged by its words.
+  public static func isAboutSlide(_ question: String) -> Bool {
+    let q = " " + question.lowercased() + " "
+    return slideWords.contains { q.contains($0) }
+  }
+
+  /// Benign or malignant, as a class name implies (nil when it implies neither).
+  public static func polarity(ofClass name: String) -> Bool? {
+    let n = name.lowercased()
+    if n.contains("no interpretable") { return nil }
+    if malignantWords.contains(where: { n.contains($0) }) { return true }
+    if n.contains("benign") || n.contains("normal") { return false }
+    return nil
+  }
+
+  /// The sentence of `text` around a match, for quoting.
+  static func sentence(_ text: String, around r: Range<String.Index>) -> String {
+    let seps: Set<Character> = [".", "!", "?", "\n"]
+    var a = r.lowerBound
+    while a > text.startIndex, !seps.contains(text[text.index(before: a)]) { a = text.index(before: a) }
+    var b = r.upperBound
+    while b < text.endIndex, !seps.contains(text[b]) { b = text.index(after: b) }
+    let s = text[a..<b].trimmingCharacters(in: .whitespaces)
+    return s.count > 160 ? String(s.prefix(157)) + "..." : s
+  }
+
+  /// Non-negated occurrences of `term` in lower-cased `t`, with the quoted sentence.
+  static func asserted(_ term: String, in t: String, original o0: String) -> String? {
+    // Lower-casing can change the length of a few characters; then quote the lower-cased text.
+    let original = o0.count == t.count ? o0 : t
+    var from = t.startIndex
+    while let r = t.range(of: term, range: from..<t.endIndex) {
+      from = r.upperBound
+      // Whole words only.
+      if r.lowerBound > t.startIndex, t[t.index(before: r.lowerBound)].isLetter { continue }
+      if r.upperBound < t.endIndex, t[r.upperBound].isLetter, !(t[r.upperBound] == "s") { continue }
+      let before = String(t[t.index(r.lowerBound, offsetBy: -min(t.distance(from: t.startIndex, to: r.lowerBound), 24))..<r.lowerBound])
+      if negations.contains(where: { before.contains($0) }) { continue }
+      let o = original.index(original.startIndex, offsetBy: t.distance(from: t.startIndex, to: r.lowerBound))
+      let oe = original.index(o, offsetBy: term.count)
+      return sentence(original, around: o..<oe)
+    }
+    return nil
+  }
+
+  /// The one class of `set` that the text asserts (by name or synonym, longest first, not
+  /// negated), with the quoted sentence; nil when none or several.
+  static func assertedClass(_ t: String, _ original: String, _ set: PromptSet) -> (String, String)? {
+    var phrases: [(String, String)] = []
+    for c in set.allClasses { for p in c.phrases { phrases.append((p.lowercased(), c.name)) } }
+    phrases.sort { $0.0.count > $1.0.count }
+    var found: [String: String] = [:]
+    var rest = t
+    for (p, name) in phrases where rest.contains(p) {
+      if let q = asserted(p, in: rest, original: original) { found[name] = found[name] ?? q }
+      rest = rest.replacingOccurrences(of: p, with: String(repeating: " ", count: p.count))
+    }
+    return found.count == 1 ? (found.first!.key, found.first!.value) : nil
+  }
+
+  /// Checks an answer. `verdict` is the classifier's class on the slide (nil when the question
+  /// is not about the slide); `verdictSet` its prompt set; `otherSets` the rest. `general` marks
+  /// a general pathology question (Eosin's notes had passages for it), where naming diagnoses
+  /// is the point; otherwise a question not about the slide must get no diagnosis.
+  /// - Returns: the flags, and whether the answer agrees with the classifier (nil: no claim).
+  public static func check(
+    answer: String, question: String, verdict: String?, verdictSet: PromptSet?, otherSets: [PromptSet], general: Bool = false
+  ) -> (flags: [ReviewFlag], consistent: Bool?) {
+    let t = answer.lowercased()
+    var flags: [ReviewFlag] = []
+    var consistent: Bool? = nil
+    guard let v = verdict, let set = verdictSet else {
+      if general { return (flags, nil) }
+      // Neither about the slide nor about pathology: any diagnosis is out of place.
+      for term in diagnosisTerms + malignantWords {
+        if let s = asserted(term, in: t, original: answer) {
+          flags.append(ReviewFlag(code: "off-topic-diagnosis", reason: "the question is not about the slide, but the answer claims \"\(s)\""))
+          break
+        }
+      }
+      return (flags, nil)
+    }
+    let vPhrases = (set.allClasses.first { $0.name == v }?.phrases ?? [v]).map { $0.lowercased() }
+    // Classes of the verdict's set, and of other organs' sets (asserted, not negated).
+    if let (name, q) = assertedClass(t, answer, set) {
+      if name != v {
+        consistent = false
+        flags.append(ReviewFlag(code: "inconsistent", reason: "answer claims \"\(q)\" but the classifier sees \(v)"))
+      } else {
+        consistent = true
+      }
+    } else {
+      for o in otherSets where o.name != set.name {
+        guard let (name, q) = assertedClass(t, answer, o), name != o.background?.name, !vPhrases.contains(name.lowercased()) else {
+          continue
+        }
+        // The malignancy set's benign class agrees with a benign verdict, its malignant one does not.
+        if let pv = polarity(ofClass: v), let pn = polarity(ofClass: name), pv == pn { continue }
+        consistent = false
+        flags.append(
+          ReviewFlag(code: "inconsistent", reason: "answer claims \"\(q)\", naming \(name) (\(o.name) set), but the classifier sees \(v)"))
+        break
+      }
+    }
+    // Specific diagnoses no class supports.
+    if consistent != false {
+      for term in diagnosisTerms where !vPhrases.contains(where: { $0.contains(term) }) {
+        if let s = asserted(term, in: t, original: answer) {
+          consistent = false
+          flags.append(ReviewFlag(code: "unsupported-claim", reason: "\"\(s)\": \(term) is not what the classifier sees (\(v))"))
+          break
+        }
+      }
+    }
+    // Polarity.
+    if let p = polarity(ofClass: v) {
+      let words = p ? benignWords : malignantWords
+      for w in words where !vPhrases.contains(where: { $0.contains(w) }) {
+        if let s = asserted(w, in: t, original: answer) {
+          consistent = false
+          flags.append(
+            ReviewFlag(code: "wrong-polarity", reason: "\"\(s)\" calls it \(p ? "benign" : "malignant"), but the classifier sees \(v)"))
+          break
+        }
+      }
+    }
+    return (flags, consistent)
+  }
+}
+
+extension ChatSession {
+  /// Answers with the grounded language model: slide facts and the classifier's verdict in the
+  /// system context (when the question is about the slide), the best notes passages in the user
+  /// turn, and the claim gate after. The answer names the note it used.
+  func askGrounded(_ question: String, _ g: GroundedLM, onToken: (String) -> Bool) throws -> ChatAnswer {
+    let about = ClaimGate.isAboutSlide(question) && embeddings != nil
+    var system = "You are Eosin, a careful assistant for pathologists. Answer in two or three sentences."
+    var set: PromptSet? = nil
+    var result: SlideResult? = nil
+    var verdictName: String? = nil
+    var picks: [Int] = []
+    if about, let e = embeddings {
+      let s = try promptSet(for: question)
+      let (clf, r) = try verdict(s)
+      set = s
+      result = r
+      verdictName = clf.classNames[r.verdict]
+      picks = try selectTiles(for: question)
+      let p = String(format: "%.2f", r.probs[r.verdict])
+      var facts = "The open slide: \(slideInfo["file"] ?? "images"), \(e.tiles.count) tiles"
+      if let tf = slideInfo["tissue"] { facts += ", tissue \(tf)" }
+      system += " \(facts). Eosin's image classifier (\(s.name) classes) calls it \(verdictName!) with probability \(p)."
+      if !r.flags.isEmpty { system += " It flags: " + r.flags.map(\.reason).joined(separator: "; ") + "." }
+      system += " Base your answer on this classifier result; do not name any other diagnosis."
+    } else {
+      system += " If you do not know, say so."
+    }
+    // Slide questions retrieve with the verdict's name too, so its class notes come first.
+    let hits = g.notes.search(question + (verdictName.map { " " + $0 } ?? ""), k: 2)
+    var user = question
+    if !hits.isEmpty {
+      user = "Notes:\n" + hits.map { "- \($0.0.text)" }.joined(separator: "\n") + "\n\nUsing the notes, answer: " + question
+    }
+    let tok = g.lm.tokenizer
+    guard let tmpl = g.lm.template else { throw PipelineError.input("\(g.lm.path): the language model has no chat template") }
+    // The system turn is the cached prefix; the user turn and the assistant opening follow.
+    let prefixText = tmpl.render([(role: "system", content: system)], generationPrompt: false)
+    let restText = tmpl.render([(role: "user", content: user)], generationPrompt: true)
+    let prefix = tok.encodeLlama(prefixText, addSpecial: true, parseSpecial: true)
+    var rest = tok.encodeLlama(restText, addSpecial: false, parseSpecial: true)
+    let context = g.lm.model.config.contextLength
+    if prefix.count + rest.count + g.maxTokens > context {
+      // Too long for the model's context: leave the notes out, then give up with a clear message.
+      rest = tok.encodeLlama(tmpl.render([(role: "user", content: question)], generationPrompt: true), addSpecial: false, parseSpecial: true)
+      guard prefix.count + rest.count + g.maxTokens <= context else {
+        throw PipelineError.input(
+          "the question (\(rest.count) tokens) does not fit the language model's context of \(context) tokens with the slide's facts")
+      }
+    }
+    var cancelled = false
+    let (gen, streamed) = try g.generate(prefix: prefix, rest: rest) { piece in
+      if !onToken(piece) {
+        cancelled = true
+        return false
+      }
+      return true
+    }
+    var answer = streamed.trimmingCharacters(in: .whitespacesAndNewlines)
+    // Confidence of the wording: mean probability of the content tokens.
+    var ps: [Float] = []
+    for (t, p) in zip(gen.tokens, gen.probabilities) {
+      let s = String(decoding: tok.bytes(of: t), as: UTF8.self)
+      if s.unicodeScalars.contains(where: { CharacterSet.letters.contains($0) }) { ps.append(p) }
+    }
+    let genConf = ps.isEmpty ? 0 : ps.reduce(0, +) / Float(ps.count)
+    var (flags, consistent) = ClaimGate.check(
+      answer: answer, question: question, verdict: verdictName, verdictSet: set, otherSets: promptSets, general: !hits.isEmpty)
+    if !about && hits.isEmpty {
+      flags.append(ReviewFlag(code: "not-from-notes", reason: "not from Eosin's notes: nothing relevant was found, so this is the language model's own text"))
+    }
+    if !hits.isEmpty && !answer.isEmpty {
+      // Grounding: the answer's content words should come from the notes (or the slide context).
+      let context = Set(KnowledgeNotes.words(hits.map { $0.0.text }.joined(separator: " ") + " " + system + " " + question))
+      let words = KnowledgeNotes.words(answer)
+      let supported = words.filter { context.contains($0) }.count
+      let share = Double(supported) / Double(max(1, words.count))
+      if words.count >= 4 && share < 0.6 {
+        flags.append(
+          ReviewFlag(
+            code: "unsupported-by-notes",
+            reason: String(format: "only %.0f%% of the answer's content words come from Eosin's notes or the slide's facts", share * 100)))
+      }
+    }
+    if let h = hits.first {
+      let src = "(Source: Eosin's notes, \(h.0.source))"
+      answer += "\n" + src
+      if !cancelled { _ = onToken("\n" + src) }
+    }
+    if genConf < 0.5 {
+      flags.append(
+        ReviewFlag(code: "unsure-generator", reason: String(format: "the answer's wording is uncertain (token probability %.2f)", genConf)))
+    }
+    if cancelled { flags.append(ReviewFlag(code: "cancelled", reason: "answer was cancelled")) }
+    var conf: Confidence
+    if let r = result {
+      conf = r.confidence
+      flags = r.flags.filter { $0.code != "inconsistent" } + flags
+      // The answer's own confidence: its wording, and zero when it contradicts the evidence.
+      conf.probability = consistent == false ? 0 : min(r.confidence.probability, genConf)
+    } else {
+      conf = Confidence(probability: genConf, margin: 0, promptSpread: 0, domain: 0)
+    }
+    conf.generator = genConf
+    conf.consistent = consistent
+    let evidence: [EvidenceTile] = picks.compactMap { i in
+      guard let e = embeddings, let r = result else { return nil }
+      return EvidenceTile(x: e.tiles[i].x, y: e.tiles[i].y, size: Int(e.extent0.rounded()), probability: r.tiles[i].probs[r.verdict])
+    }
+    let a = ChatAnswer(
+      question: question, text: answer, cancelled: cancelled, confidence: conf, flags: flags, evidence: evidence,
+      promptSet: set?.name ?? "-", verdict: verdictName ?? "-", verdictProbability: result.map { $0.probs[$0.verdict] } ?? 0,
+      answerClass: nil)
+    lastAnswer = a
+    return a
+  }
+}

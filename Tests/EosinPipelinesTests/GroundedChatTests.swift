@@ -1,0 +1,71 @@
+import EosinPipelines
+import Foundation
+import TestSupport
+import XCTest
+
+/// The grounded chat's pieces: retrieval over Eosin's notes and the claim gate, on hand-written
+/// answers (the language model's own text is not needed to decide a flag).
+final class GroundedChatTests: XCTestCase {
+  static let root = TestSupport.projectRoot
+
+  func lungSet() throws -> PromptSet { try PromptSet.load("lung", searchDirs: [Self.root + "/Prompts/zero-shot"]) }
+  func otherSets() throws -> [PromptSet] {
+    try ["lung", "colorectal", "malignancy"].map { try PromptSet.load($0, searchDirs: [Self.root + "/Prompts/zero-shot"]) }
+  }
+
+  /// Guards retrieval: general questions find the right note; an unrelated one finds nothing.
+  func testNotesRetrieval() throws {
+    let notes = try KnowledgeNotes(directories: [Self.root + "/Prompts/knowledge", Self.root + "/Prompts/notes"])
+    XCTAssertGreaterThanOrEqual(notes.passages.count, 30)
+    XCTAssertEqual(notes.search("What is a granuloma?").first?.0.source, "general.json#granuloma")
+    XCTAssertEqual(notes.search("How is the Gleason score calculated?").first?.0.source, "general.json#gleason")
+    XCTAssertEqual(notes.search("What does squamous cell carcinoma of the lung look like?").first?.0.source, "lung.json#lung_scc")
+    XCTAssertTrue(notes.search("What is the capital of France?").isEmpty)
+    XCTAssertTrue(notes.search("florp zibble quantum banana?").isEmpty)
+  }
+
+  /// Guards the gate's decisions on a benign lung verdict: a contradicting diagnosis, an
+  /// unsupported one, wrong polarity and another organ's class are flagged with the claim
+  /// quoted; an agreeing answer and a negated claim are not.
+  func testClaimGateOnSlideQuestions() throws {
+    let set = try lungSet(), others = try otherSets()
+    func check(_ a: String) -> ([ReviewFlag], Bool?) {
+      let r = ClaimGate.check(answer: a, question: "What is this?", verdict: "benign lung tissue", verdictSet: set, otherSets: others)
+      return (r.flags, r.consistent)
+    }
+    var (f, c) = check("The tiles show lung adenocarcinoma with acinar glands.")
+    XCTAssertEqual(f.first?.code, "inconsistent")
+    XCTAssertTrue(f.first!.reason.contains("The tiles show lung adenocarcinoma with acinar glands"), f.first!.reason)
+    XCTAssertEqual(c, false)
+    (f, c) = check("Benign alveoli. The nests are melanoma.")
+    XCTAssertTrue(f.contains { $0.code == "unsupported-claim" && $0.reason.contains("The nests are melanoma") }, "\(f)")
+    (f, c) = check("This is a malignant process.")
+    XCTAssertTrue(f.contains { $0.code == "wrong-polarity" }, "\(f)")
+    (f, c) = check("The findings are consistent with colorectal adenocarcinoma.")
+    XCTAssertTrue(f.contains { $0.code == "inconsistent" || $0.code == "unsupported-claim" }, "\(f)")
+    XCTAssertEqual(c, false)
+    (f, c) = check("This is benign lung tissue with thin alveolar walls.")
+    XCTAssertEqual(f, [])
+    XCTAssertEqual(c, true)
+    (f, c) = check("There is no malignancy and no carcinoma.")
+    XCTAssertEqual(f, [])
+  }
+
+  /// Guards questions that are not about the slide: no diagnosis may appear unless the
+  /// question is a general pathology one that Eosin's notes answer.
+  func testClaimGateOffTopic() throws {
+    let others = try otherSets()
+    XCTAssertFalse(ClaimGate.isAboutSlide("What is the capital of France?"))
+    XCTAssertTrue(ClaimGate.isAboutSlide("Is this malignant?"))
+    XCTAssertTrue(ClaimGate.isAboutSlide("Describe the features."))
+    var r = ClaimGate.check(answer: "Paris.", question: "What is the capital of France?", verdict: nil, verdictSet: nil, otherSets: others)
+    XCTAssertEqual(r.flags, [])
+    r = ClaimGate.check(
+      answer: "It is probably a carcinoma.", question: "Write a poem", verdict: nil, verdictSet: nil, otherSets: others)
+    XCTAssertEqual(r.flags.first?.code, "off-topic-diagnosis")
+    r = ClaimGate.check(
+      answer: "A granuloma is a collection of macrophages.", question: "What is a granuloma?", verdict: nil, verdictSet: nil,
+      otherSets: others, general: true)
+    XCTAssertEqual(r.flags, [])
+  }
+}
