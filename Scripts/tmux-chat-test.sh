@@ -12,7 +12,7 @@ wait_for() {  # wait_for TEXT SECONDS
   echo "FAIL: did not see '$1'"; screen; t kill-server; exit 1
 }
 trap 't kill-server 2>/dev/null' EXIT
-t new-session -d -s chat -x 150 -y 40 "XDG_STATE_HOME=$dir/state $bin chat --weights $weights --cache $dir/cache --max-tokens 30 --stream-delay-ms 150 $slide; sleep 5"
+t new-session -d -s chat -x 150 -y 40 "XDG_STATE_HOME=$dir/state EOSIN_LM=none $bin chat --weights $weights --cache $dir/cache --max-tokens 30 --stream-delay-ms 150 $slide; sleep 5"
 wait_for "eosin[" 120
 t send-keys -t chat "What is the diagnosis?" Enter
 wait_for "evidence 4 tiles" 60

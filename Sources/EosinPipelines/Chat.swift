@@ -338,9 +338,12 @@ public final class Transcript {
     path = "\(directory)/\(f.string(from: Date()))-\(getpid()).jsonl"
   }
 
-  public func append(_ a: ChatAnswer, source: String?, bundle: ModelBundle, chat: ChatModel, mpp: Double?, tileSize: Int?) throws
-  {
-    let turn: [String: Any] = [
+  /// - Parameter languageModel: the GGUF file that answered, when not the embedded decoder.
+  public func append(
+    _ a: ChatAnswer, source: String?, bundle: ModelBundle, chat: ChatModel, mpp: Double?, tileSize: Int?,
+    languageModel: String? = nil
+  ) throws {
+    var turn: [String: Any] = [
       "time": ISO8601DateFormatter().string(from: Date()), "slide": source ?? "", "question": a.question, "answer": a.text,
       "cancelled": a.cancelled,
       "clip_sha256": bundle.clipSHA256, "decoder_sha256": chat.decoderSHA256, "prompt_set": a.promptSet, "mpp": mpp ?? 0,
@@ -350,7 +353,9 @@ public final class Transcript {
       "consistent": a.confidence.consistent.map { $0 as Any } ?? NSNull(),
       "flags": a.flags.map { ["code": $0.code, "reason": $0.reason] },
       "evidence": a.evidence.map { ["x": $0.x, "y": $0.y, "size": $0.size] },
+      "confidence": Double(a.confidence.probability),
     ]
+    if let lm = languageModel { turn["language_model"] = lm }
     turns.append(turn)
     var line = try JSONSerialization.data(withJSONObject: turn, options: [.sortedKeys])
     line.append(0x0A)
@@ -372,7 +377,7 @@ public final class Transcript {
       let flags = (t["flags"] as? [[String: String]]) ?? []
       md +=
         flags.isEmpty
-        ? "confidence \(String(format: "%.2f", t["verdict_probability"] as? Double ?? 0))\n\n"
+        ? "confidence \(String(format: "%.2f", t["confidence"] as? Double ?? t["verdict_probability"] as? Double ?? 0))\n\n"
         : "⚠ **REVIEW:** " + flags.map { $0["reason"] ?? "" }.joined(separator: "; ") + "\n\n"
     }
     try writeAtomically(Data(md.utf8), to: base + ".md")

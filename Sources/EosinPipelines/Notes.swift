@@ -98,7 +98,8 @@ public final class KnowledgeNotes: @unchecked Sendable {
   static let stopWords: Set<String> = [
     "a", "an", "the", "is", "are", "was", "were", "be", "of", "in", "on", "at", "to", "for", "and", "or", "with", "what", "which",
     "who", "how", "why", "when", "where", "does", "do", "this", "that", "these", "those", "it", "its", "as", "by", "from", "can",
-    "you", "me", "my", "i", "tell", "about", "there", "any", "there", "show", "shows", "see", "slide", "image", "please", "explain",
+    "you", "me", "my", "i", "tell", "about", "there", "any", "there", "show", "shows", "see", "slide", "image", "please",
+    "explain",
     "describe", "one", "sentence", "into", "than", "then", "so", "if", "not", "no", "yes", "has", "have", "had", "may", "also",
   ]
 
@@ -108,7 +109,8 @@ public final class KnowledgeNotes: @unchecked Sendable {
     var cur = ""
     func flush() {
       if cur.count > 1 && !stopWords.contains(cur) {
-        out.append(cur.count > 4 && cur.hasSuffix("s") && !cur.hasSuffix("ss") && !cur.hasSuffix("is") ? String(cur.dropLast()) : cur)
+        out.append(
+          cur.count > 4 && cur.hasSuffix("s") && !cur.hasSuffix("ss") && !cur.hasSuffix("is") ? String(cur.dropLast()) : cur)
       }
       cur = ""
     }

@@ -142,15 +142,28 @@ struct BenchChat: ParsableCommand {
   @OptionGroup var model: ModelOptions
   @Argument(help: "A slide (its index is cached on the first pass).") var slide: String
   @Option(help: "Timed questions.") var repeats = 5
+  @Option(
+    help:
+      "GGUF language model to answer with (default as for chat: $EOSIN_LM, else the cached SmolLM2; 'none': the embedded decoder)."
+  )
+  var lm: String?
 
   func run() throws {
     let t0 = Probes.now()
     let bundle = try model.bundle()
     guard let dec = bundle.decoderDirectory else { throw CLIError("\(bundle.directory): no decoder") }
     let chat = try ChatModel(directory: dec, imageDim: bundle.clip.embedDim, manifest: bundle.manifest)
-    let sets = ["lung", "colorectal"].compactMap { try? PromptSet.load($0, searchDirs: promptDirs("zero-shot")) }
+    let sets = ["lung", "colorectal", "colorectal-coarse", "tissue", "malignancy"].compactMap {
+      try? PromptSet.load($0, searchDirs: promptDirs("zero-shot"))
+    }
+    var grounded: GroundedLM? = nil
+    if let path = LanguageModel.Default.resolve(lm) {
+      let dirs = ["knowledge", "notes"].compactMap { sub in promptDirs(sub).first { FileManager.default.fileExists(atPath: $0) } }
+      grounded = GroundedLM(lm: try LanguageModel(path: path), notes: try KnowledgeNotes(directories: dirs))
+    }
     let startup = Probes.now() - t0
     let s = ChatSession(bundle: bundle, chat: chat, promptSets: sets, cacheDir: model.cacheDir)
+    s.grounded = grounded
     s.maxTokens = 64
     try s.open([slide])  // builds or loads the slide index
     _ = try s.ask("What is the diagnosis?")  // warm: classifier verdicts and text embeddings
@@ -182,11 +195,15 @@ struct BenchChat: ParsableCommand {
     let C = Double(c.nEmbd), I = Double(c.nInner ?? 4 * c.nEmbd)
     let bytes = 4 * (Double(c.nLayer) * (4 * C * C + 2 * C * I) + Double(c.vocabSize) * C)
     let bw = Probes.readBandwidthGBs(repeats: 3)
-    print("start-up     \(fmt(startup * 1000, 0)) ms to load CLIP, decoder, tokenizer and prompt sets (target <= 300)")
+    let who = grounded.map { "language model \(($0.lm.path as NSString).lastPathComponent)" } ?? "embedded decoder"
+    print("answering    \(who)")
     print(
-      "first token  \(fmt(medianOf(ttft) * 1000, 0)) ms median on a cached slide (tile selection, projector, prefill) (target <= 150)"
+      "start-up     \(fmt(startup * 1000, 0)) ms to load CLIP, decoder, tokenizer, prompt sets\(grounded == nil ? "" : ", the language model and notes") (target <= 300)"
     )
-    print("answer       \(fmt(tps.isEmpty ? 0 : medianOf(tps), 1)) tok/s while streaming")
+    print(
+      "first token  \(fmt(medianOf(ttft) * 1000, 0)) ms median on a cached slide (\(grounded == nil ? "tile selection, projector, prefill" : "retrieval, classifier context cached, prefill of the question and notes")) (target <= \(grounded == nil ? 150 : 400))"
+    )
+    print("answer       \(fmt(tps.isEmpty ? 0 : medianOf(tps), 1)) \(grounded == nil ? "tok/s" : "pieces/s") while streaming")
     print(
       "decode       \(fmt(rate, 1)) tok/s; weights \(fmt(bytes / 1e6, 1)) MB/token; bound at \(fmt(bw, 1)) GB/s = \(fmt(bw * 1e9 / bytes, 0)) tok/s (\(fmt(rate / (bw * 1e9 / bytes), 2)) of bound)"
     )

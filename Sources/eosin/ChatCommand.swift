@@ -42,10 +42,14 @@ struct Chat: ParsableCommand {
   @Option(help: "Sampling temperature (0 = greedy, reproducible).") var temperature: Float = 0
   @Option(help: "Nucleus sampling mass.") var topP: Float = 0.9
   @Option(help: "Seed for sampling.") var seed: UInt64 = 0
-  @Option(help: "Longest answer in tokens.") var maxTokens = 40
   @Option(
     help:
-      "A GGUF language model (LLaMA family) to answer with, grounded on the classifier and Eosin's notes; default $EOSIN_LM. Without one, the embedded small decoder answers."
+      "Longest answer in tokens (default 40 for the embedded decoder, 96 for a language model, which also stops after two sentences)."
+  )
+  var maxTokens: Int?
+  @Option(
+    help:
+      "A GGUF language model (LLaMA family) to answer with, grounded on the classifier and Eosin's notes; default $EOSIN_LM, else SmolLM2-135M-Instruct from the cache (`make lm`). 'none' uses the embedded small decoder."
   )
   var lm: String?
   @Option(help: ArgumentHelp("Pause after each streamed piece (for demos and the terminal test).", visibility: .hidden))
@@ -63,17 +67,21 @@ struct Chat: ParsableCommand {
     }
     let session = ChatSession(bundle: bundle, chat: chatModel, promptSets: sets, cacheDir: model.cacheDir)
     session.sampler = Sampler(temperature: temperature, topP: topP, seed: seed)
-    session.maxTokens = maxTokens
-    if let path = lm ?? ProcessInfo.processInfo.environment["EOSIN_LM"].flatMap({ $0.isEmpty ? nil : $0 }) {
+    session.maxTokens = maxTokens ?? 40
+    if let path = LanguageModel.Default.resolve(lm) {
       let model = try LanguageModel(path: path)
       let dirs = ["knowledge", "notes"].compactMap { sub in
         promptDirs(sub).first { FileManager.default.fileExists(atPath: $0) }
       }
       let g = GroundedLM(lm: model, notes: try KnowledgeNotes(directories: dirs))
-      g.maxTokens = max(maxTokens, 120)
+      g.maxTokens = maxTokens ?? 96
       session.grounded = g
       warn(
         "chat model: \((path as NSString).lastPathComponent) (\(model.model.config.architecture.rawValue)); no slide tokens (Eosin has trained no projector for it): answers are grounded on the classifier and Eosin's notes (\(g.notes.passages.count) passages)"
+      )
+    } else if lm != "none" && ProcessInfo.processInfo.environment["EOSIN_LM"] != "none" {
+      warn(
+        "chat model: the embedded small decoder (no language model in \(LanguageModel.Default.cacheDirectory); `make lm` or `eosin models fetch` gets SmolLM2-135M-Instruct)"
       )
     }
     let env = ProcessInfo.processInfo.environment
@@ -127,7 +135,8 @@ struct Chat: ParsableCommand {
         say(confidenceLine(a, tty: tty))
         try transcript.append(
           a, source: session.source, bundle: bundle, chat: chatModel, mpp: session.embeddings?.mpp,
-          tileSize: session.embeddings?.tileSize)
+          tileSize: session.embeddings?.tileSize,
+          languageModel: session.grounded.map { ($0.lm.path as NSString).lastPathComponent })
       } catch {
         chatGenerating = false
         say("eosin: \(error.localizedDescription)")

@@ -17,7 +17,7 @@ struct Eosin: ParsableCommand {
     version: "0.1.0",
     subcommands: [
       Info.self, Thumbnail.self, Tiles.self, Classify.self, Chat.self, Report.self, Calibrate.self, Eval.self, Tokenize.self,
-      LM.self,
+      LM.self, Models.self,
       Train.self,
       Sample.self,
       Bench.self,

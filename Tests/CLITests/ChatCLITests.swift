@@ -14,7 +14,7 @@ final class ChatCLITests: XCTestCase {
   func chat(_ script: String, args: [String] = []) throws -> CLITests.Run {
     try CLITests.run(
       ["chat", "--weights", Self.bundle, "--cache", Self.dir + "/cache", "--max-tokens", "8"] + args, stdin: script,
-      env: ["XDG_STATE_HOME": Self.dir + "/state"])
+      env: ["XDG_STATE_HOME": Self.dir + "/state", "EOSIN_LM": "none"])
   }
 
   /// Guards the scripted session: an answer streams, then one confidence or REVIEW line; the

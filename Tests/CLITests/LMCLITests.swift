@@ -1,3 +1,4 @@
+import EosinSlide
 import Foundation
 import TestSupport
 import XCTest
@@ -91,5 +92,50 @@ final class GroundedChatCLITests: XCTestCase {
     let verdicts = r.stdout.split(separator: "\n").filter { $0.hasPrefix("confidence ") || $0.hasPrefix("⚠ REVIEW:") }
     XCTAssertEqual(verdicts.count, 2, r.stdout)
     XCTAssertTrue(r.stdout.contains("not from Eosin's notes"), r.stdout)
+  }
+}
+
+extension GroundedChatCLITests {
+  /// Guards, with the real SmolLM2 file (skipped without it): ten different questions about one
+  /// tile get ten different answers, and "What is the capital of France?" gets no diagnosis.
+  func testTenQuestionsTenAnswersWithSmolLM2() throws {
+    guard let lm = TestSupport.smolLM2 else { throw XCTSkip("SmolLM2-135M-Instruct.Q4_1.gguf not in the cache; run `make lm`") }
+    let dir = TestSupport.tempDir("chat-smollm2")
+    let tile = dir + "/tile.png"
+    try ImageCodec.write(TestSupport.syntheticHE(width: 224, height: 224), to: tile)
+    let questions = [
+      "What is the diagnosis?", "Is this malignant?", "What stain is this?", "Write a poem about the sea.",
+      "How many tiles are there?", "What is a granuloma?", "What is the Gleason score?", "Describe the features.",
+      "florp zibble quantum banana?", "What is the capital of France?",
+    ]
+    let r = try CLITests.run(
+      ["chat", "--cache", dir + "/cache", "--lm", lm, tile], stdin: questions.joined(separator: "\n") + "\n",
+      env: ["XDG_STATE_HOME": dir + "/state"])
+    XCTAssertEqual(r.status, 0, r.stderr)
+    // Each answer is the text before its confidence or REVIEW line.
+    var answers: [String] = []
+    var cur: [String] = []
+    for line in r.stdout.split(separator: "\n", omittingEmptySubsequences: false).dropFirst() {
+      if line.hasPrefix("confidence ") || line.hasPrefix("⚠ REVIEW:") {
+        answers.append(cur.joined(separator: "\n") + "\n" + line)
+        cur = []
+      } else {
+        cur.append(String(line))
+      }
+    }
+    XCTAssertEqual(answers.count, 10, r.stdout)
+    XCTAssertEqual(Set(answers.map { $0.split(separator: "\n").first ?? "" }).count, 10, r.stdout)
+    let france = answers.last ?? ""
+    XCTAssertFalse(ClaimGateWords.namesDiagnosis(france), france)
+  }
+}
+
+/// Diagnosis words for the check above (kept here: the test reads the binary's output only).
+enum ClaimGateWords {
+  static func namesDiagnosis(_ s: String) -> Bool {
+    let t = s.lowercased()
+    return ["carcinoma", "adenoma", "neoplasia", "malignant", "benign", "tumour", "tumor", "melanoma", "lymphoma"].contains {
+      t.contains($0)
+    }
   }
 }

@@ -30,7 +30,8 @@ final class GroundedChatTests: XCTestCase {
   func testClaimGateOnSlideQuestions() throws {
     let set = try lungSet(), others = try otherSets()
     func check(_ a: String) -> ([ReviewFlag], Bool?) {
-      let r = ClaimGate.check(answer: a, question: "What is this?", verdict: "benign lung tissue", verdictSet: set, otherSets: others)
+      let r = ClaimGate.check(
+        answer: a, question: "What is this?", verdict: "benign lung tissue", verdictSet: set, otherSets: others)
       return (r.flags, r.consistent)
     }
     var (f, c) = check("The tiles show lung adenocarcinoma with acinar glands.")
@@ -51,6 +52,21 @@ final class GroundedChatTests: XCTestCase {
     XCTAssertEqual(f, [])
   }
 
+  /// Guards a malignant verdict: generic words for a tumour agree with it; "not malignant" is a
+  /// benign claim and is flagged.
+  func testClaimGateOnMalignantVerdict() throws {
+    let set = try lungSet(), others = try otherSets()
+    func flags(_ a: String) -> [ReviewFlag] {
+      ClaimGate.check(
+        answer: a, question: "Is this malignant?", verdict: "lung squamous cell carcinoma", verdictSet: set, otherSets: others
+      )
+      .flags
+    }
+    XCTAssertEqual(flags("Yes, this malignant tumour shows keratin pearls."), [])
+    XCTAssertEqual(flags("No, this is not malignant.").first?.code, "wrong-polarity")
+    XCTAssertEqual(flags("The tumour cells form glands of lung adenocarcinoma.").first?.code, "inconsistent")
+  }
+
   /// Guards questions that are not about the slide: no diagnosis may appear unless the
   /// question is a general pathology one that Eosin's notes answer.
   func testClaimGateOffTopic() throws {
@@ -58,7 +74,8 @@ final class GroundedChatTests: XCTestCase {
     XCTAssertFalse(ClaimGate.isAboutSlide("What is the capital of France?"))
     XCTAssertTrue(ClaimGate.isAboutSlide("Is this malignant?"))
     XCTAssertTrue(ClaimGate.isAboutSlide("Describe the features."))
-    var r = ClaimGate.check(answer: "Paris.", question: "What is the capital of France?", verdict: nil, verdictSet: nil, otherSets: others)
+    var r = ClaimGate.check(
+      answer: "Paris.", question: "What is the capital of France?", verdict: nil, verdictSet: nil, otherSets: others)
     XCTAssertEqual(r.flags, [])
     r = ClaimGate.check(
       answer: "It is probably a carcinoma.", question: "Write a poem", verdict: nil, verdictSet: nil, otherSets: others)
