@@ -122,7 +122,7 @@ public enum ClaimGate {
   }
 
   /// Non-negated occurrences of `term` in lower-cased `t`, with the quoted sentence.
-  static func asserted(_ term: String, in t: String, original o0: String) -> String? {
+  public static func asserted(_ term: String, in t: String, original o0: String) -> String? {
     // Lower-casing can change the length of a few characters; then quote the lower-cased text.
     let original = o0.count == t.count ? o0 : t
     var from = t.startIndex
@@ -143,7 +143,7 @@ public enum ClaimGate {
 
   /// The one class of `set` that the text asserts (by name or synonym, longest first, not
   /// negated), with the quoted sentence; nil when none or several.
-  static func assertedClass(_ t: String, _ original: String, _ set: PromptSet) -> (String, String)? {
+  public static func assertedClass(_ t: String, _ original: String, _ set: PromptSet) -> (String, String)? {
     var phrases: [(String, String)] = []
     for c in set.allClasses { for p in c.phrases { phrases.append((p.lowercased(), c.name)) } }
     phrases.sort { $0.0.count > $1.0.count }

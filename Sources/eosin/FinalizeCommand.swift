@@ -330,6 +330,20 @@ struct TrainFinalize: ParsableCommand {
         "- Blank/noise/pen inputs answered with a diagnosis by the decoder alone: \(noDx)/30. In `eosin chat` any such answer is also checked against the classifier, which flags it.\n"
       metrics["decoder_closed_question_accuracy"] = Double(correct) / Double(max(1, total))
       metrics["decoder_blank_diagnoses"] = noDx
+      // 7. Chat answers: the grounded language model against the embedded decoder, same questions.
+      if let lmPath = LanguageModel.Default.resolve(nil) {
+        md += try chatSection(bundle: bundle, chat: chat, lmPath: lmPath, metrics: &metrics) { sp in
+          var cases: [ChatEvaluation.Case] = []
+          for (d, ps) in [(lung, lungSet), (ebhi, crcSet)] {
+            let its = try items(d, sp)
+            let map = try LabeledTiles.mapLabels(Set(its.map { $0.label }), to: ps, knowledge: know)
+            for i in stride(from: 0, to: its.count, by: max(1, its.count / 60)) {
+              cases.append(ChatEvaluation.Case(paths: [its[i].path], set: ps, truth: map[its[i].label]!))
+            }
+          }
+          return (cases, [lungSet, crcSet] + ["colorectal-coarse", "tissue", "malignancy"].compactMap { try? set($0) })
+        }
+      }
     }
     md +=
       "\n## How to reproduce\n\n```sh\nmake weights        # trains clip, then decoder, then runs eosin train finalize\neosin train finalize --weights Weights/eosin-small-v1\neosin eval zero-shot --prompts lung --data ../shared/data/tiles/lc25000-lung --split test\neosin eval zero-shot --prompts colorectal --data ../shared/data/tiles/ebhi-seg --split test\n```\n"
@@ -340,6 +354,42 @@ struct TrainFinalize: ParsableCommand {
   }
 
   /// Writes manifest.json with the sha256 and size of every weights file.
+  /// The chat-evaluation section: each model answers the same closed questions on test tiles,
+  /// off-topic questions and general pathology questions (`Prompts/eval/general-questions.json`).
+  func chatSection(
+    bundle: ModelBundle, chat: ChatModel, lmPath: String, metrics: inout [String: Any],
+    cases make: (Split) throws -> ([ChatEvaluation.Case], [PromptSet])
+  ) throws -> String {
+    let (cases, sets) = try make(.test)
+    guard let first = cases.first else { return "" }
+    let qfile =
+      (promptDirs("eval").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/eval") + "/general-questions.json"
+    let qs = try JSONDecoder().decode(ChatEvaluation.QuestionSet.self, from: Data(contentsOf: URL(fileURLWithPath: qfile)))
+    let dirs = ["knowledge", "notes"].compactMap { sub in promptDirs(sub).first { FileManager.default.fileExists(atPath: $0) } }
+    let g = GroundedLM(lm: try LanguageModel(path: lmPath), notes: try KnowledgeNotes(directories: dirs))
+    var md =
+      "\n## Chat answers\n\nThe same questions to each chat model, through `ChatSession` as `eosin chat` asks them: \"What is the diagnosis?\" on \(cases.count) test tiles (every n-th LC25000 and EBHI test tile; the answer's asserted class, negations aside, against the tile's label), \(qs.off_topic.count) off-topic questions and \(qs.questions.count) general pathology questions with key facts (`Prompts/eval/general-questions.json`). Flags are the chat's own review flags.\n\n| chat model | closed-question accuracy (n) | answers contradicting the classifier that are flagged (n) | unflagged answers that are wrong | off-topic answered without a diagnosis (n) | general: states the key facts | general: contradicts them (n) |\n|---|---|---|---|---|---|---|\n"
+    for (name, key, grounded) in [
+      ("embedded decoder (GPT-2 4x256, slide tokens)", "decoder", nil as GroundedLM?),
+      ("\((lmPath as NSString).lastPathComponent), grounded on the classifier and notes (no slide tokens)", "lm", g),
+    ] {
+      let s = ChatSession(bundle: bundle, chat: chat, promptSets: sets, cacheDir: nil)
+      s.grounded = grounded
+      let r = try ChatEvaluation.run(session: s, cases: cases, questions: qs, offTopicInput: first.paths) {
+        warn("chat \(key): \($0)")
+      }
+      warn("chat \(key): evaluated in \(fmt(r.seconds, 1)) s")
+      md += r.row(name) + "\n"
+      metrics["chat_\(key)_closed_accuracy"] = Double(r.closedCorrect) / Double(max(1, r.closed))
+      metrics["chat_\(key)_contradictions_flagged"] =
+        r.contradicting == 0 ? 1 : Double(r.contradictingFlagged) / Double(r.contradicting)
+      metrics["chat_\(key)_unflagged_wrong"] = Double(r.unflaggedWrong) / Double(max(1, r.unflagged))
+      metrics["chat_\(key)_off_topic_without_diagnosis"] = Double(r.offTopicWithoutDiagnosis) / Double(max(1, r.offTopic))
+      metrics["chat_\(key)_general_key_facts"] = Double(r.generalFacts) / Double(max(1, r.general))
+    }
+    return md
+  }
+
   func writeManifest(_ m: [String: Any]) throws {
     var man = m
     var files: [String: Any] = [:]

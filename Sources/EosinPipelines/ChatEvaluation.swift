@@ -1,0 +1,112 @@
+import Foundation
+
+/// Evaluates chat answers the way a reviewer would read them: closed diagnosis questions on
+/// labelled test tiles, how the gate treats answers that contradict the classifier, questions
+/// that are not about the slide, and general pathology questions with key facts. Used by
+/// `eosin train finalize` for EVALUATION.md; runs whichever model the session answers with.
+public enum ChatEvaluation {
+  /// One labelled input: image paths opened together, the prompt set that judges it and the
+  /// true class's index in that set.
+  public struct Case: Sendable {
+    public var paths: [String]
+    public var set: PromptSet
+    public var truth: Int
+    public init(paths: [String], set: PromptSet, truth: Int) {
+      self.paths = paths
+      self.set = set
+      self.truth = truth
+    }
+  }
+
+  /// A general question with its key facts (every group must appear; any word of a group will
+  /// do, matched at a word start) and claims that contradict them.
+  public struct GeneralQuestion: Codable, Sendable {
+    public var q: String
+    public var facts: [[String]]
+    public var contradictions: [String]
+  }
+
+  /// The question sets of `Prompts/eval/general-questions.json`.
+  public struct QuestionSet: Codable, Sendable {
+    public var questions: [GeneralQuestion]
+    public var off_topic: [String]
+  }
+
+  public struct Result: Sendable {
+    public var closed = 0, closedCorrect = 0, closedNamed = 0
+    public var contradicting = 0, contradictingFlagged = 0
+    public var unflagged = 0, unflaggedWrong = 0
+    public var offTopic = 0, offTopicWithoutDiagnosis = 0
+    public var general = 0, generalFacts = 0, generalContradicting = 0
+    public var seconds = 0.0
+
+    func share(_ a: Int, _ b: Int) -> String { b == 0 ? "-" : String(format: "%.3f", Double(a) / Double(b)) }
+    /// One Markdown table row: closed accuracy, flagged share of contradictions, unflagged
+    /// wrong share, off-topic without diagnosis, general facts and contradictions.
+    public func row(_ name: String) -> String {
+      "| \(name) | \(share(closedCorrect, closed)) (\(closed)) | \(share(contradictingFlagged, contradicting)) (\(contradicting)) | \(share(unflaggedWrong, unflagged)) (\(unflagged) unflagged) | \(share(offTopicWithoutDiagnosis, offTopic)) (\(offTopic)) | \(share(generalFacts, general)) | \(share(generalContradicting, general)) (\(general)) |"
+    }
+  }
+
+  static func hasFact(_ text: String, _ any: [String]) -> Bool {
+    let t = " " + text.lowercased()
+    return any.contains { w in
+      var from = t.startIndex
+      while let r = t.range(of: w.lowercased(), range: from..<t.endIndex) {
+        if r.lowerBound > t.startIndex, !t[t.index(before: r.lowerBound)].isLetter { return true }
+        from = r.upperBound
+      }
+      return false
+    }
+  }
+
+  /// Runs every part on `session` (whose model answers). `offTopicInput` is opened for the
+  /// off-topic questions.
+  public static func run(
+    session: ChatSession, cases: [Case], questions: QuestionSet, offTopicInput: [String],
+    progress: (String) -> Void = { _ in }
+  ) throws -> Result {
+    var r = Result()
+    let t0 = Date()
+    for (i, c) in cases.enumerated() {
+      try session.open(c.paths)
+      let a = try session.ask("What is the diagnosis?")
+      let t = a.text.lowercased()
+      let named = ClaimGate.assertedClass(t, a.text, c.set).flatMap { n in c.set.allClasses.firstIndex { $0.name == n.0 } }
+      r.closed += 1
+      if named != nil { r.closedNamed += 1 }
+      let right = named == c.truth
+      if right { r.closedCorrect += 1 }
+      if let n = named, c.set.allClasses[n].name != a.verdict, a.verdict != "-" {
+        r.contradicting += 1
+        if !a.flags.isEmpty { r.contradictingFlagged += 1 }
+      }
+      if a.flags.isEmpty {
+        r.unflagged += 1
+        if !right { r.unflaggedWrong += 1 }
+      }
+      if i % 20 == 19 { progress("closed questions: \(i + 1)/\(cases.count)") }
+    }
+    try session.open(offTopicInput)
+    for q in questions.off_topic {
+      let a = try session.ask(q)
+      r.offTopic += 1
+      let t = a.text.lowercased()
+      let dx = (ClaimGate.diagnosisTerms + ["malignant", "benign"]).contains {
+        ClaimGate.asserted($0, in: t, original: a.text) != nil
+      }
+      if !dx { r.offTopicWithoutDiagnosis += 1 }
+    }
+    for g in questions.questions {
+      let a = try session.ask(g.q)
+      r.general += 1
+      if g.facts.allSatisfy({ hasFact(a.text, $0) }) { r.generalFacts += 1 }
+      let t = a.text.lowercased()
+      if g.contradictions.contains(where: { ClaimGate.asserted($0.lowercased(), in: t, original: a.text) != nil }) {
+        r.generalContradicting += 1
+      }
+    }
+    r.seconds = Date().timeIntervalSince(t0)
+    return r
+  }
+}
