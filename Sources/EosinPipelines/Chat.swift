@@ -40,6 +40,8 @@ public struct ChatAnswer: Sendable {
   public var verdictProbability: Float
   /// The prompt-set class the answer names, if any.
   public var answerClass: String?
+  /// The note of Eosin's that the answer drew on (`FILE#id`), when a language model answered.
+  public var source: String? = nil
 }
 
 /// A chat about one slide (or a set of images): selects slide tokens for each question, streams
@@ -65,6 +67,9 @@ public final class ChatSession {
   /// When set, answers come from this pretrained language model, grounded on the classifier and
   /// Eosin's notes (``GroundedLM``), instead of the embedded small decoder.
   public var grounded: GroundedLM?
+  /// The prompt set that judges answers when the question names no organ (a report template's
+  /// set); nil: the set whose classes best match the input.
+  public var preferredSet: String?
   /// The first diagnosis an answer named on the open slide (class name), for the cross-turn
   /// consistency check.
   public private(set) var firstDiagnosis: String?
@@ -144,6 +149,7 @@ public final class ChatSession {
     for (name, words) in organ where words.contains(where: { q.contains($0) }) {
       if let s = promptSets.first(where: { $0.name == name }) { return s }
     }
+    if let p = preferredSet, let s = promptSets.first(where: { $0.name == p }) { return s }
     let organSets = promptSets.filter { $0.name == "lung" || $0.name == "colorectal" }
     let cands = organSets.isEmpty ? promptSets : organSets
     guard let first = cands.first else { throw PipelineError.input("no prompt sets loaded") }
@@ -366,6 +372,7 @@ public final class Transcript {
       "evidence": a.evidence.map { ["x": $0.x, "y": $0.y, "size": $0.size] },
       "confidence": Double(a.confidence.probability),
     ]
+    if let src = a.source { turn["source"] = src }
     if let lm = languageModel { turn["language_model"] = lm }
     turns.append(turn)
     var line = try JSONSerialization.data(withJSONObject: turn, options: [.sortedKeys])

@@ -295,7 +295,7 @@ extension ChatSession {
       }
       return true
     }
-    var answer = streamed.trimmingCharacters(in: .whitespacesAndNewlines)
+    let answer = streamed.trimmingCharacters(in: .whitespacesAndNewlines)
     // Confidence of the wording: mean probability of the content tokens.
     var ps: [Float] = []
     for (t, p) in zip(gen.tokens, gen.probabilities) {
@@ -326,9 +326,9 @@ extension ChatSession {
       }
     }
     // Cite the note that grounds the answer: the verdict class's for a slide question.
-    if let h = (about ? hits.last : hits.first) {
+    let cited = about ? hits.last : hits.first
+    if let h = cited {
       let src = "(Source: Eosin's notes, \(h.0.source))"
-      answer += "\n" + src
       if !cancelled { _ = onToken("\n" + src) }
     }
     if genConf < 0.5 {
@@ -357,7 +357,7 @@ extension ChatSession {
     let a = ChatAnswer(
       question: question, text: answer, cancelled: cancelled, confidence: conf, flags: flags, evidence: evidence,
       promptSet: set?.name ?? "-", verdict: verdictName ?? "-", verdictProbability: result.map { $0.probs[$0.verdict] } ?? 0,
-      answerClass: nil)
+      answerClass: nil, source: cited?.0.source)
     lastAnswer = a
     return a
   }

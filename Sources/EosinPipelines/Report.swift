@@ -111,13 +111,20 @@ public final class ReportDrafter {
       }
     }
     promptSets = sets
+    // The template's own diagnosis set judges its generated fields (a lung-biopsy narrative is
+    // checked against the lung classes), unless a question names another organ.
+    let organ = template.sections.flatMap(\.fields).compactMap(\.promptSet).first { $0 == "lung" || $0 == "colorectal" }
+    if let o = organ { session?.preferredSet = o }
   }
 
   /// The hash that decides whether a slide's outputs are current: slide content, template and
   /// model sha256s.
   public func inputHash(slideHash: String) -> String {
     SHA256.hex(
-      Array([slideHash, template.sha256, bundle.clipSHA256, session?.chat.decoderSHA256 ?? "-"].joined(separator: "|").utf8))
+      Array(
+        ([slideHash, template.sha256, bundle.clipSHA256, session?.chat.decoderSHA256 ?? "-"]
+          + (session?.grounded.map { g in [(g.lm.path as NSString).lastPathComponent, "\(g.lm.model.file.fileSize)"] } ?? []))
+          .joined(separator: "|").utf8))
   }
 
   /// Drafts one slide. `session` must have the slide open when the template asks questions.
@@ -169,7 +176,8 @@ public final class ReportDrafter {
           let a = try chat.ask(q)
           out.append(
             DraftField(
-              section: s.title, name: f.name, value: a.text, confidence: a.confidence.generator, flags: a.flags,
+              section: s.title, name: f.name, value: a.text + (a.source.map { " (source: Eosin's notes, \($0))" } ?? ""),
+              confidence: a.confidence.generator, flags: a.flags,
               evidence: a.evidence))
         }
       }

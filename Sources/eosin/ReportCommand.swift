@@ -25,6 +25,11 @@ struct ReportRun: ParsableCommand {
   @Option(help: "This process's shard, i/n with 0 <= i < n (default: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT when set).")
   var shard: String?
   @Argument(help: "Slides (or use --manifest).") var slides: [String] = []
+  @Option(
+    help:
+      "GGUF language model for the generated fields, grounded and gated as in chat (default: $EOSIN_LM, else SmolLM2 from the cache; 'none': the embedded decoder)."
+  )
+  var lm: String?
 
   func run() throws {
     // Everything that can be checked is checked before any work.
@@ -48,6 +53,13 @@ struct ReportRun: ParsableCommand {
         try? PromptSet.load($0, searchDirs: promptDirs("zero-shot"))
       }
       session = ChatSession(bundle: bundle, chat: chat, promptSets: sets, cacheDir: model.cacheDir)
+      if let path = LanguageModel.Default.resolve(lm) {
+        let dirs = ["knowledge", "notes"].compactMap { sub in promptDirs(sub).first { FileManager.default.fileExists(atPath: $0) }
+        }
+        session?.grounded = GroundedLM(lm: try LanguageModel(path: path), notes: try KnowledgeNotes(directories: dirs))
+        warn(
+          "generated fields: \((path as NSString).lastPathComponent), grounded on the classifier and Eosin's notes, claim-gated")
+      }
     }
     let drafter = try ReportDrafter(template: tmpl, bundle: bundle, session: session, promptDirs: promptDirs("zero-shot"))
     var rows: [String] = []

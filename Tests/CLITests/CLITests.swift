@@ -31,6 +31,9 @@ final class CLITests: XCTestCase {
       p.arguments = args
     }
     var e = ProcessInfo.processInfo.environment
+    // Chat and report answer with the embedded decoder unless a test names a language model
+    // (--lm, or EOSIN_LM in `env`): the tiny test bundles are what these tests check.
+    e["EOSIN_LM"] = "none"
     for (k, v) in env { e[k] = v }
     p.environment = e
     let o = Pipe(), er = Pipe(), i = Pipe()
