@@ -158,8 +158,7 @@ struct BenchChat: ParsableCommand {
     }
     var grounded: GroundedLM? = nil
     if let path = LanguageModel.Default.resolve(lm) {
-      let dirs = ["knowledge", "notes"].compactMap { sub in promptDirs(sub).first { FileManager.default.fileExists(atPath: $0) } }
-      grounded = GroundedLM(lm: try LanguageModel(path: path), notes: try KnowledgeNotes(directories: dirs))
+      grounded = try groundedLM(path)
     }
     let startup = Probes.now() - t0
     let s = ChatSession(bundle: bundle, chat: chat, promptSets: sets, cacheDir: model.cacheDir)

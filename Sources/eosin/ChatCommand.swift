@@ -69,11 +69,8 @@ struct Chat: ParsableCommand {
     session.sampler = Sampler(temperature: temperature, topP: topP, seed: seed)
     session.maxTokens = maxTokens ?? 40
     if let path = LanguageModel.Default.resolve(lm) {
-      let model = try LanguageModel(path: path)
-      let dirs = ["knowledge", "notes"].compactMap { sub in
-        promptDirs(sub).first { FileManager.default.fileExists(atPath: $0) }
-      }
-      let g = GroundedLM(lm: model, notes: try KnowledgeNotes(directories: dirs))
+      let g = try groundedLM(path)
+      let model = g.lm
       g.maxTokens = maxTokens ?? 96
       session.grounded = g
       warn(

