@@ -372,7 +372,7 @@ struct TrainFinalize: ParsableCommand {
     let qfile =
       (promptDirs("eval").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/eval") + "/general-questions.json"
     let qs = try JSONDecoder().decode(ChatEvaluation.QuestionSet.self, from: Data(contentsOf: URL(fileURLWithPath: qfile)))
-    let g =try groundedLM(lmPath)
+    let g = try groundedLM(lmPath)
     var md =
       "\n## Chat answers\n\nThe same questions to each chat model, through `ChatSession` as `eosin chat` asks them: \"What is the diagnosis?\" on \(cases.count) test tiles (every n-th LC25000 and EBHI test tile; the answer's asserted class, negations aside, against the tile's label), \(qs.off_topic.count) off-topic questions and \(qs.questions.count) general pathology questions with key facts (`Prompts/eval/general-questions.json`). Flags are the chat's own review flags.\n\n| chat model | closed-question accuracy (n) | answers contradicting the classifier that are flagged (n) | unflagged answers that are wrong | off-topic answered without a diagnosis (n) | general: states the key facts | general: contradicts them (n) |\n|---|---|---|---|---|---|---|\n"
     for (name, key, grounded) in [

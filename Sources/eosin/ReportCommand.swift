@@ -54,7 +54,7 @@ struct ReportRun: ParsableCommand {
       }
       session = ChatSession(bundle: bundle, chat: chat, promptSets: sets, cacheDir: model.cacheDir)
       if let path = LanguageModel.Default.resolve(lm) {
-        session?.grounded =try groundedLM(path)
+        session?.grounded = try groundedLM(path)
         warn(
           "generated fields: \((path as NSString).lastPathComponent), grounded on the classifier and Eosin's notes, claim-gated")
       }
