@@ -81,6 +81,10 @@ final class ReportCLITests: XCTestCase {
       ]
       p.standardOutput = FileHandle.nullDevice
       p.standardError = FileHandle.nullDevice
+      // As CLITests.run does: the embedded decoder drafts, whatever language model is cached.
+      var env = ProcessInfo.processInfo.environment
+      env["EOSIN_LM"] = "none"
+      p.environment = env
       try p.run()
       return p
     }
