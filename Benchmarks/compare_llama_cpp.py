@@ -60,20 +60,25 @@ def llama_cpp_run():
     return statistics.median(pp), statistics.median(tg)
 
 
-def eosin_run():
+def eosin_run(lpp, ltg):
+    # llama.cpp's figures from this round go to `eosin bench lm`, which prints its own ratios.
     out = subprocess.run([a.eosin, "bench", "lm", "--gguf", a.gguf, "--prompt", str(a.prompt), "--generate", str(a.generate),
-                          "--repeats", str(a.repeats), "--precision", a.precision], capture_output=True, text=True, check=True).stdout
+                          "--repeats", str(a.repeats), "--precision", a.precision, "--llama-cpp-gen", f"{ltg:.2f}",
+                          "--llama-cpp-prompt", f"{lpp:.2f}"], capture_output=True, text=True, check=True).stdout
     pp = float(re.search(r"prompt\s+([\d.]+) tok/s", out).group(1))
     tg = float(re.search(r"generation\s+([\d.]+) tok/s", out).group(1))
     bw = re.search(r"bandwidth.*", out).group(0)
     st = re.search(r"start-up\s+([\d.]+) ms", out).group(1)
+    for line in out.splitlines():
+        if line.startswith("vs llama.cpp"):
+            print("  eosin bench lm: " + line)
     return pp, tg, bw, st
 
 
 rows = []
 for i in range(a.pairs):
     lpp, ltg = llama_cpp_run()
-    epp, etg, bw, st = eosin_run()
+    epp, etg, bw, st = eosin_run(lpp, ltg)
     rows.append((lpp, ltg, epp, etg))
     print(f"round {i + 1}: llama.cpp pp{a.prompt} {lpp:.1f} tg{a.generate} {ltg:.1f} tok/s | "
           f"Eosin ({a.precision}) pp {epp:.1f} tg {etg:.1f} tok/s, start-up {st} ms | {bw}")
