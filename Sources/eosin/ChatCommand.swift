@@ -197,7 +197,8 @@ struct Chat: ParsableCommand {
         say(":classify SET | \"a\" \"b\" ...  zero-shot verdict   :evidence       tiles behind the last answer")
         say(":heatmap CLASS PATH  heatmap PNG               :save PATH      transcript as Markdown + JSON")
         say(":reset          forget the last answer        :temperature X  sampling temperature (0 = greedy)")
-        say(":seed N         sampling seed                 :quit           leave (or Ctrl-D)")
+        say(":seed N         sampling seed                 :report [TEMPLATE]  draft a report (Markdown)")
+        say(":help           this list                     :quit           leave (or Ctrl-D)")
       case ":open":
         guard !arg.isEmpty else { say("usage: :open PATH"); return true }
         openInputs(s, arg.split(separator: " ").map(String.init), say)
