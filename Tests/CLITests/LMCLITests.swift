@@ -139,3 +139,30 @@ enum ClaimGateWords {
     }
   }
 }
+
+extension GroundedChatCLITests {
+  /// Guards: a missing or non-GGUF language model, named by --lm or EOSIN_LM, is one line on
+  /// stderr naming the file and exit status 2, for chat and report.
+  func testBadLanguageModelIsOneLineExitTwo() throws {
+    let dir = TestSupport.tempDir("bad-lm")
+    let notGGUF = dir + "/model.gguf"
+    try Data("not a model".utf8).write(to: URL(fileURLWithPath: notGGUF))
+    let runs: [([String], [String: String], String)] = [
+      (["chat", "--lm", dir + "/missing.gguf"], [:], dir + "/missing.gguf"),
+      (["chat"], ["EOSIN_LM": notGGUF], notGGUF),
+      (
+        [
+          "report", "--weights", ChatCLITests.bundle, "--template", "lung-biopsy", "--lm", notGGUF, "--out", dir + "/r",
+          ChatCLITests.slide,
+        ],
+        [:], notGGUF
+      ),
+    ]
+    for (args, env, file) in runs {
+      let r = try CLITests.run(args, stdin: "", env: env)
+      XCTAssertEqual(r.status, 2, "\(args): \(r.stderr)")
+      XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+      XCTAssertTrue(r.stderr.contains(file), r.stderr)
+    }
+  }
+}
