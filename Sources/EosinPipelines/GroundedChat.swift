@@ -1,4 +1,5 @@
 import EosinModels
+import EosinTokenizer
 import Foundation
 
 /// A pretrained GGUF language model answering chat questions, grounded on the open slide's facts,
@@ -25,6 +26,31 @@ public final class GroundedLM {
 
   /// Generates after `prefix` (reusing its cached positions when it equals the last one) and
   /// `rest`, streaming text to `onText`.
+  /// The mean probability of the generated tokens that overlap the first occurrence of `phrase`
+  /// (case-insensitive) in `text`, the streamed text those tokens spell; nil when absent.
+  static func probability(of phrase: String, in text: String, tokens: [Int32], probabilities: [Float], tokenizer: Tokenizer)
+    -> Float?
+  {
+    let bytes = Array(text.lowercased().utf8), needle = Array(phrase.lowercased().utf8)
+    guard !needle.isEmpty, bytes.count >= needle.count, text.lowercased().utf8.count == text.utf8.count else { return nil }
+    var start = -1
+    for i in 0...(bytes.count - needle.count) where bytes[i] == needle[0] && Array(bytes[i..<(i + needle.count)]) == needle {
+      start = i
+      break
+    }
+    guard start >= 0 else { return nil }
+    let end = start + needle.count
+    var off = 0
+    var ps: [Float] = []
+    for (t, p) in zip(tokens, probabilities) {
+      let n = tokenizer.bytes(of: t).count
+      if off < end && off + n > start { ps.append(p) }
+      off += n
+      if off >= end { break }
+    }
+    return ps.isEmpty ? nil : ps.reduce(0, +) / Float(ps.count)
+  }
+
   /// Generates and streams at most ``maxSentences`` sentences; returns the generation and the
   /// text streamed (the answer, cut at the sentence end).
   func generate(prefix: [Int32], rest: [Int32], onText: (String) -> Bool) throws -> (Generation, String) {
@@ -216,6 +242,17 @@ public enum ClaimGate {
         }
       }
     }
+    // Grade: "low-grade" against "high-grade" (dysplasia, intraepithelial neoplasia, carcinoma).
+    let vl = v.lowercased()
+    for (mine, other) in [("low-grade", "high-grade"), ("high-grade", "low-grade")] where vl.contains(mine) {
+      for form in [other, other.replacingOccurrences(of: "-", with: " ")] {
+        if let q = asserted(form, in: t, original: answer) {
+          consistent = false
+          flags.append(ReviewFlag(code: "wrong-grade", reason: "\"\(q)\" says \(other), but the classifier sees \(v)"))
+          break
+        }
+      }
+    }
     // Polarity.
     if let p = polarity(ofClass: v) {
       let words = p ? benignClaims : malignantClaims
@@ -302,7 +339,15 @@ extension ChatSession {
       let s = String(decoding: tok.bytes(of: t), as: UTF8.self)
       if s.unicodeScalars.contains(where: { CharacterSet.letters.contains($0) }) { ps.append(p) }
     }
-    let genConf = ps.isEmpty ? 0 : ps.reduce(0, +) / Float(ps.count)
+    var genConf = ps.isEmpty ? 0 : ps.reduce(0, +) / Float(ps.count)
+    // The key claim: the class the answer asserts (else the verdict's name) wherever it appears;
+    // the model's probability of the tokens that spell it is the answer's own confidence.
+    let claimName = set.flatMap { ClaimGate.assertedClass(answer.lowercased(), answer, $0)?.0 } ?? verdictName
+    if let name = claimName,
+      let p = GroundedLM.probability(of: name, in: streamed, tokens: gen.tokens, probabilities: gen.probabilities, tokenizer: tok)
+    {
+      genConf = p
+    }
     var (flags, consistent) = ClaimGate.check(
       answer: answer, question: question, verdict: verdictName, verdictSet: set, otherSets: promptSets, general: !hits.isEmpty)
     if !about && hits.isEmpty {

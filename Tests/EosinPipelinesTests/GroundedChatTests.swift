@@ -67,6 +67,18 @@ final class GroundedChatTests: XCTestCase {
     XCTAssertEqual(flags("The tumour cells form glands of lung adenocarcinoma.").first?.code, "inconsistent")
   }
 
+  /// Guards grade claims: "high grade" against a low-grade verdict is flagged, the same grade is not.
+  func testClaimGateGrade() throws {
+    let crc = try PromptSet.load("colorectal", searchDirs: [Self.root + "/Prompts/zero-shot"])
+    let v = "low-grade intraepithelial neoplasia"
+    let bad = ClaimGate.check(
+      answer: "These crypts show high grade dysplasia.", question: "What grade?", verdict: v, verdictSet: crc, otherSets: [])
+    XCTAssertTrue(bad.flags.contains { $0.code == "wrong-grade" }, "\(bad.flags)")
+    let ok = ClaimGate.check(
+      answer: "This is low-grade intraepithelial neoplasia.", question: "What grade?", verdict: v, verdictSet: crc, otherSets: [])
+    XCTAssertEqual(ok.flags, [])
+  }
+
   /// Guards questions that are not about the slide: no diagnosis may appear unless the
   /// question is a general pathology one that Eosin's notes answer.
   func testClaimGateOffTopic() throws {
