@@ -5,7 +5,8 @@ import Foundation
 /// A pretrained GGUF language model answering chat questions, grounded on the open slide's facts,
 /// the classifier's verdict and Eosin's notes (retrieved per question). Eosin has trained no
 /// projector for it, so it runs without slide tokens. The slide's context is prefilled once and
-/// its KV cache reused across turns. Not thread-safe.
+/// its KV cache reused across turns; the cache holds 1024 positions (about 47 MB for SmolLM2),
+/// enough for the context, the notes and the answer. Not thread-safe.
 public final class GroundedLM {
   public let lm: LanguageModel
   public let notes: KnowledgeNotes
@@ -21,11 +22,9 @@ public final class GroundedLM {
   public init(lm: LanguageModel, notes: KnowledgeNotes) {
     self.lm = lm
     self.notes = notes
-    state = lm.model.makeState(capacity: 2048)
+    state = lm.model.makeState(capacity: 1024)
   }
 
-  /// Generates after `prefix` (reusing its cached positions when it equals the last one) and
-  /// `rest`, streaming text to `onText`.
   /// The mean probability of the generated tokens that overlap the first occurrence of `phrase`
   /// (case-insensitive) in `text`, the streamed text those tokens spell; nil when absent.
   static func probability(of phrase: String, in text: String, tokens: [Int32], probabilities: [Float], tokenizer: Tokenizer)
@@ -77,6 +76,8 @@ public final class GroundedLM {
     return (g, text)
   }
 
+  /// Generates after `prefix` (reusing its cached positions when it equals the last one) and
+  /// `rest`, streaming text to `onText`.
   private func generateRaw(prefix: [Int32], rest: [Int32], onText: (String) -> Bool) throws -> Generation {
     var same = cachedPrefix.count <= state.position && !cachedPrefix.isEmpty && cachedPrefix == prefix
     if prefix.count + rest.count + maxTokens >= state.capacity { same = false }
@@ -85,7 +86,7 @@ public final class GroundedLM {
       return try lm.generate(
         prompt: rest, state: state, options: SamplingOptions(maxTokens: maxTokens, repeatPenalty: repeatPenalty), onText: onText)
     }
-    state = lm.model.makeState(capacity: max(2048, prefix.count + rest.count + maxTokens + 8))
+    state = lm.model.makeState(capacity: max(1024, prefix.count + rest.count + maxTokens + 8))
     _ = try lm.model.forward(prefix, state: state)
     cachedPrefix = prefix
     return try lm.generate(
