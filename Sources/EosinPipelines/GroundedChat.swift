@@ -355,7 +355,9 @@ extension ChatSession {
       flags.append(
         ReviewFlag(
           code: "not-from-notes",
-          reason: "not from Eosin's notes: nothing relevant was found, so this is the language model's own text"))
+          reason:
+            "not about the slide and not from Eosin's notes: nothing relevant was found, so this is the language model's own text"
+        ))
     }
     if !hits.isEmpty && !answer.isEmpty {
       // Grounding: the answer's content words should come from the notes (or the slide context).
@@ -374,7 +376,7 @@ extension ChatSession {
     // Cite the note that grounds the answer: the verdict class's for a slide question.
     let cited = about ? hits.last : hits.first
     if let h = cited {
-      let src = "(Source: Eosin's notes, \(h.0.source))"
+      let src = "(Source: Eosin's notes, \(h.0.source)\(about ? "" : "; a general answer, not about this slide"))"
       if !cancelled { _ = onToken("\n" + src) }
     }
     if genConf < 0.5 {
