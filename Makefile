@@ -64,13 +64,17 @@ bench: build
 	@echo "PyTorch ratios: python3 Benchmarks/compare.py (needs torch and transformers)"
 
 # libFuzzer targets (Fuzz/, built with -sanitize=fuzzer,address), each run FUZZ_SECONDS seconds
-# from its committed seed corpus and dictionary. New inputs go to .build/fuzz/, crashes to the
+# from seeds taken from the committed test fixtures and a committed dictionary. New inputs go to .build/fuzz/, crashes to the
 # working directory (crash-*).
 fuzz:
 	$(SWIFT) build --package-path Fuzz -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
-	@mkdir -p .build/fuzz/gguf
+	@mkdir -p .build/fuzz/gguf .build/fuzz/seeds-gguf
+	@# Seeds: the smallest committed GGUF test fixtures (bigger ones slow every execution), and a
+	@# truncated one (header and metadata only).
+	@cd Tests/EosinModelsTests/Fixtures/gguf && cp quant-blocks.gguf tiny-llama-Q4_0.gguf tiny-qwen2-Q4_1.gguf $(CURDIR)/.build/fuzz/seeds-gguf/
+	@head -c 4096 Tests/EosinModelsTests/Fixtures/gguf/tiny-llama-Q4_0.gguf > .build/fuzz/seeds-gguf/header-only.gguf
 	Fuzz/.build/release/FuzzGGUF -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 \
-	  -dict=Fuzz/dict/gguf.dict .build/fuzz/gguf Fuzz/corpus/gguf
+	  -dict=Fuzz/dict/gguf.dict .build/fuzz/gguf .build/fuzz/seeds-gguf
 
 format:
 	$(SWIFT) format -i -r Sources Tests Package.swift

@@ -79,6 +79,17 @@ static inline void k4_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m
   }
 }
 
+/* Scales and mins of sub-blocks is and is+1 (one 64-value stretch) of a Q4_K/Q5_K block. */
+static inline void k4_pair(int is, const uint8_t *sc, float d, float dmin, float *d1, float *m1, float *d2, float *m2) {
+  uint8_t s, m;
+  k4_scale_min(is, sc, &s, &m);
+  *d1 = d * s;
+  *m1 = dmin * m;
+  k4_scale_min(is + 1, sc, &s, &m);
+  *d2 = d * s;
+  *m2 = dmin * m;
+}
+
 /* One block of any quantised type -> y (block size elements). */
 static void dequant_block(uint32_t t, const uint8_t *b, float *y) {
   switch (t) {
@@ -110,11 +121,8 @@ static void dequant_block(uint32_t t, const uint8_t *b, float *y) {
     float d = half_to_float(rd16(b)), dmin = half_to_float(rd16(b + 2));
     const uint8_t *sc = b + 4, *q = b + 16;
     for (int j = 0, is = 0; j < 256; j += 64, is += 2, q += 32) {
-      uint8_t s, m;
-      k4_scale_min(is, sc, &s, &m);
-      float d1 = d * s, m1 = dmin * m;
-      k4_scale_min(is + 1, sc, &s, &m);
-      float d2 = d * s, m2 = dmin * m;
+      float d1, m1, d2, m2;
+      k4_pair(is, sc, d, dmin, &d1, &m1, &d2, &m2);
       for (int l = 0; l < 32; l++) y[j + l] = d1 * (q[l] & 0xF) - m1;
       for (int l = 0; l < 32; l++) y[j + 32 + l] = d2 * (q[l] >> 4) - m2;
     }
@@ -125,11 +133,8 @@ static void dequant_block(uint32_t t, const uint8_t *b, float *y) {
     const uint8_t *sc = b + 4, *qh = b + 16, *ql = b + 48;
     uint8_t u1 = 1, u2 = 2;
     for (int j = 0, is = 0; j < 256; j += 64, is += 2, ql += 32) {
-      uint8_t s, m;
-      k4_scale_min(is, sc, &s, &m);
-      float d1 = d * s, m1 = dmin * m;
-      k4_scale_min(is + 1, sc, &s, &m);
-      float d2 = d * s, m2 = dmin * m;
+      float d1, m1, d2, m2;
+      k4_pair(is, sc, d, dmin, &d1, &m1, &d2, &m2);
       for (int l = 0; l < 32; l++) y[j + l] = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
       for (int l = 0; l < 32; l++) y[j + 32 + l] = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
       u1 <<= 2;

@@ -70,6 +70,8 @@ public final class ChatSession {
   /// The prompt set that judges answers when the question names no organ (a report template's
   /// set); nil: the set whose classes best match the input.
   public var preferredSet: String?
+  /// The joint classifier's prompt set over the organ sets, built once.
+  var jointSet: PromptSet?
   /// The first diagnosis an answer named on the open slide (class name), for the cross-turn
   /// consistency check.
   public private(set) var firstDiagnosis: String?
@@ -154,9 +156,11 @@ public final class ChatSession {
     let cands = organSets.isEmpty ? promptSets : organSets
     guard let first = cands.first else { throw PipelineError.input("no prompt sets loaded") }
     if cands.count == 1 { return first }
-    let joint = try PromptSet(
-      name: "organ-choice(" + cands.map(\.name).joined(separator: "+") + ")", classes: cands.flatMap { $0.classes },
-      templates: first.templates, background: first.background)
+    let name = "organ-choice(" + cands.map(\.name).joined(separator: "+") + ")"
+    let joint =
+      try jointSet.flatMap { $0.name == name ? $0 : nil }
+      ?? PromptSet(name: name, classes: cands.flatMap { $0.classes }, templates: first.templates, background: first.background)
+    jointSet = joint
     let (clf, r) = try verdict(joint)
     let best = clf.classNames[r.verdict]
     if let s = cands.first(where: { $0.classes.contains { $0.name == best } }) { return s }

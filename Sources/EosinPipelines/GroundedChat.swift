@@ -16,13 +16,13 @@ public final class GroundedLM {
   /// Answers stop after this many sentences: a 135M model copies the notes faithfully at first
   /// and drifts after.
   public var maxSentences = 2
-  var state: LlamaState
+  /// Allocated on the first answer, then reused (grown only when a turn needs more room).
+  var state: LlamaState?
   var cachedPrefix: [Int32] = []
 
   public init(lm: LanguageModel, notes: KnowledgeNotes) {
     self.lm = lm
     self.notes = notes
-    state = lm.model.makeState(capacity: 1024)
   }
 
   /// The mean probability of the generated tokens that overlap the first occurrence of `phrase`
@@ -79,19 +79,21 @@ public final class GroundedLM {
   /// Generates after `prefix` (reusing its cached positions when it equals the last one) and
   /// `rest`, streaming text to `onText`.
   private func generateRaw(prefix: [Int32], rest: [Int32], onText: (String) -> Bool) throws -> Generation {
-    var same = cachedPrefix.count <= state.position && !cachedPrefix.isEmpty && cachedPrefix == prefix
-    if prefix.count + rest.count + maxTokens >= state.capacity { same = false }
-    if same {
-      state.truncate(to: prefix.count)
-      return try lm.generate(
-        prompt: rest, state: state, options: SamplingOptions(maxTokens: maxTokens, repeatPenalty: repeatPenalty), onText: onText)
+    let need = prefix.count + rest.count + maxTokens + 8
+    let options = SamplingOptions(maxTokens: maxTokens, repeatPenalty: repeatPenalty)
+    if let s = state, s.capacity >= need, !cachedPrefix.isEmpty, cachedPrefix == prefix, s.position >= prefix.count {
+      s.truncate(to: prefix.count)
+      return try lm.generate(prompt: rest, state: s, options: options, onText: onText)
     }
-    state = lm.model.makeState(capacity: max(1024, prefix.count + rest.count + maxTokens + 8))
-    _ = try lm.model.forward(prefix, state: state)
+    let s = state.flatMap { $0.capacity >= need ? $0 : nil } ?? lm.model.makeState(capacity: max(1024, need))
+    s.truncate(to: 0)
+    state = s
+    cachedPrefix = []
+    _ = try lm.model.forward(prefix, state: s)
     cachedPrefix = prefix
-    return try lm.generate(
-      prompt: rest, state: state, options: SamplingOptions(maxTokens: maxTokens, repeatPenalty: repeatPenalty), onText: onText)
+    return try lm.generate(prompt: rest, state: s, options: options, onText: onText)
   }
+
 }
 
 /// The claims in an answer that matter, checked against the classifier and the slide: which

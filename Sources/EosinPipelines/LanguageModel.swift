@@ -198,7 +198,7 @@ public final class LanguageModel: @unchecked Sendable {
     let t0 = Probes.now()
     var logits = try model.forward(prompt, state: state)
     let tPrompt = Probes.now() - t0
-    var rng = SplitMix64(seed: options.seed)
+    var sampler = Sampler(temperature: options.temperature, topP: options.topP, seed: options.seed)
     var out: [Int32] = []
     var probs: [Float] = []
     var pending: [UInt8] = []
@@ -214,7 +214,7 @@ public final class LanguageModel: @unchecked Sendable {
           logits[Int(t)] = l > 0 ? l / options.repeatPenalty : l * options.repeatPenalty
         }
       }
-      let (id, p) = LanguageModel.sample(logits, options, &rng)
+      let (id, p) = sampler.sample(logits)
       if i == 0 {
         tFirst = Probes.now() - t0
         tAfterFirst = Probes.now()
@@ -246,35 +246,6 @@ public final class LanguageModel: @unchecked Sendable {
     return Generation(
       text: text, tokens: out, probabilities: probs, promptTokens: prompt.count, promptSeconds: tPrompt,
       generateSeconds: Probes.now() - tAfterFirst, firstTokenSeconds: tFirst == 0 ? Probes.now() - t0 : tFirst, stopReason: stop)
-  }
-
-  /// Picks the next token: argmax when greedy, else temperature and top-p sampling. Returns the
-  /// token and its probability under the (tempered) distribution.
-  static func sample(_ logits: [Float], _ o: SamplingOptions, _ rng: inout SplitMix64) -> (Int32, Float) {
-    var best = 0
-    for i in 1..<logits.count where logits[i] > logits[best] { best = i }
-    let t = o.temperature > 0 ? o.temperature : 1
-    let m = logits[best]
-    var z: Double = 0
-    for l in logits { z += exp(Double((l - m) / t)) }
-    if o.temperature <= 0 { return (Int32(best), Float(1 / z)) }
-    var idx = (0..<logits.count).map { $0 }
-    idx.sort { logits[$0] > logits[$1] }
-    var keep: [(Int, Double)] = []
-    var cum = 0.0
-    for i in idx {
-      let p = exp(Double((logits[i] - m) / t)) / z
-      keep.append((i, p))
-      cum += p
-      if cum >= Double(o.topP) { break }
-    }
-    let r = rng.nextDouble() * cum
-    var acc = 0.0
-    for (i, p) in keep {
-      acc += p
-      if r < acc { return (Int32(i), Float(p)) }
-    }
-    return (Int32(keep.last!.0), Float(keep.last!.1))
   }
 
   /// `lm info`: the model's facts from its metadata, in display order.
@@ -325,18 +296,4 @@ func splitValidUTF8(_ b: [UInt8]) -> (String, [UInt8]) {
     break
   }
   return (String(decoding: b[..<cut], as: UTF8.self), Array(b[cut...]))
-}
-
-/// A small deterministic generator for sampling (SplitMix64).
-struct SplitMix64 {
-  var state: UInt64
-  init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-  mutating func nextDouble() -> Double { Double(next() >> 11) / Double(1 << 53) }
 }
