@@ -29,16 +29,29 @@ public enum Metrics {
   public static func ece(confidence: [Float], correct: [Bool], bins: Int = 15) -> Double {
     var n = [Int](repeating: 0, count: bins), conf = [Double](repeating: 0, count: bins),
       acc = [Double](repeating: 0, count: bins)
-    for (c, ok) in zip(confidence, correct) {
+    for (c, ok) in zip(confidence, correct) where c.isFinite {
       let b = min(bins - 1, max(0, Int(Double(c) * Double(bins))))
       n[b] += 1
       conf[b] += Double(c)
       acc[b] += ok ? 1 : 0
     }
-    let total = Double(confidence.count)
+    let total = Double(max(1, n.reduce(0, +)))
     var e = 0.0
     for b in 0..<bins where n[b] > 0 { e += Double(n[b]) / total * abs(acc[b] / Double(n[b]) - conf[b] / Double(n[b])) }
     return e
+  }
+
+  /// Expected calibration error of the top-class probability of logits (N,K) at temperature T.
+  public static func ece(logits: [Float], truth: [Int], classes K: Int, temperature T: Float, bins: Int = 15) -> Double {
+    let p = softmax(logits, classes: K, temperature: T)
+    var conf: [Float] = [], ok: [Bool] = []
+    for n in 0..<truth.count {
+      let row = p[(n * K)..<((n + 1) * K)]
+      let top = row.indices.max { row[$0] < row[$1] }!
+      conf.append(row[top])
+      ok.append(top - n * K == truth[n])
+    }
+    return ece(confidence: conf, correct: ok, bins: bins)
   }
 
   /// Softmax of logits / T, row-wise. logits (N,K).

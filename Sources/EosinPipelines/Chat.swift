@@ -42,6 +42,32 @@ public struct ChatAnswer: Sendable {
   public var answerClass: String?
   /// The note of Eosin's that the answer drew on (`FILE#id`), when a language model answered.
   public var source: String? = nil
+  /// Why ``promptSet`` judged this answer ("the question says \"colon\"", "you chose it with
+  /// :classify", "its classes best match the slide").
+  public var judgedBy: String = ""
+  /// Where each evidence tile is, in words: level-0 `(x, y)`, or the image file's name.
+  public var evidenceLabels: [String] = []
+  /// The calibration temperature of the judging classifier and its source.
+  public var temperature: String = ""
+
+  /// The one confidence shown for this answer, on screen and in every saved record: the
+  /// answer's own confidence (its key claim's probability, capped by the classifier's), or 0
+  /// when it contradicts the classifier.
+  public var shownConfidence: Float {
+    if confidence.consistent == false { return 0 }
+    return min(confidence.probability, confidence.generator ?? 1)
+  }
+
+  /// The line shown after the answer, and saved with it word for word: the confidence and the
+  /// evidence when nothing is flagged, else `⚠ REVIEW:` and every reason.
+  public var reviewLine: String {
+    let judged = promptSet == "-" ? "" : " · judged against the \(promptSet) set (\(judgedBy))"
+    if flags.isEmpty {
+      return String(format: "confidence %.2f · evidence %d tiles", shownConfidence, evidence.count) + judged
+    }
+    return "⚠ REVIEW: " + flags.map { $0.reason }.joined(separator: "; ")
+      + String(format: " · confidence %.2f · evidence %d tiles", shownConfidence, evidence.count) + judged
+  }
 }
 
 /// A chat about one slide (or a set of images): selects slide tokens for each question, streams
@@ -53,23 +79,27 @@ public final class ChatSession {
   public let bundle: ModelBundle
   public let chat: ChatModel
   public let cacheDir: String?
-  public let promptSets: [PromptSet]
+  public private(set) var promptSets: [PromptSet]
   public var sampler = Sampler()
   public var maxTokens = 40
   /// Slide tokens per question (plus one global token).
   public let tilesPerQuestion = 4
 
-  public private(set) var source: String?
-  public private(set) var embeddings: SlideEmbeddings?
-  public private(set) var facts = InputFacts()
-  public private(set) var slideInfo: [String: String] = [:]
+  /// The open input (a slide, or images taken as one case).
+  public private(set) var input: AnalyzedSlide?
+  public var source: String? { input?.paths.first }
+  public var embeddings: SlideEmbeddings? { input?.embeddings }
+  public var facts: InputFacts { input?.facts ?? InputFacts() }
+  public var slideInfo: [String: String] { input?.info ?? [:] }
   public internal(set) var lastAnswer: ChatAnswer?
   /// When set, answers come from this pretrained language model, grounded on the classifier and
   /// Eosin's notes (``GroundedLM``), instead of the embedded small decoder.
   public var grounded: GroundedLM?
-  /// The prompt set that judges answers when the question names no organ (a report template's
-  /// set); nil: the set whose classes best match the input.
+  /// The prompt set chosen by the user (`:classify SET`) or by a report template; it judges
+  /// answers whose question names no organ. nil: the organ set whose classes best match the input.
   public var preferredSet: String?
+  /// Why ``preferredSet`` was chosen, for the answer's record ("you chose it with :classify").
+  public var preferredReason = "chosen"
   /// The joint classifier's prompt set over the organ sets, built once.
   var jointSet: PromptSet?
   /// The first diagnosis an answer named on the open slide (class name), for the cross-turn
@@ -77,49 +107,39 @@ public final class ChatSession {
   public private(set) var firstDiagnosis: String?
   var classifiers: [String: ZeroShotClassifier] = [:]
   var verdicts: [String: SlideResult] = [:]
+  let policy: ReviewPolicy
+  /// The organ check over the loaded organ sets (built on first use).
+  var organCheck: OrganCheck?
 
   public init(bundle: ModelBundle, chat: ChatModel, promptSets: [PromptSet], cacheDir: String?) {
     self.bundle = bundle
     self.chat = chat
     self.promptSets = promptSets
     self.cacheDir = cacheDir
+    policy = ReviewPolicy(thresholds: bundle.thresholds)
   }
 
   /// Opens a slide, or one or more images treated as the tiles of one case.
   /// - Throws: the slide or image error, naming the file; the session keeps what it had.
   public func open(_ paths: [String], overrideMPP: Double? = nil, progress: (Int, Int) -> Void = { _, _ in }) throws {
-    guard let first = paths.first else { throw PipelineError.input("nothing to open") }
-    let items = try InputCollector.collect(paths)
-    if items.count == 1 && items[0].1 == .slide {
-      let s = try Slide(path: first)
-      let tissue = try TissueDetector().detect(s)
-      let e = try SlideIndex.embed(
-        slide: s, tissue: tissue, bundle: bundle, overrideMPP: overrideMPP, cacheDir: cacheDir, progress: progress)
-      embeddings = e
-      facts = InputFacts(mppMissing: s.mppX == nil, notBrightfield: tissue.modalityReason, tissueFraction: tissue.tissueFraction)
-      let (W, H) = s.dimensions
-      slideInfo = [
-        "file": (first as NSString).lastPathComponent, "vendor": s.vendor, "size": "\(W) x \(H) px",
-        "levels": "\(s.levels.count)",
-        "mpp": (overrideMPP ?? s.mppX).map { String(format: "%.4f", $0) } ?? "unknown",
-        "tissue": String(format: "%.1f%%", tissue.tissueFraction * 100),
-        "tiles": "\(e.tiles.count) at \(String(format: "%.3f", e.mpp)) µm/px, \(e.tileSize) px"
-          + (e.fromCache ? " (from cache)" : ""),
-        "modality": tissue.modality.rawValue,
-      ]
+    load(try AnalyzedSlide.analyze(paths, bundle: bundle, overrideMPP: overrideMPP, cacheDir: cacheDir, progress: progress))
+  }
+
+  /// The user's choice of prompt set (`:classify SET`): it judges the answers that follow, unless
+  /// a question names an organ. A set not loaded yet (a file, an inline class list) is added.
+  public func choose(_ set: PromptSet) {
+    if let i = promptSets.firstIndex(where: { $0.name == set.name }) {
+      promptSets[i] = set
     } else {
-      let imgs = try items.map { try ImageCodec.read($0.0) }
-      let emb = SlideIndex.embedImages(imgs, bundle: bundle)
-      let tiles = imgs.indices.map { TileRef(index: $0, col: $0, row: 0, x: 0, y: 0, size0: imgs[$0].width, tissue: 1) }
-      embeddings = SlideEmbeddings(
-        tiles: tiles, embeddings: emb, dim: bundle.clip.embedDim, tileSize: bundle.tileSize, mpp: bundle.mpp,
-        extent0: Double(bundle.tileSize), fromCache: false, readSeconds: 0, encodeSeconds: 0)
-      facts = InputFacts()
-      slideInfo = [
-        "file": items.map { ($0.0 as NSString).lastPathComponent }.joined(separator: ", "), "tiles": "\(imgs.count) images",
-      ]
+      promptSets.append(set)
     }
-    source = first
+    preferredSet = set.name
+    preferredReason = "you chose it with :classify"
+  }
+
+  /// Takes an input that is already analysed (by `eosin report`, say) without re-embedding it.
+  public func load(_ a: AnalyzedSlide) {
+    input = a
     verdicts = [:]
     lastAnswer = nil
     firstDiagnosis = nil
@@ -127,35 +147,41 @@ public final class ChatSession {
 
   /// The classifier and slide verdict for a prompt set (computed once per slide).
   public func verdict(_ set: PromptSet) throws -> (ZeroShotClassifier, SlideResult) {
-    guard let e = embeddings else { throw PipelineError.input("no slide is open; use :open PATH") }
-    let clf = try classifiers[set.name] ?? ZeroShotClassifier(bundle: bundle, promptSet: set, cacheDir: cacheDir)
-    classifiers[set.name] = clf
-    if let v = verdicts[set.name] { return (clf, v) }
-    let r = SlidePooling.pool(
-      clf.predict(e.embeddings), tiles: e.tiles, extent0: e.extent0, classifier: clf, k: nil, facts: facts,
-      policy: ReviewPolicy(thresholds: bundle.thresholds))
-    verdicts[set.name] = r
+    guard let a = input else { throw PipelineError.input("no slide is open; use :open PATH") }
+    let key = set.name + "|" + set.sha256
+    let clf = try classifiers[key] ?? ZeroShotClassifier(bundle: bundle, promptSet: set, cacheDir: cacheDir)
+    classifiers[key] = clf
+    if let v = verdicts[key] { return (clf, v) }
+    if organCheck == nil { organCheck = try OrganCheck(organSets: promptSets, bundle: bundle, cacheDir: cacheDir) }
+    let r = a.classify(clf, policy: policy, organs: organCheck)
+    verdicts[key] = r
     return (clf, r)
   }
 
-  /// The prompt set named by the question (organ words), else the organ set whose classes best
-  /// match the open input: one joint classifier over every organ set's tissue classes (their
-  /// similarities are comparable, unlike probabilities normalised within each set), and the set
-  /// that owns its verdict. Measured on test tiles: EBHI 60/60 colorectal, LC25000 58/59 lung;
-  /// the old rule (the most confident set's verdict) sent most EBHI tiles to the lung set.
-  public func promptSet(for question: String) throws -> PromptSet {
+  /// The organ prompt sets (those whose file lists `organ_words`).
+  public var organSets: [PromptSet] { promptSets.filter { !($0.organWords ?? []).isEmpty } }
+
+  /// The prompt set that judges an answer to `question`, with the reason, in this order:
+  /// 1. the organ set whose organ words the question uses ("... in this colon biopsy");
+  /// 2. the set the user chose with `:classify SET`, or the report template's set
+  ///    (``preferredSet``);
+  /// 3. the organ set whose classes best match the open input: one joint classifier over every
+  ///    organ set's classes (their similarities are comparable, unlike probabilities normalised
+  ///    within each set), and the set that owns its verdict. Measured on test tiles: EBHI 60/60
+  ///    colorectal, LC25000 58/59 lung.
+  /// Never a silent default: the reason goes into the answer's record.
+  public func choosePromptSet(for question: String) throws -> (set: PromptSet, reason: String) {
     let q = question.lowercased()
-    let organ: [(String, [String])] = [
-      ("colorectal", ["colon", "colorectal", "rectum", "rectal", "bowel", "polyp"]), ("lung", ["lung", "pulmonary", "bronch"]),
-    ]
-    for (name, words) in organ where words.contains(where: { q.contains($0) }) {
-      if let s = promptSets.first(where: { $0.name == name }) { return s }
+    for s in organSets {
+      if let w = s.organWords?.first(where: { q.contains($0.lowercased()) }) {
+        return (s, "the question says \"\(w)\"")
+      }
     }
-    if let p = preferredSet, let s = promptSets.first(where: { $0.name == p }) { return s }
-    let organSets = promptSets.filter { $0.name == "lung" || $0.name == "colorectal" }
-    let cands = organSets.isEmpty ? promptSets : organSets
+    if let p = preferredSet, let s = promptSets.first(where: { $0.name == p }) { return (s, preferredReason) }
+    let organ = organSets
+    let cands = organ.isEmpty ? promptSets : organ
     guard let first = cands.first else { throw PipelineError.input("no prompt sets loaded") }
-    if cands.count == 1 { return first }
+    if cands.count == 1 { return (first, "the only organ set") }
     let name = "organ-choice(" + cands.map(\.name).joined(separator: "+") + ")"
     let joint =
       try jointSet.flatMap { $0.name == name ? $0 : nil }
@@ -163,10 +189,16 @@ public final class ChatSession {
     jointSet = joint
     let (clf, r) = try verdict(joint)
     let best = clf.classNames[r.verdict]
-    if let s = cands.first(where: { $0.classes.contains { $0.name == best } }) { return s }
+    if let s = cands.first(where: { $0.classes.contains { $0.name == best } }) {
+      return (s, "its classes best match the slide (\(best))")
+    }
     // The joint verdict is the background: keep the most confident organ set's verdict.
-    return try cands.max { try verdict($0).1.confidence.probability < verdict($1).1.confidence.probability }!
+    let s = try cands.max { try verdict($0).1.confidence.probability < verdict($1).1.confidence.probability }!
+    return (s, "no organ set's classes match well; its verdict is the most confident")
   }
+
+  /// The prompt set that judges an answer to `question` (see ``choosePromptSet(for:)``).
+  public func promptSet(for question: String) throws -> PromptSet { try choosePromptSet(for: question).set }
 
   /// Picks slide tokens: the tiles most similar to the question's text embedding, kept diverse
   /// (maximal marginal relevance, lambda 0.7), then the mean of all tiles as a global token.
@@ -248,41 +280,33 @@ public final class ChatSession {
       if s.unicodeScalars.contains(where: { CharacterSet.letters.contains($0) }) { ps.append(p) }
     }
     let genConf = ps.isEmpty ? 0 : ps.reduce(0, +) / Float(ps.count)
-    let set = try promptSet(for: question)
+    let (set, why) = try choosePromptSet(for: question)
     let (clf, r) = try verdict(set)
-    let named = Consistency.namedClass(answer, set: set)
-    // Only when this set's classes are not named: a class of another organ's set.
-    let other = named == nil ? Consistency.namedClass(answer, sets: promptSets.filter { $0.name != set.name }) : nil
-    let saysNoTissue = answer.lowercased().contains("no interpretable tissue")
-    var consistent: Bool? = nil
-    var flags: [ReviewFlag] = []
-    let verdictName = clf.classNames[r.verdict]
-    let isBackground = r.verdict == clf.backgroundIndex
-    if let n = named {
-      consistent = n == r.verdict
-      if n != r.verdict {
-        flags.append(
-          ReviewFlag(code: "inconsistent", reason: "answer disagrees with classifier (\(clf.classNames[n]) vs \(verdictName))"))
-      }
-    } else if let (otherSet, otherName) = other, otherName != set.background?.name {
-      // The answer names a class of another organ's prompt set: it cannot agree with this verdict.
-      consistent = false
-      flags.append(
-        ReviewFlag(
-          code: "inconsistent",
-          reason: "answer names \(otherName) (\(otherSet) set) but the classifier sees \(verdictName) (\(set.name) set)"))
-    } else if saysNoTissue != isBackground && (saysNoTissue || Consistency.soundsDiagnostic(answer)) {
-      consistent = false
-      flags.append(
-        ReviewFlag(
-          code: "inconsistent",
-          reason: saysNoTissue
-            ? "answer says no tissue but the classifier sees \(verdictName)"
-            : "answer gives a diagnosis but the classifier sees no interpretable tissue"))
-    }
+    let a = review(
+      question: question, answer: answer, set: set, judgedBy: why, classifier: clf, result: r, picks: picks,
+      generator: genConf, cancelled: cancelled, general: false, extraFlags: [])
+    lastAnswer = a
+    return a
+  }
+
+  /// The review of one answer, the same for the embedded decoder and a language model: the
+  /// slide verdict's flags, the claim gate (asserted classes, unsupported diagnoses, grade,
+  /// polarity), a diagnosis that differs from an earlier answer's on this slide, an unsure
+  /// wording, cancellation. `result` is nil when the question was not about the slide.
+  func review(
+    question: String, answer: String, set: PromptSet?, judgedBy: String, classifier clf: ZeroShotClassifier?,
+    result r: SlideResult?, picks: [Int], generator genConf: Float, cancelled: Bool, general: Bool, extraFlags: [ReviewFlag]
+  ) -> ChatAnswer {
+    let verdictName = r.map { $0.classNames[$0.verdict] }
+    var (flags, consistent) = ClaimGate.check(
+      answer: answer, question: question, verdict: verdictName, verdictSet: set, otherSets: promptSets, general: general)
+    flags += extraFlags
     // Across turns: an answer naming a different diagnosis from an earlier one on this slide.
-    let answerDiagnosis = named.map { clf.classNames[$0] } ?? other?.1
-    if let d = answerDiagnosis, !cancelled {
+    let low = answer.lowercased()
+    let named =
+      set.flatMap { ClaimGate.assertedClass(low, answer, $0)?.0 }
+      ?? organSets.lazy.compactMap { ClaimGate.assertedClass(low, answer, $0)?.0 }.first
+    if let d = named, r != nil, !cancelled, d != set?.background?.name {
       if let first = firstDiagnosis, first != d {
         consistent = false
         flags.append(ReviewFlag(code: "self-contradiction", reason: "answer names \(d), an earlier answer named \(first)"))
@@ -290,11 +314,6 @@ public final class ChatSession {
         firstDiagnosis = d
       }
     }
-    var conf = r.confidence
-    conf.generator = genConf
-    conf.consistent = consistent
-    // Slide-level flags from the classifier, then the generator's own.
-    flags += r.flags.filter { $0.code != "inconsistent" }
     if genConf < 0.5 {
       flags.append(
         ReviewFlag(
@@ -302,47 +321,37 @@ public final class ChatSession {
       )
     }
     if cancelled { flags.append(ReviewFlag(code: "cancelled", reason: "answer was cancelled")) }
-    let evidence = picks.map {
-      EvidenceTile(x: e.tiles[$0].x, y: e.tiles[$0].y, size: Int(e.extent0.rounded()), probability: r.tiles[$0].probs[r.verdict])
+    var conf: Confidence
+    if let r {
+      conf = r.confidence
+      flags = r.flags.filter { $0.code != "inconsistent" } + flags
+      conf.probability = consistent == false ? 0 : min(r.confidence.probability, genConf)
+    } else {
+      conf = Confidence(probability: genConf, margin: 0, promptSpread: 0, domain: 0)
     }
-    let a = ChatAnswer(
+    conf.generator = genConf
+    conf.consistent = consistent
+    if !conf.probability.isFinite || !genConf.isFinite {
+      flags.append(ReviewFlag(code: "non-finite", reason: "a non-finite score (NaN or infinity) was produced"))
+    }
+    var evidence: [EvidenceTile] = []
+    var labels: [String] = []
+    if let r, let a = input {
+      let e = a.embeddings
+      for i in picks where i < e.tiles.count {
+        evidence.append(
+          EvidenceTile(x: e.tiles[i].x, y: e.tiles[i].y, size: Int(e.extent0.rounded()), probability: r.tiles[i].probs[r.verdict]))
+        labels.append(a.tileLabel(i))
+      }
+    }
+    var ans = ChatAnswer(
       question: question, text: answer, cancelled: cancelled, confidence: conf, flags: flags, evidence: evidence,
-      promptSet: set.name,
-      verdict: verdictName, verdictProbability: r.probs[r.verdict], answerClass: named.map { clf.classNames[$0] })
-    lastAnswer = a
-    return a
-  }
-}
-
-/// Maps diagnosis terms in generated text to prompt-set classes.
-public enum Consistency {
-  /// The class (by name or synonym, longest match first) that the text names, if exactly one.
-  public static func namedClass(_ text: String, set: PromptSet) -> Int? {
-    let t = text.lowercased()
-    var hits: Set<Int> = []
-    var phrases: [(String, Int)] = []
-    for (k, c) in set.allClasses.enumerated() { for p in c.phrases { phrases.append((p.lowercased(), k)) } }
-    phrases.sort { $0.0.count > $1.0.count }
-    var rest = t
-    for (p, k) in phrases where rest.contains(p) {
-      hits.insert(k)
-      rest = rest.replacingOccurrences(of: p, with: " ")
-    }
-    return hits.count == 1 ? hits.first : nil
-  }
-
-  /// The first of `sets` (in order) whose classes the text names, with that class's name.
-  public static func namedClass(_ text: String, sets: [PromptSet]) -> (String, String)? {
-    for s in sets { if let k = namedClass(text, set: s) { return (s.name, s.allClasses[k].name) } }
-    return nil
-  }
-
-  /// Whether text reads like a diagnosis (names a lesion).
-  public static func soundsDiagnostic(_ text: String) -> Bool {
-    let t = text.lowercased()
-    return [
-      "carcinoma", "adenoma", "neoplasia", "dysplasia", "polyp", "tumour", "tumor", "malignant", "benign", "consistent with",
-    ].contains { t.contains($0) }
+      promptSet: set?.name ?? "-", verdict: verdictName ?? "-", verdictProbability: r.map { $0.probs[$0.verdict] } ?? 0,
+      answerClass: named)
+    ans.judgedBy = r == nil ? "not about the slide" : judgedBy
+    ans.evidenceLabels = labels
+    if let clf { ans.temperature = String(format: "T=%.3f (%@)", clf.temperature, clf.temperatureSource.label) }
+    return ans
   }
 }
 
@@ -359,27 +368,27 @@ public final class Transcript {
     path = "\(directory)/\(f.string(from: Date()))-\(getpid()).jsonl"
   }
 
+  /// Appends one turn: the question, the answer, and exactly the review line the screen showed
+  /// (``ChatAnswer/reviewLine``), with the slide and the hashes of the models that answered.
   /// - Parameter languageModel: the GGUF file that answered, when not the embedded decoder.
-  public func append(
-    _ a: ChatAnswer, source: String?, bundle: ModelBundle, chat: ChatModel, mpp: Double?, tileSize: Int?,
-    languageModel: String? = nil
-  ) throws {
+  public func append(_ a: ChatAnswer, session: ChatSession, languageModel: String? = nil) throws {
+    let e = session.embeddings
     var turn: [String: Any] = [
-      "time": ISO8601DateFormatter().string(from: Date()), "slide": source ?? "", "question": a.question, "answer": a.text,
-      "cancelled": a.cancelled,
-      "clip_sha256": bundle.clipSHA256, "decoder_sha256": chat.decoderSHA256, "prompt_set": a.promptSet, "mpp": mpp ?? 0,
-      "tile_size": tileSize ?? 0,
-      "verdict": a.verdict, "verdict_probability": Double(a.verdictProbability),
-      "generator_confidence": Double(a.confidence.generator ?? 0),
-      "consistent": a.confidence.consistent.map { $0 as Any } ?? NSNull(),
+      "time": ISO8601DateFormatter().string(from: Date()), "slide": session.input?.paths.joined(separator: ";") ?? "",
+      "slide_name": session.input?.name ?? "", "slide_hash": session.input?.contentHash ?? "", "question": a.question,
+      "answer": a.text, "cancelled": a.cancelled, "clip_sha256": session.bundle.clipSHA256,
+      "decoder_sha256": session.chat.decoderSHA256, "prompt_set": a.promptSet, "judged_by": a.judgedBy,
+      "temperature": a.temperature, "mpp": e?.mpp ?? 0, "tile_size": e?.tileSize ?? 0, "verdict": a.verdict,
+      "verdict_probability": Double(a.verdictProbability), "generator_confidence": Double(a.confidence.generator ?? 0),
+      "consistent": a.confidence.consistent.map { $0 as Any } ?? NSNull(), "flagged": !a.flags.isEmpty,
       "flags": a.flags.map { ["code": $0.code, "reason": $0.reason] },
-      "evidence": a.evidence.map { ["x": $0.x, "y": $0.y, "size": $0.size] },
-      "confidence": Double(a.confidence.probability),
+      "evidence": zip(a.evidence, a.evidenceLabels).map { ["x": $0.x, "y": $0.y, "size": $0.size, "label": $1] as [String: Any] },
+      "confidence": Double(a.shownConfidence), "shown": a.reviewLine,
     ]
     if let src = a.source { turn["source"] = src }
     if let lm = languageModel { turn["language_model"] = lm }
     turns.append(turn)
-    var line = try JSONSerialization.data(withJSONObject: turn, options: [.sortedKeys])
+    var line = try JSONSerialization.data(withJSONObject: turn, options: [.sortedKeys, .withoutEscapingSlashes])
     line.append(0x0A)
     let fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0o600)
     guard fd >= 0 else { throw PipelineError.file(path: path, message: "cannot open the session log") }
@@ -394,17 +403,91 @@ public final class Transcript {
   public func export(to path: String) throws -> [String] {
     let base = path.hasSuffix(".md") || path.hasSuffix(".json") ? (path as NSString).deletingPathExtension : path
     var md = "# Eosin chat transcript\n\nDRAFT — generated by software, requires review by a pathologist.\n\n"
+    var slide = ""
     for t in turns {
-      md += "**Q:** \(t["question"] ?? "")\n\n**A:** \(t["answer"] ?? "")\n\n"
-      let flags = (t["flags"] as? [[String: String]]) ?? []
-      md +=
-        flags.isEmpty
-        ? "confidence \(String(format: "%.2f", t["confidence"] as? Double ?? t["verdict_probability"] as? Double ?? 0))\n\n"
-        : "⚠ **REVIEW:** " + flags.map { $0["reason"] ?? "" }.joined(separator: "; ") + "\n\n"
+      let name = t["slide_name"] as? String ?? ""
+      if name != slide {
+        slide = name
+        md += "## \(name.isEmpty ? "(no slide)" : name)\n\n"
+        md += "- file: `\(t["slide"] ?? "")`, content hash `\(t["slide_hash"] ?? "")`\n"
+        md += "- models: CLIP sha256 `\(t["clip_sha256"] ?? "")`, decoder sha256 `\(t["decoder_sha256"] ?? "")`"
+        if let lm = t["language_model"] { md += ", language model `\(lm)`" }
+        md += "\n\n"
+      }
+      md += "**Q:** \(t["question"] ?? "")\n\n**A:** \(t["answer"] ?? "")\n\n\(t["shown"] ?? "")\n\n"
+      if let ev = t["evidence"] as? [[String: Any]], !ev.isEmpty {
+        md += "evidence: " + ev.map { "\($0["label"] ?? "")" }.joined(separator: ", ") + "\n\n"
+      }
     }
     try writeAtomically(Data(md.utf8), to: base + ".md")
     try writeAtomically(
-      try JSONSerialization.data(withJSONObject: ["turns": turns], options: [.prettyPrinted, .sortedKeys]), to: base + ".json")
+      try JSONSerialization.data(withJSONObject: ["turns": turns], options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]),
+      to: base + ".json")
     return [base + ".md", base + ".json"]
+  }
+}
+
+/// Splits a REPL command line into words as a shell does: whitespace separates words; single
+/// quotes keep everything literally; double quotes keep spaces, with `\"` and `\\` escaped;
+/// outside quotes a backslash escapes the next character (`my\ slide.svs`).
+public enum ShellWords {
+  /// - Throws: ``PipelineError/input`` for an unterminated quote.
+  public static func split(_ line: String) throws -> [String] {
+    var words: [String] = []
+    var cur = ""
+    var inWord = false
+    var it = Array(line)
+    var i = 0
+    func next() -> Character? {
+      guard i < it.count else { return nil }
+      defer { i += 1 }
+      return it[i]
+    }
+    while let c = next() {
+      switch c {
+      case " ", "\t", "\n":
+        if inWord {
+          words.append(cur)
+          cur = ""
+          inWord = false
+        }
+      case "'":
+        inWord = true
+        var closed = false
+        while let d = next() {
+          if d == "'" {
+            closed = true
+            break
+          }
+          cur.append(d)
+        }
+        if !closed { throw PipelineError.input("unterminated ' quote in: \(line)") }
+      case "\"":
+        inWord = true
+        var closed = false
+        while let d = next() {
+          if d == "\"" {
+            closed = true
+            break
+          }
+          if d == "\\", i < it.count, it[i] == "\"" || it[i] == "\\" {
+            cur.append(it[i])
+            i += 1
+            continue
+          }
+          cur.append(d)
+        }
+        if !closed { throw PipelineError.input("unterminated \" quote in: \(line)") }
+      case "\\":
+        inWord = true
+        if let d = next() { cur.append(d) }
+      default:
+        inWord = true
+        cur.append(c)
+      }
+    }
+    if inWord { words.append(cur) }
+    it.removeAll()
+    return words
   }
 }

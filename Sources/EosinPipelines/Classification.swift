@@ -23,7 +23,13 @@ public struct SlideResult: Sendable {
   public var confidence: Confidence
   public var flags: [ReviewFlag]
   public var tiles: [TilePrediction]
+  /// The review policy's flags for each tile (same order as ``tiles``): what every per-tile
+  /// output (CSV, JSON, GeoJSON, heatmap) shows.
+  public var tileFlags: [[ReviewFlag]]
   public var topK: Int
+  /// The calibration temperature and where it came from.
+  public var temperature: Float
+  public var temperatureSource: TemperatureSource
 }
 
 /// Pools tile predictions into a slide verdict and applies the review policy.
@@ -62,8 +68,10 @@ public enum SlidePooling {
     var conf = Confidence(
       probability: probs[verdict], margin: K > 1 ? probs[order[0]] - probs[order[1]] : 1, promptSpread: spread, domain: domain,
       tissueFraction: facts.tissueFraction)
-    let dists = ev.compactMap { preds[$0].outlier }
-    if !dists.isEmpty && verdict != bg { conf.outlier = dists.reduce(0, +) / Float(dists.count) }
+    // Out of domain is a property of the input, not of a prompt set: the mean distance over every
+    // tissue tile of the slide, so each prompt set's verdict on it gets the same answer.
+    let dists = preds.compactMap { $0.outlier }
+    if !dists.isEmpty { conf.outlier = dists.reduce(0, +) / Float(dists.count) }
     if preds.isEmpty { conf.probability = 0 }
     var flags = policy.flags(
       conf, verdict: classifier.classNames[verdict], runnerUp: K > 1 ? classifier.classNames[order[1]] : nil, facts: facts,
@@ -72,19 +80,8 @@ public enum SlidePooling {
     if verdict == bg { flags.append(ReviewFlag(code: "no-tissue", reason: "no interpretable tissue")) }
     return SlideResult(
       classNames: classifier.classNames, probs: probs, verdict: verdict, fractions: fractions, evidence: evidence,
-      confidence: conf, flags: flags, tiles: preds, topK: kk)
-  }
-
-  /// Review flags for one standalone image.
-  public static func flags(for p: TilePrediction, classifier: ZeroShotClassifier, policy: ReviewPolicy) -> [ReviewFlag] {
-    let order = p.probs.indices.sorted { p.probs[$0] > p.probs[$1] }
-    var conf = Confidence(probability: p.probs[p.top], margin: p.margin, promptSpread: p.promptSpread, domain: p.domain)
-    if p.top != classifier.backgroundIndex { conf.outlier = p.outlier }
-    var f = policy.flags(
-      conf, verdict: classifier.classNames[p.top], runnerUp: order.count > 1 ? classifier.classNames[order[1]] : nil,
-      facts: InputFacts())
-    if p.top == classifier.backgroundIndex { f.append(ReviewFlag(code: "no-tissue", reason: "no interpretable tissue")) }
-    return f
+      confidence: conf, flags: flags, tiles: preds, tileFlags: preds.map { policy.tileFlags($0, classifier: classifier, facts: facts) },
+      topK: kk, temperature: classifier.temperature, temperatureSource: classifier.temperatureSource)
   }
 }
 

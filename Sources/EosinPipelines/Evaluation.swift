@@ -32,9 +32,11 @@ public struct ZeroShotScores: Sendable {
   ///   - logits: (N, classes) raw logits from ``ZeroShotClassifier/logits(_:)``.
   ///   - predictions: the classifier's predictions for the same N tiles.
   ///   - truth: the class index of each tile.
+  ///   - organs: the organ check and the tiles' embeddings, so that "unflagged" counts its flags
+  ///     as every output does.
   public init(
     logits: [Float], predictions: [TilePrediction], truth: [Int], classifier: ZeroShotClassifier, policy: ReviewPolicy,
-    selectiveThresholds: [Float] = [0, 0.5, 0.6, 0.7, 0.8, 0.9]
+    organs: (check: OrganCheck, embeddings: [Float])? = nil, selectiveThresholds: [Float] = [0, 0.5, 0.6, 0.7, 0.8, 0.9]
   ) {
     let K = classifier.classCount
     classes = K
@@ -50,8 +52,9 @@ public struct ZeroShotScores: Sendable {
     let confT = predictions.map { $0.probs[$0.top] }
     eceUncalibrated = Metrics.ece(confidence: conf1, correct: ok)
     ece = Metrics.ece(confidence: confT, correct: ok)
+    let organ = organs.map { o in o.check.organs(o.embeddings).map { o.check.flag(set: classifier.promptSet, found: $0) != nil } }
     let kept = predictions.indices.filter {
-      SlidePooling.flags(for: predictions[$0], classifier: classifier, policy: policy).isEmpty
+      policy.tileFlags(predictions[$0], classifier: classifier).isEmpty && !(organ?[$0] ?? false)
     }
     unflaggedShare = Double(kept.count) / Double(max(1, ok.count))
     unflaggedAccuracy = kept.isEmpty ? 1 : Double(kept.filter { ok[$0] }.count) / Double(kept.count)

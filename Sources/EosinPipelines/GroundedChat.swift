@@ -124,6 +124,12 @@ public enum ClaimGate {
     "show", "look",
   ]
 
+  /// Whether text asserts a diagnosis (a lesion term, not negated).
+  public static func namesDiagnosis(_ text: String) -> Bool {
+    let t = text.lowercased()
+    return (diagnosisTerms + malignantWords + ["benign"]).contains { asserted($0, in: t, original: text) != nil }
+  }
+
   /// Whether a question is about the open slide (or tiles), judged by its words.
   public static func isAboutSlide(_ question: String) -> Bool {
     let q = " " + question.lowercased() + " "
@@ -284,10 +290,14 @@ extension ChatSession {
     var result: SlideResult? = nil
     var verdictName: String? = nil
     var picks: [Int] = []
+    var why = ""
+    var classifier: ZeroShotClassifier? = nil
     if about, let e = embeddings {
-      let s = try promptSet(for: question)
+      let (s, reason) = try choosePromptSet(for: question)
       let (clf, r) = try verdict(s)
       set = s
+      why = reason
+      classifier = clf
       result = r
       verdictName = clf.classNames[r.verdict]
       picks = try selectTiles(for: question)
@@ -351,8 +361,7 @@ extension ChatSession {
     {
       genConf = p
     }
-    var (flags, consistent) = ClaimGate.check(
-      answer: answer, question: question, verdict: verdictName, verdictSet: set, otherSets: promptSets, general: !hits.isEmpty)
+    var flags: [ReviewFlag] = []
     if !about && hits.isEmpty {
       flags.append(
         ReviewFlag(
@@ -381,33 +390,10 @@ extension ChatSession {
       let src = "(Source: Eosin's notes, \(h.0.source)\(about ? "" : "; a general answer, not about this slide"))"
       if !cancelled { _ = onToken("\n" + src) }
     }
-    if genConf < 0.5 {
-      flags.append(
-        ReviewFlag(
-          code: "unsure-generator", reason: String(format: "the answer's wording is uncertain (token probability %.2f)", genConf))
-      )
-    }
-    if cancelled { flags.append(ReviewFlag(code: "cancelled", reason: "answer was cancelled")) }
-    var conf: Confidence
-    if let r = result {
-      conf = r.confidence
-      flags = r.flags.filter { $0.code != "inconsistent" } + flags
-      // The answer's own confidence: its wording, and zero when it contradicts the evidence.
-      conf.probability = consistent == false ? 0 : min(r.confidence.probability, genConf)
-    } else {
-      conf = Confidence(probability: genConf, margin: 0, promptSpread: 0, domain: 0)
-    }
-    conf.generator = genConf
-    conf.consistent = consistent
-    let evidence: [EvidenceTile] = picks.compactMap { i in
-      guard let e = embeddings, let r = result else { return nil }
-      return EvidenceTile(
-        x: e.tiles[i].x, y: e.tiles[i].y, size: Int(e.extent0.rounded()), probability: r.tiles[i].probs[r.verdict])
-    }
-    let a = ChatAnswer(
-      question: question, text: answer, cancelled: cancelled, confidence: conf, flags: flags, evidence: evidence,
-      promptSet: set?.name ?? "-", verdict: verdictName ?? "-", verdictProbability: result.map { $0.probs[$0.verdict] } ?? 0,
-      answerClass: nil, source: cited?.0.source)
+    var a = review(
+      question: question, answer: answer, set: set, judgedBy: why, classifier: classifier, result: result, picks: picks,
+      generator: genConf, cancelled: cancelled, general: !hits.isEmpty, extraFlags: flags)
+    a.source = cited?.0.source
     lastAnswer = a
     return a
   }

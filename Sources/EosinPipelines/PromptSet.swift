@@ -45,10 +45,17 @@ public struct PromptSet: Codable, Equatable, Sendable {
   public var classes: [PromptClass]
   public var templates: [String]
   public var background: PromptClass?
+  /// For an organ's diagnostic set: words naming the organ ("lung", "pulmonary"). A question
+  /// using one is judged against this set; organ sets also compete to judge a slide by which
+  /// set's classes match it best. nil for sets that are not about one organ.
+  public var organWords: [String]?
   /// sha256 of the file's bytes (or of the inline definition), for cache keys.
   public var sha256: String = ""
 
-  enum CodingKeys: String, CodingKey { case name, version, description, classes, templates, background }
+  enum CodingKeys: String, CodingKey {
+    case name, version, description, classes, templates, background
+    case organWords = "organ_words"
+  }
 
   /// Default templates for inline class lists.
   public static let defaultTemplates = ["an H&E image of {}.", "a histopathology image showing {}.", "{}."]
@@ -75,6 +82,15 @@ public struct PromptSet: Codable, Equatable, Sendable {
     classes = try c.decode([PromptClass].self, forKey: .classes)
     templates = try c.decodeIfPresent([String].self, forKey: .templates) ?? PromptSet.defaultTemplates
     background = try c.decodeIfPresent(PromptClass.self, forKey: .background)
+    organWords = try c.decodeIfPresent([String].self, forKey: .organWords)
+  }
+
+  /// Every prompt set in the first of `searchDirs` that exists, by name. A file that fails to
+  /// load is an error naming it.
+  public static func loadAll(searchDirs: [String]) throws -> [PromptSet] {
+    guard let dir = searchDirs.first(where: { FileManager.default.fileExists(atPath: $0) }) else { return [] }
+    let files = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".json") }.sorted()
+    return try files.map { try load((dir as NSString).appendingPathComponent($0)) }
   }
 
   /// A quick inline set from `--classes "a,b,c"` with the default templates.

@@ -43,6 +43,8 @@ public struct Confidence: Codable, Sendable {
 /// Facts about the input that bear on review, independent of the model's scores.
 public struct InputFacts: Sendable {
   public var mppMissing = false
+  /// The mpp the user gave for a slide that records none (`--mpp`, a manifest's column).
+  public var mppGiven: Double? = nil
   public var notBrightfield: String? = nil
   public var tissueFraction: Double? = nil
   public init(mppMissing: Bool = false, notBrightfield: String? = nil, tissueFraction: Double? = nil) {
@@ -52,9 +54,15 @@ public struct InputFacts: Sendable {
   }
 }
 
-/// Turns a confidence and the input's facts into review flags, each with a reason. Thresholds
-/// come from the weights manifest (fitted on validation data). The goal is high accuracy on the
-/// outputs that are not flagged.
+/// The one review policy: turns a confidence and the input's facts into review flags, each with
+/// a reason. Thresholds come from the weights manifest (fitted on validation data). The goal is
+/// high accuracy on the outputs that are not flagged.
+///
+/// Every output takes its flags from here: slide verdicts (``SlidePooling``), each tile of a
+/// slide and each standalone image (``tileFlags(_:classifier:facts:)``, shown in the table,
+/// CSV, JSON, GeoJSON and heatmaps alike), report fields (plus ``contradictions(_:)`` across
+/// fields) and chat answers (plus the claim checks). A tile therefore carries the same flag in
+/// every file it appears in.
 public struct ReviewPolicy: Sendable {
   public var thresholds: ReviewThresholds
   public init(thresholds: ReviewThresholds) { self.thresholds = thresholds }
@@ -64,6 +72,11 @@ public struct ReviewPolicy: Sendable {
   public func flags(_ c: Confidence, verdict: String, runnerUp: String?, facts: InputFacts, slide: Bool = false) -> [ReviewFlag] {
     var f: [ReviewFlag] = []
     let t = thresholds
+    let finite = [c.probability, c.margin, c.promptSpread, c.domain, c.outlier ?? 0, c.generator ?? 0].allSatisfy(\.isFinite)
+    if !finite {
+      // NaN compares false with every threshold: without this check it would pass them all.
+      f.append(.init(code: "non-finite", reason: "the model produced a non-finite score (NaN or infinity); the weights may be damaged"))
+    }
     if let d = c.outlier, let limit = slide ? t.maxSlideOutlierDistance : t.maxOutlierDistance, d > limit {
       f.append(
         .init(
@@ -91,7 +104,11 @@ public struct ReviewPolicy: Sendable {
       f.append(.init(code: "little-tissue", reason: String(format: "only %.1f%% of the slide is tissue", tf * 100)))
     }
     if facts.mppMissing {
-      f.append(.init(code: "no-mpp", reason: "the slide records no microns-per-pixel; the resolution was assumed"))
+      f.append(
+        .init(
+          code: "no-mpp",
+          reason: facts.mppGiven.map { String(format: "the slide records no microns-per-pixel; %.3f µm/px was given", $0) }
+            ?? "the slide records no microns-per-pixel; the resolution was assumed"))
     }
     if let nb = facts.notBrightfield { f.append(.init(code: "not-he", reason: "not brightfield H&E: \(nb)")) }
     if c.consistent == false { f.append(.init(code: "inconsistent", reason: "answer disagrees with the classifier")) }
@@ -100,5 +117,91 @@ public struct ReviewPolicy: Sendable {
         .init(code: "unsure-generator", reason: String(format: "the answer's wording is uncertain (token probability %.2f)", g)))
     }
     return f
+  }
+
+  /// Flags for one tile of a slide, or one standalone image. The input's facts (no mpp, not
+  /// H&E) apply to each of its tiles; the slide's tissue share does not.
+  public func tileFlags(_ p: TilePrediction, classifier: ZeroShotClassifier, facts: InputFacts = InputFacts()) -> [ReviewFlag] {
+    let order = p.probs.indices.sorted { p.probs[$0] > p.probs[$1] }
+    let bg = p.top == classifier.backgroundIndex
+    var conf = Confidence(probability: p.probs[p.top], margin: p.margin, promptSpread: p.promptSpread, domain: p.domain)
+    if !bg { conf.outlier = p.outlier }
+    var tf = facts
+    tf.tissueFraction = nil
+    var f = flags(
+      conf, verdict: classifier.classNames[p.top], runnerUp: order.count > 1 ? classifier.classNames[order[1]] : nil, facts: tf)
+    if bg { f.append(ReviewFlag(code: "no-tissue", reason: "no interpretable tissue")) }
+    return f
+  }
+
+  /// Fields of one report (or turns of one chat) that contradict each other: a field whose class
+  /// is malignant beside one whose class is benign. Returns, per input index, the flag to add;
+  /// each flag names both fields. Inputs are (field name, the class it asserts or nil).
+  public static func contradictions(_ fields: [(name: String, className: String?)]) -> [Int: ReviewFlag] {
+    var out: [Int: ReviewFlag] = [:]
+    let pol = fields.map { $0.className.flatMap { ClaimGate.polarity(ofClass: $0) } }
+    for i in fields.indices {
+      guard let pi = pol[i] else { continue }
+      for j in fields.indices where j != i {
+        guard let pj = pol[j], pj != pi else { continue }
+        out[i] = ReviewFlag(
+          code: "contradiction",
+          reason: "\(fields[i].name) says \(fields[i].className!) but \(fields[j].name) says \(fields[j].className!)")
+        break
+      }
+    }
+    return out
+  }
+}
+
+/// The organ check of the review policy: when a verdict comes from an organ's prompt set (lung,
+/// colorectal, ...), a joint classifier over every organ set's classes says which organ the
+/// tissue looks like. A tile or slide that looks like another organ is flagged: that set's
+/// classes do not apply to it, however confident its verdict. Sets that are not about one organ
+/// (malignancy, tissue types, inline lists) are not checked.
+public final class OrganCheck: @unchecked Sendable {
+  /// The organ sets, in the order their classes appear in the joint set.
+  public let organSets: [PromptSet]
+  let joint: ZeroShotClassifier
+  /// For each joint class index, the organ set that owns it (nil: the background class).
+  let owner: [String?]
+
+  /// nil when fewer than two organ sets are given (nothing to tell apart).
+  public init?(organSets sets: [PromptSet], bundle: ModelBundle, cacheDir: String?) throws {
+    let organ = sets.filter { !($0.organWords ?? []).isEmpty }
+    guard organ.count >= 2, let first = organ.first else { return nil }
+    organSets = organ
+    let set = try PromptSet(
+      name: "organ-choice(" + organ.map(\.name).joined(separator: "+") + ")", classes: organ.flatMap { $0.classes },
+      templates: first.templates, background: first.background)
+    joint = try ZeroShotClassifier(bundle: bundle, promptSet: set, cacheDir: cacheDir)
+    owner = organ.flatMap { s in s.classes.map { _ in s.name } } + (set.background == nil ? [] : [nil])
+  }
+
+  /// The organ set each tile looks like (nil: background) and its joint class.
+  public func organs(_ embeddings: [Float]) -> [(set: String?, className: String)] {
+    joint.predict(embeddings).map { (owner[$0.top], joint.classNames[$0.top]) }
+  }
+
+  /// The flag for a verdict of `set` on tissue that looks like `found` (nil when they agree, or
+  /// when `set` is not an organ set).
+  public func flag(set: PromptSet, found: (set: String?, className: String)) -> ReviewFlag? {
+    guard organSets.contains(where: { $0.name == set.name }), let f = found.set, f != set.name else { return nil }
+    return ReviewFlag(
+      code: "organ-mismatch",
+      reason: "the tissue looks like \(f) (\(found.className)), not \(set.name): the \(set.name) classes do not apply")
+  }
+
+  /// Adds the organ flags to a slide result of `set`: each tile by its own look, the slide by
+  /// the joint classifier's pooled verdict over its tiles.
+  public func apply(to r: inout SlideResult, set: PromptSet, input: AnalyzedSlide, policy: ReviewPolicy) {
+    guard organSets.contains(where: { $0.name == set.name }) else { return }
+    let e = input.embeddings
+    let per = organs(e.embeddings)
+    for i in r.tileFlags.indices where i < per.count {
+      if let f = flag(set: set, found: per[i]) { r.tileFlags[i].append(f) }
+    }
+    let pooled = input.classify(joint, policy: policy)
+    if let f = flag(set: set, found: (owner[pooled.verdict], pooled.classNames[pooled.verdict])) { r.flags.append(f) }
   }
 }

@@ -3,6 +3,25 @@ import EosinTensor
 import EosinWeights
 import Foundation
 
+/// Where a classifier's calibration temperature came from.
+public enum TemperatureSource: Sendable, Equatable {
+  /// The weights manifest (fitted on Eosin's validation tiles).
+  case manifest
+  /// A file written by `eosin calibrate` for this model and prompt set.
+  case calibration(path: String)
+  /// Given on the command line.
+  case explicit
+
+  /// A short label: `manifest`, `calibration FILE` or `explicit`.
+  public var label: String {
+    switch self {
+    case .manifest: return "weights manifest"
+    case .calibration(let p): return "calibration \(p)"
+    case .explicit: return "command line"
+    }
+  }
+}
+
 /// A tile's zero-shot result.
 public struct TilePrediction: Sendable {
   /// Calibrated probabilities over ``ZeroShotClassifier/classNames``.
@@ -34,15 +53,33 @@ public final class ZeroShotClassifier: @unchecked Sendable {
   /// Per template: (K, D) normalised class embeddings.
   public let templateEmbeddings: [[Float]]
   public var temperature: Float
+  /// Where ``temperature`` came from; every output that shows a probability names it.
+  public var temperatureSource: TemperatureSource
   public let fromCache: Bool
 
+  /// - Parameter temperature: an explicit temperature; nil: the one `eosin calibrate` fitted for
+  ///   this model and prompt set (found under `cacheDir`), else the weights manifest's. Every
+  ///   command that scores a (model, prompt set) pair builds its classifier here, so a fitted
+  ///   temperature reaches classify, report, chat and eval alike.
   public init(bundle: ModelBundle, promptSet: PromptSet, cacheDir: String?, temperature: Float? = nil) throws {
     self.bundle = bundle
     self.promptSet = promptSet
     let all = promptSet.allClasses
     classNames = all.map { $0.name }
     backgroundIndex = promptSet.background == nil ? nil : all.count - 1
-    self.temperature = temperature ?? bundle.temperature
+    if let t = temperature {
+      self.temperature = t
+      temperatureSource = .explicit
+    } else if let dir = cacheDir,
+      let cal = CalibrationFile.load(dir: dir, modelSHA: bundle.clipSHA256, promptSetSHA: promptSet.sha256)
+    {
+      self.temperature = cal.temperature
+      temperatureSource = .calibration(
+        path: CalibrationFile.path(dir: dir, modelSHA: bundle.clipSHA256, promptSetSHA: promptSet.sha256))
+    } else {
+      self.temperature = bundle.temperature
+      temperatureSource = .manifest
+    }
     let D = bundle.clip.embedDim, K = all.count, NT = promptSet.templates.count
     let key = "\(bundle.clipSHA256.prefix(16))-\(promptSet.sha256.prefix(16))"
     let cachePath = cacheDir.map { "\($0)/text/\(key).safetensors" }

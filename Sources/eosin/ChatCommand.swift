@@ -12,9 +12,23 @@ nonisolated(unsafe) var chatCancel = false
 nonisolated(unsafe) var completionIndex = 0
 nonisolated(unsafe) var completionList: [String] = []
 
-let chatCommands = [
-  ":open", ":info", ":classify", ":evidence", ":heatmap", ":report", ":save", ":reset", ":temperature", ":seed", ":help", ":quit",
+/// Every REPL command with its usage and help; `:help` prints this table and tab completion
+/// offers its names, so neither can miss a command.
+let chatCommandHelp: [(name: String, usage: String, help: String)] = [
+  (":open", ":open PATH [PATH ...]", "open a slide, or images as one case (quote or escape spaces)"),
+  (":info", ":info", "facts about the open slide"),
+  (":classify", ":classify [SET | \"a\" \"b\" ...]", "zero-shot verdict; the set then judges later answers"),
+  (":evidence", ":evidence", "the tiles behind the last answer (file names for images)"),
+  (":heatmap", ":heatmap CLASS PATH", "heatmap PNG of one class, with colour bar and flagged tiles hatched"),
+  (":report", ":report [TEMPLATE]", "draft a report for the open slide (Markdown)"),
+  (":save", ":save PATH", "the transcript as Markdown and JSON, as shown on screen"),
+  (":reset", ":reset", "reset the sampler (forget the sampling state)"),
+  (":temperature", ":temperature X", "sampling temperature (0 = greedy)"),
+  (":seed", ":seed N", "sampling seed"),
+  (":help", ":help", "this list"),
+  (":quit", ":quit", "leave (or Ctrl-D)"),
 ]
+let chatCommands = chatCommandHelp.map(\.name)
 
 /// Levenshtein distance, for suggesting the closest command.
 func editDistance(_ a: String, _ b: String) -> Int {
@@ -62,10 +76,9 @@ struct Chat: ParsableCommand {
       throw CLIError("\(bundle.directory): these weights have no decoder/; chat needs one (see `eosin train decoder`)")
     }
     let chatModel = try ChatModel(directory: dec, imageDim: bundle.clip.embedDim, manifest: bundle.manifest)
-    let sets = ["lung", "colorectal", "colorectal-coarse", "tissue", "malignancy"].compactMap {
-      try? PromptSet.load($0, searchDirs: promptDirs("zero-shot"))
-    }
-    let session = ChatSession(bundle: bundle, chat: chatModel, promptSets: sets, cacheDir: model.cacheDir)
+    let session = ChatSession(
+      bundle: bundle, chat: chatModel, promptSets: try PromptSet.loadAll(searchDirs: promptDirs("zero-shot")),
+      cacheDir: model.cacheDir)
     session.sampler = Sampler(temperature: temperature, topP: topP, seed: seed)
     session.maxTokens = maxTokens ?? 40
     if let path = LanguageModel.Default.resolve(lm) {
@@ -131,9 +144,7 @@ struct Chat: ParsableCommand {
         print("")
         say(confidenceLine(a, tty: tty))
         try transcript.append(
-          a, source: session.source, bundle: bundle, chat: chatModel, mpp: session.embeddings?.mpp,
-          tileSize: session.embeddings?.tileSize,
-          languageModel: session.grounded.map { ($0.lm.path as NSString).lastPathComponent })
+          a, session: session, languageModel: session.grounded.map { ($0.lm.path as NSString).lastPathComponent })
       } catch {
         chatGenerating = false
         say("eosin: \(error.localizedDescription)")
@@ -142,13 +153,12 @@ struct Chat: ParsableCommand {
     if tty { write_history(state + "/history") }
   }
 
+  /// The answer's review line (the same words the transcript saves), the warning coloured on a
+  /// terminal.
   func confidenceLine(_ a: ChatAnswer, tty: Bool) -> String {
-    if a.flags.isEmpty {
-      let c = min(a.confidence.probability, a.confidence.generator ?? 1)
-      return String(format: "confidence %.2f · evidence %d tiles", c, a.evidence.count)
-    }
-    let warnSign = tty ? "\u{1B}[33m⚠ REVIEW:\u{1B}[0m" : "⚠ REVIEW:"
-    return "\(warnSign) " + a.flags.map { $0.reason }.joined(separator: "; ") + " · evidence \(a.evidence.count) tiles"
+    let line = a.reviewLine
+    guard tty, line.hasPrefix("⚠ REVIEW:") else { return line }
+    return "\u{1B}[33m⚠ REVIEW:\u{1B}[0m" + line.dropFirst("⚠ REVIEW:".count)
   }
 
   func openInputs(_ s: ChatSession, _ paths: [String], _ say: (String) -> Void) {
@@ -185,88 +195,118 @@ struct Chat: ParsableCommand {
     }
   }
 
-  /// Runs a :command. Returns false to quit.
+  /// Runs a :command. Returns false to quit. Arguments are split as a shell splits them, so
+  /// paths and class names with spaces are quoted ("benign lung tissue") or escaped (my\ slide.svs).
   func command(_ text: String, session s: ChatSession, transcript: Transcript, say: (String) -> Void) -> Bool {
-    let parts = text.split(separator: " ", maxSplits: 1).map(String.init)
-    let cmd = parts[0], arg = parts.count > 1 ? parts[1].trimmingCharacters(in: .whitespaces) : ""
     do {
+      let words = try ShellWords.split(text)
+      guard let cmd = words.first else { return true }
+      let args = Array(words.dropFirst())
       switch cmd {
       case ":quit", ":q", ":exit": return false
       case ":help":
-        say(":open PATH      open a slide or images        :info           slide facts")
-        say(":classify SET | \"a\" \"b\" ...  zero-shot verdict   :evidence       tiles behind the last answer")
-        say(":heatmap CLASS PATH  heatmap PNG               :save PATH      transcript as Markdown + JSON")
-        say(":reset          forget the last answer        :temperature X  sampling temperature (0 = greedy)")
-        say(":seed N         sampling seed                 :report [TEMPLATE]  draft a report (Markdown)")
-        say(":help           this list                     :quit           leave (or Ctrl-D)")
+        let w = chatCommandHelp.map { $0.usage.count }.max() ?? 0
+        for c in chatCommandHelp { say("\(c.usage.padding(toLength: w + 2, withPad: " ", startingAt: 0))\(c.help)") }
       case ":open":
-        guard !arg.isEmpty else { say("usage: :open PATH"); return true }
-        openInputs(s, arg.split(separator: " ").map(String.init), say)
+        guard !args.isEmpty else {
+          say("usage: :open PATH [PATH ...]  (quote or escape spaces: :open \"my slide.svs\")")
+          return true
+        }
+        openInputs(s, args, say)
       case ":info":
-        guard s.source != nil else { say("no slide is open; use :open PATH"); return true }
+        guard s.source != nil else {
+          say("no slide is open; use :open PATH")
+          return true
+        }
         for k in s.slideInfo.keys.sorted() { say("\(k.padding(toLength: 10, withPad: " ", startingAt: 0)) \(s.slideInfo[k]!)") }
       case ":classify":
         let set: PromptSet
-        if arg.hasPrefix("\"") {
-          let names = arg.split(separator: "\"").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-          set = try PromptSet.inline(names.joined(separator: ","))
+        if args.count > 1 || (args.count == 1 && text.contains("\"")) {
+          set = try PromptSet.inline(args.joined(separator: ","))
+        } else if let name = args.first {
+          set = try PromptSet.load(name, searchDirs: promptDirs("zero-shot"))
         } else {
-          set = try PromptSet.load(arg.isEmpty ? "lung" : arg, searchDirs: promptDirs("zero-shot"))
+          set = try s.promptSet(for: "")
         }
+        s.choose(set)
         let (clf, r) = try s.verdict(set)
         for (k, n) in clf.classNames.enumerated() {
           say("  \(n.padding(toLength: 40, withPad: " ", startingAt: 0)) \(fmt(Double(r.probs[k]), 3))")
         }
         say(
-          "verdict: \(clf.classNames[r.verdict])"
+          "verdict: \(clf.classNames[r.verdict]) (\(fmt(Double(r.probs[r.verdict]), 2)))"
             + (r.flags.isEmpty ? "" : "  ⚠ REVIEW: " + r.flags.map { $0.reason }.joined(separator: "; ")))
+        say(
+          "T=\(fmt(Double(clf.temperature), 3)) from \(clf.temperatureSource.label); tiles flagged \(r.tileFlags.filter { !$0.isEmpty }.count) of \(r.tiles.count); later answers are judged against the \(set.name) set"
+        )
       case ":evidence":
-        guard let a = s.lastAnswer else { say("no answer yet"); return true }
-        say("tiles behind the last answer (level-0 x, y, size; classifier p(\(a.verdict))):")
-        for e in a.evidence { say("  (\(e.x), \(e.y))  \(e.size) px  \(fmt(Double(e.probability), 3))") }
-      case ":heatmap":
-        let p = arg.split(separator: " ").map(String.init)
-        guard p.count >= 2, let src = s.source, let emb = s.embeddings else {
-          say("usage: :heatmap CLASS PATH (with a slide open)"); return true
-        }
-        let set = try s.promptSet(for: p.dropLast().joined(separator: " "))
-        let (clf, r) = try s.verdict(set)
-        guard
-          let k = clf.classNames.firstIndex(where: { $0.lowercased().contains(p.dropLast().joined(separator: " ").lowercased()) })
-        else {
-          say("no class matches '\(p.dropLast().joined(separator: " "))'; classes: \(clf.classNames.joined(separator: ", "))")
+        guard let a = s.lastAnswer else {
+          say("no answer yet")
           return true
         }
-        let slide = try Slide(path: src)
-        let th = try slide.thumbnail(maxSize: 1024)
-        let img = Heatmap.render(
-          thumbnail: th.image, downsampleX: th.downsampleX, downsampleY: th.downsampleY,
-          tiles: emb.tiles.map { ($0.x, $0.y, Int(emb.extent0.rounded())) }, values: r.tiles.map { $0.probs[k] })
-        try ImageCodec.write(img, to: p.last!)
-        say("wrote \(p.last!) (\(clf.classNames[k]))")
+        guard !a.evidence.isEmpty else {
+          say("the last answer used no tiles (\(a.judgedBy))")
+          return true
+        }
+        let images = s.input?.kind == .images
+        say("tiles behind the last answer (\(images ? "image" : "level-0 x, y; size") · classifier p(\(a.verdict))):")
+        for (e, label) in zip(a.evidence, a.evidenceLabels) {
+          say("  \(label)\(images ? "" : "  \(e.size) px")  \(fmt(Double(e.probability), 3))")
+        }
+      case ":heatmap":
+        guard args.count >= 2, let input = s.input else {
+          say("usage: :heatmap CLASS PATH (with a slide open; quote a class with spaces)")
+          return true
+        }
+        let name = args.dropLast().joined(separator: " ")
+        let out = args.last!
+        let set = try s.promptSet(for: name)
+        let (clf, r) = try s.verdict(set)
+        guard
+          let k = clf.classNames.firstIndex(where: { $0.lowercased() == name.lowercased() })
+            ?? clf.classNames.firstIndex(where: { $0.lowercased().contains(name.lowercased()) })
+        else {
+          say("no class matches '\(name)' in the \(set.name) set; classes: \(clf.classNames.joined(separator: ", "))")
+          return true
+        }
+        guard let img = try input.heatmap(r, classIndex: k) else {
+          say("a heatmap needs a slide; a set of images has no layout")
+          return true
+        }
+        try writeAtomically(Data(try ImageCodec.encodePNG(img)), to: out)
+        say("wrote \(out) (p(\(clf.classNames[k])), \(set.name) set)")
       case ":save":
-        guard !arg.isEmpty else { say("usage: :save PATH"); return true }
-        say("wrote " + (try transcript.export(to: arg)).joined(separator: " and "))
+        guard let path = args.first else {
+          say("usage: :save PATH")
+          return true
+        }
+        say("wrote " + (try transcript.export(to: path)).joined(separator: " and "))
       case ":reset":
         s.sampler = Sampler(temperature: s.sampler.temperature, topP: s.sampler.topP, seed: seed)
         say("reset")
       case ":temperature":
-        guard let t = Float(arg), t >= 0 else { say("usage: :temperature X (0 = greedy)"); return true }
+        guard let t = args.first.flatMap(Float.init), t >= 0 else {
+          say("usage: :temperature X (0 = greedy)")
+          return true
+        }
         s.sampler.temperature = t
         say("temperature \(t)")
       case ":seed":
-        guard let n = UInt64(arg) else { say("usage: :seed N"); return true }
+        guard let n = args.first.flatMap(UInt64.init) else {
+          say("usage: :seed N")
+          return true
+        }
         s.sampler = Sampler(temperature: s.sampler.temperature, topP: s.sampler.topP, seed: n)
         say("seed \(n)")
       case ":report":
-        guard let src = s.source, let emb = s.embeddings else { say("no slide is open; use :open PATH"); return true }
-        let tmpl = try ReportTemplate.load(arg.isEmpty ? "lung-biopsy" : arg, searchDirs: promptDirs("reports"))
-        let slide = try Slide(path: src)
-        let tissue = try TissueDetector().detect(slide)
+        guard let input = s.input else {
+          say("no slide is open; use :open PATH")
+          return true
+        }
+        let tmpl = try ReportTemplate.load(args.first ?? "lung-biopsy", searchDirs: promptDirs("reports"))
         let drafter = try ReportDrafter(template: tmpl, bundle: s.bundle, session: s, promptDirs: promptDirs("zero-shot"))
-        let fields = try drafter.draft(slide: slide, tissue: tissue, embeddings: emb)
-        let (md, _, _) = try drafter.render(
-          name: (src as NSString).lastPathComponent, inputHash: "", fields: fields, thumbnailPNG: nil)
+        let fields = try drafter.draft(input)
+        let (md, _, _) = try drafter.render(name: input.name, inputHash: "", fields: fields, input: input)
         say(String(decoding: md, as: UTF8.self))
       default:
         let best = chatCommands.min { editDistance($0, cmd) < editDistance($1, cmd) }!
@@ -285,6 +325,10 @@ struct Chat: ParsableCommand {
     // Ctrl-C on a line recalled from history must not change that history entry.
     rl_variable_bind("revert-all-at-newline", "on")
     rl_catch_signals = 0
+    // Paths with spaces: completion quotes them ("my slide.svs"), and a quoted word completes
+    // inside its quotes; ShellWords.split reads both forms back.
+    rl_completer_quote_characters = UnsafePointer(strdup("\"'"))
+    rl_filename_quote_characters = UnsafePointer(strdup(" \t\n\"\\'@<>=;|&()#$`?*[!:{"))
     rl_attempted_completion_function = { text, start, _ in
       guard start == 0, let t = text, t.pointee == UInt8(ascii: ":") else { return nil }  // paths: readline's filename completion
       let prefix = String(cString: t)

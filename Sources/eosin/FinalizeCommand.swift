@@ -230,7 +230,7 @@ struct TrainFinalize: ParsableCommand {
     let bp = clfL.predict(SlideIndex.embedImages(blanks, bundle: bundle))
     let confidentDx = bp.filter {
       $0.top != clfL.backgroundIndex
-        && SlidePooling.flags(for: $0, classifier: clfL, policy: ReviewPolicy(thresholds: bundle.thresholds)).isEmpty
+        && ReviewPolicy(thresholds: bundle.thresholds).tileFlags($0, classifier: clfL).isEmpty
     }.count
     let anyDx = bp.filter { $0.top != clfL.backgroundIndex }.count
     md +=
@@ -272,34 +272,32 @@ struct TrainFinalize: ParsableCommand {
         as? [String: Any] ?? [:]
       md +=
         "## Decoder\n\n- Held-out perplexity (5% of the text corpus by hash, 64-token windows): \(fmt(info["held_out_perplexity_before"] as? Double ?? 0, 1)) at initialisation, \(fmt(info["held_out_perplexity_after_pretraining"] as? Double ?? 0, 1)) after language pretraining, \(fmt(info["held_out_perplexity_final"] as? Double ?? 0, 1)) after instruction tuning.\n"
-      // Closed-question diagnosis accuracy on test tiles, parsed from the generated answer.
+      // Closed-question diagnosis accuracy on test tiles, asked through the chat session (the
+      // same slide tokens and the same claim parsing as `eosin chat`), and on pseudo-slides.
+      let session = ChatSession(bundle: bundle, chat: chat, promptSets: [lungSet, crcSet], cacheDir: nil)
+      session.maxTokens = 24
+      func asserted(_ text: String, _ ps: PromptSet) -> Int? {
+        ClaimGate.assertedClass(text.lowercased(), text, ps).flatMap { n in ps.allClasses.firstIndex { $0.name == n.0 } }
+      }
       var correct = 0, named = 0, total = 0
       var noDx = 0
       for (d, ps) in [(lung, lungSet), (ebhi, crcSet)] {
-        let (emb, labels) = try embedded(d, .test)
-        let map = try LabeledTiles.mapLabels(Set(labels), to: ps, knowledge: know)
-        let D = bundle.clip.embedDim
-        var idx = Array(labels.indices)
-        idx = stride(from: 0, to: idx.count, by: max(1, idx.count / 150)).map { idx[$0] }
-        for i in idx {
-          let e = Array(emb[(i * D)..<((i + 1) * D)])
-          let prefix = Array(repeating: e, count: 4).flatMap { $0 } + e
-          var smp = Sampler()
-          let gen = try chat.decoder.generate(
-            prompt: chat.tokenizer.encode(ChatFormat.prompt("What is the diagnosis?")), prefix: chat.projector.forward(prefix, 5),
-            maxNewTokens: 24, sampler: &smp, stop: [chat.tokenizer.eos!])
-          let text = chat.tokenizer.decode(gen.tokens, skipSpecial: true)
+        let its = try items(d, .test)
+        let map = try LabeledTiles.mapLabels(Set(its.map { $0.label }), to: ps, knowledge: know)
+        for i in stride(from: 0, to: its.count, by: max(1, its.count / 150)) {
+          guard let im = try? ImageCodec.read(its[i].path) else { continue }
+          session.load(AnalyzedSlide.images([im], names: [its[i].path], bundle: bundle))
+          let text = try session.ask("What is the diagnosis?").text
           total += 1
-          if let k = Consistency.namedClass(text, set: ps) {
+          if let k = asserted(text, ps) {
             named += 1
-            if k == map[labels[i]]! { correct += 1 }
+            if k == map[its[i].label]! { correct += 1 }
           }
         }
       }
       // Pseudo-slides: 4-16 test tiles of one LC25000 group or EBHI case, opened together the
       // way `eosin chat a.jpg b.jpg ...` opens several images (question-guided tile tokens plus
       // the slide mean), asked the same closed question.
-      let session = ChatSession(bundle: bundle, chat: chat, promptSets: [lungSet, crcSet], cacheDir: nil)
       var slideTotal = 0, slideCorrect = 0, slideTiles = 0
       var prng = SeededRNG(seed: 2024)
       for (d, ps) in [(lung, lungSet), (ebhi, crcSet)] {
@@ -315,18 +313,13 @@ struct TrainFinalize: ParsableCommand {
           let ans = try session.ask("What is the diagnosis?")
           slideTotal += 1
           slideTiles += n
-          if Consistency.namedClass(ans.text, set: ps) == labelMap[members[0].label]! { slideCorrect += 1 }
+          if asserted(ans.text, ps) == labelMap[members[0].label]! { slideCorrect += 1 }
         }
       }
-      for b in blanks.prefix(30) {
-        let e = SlideIndex.embedImages([b], bundle: bundle)
-        var smp = Sampler()
-        let gen = try chat.decoder.generate(
-          prompt: chat.tokenizer.encode(ChatFormat.prompt("What is the diagnosis?")),
-          prefix: chat.projector.forward(Array(repeating: e, count: 5).flatMap { $0 }, 5), maxNewTokens: 24, sampler: &smp,
-          stop: [chat.tokenizer.eos!])
-        let text = chat.tokenizer.decode(gen.tokens, skipSpecial: true)
-        if Consistency.soundsDiagnostic(text) && !text.lowercased().contains("no interpretable tissue") { noDx += 1 }
+      for (k, b) in blanks.prefix(30).enumerated() {
+        session.load(AnalyzedSlide.images([b], names: ["blank-\(k)"], bundle: bundle))
+        let text = try session.ask("What is the diagnosis?").text
+        if ClaimGate.namesDiagnosis(text) && !text.lowercased().contains("no interpretable tissue") { noDx += 1 }
       }
       md +=
         "- Closed question \"What is the diagnosis?\" on \(total) test tiles (LC25000 + EBHI, every n-th tile), answer parsed for a class name: **\(fmt(Double(correct) / Double(max(1, total)), 3))** correct (\(named) answers named a class).\n"

@@ -15,15 +15,21 @@ struct Report: ParsableCommand {
 }
 
 struct ReportRun: ParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "run", abstract: "Draft reports (the default subcommand).")
+  static let configuration = CommandConfiguration(
+    commandName: "run", abstract: "Draft reports (the default subcommand).",
+    discussion:
+      "Every slide is tried; a failing slide (or manifest line) gets one line on stderr and a 'failed' row in summary.csv, the others are drafted, and the exit status is 2 when any failed. Each slide's files are written as soon as it is drafted."
+  )
 
   @OptionGroup var model: ModelOptions
-  @Option(help: "Report template: a JSON file or a name in Prompts/reports (lung-biopsy, colorectal-biopsy).") var template:
-    String
-  @Option(help: "Manifest CSV with a 'slide' (or 'path') column.") var manifest: String?
+  @Option(
+    help: "Report template: a JSON file or a name in Prompts/reports (lung-biopsy, colorectal-biopsy).")
+  var template: String
+  @Option(help: "Manifest CSV with a 'slide' (or 'path') column and an optional 'mpp' column.") var manifest: String?
   @Option(help: "Output folder.") var out: String
   @Option(help: "This process's shard, i/n with 0 <= i < n (default: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT when set).")
   var shard: String?
+  @Option(help: "Level-0 mpp for slides whose file lacks it (a manifest's mpp column wins).") var mpp: Double?
   @Argument(help: "Slides (or use --manifest).") var slides: [String] = []
   @Option(
     help:
@@ -31,10 +37,21 @@ struct ReportRun: ParsableCommand {
   )
   var lm: String?
 
+  func validate() throws {
+    if let m = mpp, !(m > 0 && m < 1000) { throw ValidationError("--mpp must be a positive number of microns per pixel") }
+    if slides.isEmpty && manifest == nil { throw ValidationError("pass slides or --manifest FILE") }
+  }
+
   func run() throws {
     // Everything that can be checked is checked before any work.
     let tmpl = try ReportTemplate.load(template, searchDirs: promptDirs("reports"))
-    let list = try slideList()
+    var list: [(path: String, mpp: Double?)] = slides.map { ($0, mpp) }
+    var problems: [String] = []
+    if let m = manifest {
+      let man = try ReportManifest.load(m)
+      list += man.rows.map { ($0.path, $0.mpp ?? mpp) }
+      problems = man.problems
+    }
     let spec: ShardSpec
     let env = ProcessInfo.processInfo.environment
     if let s = shard {
@@ -49,10 +66,9 @@ struct ReportRun: ParsableCommand {
     var session: ChatSession? = nil
     if let dec = bundle.decoderDirectory {
       let chat = try ChatModel(directory: dec, imageDim: bundle.clip.embedDim, manifest: bundle.manifest)
-      let sets = ["lung", "colorectal", "colorectal-coarse", "malignancy"].compactMap {
-        try? PromptSet.load($0, searchDirs: promptDirs("zero-shot"))
-      }
-      session = ChatSession(bundle: bundle, chat: chat, promptSets: sets, cacheDir: model.cacheDir)
+      session = ChatSession(
+        bundle: bundle, chat: chat, promptSets: try PromptSet.loadAll(searchDirs: promptDirs("zero-shot")),
+        cacheDir: model.cacheDir)
       if let path = LanguageModel.Default.resolve(lm) {
         session?.grounded = try groundedLM(path)
         warn(
@@ -60,16 +76,25 @@ struct ReportRun: ParsableCommand {
       }
     }
     let drafter = try ReportDrafter(template: tmpl, bundle: bundle, session: session, promptDirs: promptDirs("zero-shot"))
+    let names = ReportNaming.names(list.map(\.path))
+    let mine = list.indices.filter { spec.takes($0) }
+    let log = BatchLog(total: mine.count + (spec.index == 0 ? problems.count : 0), verb: "drafted")
     var rows: [String] = []
-    var log = ""
-    let t0 = Probes.now()
-    var done = 0, skipped = 0, failed = 0
-    for (k, path) in list.enumerated() where spec.takes(k) {
-      let name = Self.outputName(path, k, list)
+    var runLog = ""
+    if spec.index == 0 {
+      for p in problems {
+        log.failure(manifest ?? "", PipelineError.input(p))
+        rows.append("\(csvField(manifest ?? "")),,failed,,\(csvField(p)),0")
+        runLog += "FAILED: \(p)\n"
+      }
+    }
+    for k in mine {
+      let (path, slideMPP) = list[k]
+      let name = names[k]
       let started = Probes.now()
       do {
         let s = try Slide(path: path)
-        let hash = drafter.inputHash(slideHash: try SlideIndex.contentHash(s))
+        let hash = drafter.inputHash(slideHash: try SlideIndex.contentHash(s), mpp: slideMPP)
         let jsonPath = "\(out)/\(name).json"
         if let d = FileManager.default.contents(atPath: jsonPath),
           let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any],
@@ -77,73 +102,37 @@ struct ReportRun: ParsableCommand {
           FileManager.default.fileExists(atPath: "\(out)/\(name).html")
         {
           rows.append(summaryRow(path, name, "done", o))
-          log += "\(path): up to date, skipped\n"
-          skipped += 1
+          runLog += "\(path): up to date, skipped\n"
+          log.upToDate(path)
           continue
         }
-        let tissue = try TissueDetector().detect(s)
-        let emb = try SlideIndex.embed(slide: s, tissue: tissue, bundle: bundle, overrideMPP: nil, cacheDir: model.cacheDir)
-        if let sess = session { try sess.open([path]) }
-        let fields = try drafter.draft(slide: s, tissue: tissue, embeddings: emb)
-        let thumb = try ImageCodec.encodePNG(try s.thumbnail(maxSize: 512).image)
-        let (md, json, html) = try drafter.render(name: name, inputHash: hash, fields: fields, thumbnailPNG: thumb)
+        let bar = Progress(label: (path as NSString).lastPathComponent)
+        let input = try AnalyzedSlide.analyze([path], bundle: bundle, overrideMPP: slideMPP, cacheDir: model.cacheDir, progress: bar.update)
+        let fields = try drafter.draft(input)
+        let (md, json, html) = try drafter.render(name: name, inputHash: hash, fields: fields, input: input)
         // Markdown and HTML first, JSON (which carries the input hash) last: a slide counts as
         // done only when all three are in place.
         try writeAtomically(md, to: "\(out)/\(name).md")
         try writeAtomically(html, to: "\(out)/\(name).html")
         try writeAtomically(json, to: "\(out)/\(name).json")
         rows.append(summaryRow(path, name, "done", (try? JSONSerialization.jsonObject(with: json) as? [String: Any]) ?? [:]))
-        log += String(
-          format: "%@: drafted in %.2f s, %d fields flagged\n", path, Probes.now() - started,
-          fields.filter { !$0.flags.isEmpty }.count)
-        done += 1
+        let flagged = fields.filter { !$0.flags.isEmpty }.count
+        runLog += String(format: "%@: drafted in %.2f s, %d fields flagged\n", path, Probes.now() - started, flagged)
+        log.succeeded(path, String(format: "drafted %@.md in %.1f s, %d of %d fields flagged", name, Probes.now() - started, flagged, fields.count))
       } catch {
-        rows.append("\(csvField(path)),\(csvField(name)),failed,,\(csvField(error.localizedDescription)),0")
-        log += "\(path): FAILED: \(error.localizedDescription)\n"
-        warn("eosin: warning: \(error.localizedDescription)")
-        failed += 1
+        rows.append("\(csvField(path)),\(csvField(name)),failed,,\(csvField(BatchLog.line(path, error))),0")
+        runLog += "\(path): FAILED: \(BatchLog.line(path, error))\n"
+        log.failure(path, error)
       }
     }
     let header = "slide,name,status,verdict,note,flags\n"
     let summaryName = spec.count == 1 ? "summary.csv" : "summary.shard-\(spec.index)-of-\(spec.count).csv"
     try writeAtomically(Data((header + rows.map { $0 + "\n" }.joined()).utf8), to: "\(out)/\(summaryName)")
     let logName = spec.count == 1 ? "run.log" : "run.shard-\(spec.index)-of-\(spec.count).log"
-    log += String(format: "drafted %d, skipped %d, failed %d in %.1f s\n", done, skipped, failed, Probes.now() - t0)
-    try writeAtomically(Data(log.utf8), to: "\(out)/\(logName)")
-    print(String(format: "drafted %d, up to date %d, failed %d, in %.1f s -> %@", done, skipped, failed, Probes.now() - t0, out))
-  }
-
-  /// The slides, in order: arguments, or the manifest's slide column.
-  func slideList() throws -> [String] {
-    var list = slides
-    if let m = manifest {
-      guard let d = FileManager.default.contents(atPath: m) else { throw CLIError("\(m): manifest not found") }
-      let rows: [[String]]
-      do { rows = try CSV.parse(String(decoding: d, as: UTF8.self), path: m) } catch {
-        throw CLIError(error.localizedDescription)
-      }
-      guard let h = rows.first, let col = h.firstIndex(of: "slide") ?? h.firstIndex(of: "path") else {
-        throw CLIError("\(m): header needs a 'slide' or 'path' column")
-      }
-      var seen: [String: Int] = [:]
-      for (i, r) in rows.dropFirst().enumerated() {
-        guard r.count == h.count else { throw CLIError("\(m):\(i + 2): expected \(h.count) fields, found \(r.count)") }
-        let p =
-          r[col].hasPrefix("/") ? r[col] : ((m as NSString).deletingLastPathComponent as NSString).appendingPathComponent(r[col])
-        if let prev = seen[p] { throw CLIError("\(m):\(i + 2): slide '\(r[col])' is already listed on line \(prev)") }
-        seen[p] = i + 2
-        list.append(p)
-      }
-    }
-    guard !list.isEmpty else { throw ValidationError("pass slides or --manifest FILE") }
-    return list
-  }
-
-  /// Output file names: the slide's base name, suffixed with its position when two share one.
-  static func outputName(_ path: String, _ k: Int, _ all: [String]) -> String {
-    let base = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
-    let same = all.filter { (($0 as NSString).lastPathComponent as NSString).deletingPathExtension == base }.count
-    return same > 1 ? "\(base)-\(k)" : base
+    runLog += log.summary + "\n"
+    try writeAtomically(Data(runLog.utf8), to: "\(out)/\(logName)")
+    print(String(format: "drafted %d, up to date %d, failed %d -> %@", log.done, log.skipped, log.failed, out))
+    try log.finish()
   }
 
   func summaryRow(_ path: String, _ name: String, _ status: String, _ o: [String: Any]) -> String {
@@ -188,15 +177,8 @@ struct ReportMerge: ParsableCommand {
       for l in lines.dropFirst() { rows.append((l.split(separator: ",").first.map(String.init) ?? l, l)) }
     }
     var order: [String: Int] = [:]
-    if let m = manifest, let d = FileManager.default.contents(atPath: m),
-      let parsed = try? CSV.parse(String(decoding: d, as: UTF8.self), path: m),
-      let h = parsed.first, let col = h.firstIndex(of: "slide") ?? h.firstIndex(of: "path")
-    {
-      for (i, r) in parsed.dropFirst().enumerated() where r.count > col {
-        order[
-          r[col].hasPrefix("/") ? r[col] : ((m as NSString).deletingLastPathComponent as NSString).appendingPathComponent(r[col])] =
-          i
-      }
+    if let m = manifest, let man = try? ReportManifest.load(m) {
+      for (i, r) in man.rows.enumerated() { order[r.path] = i }
     }
     rows.sort { (order[$0.0] ?? Int.max, $0.0) < (order[$1.0] ?? Int.max, $1.0) }
     try writeAtomically(Data((header + "\n" + rows.map { $0.1 + "\n" }.joined()).utf8), to: "\(out)/summary.csv")

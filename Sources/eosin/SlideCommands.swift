@@ -1,5 +1,6 @@
 import ArgumentParser
 import EosinSlide
+import EosinPipelines
 import Foundation
 
 /// Options for how a slide is tiled, shared by commands that tile.
@@ -159,3 +160,50 @@ struct Tiles: ParsableCommand {
 
 /// Formats a number with a fixed number of decimals.
 func fmt(_ x: Double, _ decimals: Int) -> String { String(format: "%.\(decimals)f", x) }
+
+struct Mosaic: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract:
+      "Build a pyramidal TIFF slide from tiles laid out in a grid (to run slide pipelines on labelled tile sets; opens in OpenSlide as generic-tiff).")
+
+  @Argument(help: "Images (jpg, png, tif) or folders of them, in order.") var inputs: [String]
+  @Option(help: "Output TIFF.") var out: String
+  @Option(help: "Tiles per row (default: the square root of the count, rounded up).") var columns: Int?
+  @Option(help: "Level-0 microns per pixel to record (omit to write a slide without mpp).") var mpp: Double?
+  @Option(help: "Scale every tile to this side in pixels (default: the first tile's width).") var tileSize: Int?
+
+  func validate() throws {
+    if let c = columns, c < 1 { throw ValidationError("--columns must be at least 1") }
+    if let m = mpp, !(m > 0 && m < 1000) { throw ValidationError("--mpp must be a positive number of microns per pixel") }
+    if let t = tileSize, !(16...4096).contains(t) { throw ValidationError("--tile-size must be 16...4096") }
+  }
+
+  func run() throws {
+    let paths = try InputCollector.collect(inputs).map(\.0)
+    let imgs = try paths.map { try ImageCodec.read($0) }
+    let side = tileSize ?? imgs[0].width
+    let cols = columns ?? Int(Double(imgs.count).squareRoot().rounded(.up))
+    let rows = (imgs.count + cols - 1) / cols
+    var base = RGBImage(width: cols * side, height: rows * side)
+    for (k, im) in imgs.enumerated() {
+      let t = resample(im, outWidth: side, outHeight: side)
+      let x0 = (k % cols) * side, y0 = (k / cols) * side
+      let rowBytes = side * 3
+      for y in 0..<side {
+        let d: Int = ((y0 + y) * base.width + x0) * 3
+        let s: Int = y * rowBytes
+        base.pixels.replaceSubrange(d..<(d + rowBytes), with: t.pixels[s..<(s + rowBytes)])
+      }
+    }
+    let levels = max(1, min(4, Int(log2(Double(max(base.width, base.height)) / 512)) + 1))
+    let tmp = out + ".tmp-\(getpid())"
+    do {
+      try TIFFWriter.writePyramid(base, to: tmp, levels: levels, tile: 256, mpp: mpp)
+      guard rename(tmp, out) == 0 else { throw CLIError("\(out): cannot write: \(String(cString: strerror(errno)))") }
+    } catch {
+      try? FileManager.default.removeItem(atPath: tmp)
+      throw error
+    }
+    print("wrote \(out): \(imgs.count) tiles, \(cols) x \(rows), \(base.width) x \(base.height) px, \(levels) levels" + (mpp.map { ", \($0) µm/px" } ?? ", no mpp"))
+  }
+}

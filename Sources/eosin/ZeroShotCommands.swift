@@ -63,7 +63,8 @@ func promptDirs(_ sub: String) -> [String] {
   return dirs
 }
 
-/// A one-line progress bar on stderr, only when stderr is a terminal.
+/// Progress on stderr: a bar redrawn in place on a terminal; otherwise nothing per batch, and
+/// one line per finished input from ``BatchLog``.
 struct Progress {
   let label: String
   let enabled = isTerminal(2)
@@ -76,24 +77,74 @@ struct Progress {
   }
 }
 
-/// Builds the classifier with the temperature from a saved calibration, else the manifest.
-func makeClassifier(_ bundle: ModelBundle, _ set: PromptSet, _ m: ModelOptions) throws -> (ZeroShotClassifier, String) {
-  if let dir = m.cacheDir, let cal = CalibrationFile.load(dir: dir, modelSHA: bundle.clipSHA256, promptSetSHA: set.sha256) {
-    return (
-      try ZeroShotClassifier(bundle: bundle, promptSet: set, cacheDir: m.cacheDir, temperature: cal.temperature),
-      "calibration file (T=\(fmt(Double(cal.temperature), 3)))"
-    )
+/// The batch rule of `classify` and `report`: every input is tried; each failure is one line on
+/// stderr naming the input; each input's outcome is a progress line `[k/n] NAME: ...`; a summary
+/// comes last; the exit status is 2 when any input failed.
+final class BatchLog {
+  let total: Int
+  let verb: String
+  var done = 0, failed = 0, skipped = 0
+  let started = Probes.now()
+  init(total: Int, verb: String) {
+    self.total = total
+    self.verb = verb
   }
-  return (
-    try ZeroShotClassifier(bundle: bundle, promptSet: set, cacheDir: m.cacheDir),
-    "weights manifest (T=\(fmt(Double(bundle.temperature), 3)))"
-  )
+
+  /// The error's own line when it names the input, else the input and the error.
+  static func line(_ path: String, _ error: Error) -> String {
+    let d = error.localizedDescription
+    return d.contains(path) || d.contains((path as NSString).lastPathComponent) ? d : "\(path): \(d)"
+  }
+
+  /// One input done: `[k/n] PATH: note`. A run of one input prints the note only when asked
+  /// (a slide's timing), without the counter.
+  func succeeded(_ path: String, _ note: String, alone: Bool = false) {
+    done += 1
+    if total > 1 {
+      warn("[\(done + failed + skipped)/\(total)] \(path): \(note)")
+    } else if alone {
+      warn("\((path as NSString).lastPathComponent): \(note)")
+    }
+  }
+
+  func upToDate(_ path: String) {
+    skipped += 1
+    if total > 1 { warn("[\(done + failed + skipped)/\(total)] \(path): up to date, skipped") }
+  }
+
+  func failure(_ path: String, _ error: Error) {
+    failed += 1
+    warn("eosin: error: " + Self.line(path, error))
+  }
+
+  /// The summary line.
+  var summary: String {
+    String(
+      format: "%@ %d of %d inputs%@%@ in %.1f s", verb, done, total, skipped > 0 ? ", \(skipped) up to date" : "",
+      failed > 0 ? ", \(failed) FAILED" : "", Probes.now() - started)
+  }
+
+  /// Prints the summary (for more than one input) and ends the command with status 2 when
+  /// anything failed.
+  func finish() throws {
+    if total > 1 { warn(summary) }
+    if failed > 0 { throw ExitCode(2) }
+  }
+}
+
+/// The classifier for a prompt set, with the temperature `eosin calibrate` fitted for this model
+/// and set when there is one (else the manifest's); the source is named in every output.
+func makeClassifier(_ bundle: ModelBundle, _ set: PromptSet, _ m: ModelOptions) throws -> ZeroShotClassifier {
+  try ZeroShotClassifier(bundle: bundle, promptSet: set, cacheDir: m.cacheDir)
 }
 
 struct Classify: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract:
-      "Zero-shot classification of images, folders and slides from text prompts, with calibrated probabilities and review flags.")
+      "Zero-shot classification of images, folders and slides from text prompts, with calibrated probabilities and review flags.",
+    discussion:
+      "Every input is tried; a failing input gets one line on stderr, the others are classified, and the exit status is 2 when any failed. Results are written as each input finishes (CSV and table)."
+  )
 
   @OptionGroup var model: ModelOptions
   @OptionGroup var promptOptions: PromptOptions
@@ -109,155 +160,138 @@ struct Classify: ParsableCommand {
   func validate() throws {
     if let f = format, !["table", "csv", "json"].contains(f) { throw ValidationError("--format must be table, csv or json") }
     if let k = topK, k < 1 { throw ValidationError("--top-k must be at least 1") }
+    if let m = mpp, !(m > 0 && m < 1000) { throw ValidationError("--mpp must be a positive number of microns per pixel") }
   }
 
   func run() throws {
     let set = try promptOptions.load()
-    let items = try InputCollector.collect(inputs)
     let bundle = try model.bundle()
-    let (clf, tsource) = try makeClassifier(bundle, set, model)
+    let clf = try makeClassifier(bundle, set, model)
     let policy = ReviewPolicy(thresholds: bundle.thresholds)
+    let organs = try OrganCheck(
+      organSets: PromptSet.loadAll(searchDirs: promptDirs("zero-shot")), bundle: bundle, cacheDir: model.cacheDir)
     let fmtOut = format ?? (isTerminal(1) ? "table" : "csv")
+    let tsource = "T=\(fmt(Double(clf.temperature), 3)) from \(clf.temperatureSource.label)"
+    // Inputs: each argument expanded on its own, so one missing path fails alone.
+    var items: [(String, InputCollector.Kind)] = []
+    var missing: [(String, Error)] = []
+    for i in inputs {
+      do { items += try InputCollector.collect([i]) } catch { missing.append((i, error)) }
+    }
+    let log = BatchLog(total: items.count + missing.count, verb: "classified")
+    for (p, e) in missing { log.failure(p, e) }
     var json: [[String: Any]] = []
-    var csv = "type,input,x,y,verdict,probability,flags," + clf.classNames.map { "\"p(\($0))\"" }.joined(separator: ",") + "\n"
-    var table = ""
+    func emit(_ s: String) {
+      guard fmtOut != "json" else { return }
+      print(s, terminator: "")
+      fflush(stdout)
+    }
+    if fmtOut == "csv" { emit(ClassificationExport.csvHeader(clf.classNames)) }
+    if fmtOut == "table" { emit("prompt set \(set.name), probabilities at \(tsource)\n") }
     let images = items.filter { $0.1 == .image }.map { $0.0 }
     let slides = items.filter { $0.1 == .slide }.map { $0.0 }
-    // Images, in batches of 32; undecodable files are skipped and counted.
-    var skipped = 0
+    // Images, in batches of 32; each undecodable file fails on its own.
     var i = 0
-    let bar = Progress(label: "images")
     while i < images.count {
       let chunk = Array(images[i..<min(images.count, i + 32)])
       var ok: [(String, RGBImage)] = []
       for p in chunk {
-        do { ok.append((p, try ImageCodec.read(p))) } catch {
-          warn("eosin: warning: skipped \(error.localizedDescription)")
-          skipped += 1
-        }
+        do { ok.append((p, try ImageCodec.read(p))) } catch { log.failure(p, error) }
       }
       if !ok.isEmpty {
-        let preds = clf.predict(SlideIndex.embedImages(ok.map { $0.1 }, bundle: bundle))
-        for ((p, _), pr) in zip(ok, preds) {
-          let flags = SlidePooling.flags(for: pr, classifier: clf, policy: policy)
+        let emb = SlideIndex.embedImages(ok.map { $0.1 }, bundle: bundle)
+        let preds = clf.predict(emb)
+        let organ = organs?.organs(emb)
+        for (n, ((p, _), pr)) in zip(ok, preds).enumerated() {
+          var flags = policy.tileFlags(pr, classifier: clf)
+          if let o = organ, let f = organs?.flag(set: set, found: o[n]) { flags.append(f) }
           let verdict = clf.classNames[pr.top]
-          csv +=
-            "image,\(csvField(p)),,,\(csvField(verdict)),\(fmt(Double(pr.probs[pr.top]), 4)),\(csvField(flags.map { $0.code }.joined(separator: ";"))),\(pr.probs.map { fmt(Double($0), 4) }.joined(separator: ","))\n"
-          table +=
-            "\(p)\n  \(verdict)  \(fmt(Double(pr.probs[pr.top]), 2))"
-            + (flags.isEmpty ? "" : "  ⚠ REVIEW: " + flags.map { $0.reason }.joined(separator: "; ")) + "\n"
-          json.append([
-            "type": "image", "input": p, "verdict": verdict, "probability": pr.probs[pr.top],
-            "probabilities": Dictionary(uniqueKeysWithValues: zip(clf.classNames, pr.probs.map { Double($0) })),
-            "flags": flags.map { ["code": $0.code, "reason": $0.reason] },
-          ])
+          emit(
+            fmtOut == "csv"
+              ? ClassificationExport.csvRow(
+                kind: "image", input: p, verdict: verdict, probs: pr.probs, top: pr.top, flags: flags, temperature: clf.temperature)
+              : "\(p)\n  \(verdict)  \(fmt(Double(pr.probs[pr.top]), 2))"
+                + (flags.isEmpty ? "" : "  ⚠ REVIEW: " + flags.map { $0.reason }.joined(separator: "; ")) + "\n")
+          json.append(ClassificationExport.imageJSON(path: p, prediction: pr, flags: flags, classNames: clf.classNames))
+          log.succeeded(p, "\(verdict) \(fmt(Double(pr.probs[pr.top]), 2))\(flags.isEmpty ? "" : ", flagged")")
         }
       }
       i += chunk.count
-      bar.update(i, images.count)
     }
-    if skipped > 0 { warn("eosin: warning: \(skipped) of \(images.count) images could not be decoded and were skipped") }
     for path in slides {
-      let t0 = Probes.now()
-      let s = try Slide(path: path)
-      let tissue = try TissueDetector().detect(s)
-      let t1 = Probes.now()
-      if let r = tissue.modalityReason { warn("eosin: warning: \(path): \(r); results are flagged") }
-      let sb = Progress(label: (path as NSString).lastPathComponent)
-      let emb = try SlideIndex.embed(
-        slide: s, tissue: tissue, bundle: bundle, overrideMPP: mpp, minTissue: minTissue, cacheDir: model.cacheDir,
-        progress: sb.update)
-      let t2 = Probes.now()
-      let preds = clf.predict(emb.embeddings)
-      let facts = InputFacts(
-        mppMissing: s.mppX == nil, notBrightfield: tissue.modalityReason, tissueFraction: tissue.tissueFraction)
-      let r = SlidePooling.pool(
-        preds, tiles: emb.tiles, extent0: emb.extent0, classifier: clf, k: topK, facts: facts, policy: policy)
-      let t3 = Probes.now()
-      let total = t3 - t0
-      let timing: [String: Double] = [
-        "total_s": total, "tissue_s": t1 - t0, "read_s": emb.readSeconds, "encode_s": emb.encodeSeconds, "score_s": t3 - t2,
-        "read_share": emb.readSeconds / total,
-      ]
-      warn(
-        String(
-          format: "%@: %d tiles %@ in %.2f s (tissue %.2f s, read %.2f s = %.1f%%, encode %.2f s, score %.3f s)",
-          (path as NSString).lastPathComponent, emb.tiles.count, emb.fromCache ? "from cache" : "encoded", total, t1 - t0,
-          emb.readSeconds, 100 * emb.readSeconds / total, emb.encodeSeconds, t3 - t2))
-      let verdict = r.classNames[r.verdict]
-      csv +=
-        "slide,\(csvField(path)),,,\(csvField(verdict)),\(fmt(Double(r.probs[r.verdict]), 4)),\(csvField(r.flags.map { $0.code }.joined(separator: ";"))),\(r.probs.map { fmt(Double($0), 4) }.joined(separator: ","))\n"
-      for (t, p) in zip(emb.tiles, preds) {
-        csv +=
-          "tile,\(csvField(path)),\(t.x),\(t.y),\(csvField(r.classNames[p.top])),\(fmt(Double(p.probs[p.top]), 4)),,\(p.probs.map { fmt(Double($0), 4) }.joined(separator: ","))\n"
-      }
-      table +=
-        "\(path)  (\(emb.tiles.count) tiles at \(fmt(emb.mpp, 3)) µm/px, \(bundle.tileSize) px; top-\(r.topK) pooling; temperature from \(tsource))\n"
-      for (k, n) in r.classNames.enumerated() {
-        table +=
-          "  \(n.padding(toLength: 40, withPad: " ", startingAt: 0)) \(fmt(Double(r.probs[k]), 3))   tiles \(fmt(r.fractions[k] * 100, 1))%\n"
-      }
-      table += "  verdict: \(verdict) (\(fmt(Double(r.probs[r.verdict]), 2)))\n"
-      table +=
-        r.flags.isEmpty
-        ? "  confidence \(fmt(Double(r.confidence.probability), 2)) · evidence \(r.evidence[r.verdict].count) tiles\n"
-        : "  ⚠ REVIEW: " + r.flags.map { $0.reason }.joined(separator: "; ") + "\n"
-      table +=
-        "  evidence (level-0 x,y): "
-        + r.evidence[r.verdict].prefix(5).map { "(\($0.x),\($0.y)) \(fmt(Double($0.probability), 2))" }.joined(separator: "  ")
-        + "\n"
-      json.append([
-        "type": "slide", "input": path, "verdict": verdict, "probability": r.probs[r.verdict],
-        "probabilities": Dictionary(uniqueKeysWithValues: zip(r.classNames, r.probs.map { Double($0) })),
-        "fractions": Dictionary(uniqueKeysWithValues: zip(r.classNames, r.fractions)),
-        "evidence": Dictionary(
-          uniqueKeysWithValues: zip(
-            r.classNames,
-            r.evidence.map { $0.map { ["x": $0.x, "y": $0.y, "size": $0.size, "probability": Double($0.probability)] } })),
-        "flags": r.flags.map { ["code": $0.code, "reason": $0.reason] }, "tiles": emb.tiles.count, "mpp": emb.mpp,
-        "tile_size": emb.tileSize,
-        "top_k": r.topK, "cached": emb.fromCache, "timing": timing,
-        "confidence": [
-          "probability": r.confidence.probability, "margin": r.confidence.margin, "prompt_spread": r.confidence.promptSpread,
-          "domain": r.confidence.domain, "tissue_fraction": tissue.tissueFraction,
-        ],
-      ])
-      let base = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
-      if let dir = heatmap {
-        let th = try s.thumbnail(maxSize: 1024)
+      do {
+        let t0 = Probes.now()
+        let sb = Progress(label: (path as NSString).lastPathComponent)
+        let a = try AnalyzedSlide.analyze(
+          [path], bundle: bundle, overrideMPP: mpp, minTissue: minTissue, cacheDir: model.cacheDir, progress: sb.update)
+        if let r = a.facts.notBrightfield { warn("eosin: warning: \(path): \(r); results are flagged") }
+        let t2 = Probes.now()
+        let r = a.classify(clf, policy: policy, topK: topK, organs: organs)
+        let t3 = Probes.now()
+        let emb = a.embeddings
+        let total = t3 - t0
+        let timing: [String: Double] = [
+          "total_s": total, "tissue_s": a.tissueSeconds, "read_s": emb.readSeconds, "encode_s": emb.encodeSeconds,
+          "score_s": t3 - t2, "read_share": emb.readSeconds / total,
+        ]
+        let verdict = r.classNames[r.verdict]
+        var table =
+          "\(path)  (\(emb.tiles.count) tiles at \(fmt(emb.mpp, 3)) µm/px, \(bundle.tileSize) px; top-\(r.topK) pooling)\n"
         for (k, n) in r.classNames.enumerated() {
-          let img = Heatmap.render(
-            thumbnail: th.image, downsampleX: th.downsampleX, downsampleY: th.downsampleY,
-            tiles: emb.tiles.map { ($0.x, $0.y, Int(emb.extent0.rounded())) }, values: preds.map { $0.probs[k] })
-          let safe = n.replacingOccurrences(of: "/", with: "-").replacingOccurrences(of: " ", with: "_")
-          try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-          try ImageCodec.write(img, to: "\(dir)/\(base)-\(safe).png")
+          table +=
+            "  \(n.padding(toLength: 40, withPad: " ", startingAt: 0)) \(fmt(Double(r.probs[k]), 3))   tiles \(fmt(r.fractions[k] * 100, 1))%\n"
         }
-      }
-      if let g = geojson {
-        let out =
-          slides.count == 1
-          ? g : ((g as NSString).deletingLastPathComponent as NSString).appendingPathComponent("\(base).geojson")
-        try writeAtomically(
-          try JSONSerialization.data(
-            withJSONObject: GeoJSON.tiles(r, tiles: emb.tiles, extent0: emb.extent0), options: [.sortedKeys]), to: out)
+        table += "  verdict: \(verdict) (\(fmt(Double(r.probs[r.verdict]), 2)))\n"
+        table +=
+          r.flags.isEmpty
+          ? "  confidence \(fmt(Double(r.confidence.probability), 2)) · evidence \(r.evidence[r.verdict].count) tiles\n"
+          : "  ⚠ REVIEW: " + r.flags.map { $0.reason }.joined(separator: "; ") + "\n"
+        table +=
+          "  tiles flagged: \(r.tileFlags.filter { !$0.isEmpty }.count) of \(emb.tiles.count)\n  evidence (level-0 x,y): "
+          + r.evidence[r.verdict].prefix(5).map { "(\($0.x),\($0.y)) \(fmt(Double($0.probability), 2))" }.joined(separator: "  ")
+          + "\n"
+        emit(fmtOut == "csv" ? ClassificationExport.csvRows(r, input: a) : table)
+        json.append(ClassificationExport.slideJSON(r, input: a, timing: timing))
+        let base = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
+        if let dir = heatmap {
+          for (k, n) in r.classNames.enumerated() {
+            guard let img = try a.heatmap(r, classIndex: k) else { continue }
+            let safe = n.replacingOccurrences(of: "/", with: "-").replacingOccurrences(of: " ", with: "_")
+            try writeAtomically(Data(try ImageCodec.encodePNG(img)), to: "\(dir)/\(base)-\(safe).png")
+          }
+        }
+        if let g = geojson {
+          let out =
+            slides.count == 1
+            ? g : ((g as NSString).deletingLastPathComponent as NSString).appendingPathComponent("\(base).geojson")
+          try writeAtomically(
+            try JSONSerialization.data(
+              withJSONObject: GeoJSON.tiles(r, tiles: emb.tiles, extent0: emb.extent0),
+              options: [.sortedKeys, .withoutEscapingSlashes]),
+            to: out)
+        }
+        log.succeeded(
+          path,
+          String(
+            format: "%@ %.2f%@; %d tiles %@ in %.2f s (tissue %.2f s, read %.2f s = %.1f%%, encode %.2f s, score %.3f s)",
+            verdict, r.probs[r.verdict], r.flags.isEmpty ? "" : ", flagged", emb.tiles.count,
+            emb.fromCache ? "from cache" : "encoded", total, a.tissueSeconds, emb.readSeconds, 100 * emb.readSeconds / total,
+            emb.encodeSeconds, t3 - t2), alone: true)
+      } catch {
+        log.failure(path, error)
       }
     }
-    switch fmtOut {
-    case "json":
+    if fmtOut == "json" {
       let d = try JSONSerialization.data(
-        withJSONObject: ["prompt_set": set.name, "classes": clf.classNames, "results": json],
-        options: [.prettyPrinted, .sortedKeys])
+        withJSONObject: [
+          "prompt_set": set.name, "classes": clf.classNames, "temperature": Double(clf.temperature),
+          "temperature_source": clf.temperatureSource.label, "results": json, "failed": log.failed,
+        ] as [String: Any],
+        options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
       print(String(decoding: d, as: UTF8.self))
-    case "csv": print(csv, terminator: "")
-    default: print(table, terminator: "")
     }
+    try log.finish()
   }
-}
-
-/// A CSV field, quoted when it holds a comma, quote or newline.
-func csvField(_ s: String) -> String {
-  s.contains(",") || s.contains("\"") || s.contains("\n") ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
 }
 
 /// Parses "LABEL=CLASS,LABEL=CLASS".
@@ -272,14 +306,14 @@ func parseLabelMap(_ s: String?) -> [String: String] {
 
 /// Labelled tiles embedded and scored: the shared core of calibrate and eval.
 func scoreLabelled(_ items: [LabeledTiles.Item], set: PromptSet, clf: ZeroShotClassifier, labelMap: String?) throws -> (
-  logits: [Float], truth: [Int], preds: [TilePrediction], skipped: Int
+  logits: [Float], truth: [Int], preds: [TilePrediction], skipped: Int, embeddings: [Float]
 ) {
   let map = try LabeledTiles.mapLabels(
     Set(items.map { $0.label }), to: set,
     knowledge: LabeledTiles.knowledge(
       promptDirs("knowledge").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/knowledge"),
     overrides: parseLabelMap(labelMap))
-  var logits: [Float] = [], truth: [Int] = [], preds: [TilePrediction] = []
+  var logits: [Float] = [], truth: [Int] = [], preds: [TilePrediction] = [], embeddings: [Float] = []
   var skipped = 0
   let bar = Progress(label: "tiles")
   var i = 0
@@ -297,6 +331,7 @@ func scoreLabelled(_ items: [LabeledTiles.Item], set: PromptSet, clf: ZeroShotCl
     }
     if !imgs.isEmpty {
       let e = SlideIndex.embedImages(imgs, bundle: clf.bundle)
+      embeddings += e
       logits += clf.logits(e)
       preds += clf.predict(e)
       truth += labs
@@ -305,7 +340,7 @@ func scoreLabelled(_ items: [LabeledTiles.Item], set: PromptSet, clf: ZeroShotCl
     bar.update(i, items.count)
   }
   guard !truth.isEmpty else { throw CLIError("no tiles could be read") }
-  return (logits, truth, preds, skipped)
+  return (logits, truth, preds, skipped, embeddings)
 }
 
 struct Calibrate: ParsableCommand {
@@ -323,20 +358,10 @@ struct Calibrate: ParsableCommand {
     guard let dir = model.cacheDir else { throw CLIError("calibration needs a cache folder; drop --no-cache") }
     let clf = try ZeroShotClassifier(bundle: bundle, promptSet: set, cacheDir: dir, temperature: 1)
     let items = try LabeledTiles.load(data)
-    let (lg, truth, _, skipped) = try scoreLabelled(items, set: set, clf: clf, labelMap: labelMap)
+    let (lg, truth, _, skipped, _) = try scoreLabelled(items, set: set, clf: clf, labelMap: labelMap)
     let K = clf.classCount
     let T = Metrics.fitTemperature(lg, truth: truth, classes: K)
-    func eceAt(_ t: Float) -> Double {
-      let p = Metrics.softmax(lg, classes: K, temperature: t)
-      var conf: [Float] = [], ok: [Bool] = []
-      for n in 0..<truth.count {
-        let row = Array(p[(n * K)..<((n + 1) * K)])
-        let top = row.indices.max { row[$0] < row[$1] }!
-        conf.append(row[top])
-        ok.append(top == truth[n])
-      }
-      return Metrics.ece(confidence: conf, correct: ok)
-    }
+    func eceAt(_ t: Float) -> Double { Metrics.ece(logits: lg, truth: truth, classes: K, temperature: t) }
     let cal = CalibrationFile(
       modelSHA256: bundle.clipSHA256, promptSetSHA256: set.sha256, promptSet: set.name, temperature: T, tiles: truth.count,
       nllBefore: Metrics.nll(lg, truth: truth, classes: K, temperature: bundle.temperature),
@@ -372,6 +397,7 @@ struct EvalZeroShot: ParsableCommand {
   func run() throws {
     let set = try promptOptions.load()
     let bundle = try model.bundle()
+    // --temperature, else a fitted calibration for this model and set, else the manifest's.
     let clf = try ZeroShotClassifier(bundle: bundle, promptSet: set, cacheDir: model.cacheDir, temperature: temperature)
     var items = try LabeledTiles.load(data)
     let dsName = (data as NSString).lastPathComponent
@@ -379,15 +405,19 @@ struct EvalZeroShot: ParsableCommand {
       guard let sp = Split(rawValue: split) else { throw ValidationError("--split must be train, val, test or all") }
       items = items.filter { TileManifest.split(dataset: dsName, group: $0.group) == sp }
     }
-    let (lg, truth, preds, skipped) = try scoreLabelled(items, set: set, clf: clf, labelMap: labelMap)
+    let (lg, truth, preds, skipped, emb) = try scoreLabelled(items, set: set, clf: clf, labelMap: labelMap)
+    let organs = try OrganCheck(
+      organSets: PromptSet.loadAll(searchDirs: promptDirs("zero-shot")), bundle: bundle, cacheDir: model.cacheDir)
     let sc = ZeroShotScores(
-      logits: lg, predictions: preds, truth: truth, classifier: clf, policy: ReviewPolicy(thresholds: bundle.thresholds))
+      logits: lg, predictions: preds, truth: truth, classifier: clf, policy: ReviewPolicy(thresholds: bundle.thresholds),
+      organs: organs.map { ($0, emb) })
     if json {
       var o = sc.json
       o["prompt_set"] = set.name
       o["split"] = split
       o["skipped"] = skipped
       o["temperature"] = clf.temperature
+      o["temperature_source"] = clf.temperatureSource.label
       o["recall"] = Dictionary(uniqueKeysWithValues: zip(clf.classNames, sc.recall.map { $0 ?? -1 }))
       print(
         String(decoding: try JSONSerialization.data(withJSONObject: o, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
@@ -406,7 +436,8 @@ struct EvalZeroShot: ParsableCommand {
         "  \(clf.classNames[k].prefix(28).padding(toLength: 28, withPad: " ", startingAt: 0)) "
           + row.map { String($0).padding(toLength: 6, withPad: " ", startingAt: 0) }.joined())
     }
-    print("ECE  \(fmt(sc.eceUncalibrated, 4)) at T=1 -> \(fmt(sc.ece, 4)) at T=\(fmt(Double(clf.temperature), 3))")
+    print(
+      "ECE  \(fmt(sc.eceUncalibrated, 4)) at T=1 -> \(fmt(sc.ece, 4)) at T=\(fmt(Double(clf.temperature), 3)) (\(clf.temperatureSource.label))")
     print("unflagged    \(fmt(100 * sc.unflaggedShare, 1))% of tiles, accuracy \(fmt(sc.unflaggedAccuracy, 4))")
     for s in sc.selective {
       print("  confidence >= \(fmt(Double(s.threshold), 1)): coverage \(fmt(s.coverage, 3)), accuracy \(fmt(s.accuracy, 4))")

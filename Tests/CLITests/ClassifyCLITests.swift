@@ -29,18 +29,18 @@ final class ClassifyCLITests: XCTestCase {
     return d
   }()
 
-  /// Guards: images and folders classify to CSV and JSON; an undecodable image is skipped with
-  /// a warning and counted, and the run goes on.
+  /// Guards: images and folders classify to CSV and JSON; an undecodable image fails on its own
+  /// line, the others are classified, and the exit status is 2.
   func testClassifyImagesAndFolders() throws {
     let bad = Self.dir + "/broken.jpg"
     FileManager.default.createFile(atPath: bad, contents: Data([0xFF, 0xD8, 0xFF, 0xE0, 0, 1, 2]))
     let r = try run(["classify", "--classes", "tumour,stroma", "--format", "csv", Self.tiles, bad])
-    XCTAssertEqual(r.status, 0, r.stderr)
+    XCTAssertEqual(r.status, 2, r.stderr)
     let lines = r.stdout.split(separator: "\n")
-    XCTAssertEqual(lines[0], "type,input,x,y,verdict,probability,flags,\"p(tumour)\",\"p(stroma)\"")
+    XCTAssertEqual(lines[0], "kind,input,x,y,verdict,probability,flagged,flags,reasons,temperature,p(tumour),p(stroma)")
     XCTAssertEqual(lines.filter { $0.hasPrefix("image,") }.count, 8)
-    XCTAssertTrue(r.stderr.contains("skipped \(bad): cannot decode image"), r.stderr)
-    XCTAssertTrue(r.stderr.contains("1 of 9 images could not be decoded and were skipped"), r.stderr)
+    XCTAssertTrue(r.stderr.contains("eosin: error: \(bad): cannot decode image"), r.stderr)
+    XCTAssertTrue(r.stderr.contains("classified 8 of 9 inputs, 1 FAILED"), r.stderr)
     let j = try run(["classify", "--classes", "tumour,stroma", "--format", "json", Self.tiles + "/tumour/t0.png"])
     let o = try JSONSerialization.jsonObject(with: Data(j.stdout.utf8)) as! [String: Any]
     let res = (o["results"] as! [[String: Any]])[0]
@@ -92,6 +92,7 @@ final class ClassifyCLITests: XCTestCase {
     let ok = try run(["classify", "--classes", "a,b", "--mpp", "0.5", "--format", "csv", sp])
     XCTAssertEqual(ok.status, 0, ok.stderr)
     XCTAssertTrue(ok.stdout.contains("no-mpp"))
+    XCTAssertTrue(ok.stdout.contains("0.500 µm/px was given"), ok.stdout)
   }
 
   /// Guards bad input for classify: missing prompt file, malformed JSON, empty folder, unknown

@@ -115,22 +115,24 @@ final class ReportCLITests: XCTestCase {
     }
   }
 
-  /// Guards bad input: a missing slide is recorded as failed and the run continues; a
-  /// malformed CSV line names its line; an unwritable output folder fails before any work; bad
-  /// shard specs; a duplicate slide; a malformed template names the field.
+  /// Guards bad input: a missing slide is recorded as failed and the run continues, exit 2; a
+  /// malformed CSV line names its line and the other rows run; an unwritable output folder fails
+  /// before any work; bad shard specs; a duplicate slide; a malformed template names the field.
   func testBadInputs() throws {
     XCTAssertEqual(Self.slides.count, 4)  // the slides the manifest names must exist
     let m = Self.dir + "/missing.csv"
     try "slide\nslide0.tiff\nnot-there.svs\nslide1.tiff\n".write(toFile: m, atomically: true, encoding: .utf8)
     let r = try report(["--manifest", m, "--out", Self.dir + "/miss"])
-    XCTAssertEqual(r.status, 0, r.stderr)
+    XCTAssertEqual(r.status, 2, r.stderr)
     let summary = try String(contentsOfFile: Self.dir + "/miss/summary.csv", encoding: .utf8)
     XCTAssertTrue(summary.contains("not-there.svs,not-there,failed"), summary)
     XCTAssertEqual(summary.split(separator: "\n").filter { $0.contains(",done,") }.count, 2)
     let bad = Self.dir + "/bad.csv"
     try "slide,id\nslide0.tiff,1\nslide1.tiff\n".write(toFile: bad, atomically: true, encoding: .utf8)
     let b = try report(["--manifest", bad, "--out", Self.dir + "/bad"])
-    XCTAssertEqual(b.stderr, "eosin: error: \(bad):3: expected 2 fields, found 1\n")
+    XCTAssertEqual(b.status, 2)
+    XCTAssertTrue(b.stderr.contains("eosin: error: \(bad):3: expected 2 fields, found 1\n"), b.stderr)
+    XCTAssertTrue(FileManager.default.fileExists(atPath: Self.dir + "/bad/slide0.md"))
     let dup = Self.dir + "/dup.csv"
     try "slide\nslide0.tiff\nslide1.tiff\nslide0.tiff\n".write(toFile: dup, atomically: true, encoding: .utf8)
     XCTAssertTrue(

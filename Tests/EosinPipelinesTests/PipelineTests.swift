@@ -148,7 +148,7 @@ final class ZeroShotTests: XCTestCase {
     XCTAssertEqual(sc.accuracy, Double(right) / 12, accuracy: 1e-12)
     XCTAssertEqual(sc.selective[0].coverage, 1)
     XCTAssertEqual(sc.selective[0].accuracy, sc.accuracy, accuracy: 1e-12)
-    let kept = preds.filter { SlidePooling.flags(for: $0, classifier: clf, policy: policy).isEmpty }.count
+    let kept = preds.filter { policy.tileFlags($0, classifier: clf).isEmpty }.count
     XCTAssertEqual(sc.unflaggedShare, Double(kept) / 12, accuracy: 1e-12)
     XCTAssertEqual(sc.json["tiles"] as? Int, 12)
   }
@@ -204,23 +204,76 @@ final class ZeroShotTests: XCTestCase {
   }
 }
 
+final class ReviewRuleTests: XCTestCase {
+  /// Guards the REPL's argument splitting: quotes, escapes, and an unterminated quote.
+  func testShellWords() throws {
+    XCTAssertEqual(try ShellWords.split(":open \"my slide.svs\""), [":open", "my slide.svs"])
+    XCTAssertEqual(try ShellWords.split(":open my\\ slide.svs b.png"), [":open", "my slide.svs", "b.png"])
+    XCTAssertEqual(try ShellWords.split(":heatmap 'benign lung tissue' out.png"), [":heatmap", "benign lung tissue", "out.png"])
+    XCTAssertEqual(try ShellWords.split("  a   \"b \\\" c\"  "), ["a", "b \" c"])
+    XCTAssertEqual(try ShellWords.split("\"\""), [""])
+    XCTAssertThrowsError(try ShellWords.split(":open \"unterminated"))
+  }
+
+  /// Guards the contradiction check across report fields: a malignant class beside a benign one
+  /// flags both, naming the other field; agreeing or neutral fields are not flagged.
+  func testContradictions() {
+    let c = ReviewPolicy.contradictions([
+      ("Diagnosis", "lung adenocarcinoma"), ("Malignancy", "benign tissue"), ("Organ", nil), ("Other", "malignant tumour"),
+    ])
+    XCTAssertEqual(c[0]?.code, "contradiction")
+    XCTAssertTrue(c[0]!.reason.contains("Malignancy says benign tissue"), c[0]!.reason)
+    XCTAssertTrue(c[1]!.reason.contains("Diagnosis says lung adenocarcinoma"), c[1]!.reason)
+    XCTAssertNil(c[2])
+    XCTAssertNotNil(c[3])
+    XCTAssertTrue(ReviewPolicy.contradictions([("A", "lung adenocarcinoma"), ("B", "malignant tumour")]).isEmpty)
+  }
+
+  /// Guards: a NaN score is a review flag, never silently passing the thresholds.
+  func testNonFiniteIsFlagged() {
+    let pol = ReviewPolicy(thresholds: ReviewThresholds())
+    let f = pol.flags(
+      Confidence(probability: .nan, margin: .nan, promptSpread: 0, domain: 0.5), verdict: "a", runnerUp: "b", facts: InputFacts())
+    XCTAssertTrue(f.contains { $0.code == "non-finite" })
+  }
+
+  /// Guards report manifests: a byte-order mark, an mpp column, a duplicate and a bad mpp are
+  /// reported per line while the other rows are kept; report names are unique per path.
+  func testReportManifestAndNames() throws {
+    let d = TestSupport.tempDir()
+    let m = d + "/m.csv"
+    try "\u{FEFF}Slide,MPP\na.svs,0.25\nb.svs,\na.svs,\nc.svs,-1\n/abs/d.svs,\n".write(toFile: m, atomically: true, encoding: .utf8)
+    let man = try ReportManifest.load(m)
+    XCTAssertEqual(man.rows.map(\.path), [d + "/a.svs", d + "/b.svs", "/abs/d.svs"])
+    XCTAssertEqual(man.rows[0].mpp, 0.25)
+    XCTAssertNil(man.rows[1].mpp)
+    XCTAssertEqual(man.problems.count, 2)
+    XCTAssertTrue(man.problems[0].hasPrefix("\(m):4: slide 'a.svs' is already listed on line 2"), man.problems[0])
+    XCTAssertTrue(man.problems[1].hasPrefix("\(m):5: mpp '-1'"), man.problems[1])
+    let names = ReportNaming.names(["x/a.svs", "y/a.ndpi", "a-1.svs", "b.svs"])
+    XCTAssertEqual(Set(names).count, 4)
+    XCTAssertEqual(names[2], "a-1")
+    XCTAssertEqual(names[3], "b")
+    XCTAssertEqual(names, ReportNaming.names(["x/a.svs", "y/a.ndpi", "a-1.svs", "b.svs"]))
+  }
+}
+
 final class ConsistencyTests: XCTestCase {
-  /// Guards the cross-set check of the chat gate: an answer naming another organ's class is
-  /// found in that set, with the set's name, and a phrase in no set names nothing.
-  func testNamedClassAcrossSets() throws {
+  /// Guards the one class-matching rule the chat and report gates share: an answer naming
+  /// another organ's class is found in that set and not in this one, and a phrase in no set
+  /// names nothing.
+  func testAssertedClassAcrossSets() throws {
     var lung = try PromptSet.inline("lung adenocarcinoma,benign lung tissue")
     lung.name = "lung"
     var crc = try PromptSet.inline("colorectal adenocarcinoma,low-grade intraepithelial neoplasia")
     crc.name = "colorectal"
+    func asserted(_ t: String, _ s: PromptSet) -> String? { ClaimGate.assertedClass(t.lowercased(), t, s)?.0 }
     let a = "The findings are consistent with colorectal adenocarcinoma."
-    XCTAssertNil(Consistency.namedClass(a, set: lung))
-    let hit = Consistency.namedClass(a, sets: [lung, crc])
-    XCTAssertEqual(hit?.0, "colorectal")
-    XCTAssertEqual(hit?.1, "colorectal adenocarcinoma")
-    XCTAssertEqual(
-      Consistency.namedClass("No, this is low-grade intraepithelial neoplasia.", sets: [crc])?.1,
-      "low-grade intraepithelial neoplasia")
-    XCTAssertNil(Consistency.namedClass("The tissue is from the skin.", sets: [lung, crc]))
+    XCTAssertNil(asserted(a, lung))
+    XCTAssertEqual(asserted(a, crc), "colorectal adenocarcinoma")
+    XCTAssertEqual(asserted("This is low-grade intraepithelial neoplasia.", crc), "low-grade intraepithelial neoplasia")
+    XCTAssertNil(asserted("There is no colorectal adenocarcinoma here.", crc))
+    XCTAssertNil(asserted("The tissue is from the skin.", lung))
   }
 }
 
