@@ -111,7 +111,8 @@ public final class AnalyzedSlide: @unchecked Sendable {
       "file": name, "vendor": s.vendor, "size": "\(W) x \(H) px", "levels": "\(s.levels.count)",
       "mpp": mpp.map { String(format: "%.4f", $0) + (s.mppX == nil ? " (given)" : "") } ?? "unknown",
       "tissue": String(format: "%.1f%%", tissue.tissueFraction * 100),
-      "tiles": "\(e.tiles.count) at \(String(format: "%.3f", e.mpp)) µm/px, \(e.tileSize) px" + (e.fromCache ? " (from cache)" : ""),
+      "tiles": "\(e.tiles.count) at \(String(format: "%.3f", e.mpp)) µm/px, \(e.tileSize) px"
+        + (e.fromCache ? " (from cache)" : ""),
       "modality": tissue.modality.rawValue,
     ]
   }

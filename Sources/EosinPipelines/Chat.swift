@@ -340,7 +340,8 @@ public final class ChatSession {
       let e = a.embeddings
       for i in picks where i < e.tiles.count {
         evidence.append(
-          EvidenceTile(x: e.tiles[i].x, y: e.tiles[i].y, size: Int(e.extent0.rounded()), probability: r.tiles[i].probs[r.verdict]))
+          EvidenceTile(x: e.tiles[i].x, y: e.tiles[i].y, size: Int(e.extent0.rounded()), probability: r.tiles[i].probs[r.verdict])
+        )
         labels.append(a.tileLabel(i))
       }
     }
@@ -382,7 +383,9 @@ public final class Transcript {
       "verdict_probability": Double(a.verdictProbability), "generator_confidence": Double(a.confidence.generator ?? 0),
       "consistent": a.confidence.consistent.map { $0 as Any } ?? NSNull(), "flagged": !a.flags.isEmpty,
       "flags": a.flags.map { ["code": $0.code, "reason": $0.reason] },
-      "evidence": zip(a.evidence, a.evidenceLabels).map { ["x": $0.x, "y": $0.y, "size": $0.size, "label": $1] as [String: Any] },
+      "evidence": zip(a.evidence, a.evidenceLabels).map {
+        ["x": $0.x, "y": $0.y, "size": $0.size, "label": $1] as [String: Any]
+      },
       "confidence": Double(a.shownConfidence), "shown": a.reviewLine,
     ]
     if let src = a.source { turn["source"] = src }
@@ -421,7 +424,8 @@ public final class Transcript {
     }
     try writeAtomically(Data(md.utf8), to: base + ".md")
     try writeAtomically(
-      try JSONSerialization.data(withJSONObject: ["turns": turns], options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]),
+      try JSONSerialization.data(
+        withJSONObject: ["turns": turns], options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]),
       to: base + ".json")
     return [base + ".md", base + ".json"]
   }

@@ -80,7 +80,8 @@ public enum SlidePooling {
     if verdict == bg { flags.append(ReviewFlag(code: "no-tissue", reason: "no interpretable tissue")) }
     return SlideResult(
       classNames: classifier.classNames, probs: probs, verdict: verdict, fractions: fractions, evidence: evidence,
-      confidence: conf, flags: flags, tiles: preds, tileFlags: preds.map { policy.tileFlags($0, classifier: classifier, facts: facts) },
+      confidence: conf, flags: flags, tiles: preds,
+      tileFlags: preds.map { policy.tileFlags($0, classifier: classifier, facts: facts) },
       topK: kk, temperature: classifier.temperature, temperatureSource: classifier.temperatureSource)
   }
 }

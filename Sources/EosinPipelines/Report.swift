@@ -177,7 +177,10 @@ public final class ReportDrafter {
             let (W, H) = slide.dimensions
             switch fa {
             case "size": v = "\(W) x \(H) px"
-            case "mpp": v = input.mpp.map { String(format: "%.4f µm/px", $0) + (slide.mppX == nil ? " (given, not in the file)" : "") } ?? "unknown"
+            case "mpp":
+              v =
+                input.mpp.map { String(format: "%.4f µm/px", $0) + (slide.mppX == nil ? " (given, not in the file)" : "") }
+                ?? "unknown"
             case "tissue_area":
               v =
                 input.mpp.map {
@@ -279,7 +282,8 @@ public final class ReportDrafter {
         for (k, (label, e)) in zip(labels, f.evidence).enumerated() {
           var img = ""
           if let a = input {
-            let idx = a.kind == .images ? a.paths.firstIndex { ($0 as NSString).lastPathComponent == label } : a.tileIndex(x: e.x, y: e.y)
+            let idx =
+              a.kind == .images ? a.paths.firstIndex { ($0 as NSString).lastPathComponent == label } : a.tileIndex(x: e.x, y: e.y)
             if let i = idx, let crop = try? a.tileImage(i, maxSize: 96), let png = try? ImageCodec.encodePNG(crop) {
               img = "<img alt=\"evidence tile \(k + 1)\" src=\"data:image/png;base64,\(Data(png).base64EncodedString())\">"
             }
@@ -367,11 +371,14 @@ public struct ReportManifest: Sendable {
     var text = String(decoding: d, as: UTF8.self)
     if text.hasPrefix("\u{FEFF}") { text.removeFirst() }
     let rows: [[String]]
-    do { rows = try CSV.parse(text, path: path) } catch { throw PipelineError.file(path: path, message: "\(error.localizedDescription)") }
+    do { rows = try CSV.parse(text, path: path) } catch {
+      throw PipelineError.file(path: path, message: "\(error.localizedDescription)")
+    }
     guard let h0 = rows.first else { throw PipelineError.file(path: path, message: "the manifest is empty") }
     let h = h0.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
     guard let col = h.firstIndex(of: "slide") ?? h.firstIndex(of: "path") else {
-      throw PipelineError.file(path: path, message: "the header needs a 'slide' or 'path' column (found: \(h.joined(separator: ", ")))")
+      throw PipelineError.file(
+        path: path, message: "the header needs a 'slide' or 'path' column (found: \(h.joined(separator: ", ")))")
     }
     let mppCol = h.firstIndex(of: "mpp")
     let dir = (path as NSString).deletingLastPathComponent

@@ -75,7 +75,8 @@ public struct ReviewPolicy: Sendable {
     let finite = [c.probability, c.margin, c.promptSpread, c.domain, c.outlier ?? 0, c.generator ?? 0].allSatisfy(\.isFinite)
     if !finite {
       // NaN compares false with every threshold: without this check it would pass them all.
-      f.append(.init(code: "non-finite", reason: "the model produced a non-finite score (NaN or infinity); the weights may be damaged"))
+      f.append(
+        .init(code: "non-finite", reason: "the model produced a non-finite score (NaN or infinity); the weights may be damaged"))
     }
     if let d = c.outlier, let limit = slide ? t.maxSlideOutlierDistance : t.maxOutlierDistance, d > limit {
       f.append(

@@ -107,7 +107,8 @@ struct ReportRun: ParsableCommand {
           continue
         }
         let bar = Progress(label: (path as NSString).lastPathComponent)
-        let input = try AnalyzedSlide.analyze([path], bundle: bundle, overrideMPP: slideMPP, cacheDir: model.cacheDir, progress: bar.update)
+        let input = try AnalyzedSlide.analyze(
+          [path], bundle: bundle, overrideMPP: slideMPP, cacheDir: model.cacheDir, progress: bar.update)
         let fields = try drafter.draft(input)
         let (md, json, html) = try drafter.render(name: name, inputHash: hash, fields: fields, input: input)
         // Markdown and HTML first, JSON (which carries the input hash) last: a slide counts as
@@ -118,7 +119,9 @@ struct ReportRun: ParsableCommand {
         rows.append(summaryRow(path, name, "done", (try? JSONSerialization.jsonObject(with: json) as? [String: Any]) ?? [:]))
         let flagged = fields.filter { !$0.flags.isEmpty }.count
         runLog += String(format: "%@: drafted in %.2f s, %d fields flagged\n", path, Probes.now() - started, flagged)
-        log.succeeded(path, String(format: "drafted %@.md in %.1f s, %d of %d fields flagged", name, Probes.now() - started, flagged, fields.count))
+        log.succeeded(
+          path,
+          String(format: "drafted %@.md in %.1f s, %d of %d fields flagged", name, Probes.now() - started, flagged, fields.count))
       } catch {
         rows.append("\(csvField(path)),\(csvField(name)),failed,,\(csvField(BatchLog.line(path, error))),0")
         runLog += "\(path): FAILED: \(BatchLog.line(path, error))\n"

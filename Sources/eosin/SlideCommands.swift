@@ -1,6 +1,6 @@
 import ArgumentParser
-import EosinSlide
 import EosinPipelines
+import EosinSlide
 import Foundation
 
 /// Options for how a slide is tiled, shared by commands that tile.
@@ -164,7 +164,8 @@ func fmt(_ x: Double, _ decimals: Int) -> String { String(format: "%.\(decimals)
 struct Mosaic: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract:
-      "Build a pyramidal TIFF slide from tiles laid out in a grid (to run slide pipelines on labelled tile sets; opens in OpenSlide as generic-tiff).")
+      "Build a pyramidal TIFF slide from tiles laid out in a grid (to run slide pipelines on labelled tile sets; opens in OpenSlide as generic-tiff)."
+  )
 
   @Argument(help: "Images (jpg, png, tif) or folders of them, in order.") var inputs: [String]
   @Option(help: "Output TIFF.") var out: String
@@ -204,6 +205,8 @@ struct Mosaic: ParsableCommand {
       try? FileManager.default.removeItem(atPath: tmp)
       throw error
     }
-    print("wrote \(out): \(imgs.count) tiles, \(cols) x \(rows), \(base.width) x \(base.height) px, \(levels) levels" + (mpp.map { ", \($0) µm/px" } ?? ", no mpp"))
+    print(
+      "wrote \(out): \(imgs.count) tiles, \(cols) x \(rows), \(base.width) x \(base.height) px, \(levels) levels"
+        + (mpp.map { ", \($0) µm/px" } ?? ", no mpp"))
   }
 }

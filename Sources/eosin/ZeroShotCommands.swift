@@ -209,7 +209,8 @@ struct Classify: ParsableCommand {
           emit(
             fmtOut == "csv"
               ? ClassificationExport.csvRow(
-                kind: "image", input: p, verdict: verdict, probs: pr.probs, top: pr.top, flags: flags, temperature: clf.temperature)
+                kind: "image", input: p, verdict: verdict, probs: pr.probs, top: pr.top, flags: flags,
+                temperature: clf.temperature)
               : "\(p)\n  \(verdict)  \(fmt(Double(pr.probs[pr.top]), 2))"
                 + (flags.isEmpty ? "" : "  ⚠ REVIEW: " + flags.map { $0.reason }.joined(separator: "; ")) + "\n")
           json.append(ClassificationExport.imageJSON(path: p, prediction: pr, flags: flags, classNames: clf.classNames))
@@ -437,7 +438,8 @@ struct EvalZeroShot: ParsableCommand {
           + row.map { String($0).padding(toLength: 6, withPad: " ", startingAt: 0) }.joined())
     }
     print(
-      "ECE  \(fmt(sc.eceUncalibrated, 4)) at T=1 -> \(fmt(sc.ece, 4)) at T=\(fmt(Double(clf.temperature), 3)) (\(clf.temperatureSource.label))")
+      "ECE  \(fmt(sc.eceUncalibrated, 4)) at T=1 -> \(fmt(sc.ece, 4)) at T=\(fmt(Double(clf.temperature), 3)) (\(clf.temperatureSource.label))"
+    )
     print("unflagged    \(fmt(100 * sc.unflaggedShare, 1))% of tiles, accuracy \(fmt(sc.unflaggedAccuracy, 4))")
     for s in sc.selective {
       print("  confidence >= \(fmt(Double(s.threshold), 1)): coverage \(fmt(s.coverage, 3)), accuracy \(fmt(s.accuracy, 4))")

@@ -26,9 +26,12 @@ final class ReviewPolicyCLITests: XCTestCase {
     XCTAssertEqual(csv.status, 0, csv.stderr)
     let json = try eosin(["classify", "--prompts", Self.lung, "--format", "json", sp])
     XCTAssertEqual(json.status, 0, json.stderr)
-    let res = ((try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as! [String: Any])["results"] as! [[String: Any]])[0]
+    let res = ((try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as! [String: Any])["results"] as! [[String: Any]])[
+      0]
     // Slide row.
-    let rows = csv.stdout.split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+    let rows = csv.stdout.split(separator: "\n").map {
+      $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+    }
     let slideRow = rows.first { $0.first == "slide" }!
     let slideCodes = (res["flags"] as! [[String: String]]).map { $0["code"]! }
     XCTAssertEqual(slideRow[7], slideCodes.joined(separator: ";"))
@@ -60,7 +63,8 @@ final class ReviewPolicyCLITests: XCTestCase {
     let field = (rj["fields"] as! [[String: Any]]).first { $0["name"] as? String == "Diagnosis (classifier)" }!
     let fieldCodes = (field["flags"] as! [[String: String]]).map { $0["code"]! }.filter { $0 != "contradiction" }
     XCTAssertEqual(fieldCodes, slideCodes)
-    XCTAssertFalse(String(decoding: try Data(contentsOf: URL(fileURLWithPath: out + "/agree.json")), as: UTF8.self).contains("\\/"))
+    XCTAssertFalse(
+      String(decoding: try Data(contentsOf: URL(fileURLWithPath: out + "/agree.json")), as: UTF8.self).contains("\\/"))
     // The heatmap carries a legend panel under the thumbnail.
     let heat = Self.dir + "/agree-heat"
     XCTAssertEqual(try eosin(["classify", "--prompts", Self.lung, "--heatmap", heat, "--format", "csv", sp]).status, 0)
@@ -207,16 +211,19 @@ final class ReviewPolicyCLITests: XCTestCase {
     let sp = try TestSupport.writeSyntheticSlide(at: d + "/case one.tiff", width: 1024, height: 768, levels: 1, mpp: 0.5)
     let heat = Self.dir + "/repl heat.png"
     let save = Self.dir + "/repl-save"
-    let script = [
-      ":help", ":open \"\(sp)\"", ":classify colorectal", "What is the diagnosis?",
-      ":heatmap \"normal colorectal mucosa\" \"\(heat)\"", ":save \(save)",
-      ":open \(d.replacingOccurrences(of: " ", with: "\\ "))/../cal-tiles/lung_aca/t0.png \(Self.dir)/cal-tiles/lung_n/t1.png",
-      "What is the diagnosis?", ":evidence",
-    ].joined(separator: "\n") + "\n"
+    let script =
+      [
+        ":help", ":open \"\(sp)\"", ":classify colorectal", "What is the diagnosis?",
+        ":heatmap \"normal colorectal mucosa\" \"\(heat)\"", ":save \(save)",
+        ":open \(d.replacingOccurrences(of: " ", with: "\\ "))/../cal-tiles/lung_aca/t0.png \(Self.dir)/cal-tiles/lung_n/t1.png",
+        "What is the diagnosis?", ":evidence",
+      ].joined(separator: "\n") + "\n"
     try ensureCalibrationTiles()
     let r = try eosin(["chat", "--max-tokens", "6"], stdin: script)
     XCTAssertEqual(r.status, 0, r.stderr)
-    for c in [":open", ":info", ":classify", ":evidence", ":heatmap", ":report", ":save", ":reset", ":temperature", ":seed", ":quit"] {
+    for c in [
+      ":open", ":info", ":classify", ":evidence", ":heatmap", ":report", ":save", ":reset", ":temperature", ":seed", ":quit",
+    ] {
       XCTAssertTrue(r.stdout.contains(c + " "), c)
     }
     XCTAssertTrue(r.stdout.contains("opened case one.tiff"), r.stdout)

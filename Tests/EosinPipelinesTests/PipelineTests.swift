@@ -242,7 +242,8 @@ final class ReviewRuleTests: XCTestCase {
   func testReportManifestAndNames() throws {
     let d = TestSupport.tempDir()
     let m = d + "/m.csv"
-    try "\u{FEFF}Slide,MPP\na.svs,0.25\nb.svs,\na.svs,\nc.svs,-1\n/abs/d.svs,\n".write(toFile: m, atomically: true, encoding: .utf8)
+    try "\u{FEFF}Slide,MPP\na.svs,0.25\nb.svs,\na.svs,\nc.svs,-1\n/abs/d.svs,\n".write(
+      toFile: m, atomically: true, encoding: .utf8)
     let man = try ReportManifest.load(m)
     XCTAssertEqual(man.rows.map(\.path), [d + "/a.svs", d + "/b.svs", "/abs/d.svs"])
     XCTAssertEqual(man.rows[0].mpp, 0.25)
