@@ -44,7 +44,8 @@ let package = Package(
     .target(name: "EosinWeights", dependencies: ["EosinTensor"]),
     .target(name: "EosinTokenizer", dependencies: ["CZlib"], swiftSettings: native),
     .target(name: "EosinModels", dependencies: ["EosinTensor", "EosinWeights"], swiftSettings: native),
-    .target(name: "EosinTraining", dependencies: ["EosinModels", "EosinTokenizer"], swiftSettings: native),
+    .target(
+      name: "EosinTraining", dependencies: ["EosinModels", "EosinTokenizer", "EosinPipelines"], swiftSettings: native),
     .target(name: "EosinPipelines", dependencies: ["EosinModels", "EosinTokenizer", "EosinSlide"], swiftSettings: native),
     .target(name: "EosinSlide", dependencies: ["COpenSlide", "CJPEG", "CPNG", "CTIFF"], swiftSettings: native),
     .executableTarget(

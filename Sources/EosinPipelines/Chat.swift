@@ -13,7 +13,7 @@ public final class ChatModel: @unchecked Sendable {
   public let decoderSHA256: String
 
   /// - Parameter manifest: the bundle's manifest, whose recorded sha256 saves hashing the weights.
-  public init(directory: String, imageDim: Int, manifest: [String: Any] = [:]) throws {
+  public init(directory: String, imageDim: Int, manifest: WeightsManifest? = nil) throws {
     let ck = try Checkpoint(path: directory)
     decoder = try GPT2Model(checkpoint: ck)
     tokenizer = try Tokenizer.load(directory)
@@ -22,7 +22,8 @@ public final class ChatModel: @unchecked Sendable {
       throw PipelineError.file(path: pf.path, message: "no mm_projector.0.weight")
     }
     projector = try Projector(file: pf, inDim: imageDim, hidden: h, outDim: decoder.channels)
-    decoderSHA256 = try ModelBundle.recordedSHA(manifest, "decoder/model.safetensors", ck.weights.path) ?? ck.weightsSHA256()
+    decoderSHA256 =
+      try manifest.flatMap { ModelBundle.recordedSHA($0, "decoder/model.safetensors", ck.weights.path) } ?? ck.weightsSHA256()
   }
 }
 
@@ -440,58 +441,46 @@ public enum ShellWords {
     var words: [String] = []
     var cur = ""
     var inWord = false
-    var it = Array(line)
+    let it = Array(line)
     var i = 0
-    func next() -> Character? {
-      guard i < it.count else { return nil }
-      defer { i += 1 }
-      return it[i]
+    /// Reads a quoted run up to `quote`; in double quotes `\"` and `\\` are escapes.
+    func quoted(_ quote: Character) throws {
+      while i < it.count {
+        let d = it[i]
+        i += 1
+        if d == quote { return }
+        if quote == "\"", d == "\\", i < it.count, it[i] == "\"" || it[i] == "\\" {
+          cur.append(it[i])
+          i += 1
+        } else {
+          cur.append(d)
+        }
+      }
+      throw PipelineError.input("unterminated \(quote) quote in: \(line)")
     }
-    while let c = next() {
+    while i < it.count {
+      let c = it[i]
+      i += 1
       switch c {
       case " ", "\t", "\n":
-        if inWord {
-          words.append(cur)
-          cur = ""
-          inWord = false
-        }
-      case "'":
+        if inWord { words.append(cur) }
+        cur = ""
+        inWord = false
+      case "'", "\"":
         inWord = true
-        var closed = false
-        while let d = next() {
-          if d == "'" {
-            closed = true
-            break
-          }
-          cur.append(d)
-        }
-        if !closed { throw PipelineError.input("unterminated ' quote in: \(line)") }
-      case "\"":
-        inWord = true
-        var closed = false
-        while let d = next() {
-          if d == "\"" {
-            closed = true
-            break
-          }
-          if d == "\\", i < it.count, it[i] == "\"" || it[i] == "\\" {
-            cur.append(it[i])
-            i += 1
-            continue
-          }
-          cur.append(d)
-        }
-        if !closed { throw PipelineError.input("unterminated \" quote in: \(line)") }
+        try quoted(c)
       case "\\":
         inWord = true
-        if let d = next() { cur.append(d) }
+        if i < it.count {
+          cur.append(it[i])
+          i += 1
+        }
       default:
         inWord = true
         cur.append(c)
       }
     }
     if inWord { words.append(cur) }
-    it.removeAll()
     return words
   }
 }

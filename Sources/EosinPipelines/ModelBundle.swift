@@ -46,7 +46,7 @@ public final class ModelBundle: @unchecked Sendable {
   public let mpp: Double
   public let temperature: Float
   public let thresholds: ReviewThresholds
-  public let manifest: [String: Any]
+  public let manifest: WeightsManifest
   /// The training-distribution model for out-of-domain checks (`clip/outlier.safetensors`),
   /// when the weights have one.
   public let outlier: OutlierModel?
@@ -77,37 +77,24 @@ public final class ModelBundle: @unchecked Sendable {
       preprocess = ImagePreprocessor(imageSize: clip.imageSize)
     }
     let manPath = path + "/manifest.json"
-    var man: [String: Any] = [:]
-    if let d = FileManager.default.contents(atPath: manPath) {
-      guard let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] else {
-        throw PipelineError.file(path: manPath, message: "not a JSON object")
-      }
-      man = o
-    }
+    let man =
+      FileManager.default.fileExists(atPath: manPath)
+      ? try WeightsManifest.load(manPath) : WeightsManifest(name: (path as NSString).lastPathComponent, version: 0)
     manifest = man
     clipSHA256 = try ModelBundle.recordedSHA(man, "clip/model.safetensors", ck.weights.path) ?? ck.weightsSHA256()
-    let native = man["native"] as? [String: Any]
-    tileSize = native?["tile_size"] as? Int ?? 224
-    mpp = native?["mpp"] as? Double ?? 0.5
-    let cal = man["calibration"] as? [String: Any]
-    temperature = Float(cal?["temperature"] as? Double ?? 1)
-    if let r = man["review"], let d = try? JSONSerialization.data(withJSONObject: r),
-      let t = try? JSONDecoder().decode(ReviewThresholds.self, from: d)
-    {
-      thresholds = t
-    } else {
-      thresholds = ReviewThresholds()
-    }
+    tileSize = man.native?.tileSize ?? 224
+    mpp = man.native?.mpp ?? 0.5
+    temperature = Float(man.calibration?.temperature ?? 1)
+    thresholds = man.review ?? ReviewThresholds()
   }
 
   /// The sha256 the manifest records for a file, trusted only when the file's size matches too
   /// (hashing tens of MB on every start-up would cost ~100 ms); nil when not recorded.
-  public static func recordedSHA(_ man: [String: Any], _ relative: String, _ path: String) -> String? {
-    guard let s = (man["files"] as? [String: Any])?[relative] as? [String: Any], let h = s["sha256"] as? String,
-      let size = s["bytes"] as? Int,
-      let attrs = try? FileManager.default.attributesOfItem(atPath: path), (attrs[.size] as? Int) == size
+  public static func recordedSHA(_ man: WeightsManifest, _ relative: String, _ path: String) -> String? {
+    guard let s = man.files[relative],
+      let attrs = try? FileManager.default.attributesOfItem(atPath: path), (attrs[.size] as? Int) == s.bytes
     else { return nil }
-    return h
+    return s.sha256
   }
 
   /// The default weights: `$EOSIN_WEIGHTS`, else `Weights/eosin-small-v1` under the working

@@ -24,7 +24,7 @@ struct ModelsFetch: ParsableCommand {
     let fm = FileManager.default
     // The pin: the weights manifest's `language_model.sha256` when it has one, else Eosin's own.
     var pinned = d.sha256
-    if let b = try? model.bundle(), let lm = b.manifest["language_model"] as? [String: Any], let s = lm["sha256"] as? String {
+    if let b = try? model.bundle(), let s = b.manifest.languageModel?.sha256 {
       pinned = s
     }
     if fm.fileExists(atPath: d.cachePath), (try? SHA256.hex(fileAt: d.cachePath)) == pinned {

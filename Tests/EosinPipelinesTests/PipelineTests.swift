@@ -259,6 +259,22 @@ final class ReviewRuleTests: XCTestCase {
   }
 }
 
+final class WeightsManifestTests: XCTestCase {
+  /// Guards the Codable manifest: the committed manifest decodes and re-encodes to the same JSON
+  /// (every field kept), without escaped slashes.
+  func testCommittedManifestRoundTrips() throws {
+    let p = TestSupport.projectRoot + "/Weights/eosin-small-v1/manifest.json"
+    let m = try WeightsManifest.load(p)
+    XCTAssertFalse(m.files.isEmpty)
+    XCTAssertNotNil(m.review?.maxOutlierDistance)
+    let again = try m.encoded()
+    XCTAssertFalse(String(decoding: again, as: UTF8.self).contains("\\/"))
+    let a = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: p))) as! NSDictionary
+    let b = try JSONSerialization.jsonObject(with: again) as! NSDictionary
+    XCTAssertEqual(a, b)
+  }
+}
+
 final class ConsistencyTests: XCTestCase {
   /// Guards the one class-matching rule the chat and report gates share: an answer naming
   /// another organ's class is found in that set and not in this one, and a phrase in no set

