@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Drives `eosin chat` in a real terminal through tmux, as a person would: a question, Ctrl-C at
-# the prompt (clears the line), up-arrow history recall, tab completion of :commands, Ctrl-D.
+# the prompt (clears the line), up-arrow history recall, tab completion of :commands and of a
+# path with spaces, Ctrl-D.
 # Usage: Scripts/tmux-chat-test.sh EOSIN_BINARY WEIGHTS SLIDE WORKDIR. Exit 0 on success.
 set -u
 bin=$1 weights=$2 slide=$3 dir=$4
@@ -40,10 +41,18 @@ last=$(screen | grep -F "eosin[" | tail -1)
 [ "$last" = "eosin[case.tiff]> :evidence" ] || { echo "FAIL: up-arrow gave '$last'"; screen; exit 1; }
 t send-keys -t chat C-c
 sleep 0.3
+# Tab completes a path with spaces, quoting it; :open reads the quoted path back.
+mkdir -p "$dir/comp dir" && cp "$slide" "$dir/comp dir/case copy.tiff"
+t send-keys -t chat ":open $dir/comp" Tab
+sleep 0.5
+t send-keys -t chat Tab
+sleep 0.5
+t send-keys -t chat Enter
+wait_for "opened case copy.tiff" 60
 t send-keys -t chat C-d
 for _ in $(seq 1 50); do [ -f "$dir/state/eosin/history" ] && break; sleep 0.2; done
 [ -f "$dir/state/eosin/history" ] || { echo "FAIL: no history file after Ctrl-D"; exit 1; }
 sleep 1
-grep -qF ":evidence" "$dir/state/eosin/history" || { echo "FAIL: commands not in history"; exit 1; }
+grep -qF ":evidence" "$dir/state/eosin/history" || { echo "FAIL: commands not in history"; cat "$dir/state/eosin/history"; exit 1; }
 grep -qxF "What is the diagnosis?" "$dir/state/eosin/history" || { echo "FAIL: question not in history"; cat "$dir/state/eosin/history"; exit 1; }
 echo "tmux chat test: OK"

@@ -52,7 +52,11 @@ public struct ZeroShotScores: Sendable {
     let confT = predictions.map { $0.probs[$0.top] }
     eceUncalibrated = Metrics.ece(confidence: conf1, correct: ok)
     ece = Metrics.ece(confidence: confT, correct: ok)
-    let organ = organs.map { o in o.check.organs(o.embeddings).map { o.check.flag(set: classifier.promptSet, found: $0) != nil } }
+    let organ = organs.map { o in
+      zip(o.check.organs(o.embeddings), predictions).map {
+        o.check.flag(set: classifier.promptSet, verdict: classifier.classNames[$1.top], found: $0) != nil
+      }
+    }
     let kept = predictions.indices.filter {
       policy.tileFlags(predictions[$0], classifier: classifier).isEmpty && !(organ?[$0] ?? false)
     }

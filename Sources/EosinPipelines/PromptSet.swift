@@ -49,12 +49,18 @@ public struct PromptSet: Codable, Equatable, Sendable {
   /// using one is judged against this set; organ sets also compete to judge a slide by which
   /// set's classes match it best. nil for sets that are not about one organ.
   public var organWords: [String]?
+  /// The organ the set's classes belong to, for a set that does not compete in the organ
+  /// choice (`colorectal-coarse` is about the colorectum too). Sets with ``organWords`` are
+  /// about the organ of their own name.
+  public var organ: String?
+  /// The organ this set's classes are about, if any.
+  public var organName: String? { organ ?? ((organWords ?? []).isEmpty ? nil : name) }
   /// sha256 of the file's bytes (or of the inline definition), for cache keys.
   public var sha256: String = ""
 
   enum CodingKeys: String, CodingKey {
     case name, version, description, classes, templates, background
-    case organWords = "organ_words"
+    case organWords = "organ_words", organ
   }
 
   /// Default templates for inline class lists.
@@ -83,6 +89,7 @@ public struct PromptSet: Codable, Equatable, Sendable {
     templates = try c.decodeIfPresent([String].self, forKey: .templates) ?? PromptSet.defaultTemplates
     background = try c.decodeIfPresent(PromptClass.self, forKey: .background)
     organWords = try c.decodeIfPresent([String].self, forKey: .organWords)
+    organ = try c.decodeIfPresent(String.self, forKey: .organ)
   }
 
   /// Every prompt set in the first of `searchDirs` that exists, by name. A file that fails to

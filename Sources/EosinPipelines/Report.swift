@@ -223,12 +223,16 @@ public final class ReportDrafter {
             continue
           }
           let a = try chat.ask(q)
+          // One paragraph per field: line breaks in generated text would break the Markdown list.
+          let text = a.text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter {
+            !$0.isEmpty
+          }.joined(separator: " ")
           var d = DraftField(
-            section: s.title, name: f.name, value: a.text + (a.source.map { " (source: Eosin's notes, \($0))" } ?? ""),
+            section: s.title, name: f.name, value: text + (a.source.map { " (source: Eosin's notes, \($0))" } ?? ""),
             confidence: a.shownConfidence, flags: a.flags, evidence: a.evidence)
           d.evidenceLabels = a.evidenceLabels
           d.assertedClass = a.answerClass
-          d.judgedBy = "\(a.promptSet) set, \(a.temperature); \(a.judgedBy)"
+          d.judgedBy = a.promptSet == "-" ? a.judgedBy : "\(a.promptSet) set, \(a.temperature); \(a.judgedBy)"
           out.append(d)
         }
       }

@@ -155,16 +155,20 @@ public struct ReviewPolicy: Sendable {
   }
 }
 
-/// The organ check of the review policy: when a verdict comes from an organ's prompt set (lung,
-/// colorectal, ...), a joint classifier over every organ set's classes says which organ the
-/// tissue looks like. A tile or slide that looks like another organ is flagged: that set's
-/// classes do not apply to it, however confident its verdict. Sets that are not about one organ
-/// (malignancy, tissue types, inline lists) are not checked.
+/// The organ check of the review policy. A joint classifier over every organ set's classes
+/// (lung, colorectal, ...; their similarities are comparable, unlike probabilities normalised
+/// within each set) says which organ the tissue looks like and what it looks like there. Then:
+/// - a verdict from a set about one organ, on tissue that looks like another organ, is flagged:
+///   that set's classes do not apply to it, however confident its verdict;
+/// - a benign or malignant verdict from a set about no organ (malignancy) that the organ
+///   classifier contradicts (it sees a benign class where the set says malignant, or the
+///   reverse) is flagged: two classifiers disagree.
+/// Each tile is checked by its own look, a slide by the joint classifier's pooled verdict.
 public final class OrganCheck: @unchecked Sendable {
   /// The organ sets, in the order their classes appear in the joint set.
   public let organSets: [PromptSet]
   let joint: ZeroShotClassifier
-  /// For each joint class index, the organ set that owns it (nil: the background class).
+  /// For each joint class index, the organ it belongs to (nil: the background class).
   let owner: [String?]
 
   /// nil when fewer than two organ sets are given (nothing to tell apart).
@@ -176,33 +180,49 @@ public final class OrganCheck: @unchecked Sendable {
       name: "organ-choice(" + organ.map(\.name).joined(separator: "+") + ")", classes: organ.flatMap { $0.classes },
       templates: first.templates, background: first.background)
     joint = try ZeroShotClassifier(bundle: bundle, promptSet: set, cacheDir: cacheDir)
-    owner = organ.flatMap { s in s.classes.map { _ in s.name } } + (set.background == nil ? [] : [nil])
+    owner = organ.flatMap { s in s.classes.map { _ in s.organName } } + (set.background == nil ? [] : [nil])
   }
 
-  /// The organ set each tile looks like (nil: background) and its joint class.
-  public func organs(_ embeddings: [Float]) -> [(set: String?, className: String)] {
+  /// What each tile looks like to the joint classifier: its organ (nil: background) and class.
+  public func organs(_ embeddings: [Float]) -> [(organ: String?, className: String)] {
     joint.predict(embeddings).map { (owner[$0.top], joint.classNames[$0.top]) }
   }
 
-  /// The flag for a verdict of `set` on tissue that looks like `found` (nil when they agree, or
-  /// when `set` is not an organ set).
-  public func flag(set: PromptSet, found: (set: String?, className: String)) -> ReviewFlag? {
-    guard organSets.contains(where: { $0.name == set.name }), let f = found.set, f != set.name else { return nil }
+  /// The flag for `verdict` of `set` on tissue that looks like `found`, nil when they agree.
+  public func flag(set: PromptSet, verdict: String, found: (organ: String?, className: String)) -> ReviewFlag? {
+    guard let f = found.organ else { return nil }
+    if let o = set.organName {
+      guard f != o else { return nil }
+      return ReviewFlag(
+        code: "organ-mismatch",
+        reason: "the tissue looks like \(f) (\(found.className)), not \(o): the \(set.name) classes do not apply")
+    }
+    guard let pv = ClaimGate.polarity(ofClass: verdict), let pf = ClaimGate.polarity(ofClass: found.className), pv != pf else {
+      return nil
+    }
     return ReviewFlag(
-      code: "organ-mismatch",
-      reason: "the tissue looks like \(f) (\(found.className)), not \(set.name): the \(set.name) classes do not apply")
+      code: "classifiers-disagree",
+      reason: "\(set.name) says \(verdict), but the organ classifier sees \(found.className) (\(pf ? "malignant" : "benign"))")
   }
 
-  /// Adds the organ flags to a slide result of `set`: each tile by its own look, the slide by
-  /// the joint classifier's pooled verdict over its tiles.
+  /// Adds the organ flags to a slide result of `set`.
   public func apply(to r: inout SlideResult, set: PromptSet, input: AnalyzedSlide, policy: ReviewPolicy) {
-    guard organSets.contains(where: { $0.name == set.name }) else { return }
+    guard set.name != joint.promptSet.name else { return }
     let e = input.embeddings
     let per = organs(e.embeddings)
     for i in r.tileFlags.indices where i < per.count {
-      if let f = flag(set: set, found: per[i]) { r.tileFlags[i].append(f) }
+      let v = r.classNames[r.tiles[i].top]
+      if r.tiles[i].top != r.classNames.count - 1 || set.background == nil,
+        let f = flag(set: set, verdict: v, found: per[i])
+      {
+        r.tileFlags[i].append(f)
+      }
     }
     let pooled = input.classify(joint, policy: policy)
-    if let f = flag(set: set, found: (owner[pooled.verdict], pooled.classNames[pooled.verdict])) { r.flags.append(f) }
+    if let f = flag(
+      set: set, verdict: r.classNames[r.verdict], found: (owner[pooled.verdict], pooled.classNames[pooled.verdict]))
+    {
+      r.flags.append(f)
+    }
   }
 }

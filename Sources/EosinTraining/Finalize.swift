@@ -40,6 +40,7 @@ public struct WeightsFinalizer {
     var truth: [Int]
     var preds: [TilePrediction]
     var classifier: ZeroShotClassifier
+    var embeddings: [Float]
   }
 
   /// Runs every step; returns the manifest written and the EVALUATION.md text.
@@ -89,7 +90,8 @@ public struct WeightsFinalizer {
       }
       let map = try LabeledTiles.mapLabels(
         Set(labels), to: ps, knowledge: know, overrides: ps.name == "malignancy" ? malignancyMap : [:])
-      return Scored(logits: clf.logits(emb), truth: labels.map { map[$0]! }, preds: clf.predict(emb), classifier: clf)
+      return Scored(
+        logits: clf.logits(emb), truth: labels.map { map[$0]! }, preds: clf.predict(emb), classifier: clf, embeddings: emb)
     }
     let lungSet = try set("lung"), crcSet = try set("colorectal"), coarseSet = try set("colorectal-coarse")
     // 1. Temperature on val (lung + colorectal pooled), by NLL.
@@ -192,10 +194,13 @@ public struct WeightsFinalizer {
     bundle = try ModelBundle(path: weights)
     // 5. Test-split metrics.
     var md =
-      "# Evaluation of eosin-small-v1\n\nAll numbers are on the **test** splits (by LC25000 group and EBHI case, never per tile), produced by\n`eosin train finalize` (run by `make weights`). Zero-shot prompts use the held-out templates and synonyms of\n`Prompts/zero-shot/*.json`, which never appear in training captions. Temperature and review threshold were fitted on\nthe val split. *Unflagged* means no review flag under the full review policy (probability, margin, prompt\nspread, domain similarity), as a user of `eosin classify` sees it.\n\n"
+      "# Evaluation of eosin-small-v1\n\nAll numbers are on the **test** splits (by LC25000 group and EBHI case, never per tile), produced by\n`eosin train finalize` (run by `make weights`). Zero-shot prompts use the held-out templates and synonyms of\n`Prompts/zero-shot/*.json`, which never appear in training captions. Temperature and review threshold were fitted on\nthe val split. *Unflagged* means no review flag under the full review policy (probability, margin, prompt\nspread, domain similarity, out-of-domain distance, the organ check), as a user of `eosin classify` sees it.\n\n"
     var metrics: [String: JSONValue] = [:]
     md +=
       "## Zero-shot tile classification\n\n| dataset | prompt set | classes | tiles | balanced accuracy | accuracy | ECE (T=1) | ECE (T=\(fmt(Double(T), 2))) | unflagged share | unflagged accuracy |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    // The organ check, as every output applies it: tiles that look like another organ than
+    // the set's are flagged, and a malignancy verdict the organ classifier contradicts.
+    let organs = try OrganCheck(organSets: PromptSet.loadAll(searchDirs: dirs("zero-shot")), bundle: bundle, cacheDir: nil)
     var conf: [String: [[Int]]] = [:]
     var selective: [String: [(threshold: Float, coverage: Double, accuracy: Double)]] = [:]
     for (name, d, ps) in [
@@ -210,7 +215,7 @@ public struct WeightsFinalizer {
       }
       let sc = ZeroShotScores(
         logits: s.logits, predictions: s.preds, truth: s.truth, classifier: s.classifier,
-        policy: ReviewPolicy(thresholds: bundle.thresholds))
+        policy: ReviewPolicy(thresholds: bundle.thresholds), organs: organs.map { ($0, s.embeddings) })
       md +=
         "| \(name) | \(ps.name) | \(sc.classes) | \(sc.count) | \(fmt(sc.balancedAccuracy, 3)) | \(fmt(sc.accuracy, 3)) | \(fmt(sc.eceUncalibrated, 3)) | \(fmt(sc.ece, 3)) | \(fmt(sc.unflaggedShare, 3)) | \(fmt(sc.unflaggedAccuracy, 3)) |\n"
       metrics[name] = JSONValue(any: sc.json)
@@ -260,16 +265,13 @@ public struct WeightsFinalizer {
     }
     let sample = "../shared/data/slides/CMU-1-Small-Region.svs"
     if FileManager.default.fileExists(atPath: sample) {
-      let sl = try Slide(path: sample)
-      let e = try SlideIndex.embed(
-        slide: sl, tissue: try TissueDetector().detect(sl), bundle: bundle, overrideMPP: nil, cacheDir: nil)
+      // As `eosin classify --prompts lung` sees it: the analysed slide, the full review policy.
+      let a = try AnalyzedSlide.analyze([sample], bundle: bundle, cacheDir: nil)
       let clf = try ZeroShotClassifier(bundle: bundle, promptSet: lungSet, cacheDir: nil)
-      let r = SlidePooling.pool(
-        clf.predict(e.embeddings), tiles: e.tiles, extent0: e.extent0, classifier: clf, k: nil, facts: InputFacts(),
-        policy: ReviewPolicy(thresholds: bundle.thresholds))
+      let r = a.classify(clf, policy: ReviewPolicy(thresholds: bundle.thresholds), organs: organs)
       let flagged = r.flags.contains { $0.code == "out-of-domain" }
       md +=
-        "- CMU-1-Small-Region.svs (skin, never seen in training), lung prompt set: verdict \(r.classNames[r.verdict]) at \(fmt(Double(r.probs[r.verdict]), 2)); mean distance of its evidence tiles \(fmt(Double(r.confidence.outlier ?? 0), 1)): **\(flagged ? "flagged out of domain" : "not flagged")**.\n"
+        "- CMU-1-Small-Region.svs (skin, never seen in training), lung prompt set: verdict \(r.classNames[r.verdict]) at \(fmt(Double(r.probs[r.verdict]), 2)); mean distance of its \(r.tiles.count) tissue tiles \(fmt(Double(r.confidence.outlier ?? 0), 1)): **\(flagged ? "flagged out of domain" : "not flagged")**; its flags: \(r.flags.map(\.reason).joined(separator: "; ")).\n"
       metrics["sample_slide_out_of_domain_flag"] = JSONValue(any: flagged)
     }
     md += "\n"

@@ -46,7 +46,9 @@ struct BenchSlide: ParsableCommand {
 
 /// Prints a JSON object on one line (for scripts) when asked.
 func emitJSON(_ o: [String: Any]) {
-  if let d = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]) { print(String(decoding: d, as: UTF8.self)) }
+  if let d = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes]) {
+    print(String(decoding: d, as: UTF8.self))
+  }
 }
 
 struct BenchEncoder: ParsableCommand {

@@ -110,10 +110,14 @@ struct Chat: ParsableCommand {
       if chatGenerating {
         chatCancel = true
       } else {
-        // At the prompt: clear the line and start a fresh one.
+        // At the prompt: start a fresh, empty line. A line recalled from history is first put
+        // back as it was (undo every edit), then readline moves past the end of history, so
+        // clearing never rewrites a history entry.
         write(1, "\n", 1)
-        rl_on_new_line()
+        rl_revert_line(1, 0)
+        rl_end_of_history(1, 0)
         rl_replace_line("", 0)
+        rl_on_new_line()
         rl_redisplay()
       }
     }

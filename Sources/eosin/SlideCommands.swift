@@ -48,7 +48,7 @@ struct Info: ParsableCommand {
       if let c = tileCount {
         o["tiles"] = ["count": c, "mpp": tiling.tileMpp, "size": tiling.tileSize, "min_tissue": tiling.minTissue]
       }
-      let d = try JSONSerialization.data(withJSONObject: o, options: [.prettyPrinted, .sortedKeys])
+      let d = try JSONSerialization.data(withJSONObject: o, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
       print(String(decoding: d, as: UTF8.self))
       return
     }

@@ -127,7 +127,7 @@ struct TrainCLIPCommand: ParsableCommand {
           "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
           "size": ["shortest_edge": 112], "crop_size": ["height": 112, "width": 112],
         ]
-        try JSONSerialization.data(withJSONObject: pre, options: [.prettyPrinted, .sortedKeys]).write(
+        try JSONSerialization.data(withJSONObject: pre, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]).write(
           to: URL(fileURLWithPath: out + "/preprocessor_config.json"), options: .atomic)
         let info: [String: Any] = [
           "command": invocation(), "seed": Int(seed), "steps": step, "batch": batch,
@@ -137,7 +137,7 @@ struct TrainCLIPCommand: ParsableCommand {
           "held_out_synonyms": heldOut.sorted(), "training_templates": CaptionBuilder.trainingTemplates,
           "minutes": (Probes.now() - t0) / 60,
         ]
-        try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys]).write(
+        try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]).write(
           to: URL(fileURLWithPath: out + "/training.json"), options: .atomic)
       })
     if interrupted { throw ExitCode(130) }
@@ -152,7 +152,7 @@ func invocation() -> String { (["eosin"] + CommandLine.arguments.dropFirst()).jo
 
 func writeJSON<T: Encodable>(_ v: T, to path: String) throws {
   let e = JSONEncoder()
-  e.outputFormatting = [.prettyPrinted, .sortedKeys]
+  e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
   try e.encode(v).write(to: URL(fileURLWithPath: path), options: .atomic)
 }
 

@@ -153,7 +153,7 @@ struct TrainDecoderCommand: ParsableCommand {
       "minutes": (Probes.now() - t0) / 60,
       "held_out_perplexity_final": Double(expf(trainer.heldOutLoss(stream: heldStream, windows: 64, length: 64))),
     ]
-    try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys]).write(
+    try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]).write(
       to: URL(fileURLWithPath: out + "/training.json"), options: .atomic)
     print("trained decoder in \(fmt((Probes.now() - t0) / 60, 1)) min -> \(out)")
   }

@@ -203,9 +203,9 @@ struct Classify: ParsableCommand {
         let preds = clf.predict(emb)
         let organ = organs?.organs(emb)
         for (n, ((p, _), pr)) in zip(ok, preds).enumerated() {
-          var flags = policy.tileFlags(pr, classifier: clf)
-          if let o = organ, let f = organs?.flag(set: set, found: o[n]) { flags.append(f) }
           let verdict = clf.classNames[pr.top]
+          var flags = policy.tileFlags(pr, classifier: clf)
+          if let o = organ, let f = organs?.flag(set: set, verdict: verdict, found: o[n]) { flags.append(f) }
           emit(
             fmtOut == "csv"
               ? ClassificationExport.csvRow(
@@ -370,7 +370,7 @@ struct Calibrate: ParsableCommand {
       eceBefore: eceAt(bundle.temperature), eceAfter: eceAt(T))
     let path = CalibrationFile.path(dir: dir, modelSHA: bundle.clipSHA256, promptSetSHA: set.sha256)
     let e = JSONEncoder()
-    e.outputFormatting = [.prettyPrinted, .sortedKeys]
+    e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     try writeAtomically(try e.encode(cal), to: path)
     print("temperature \(fmt(Double(T), 4)) fitted on \(truth.count) tiles (\(skipped) skipped)")
     print("NLL \(fmt(cal.nllBefore, 4)) -> \(fmt(cal.nllAfter, 4)); ECE \(fmt(cal.eceBefore, 4)) -> \(fmt(cal.eceAfter, 4))")
@@ -421,7 +421,9 @@ struct EvalZeroShot: ParsableCommand {
       o["temperature_source"] = clf.temperatureSource.label
       o["recall"] = Dictionary(uniqueKeysWithValues: zip(clf.classNames, sc.recall.map { $0 ?? -1 }))
       print(
-        String(decoding: try JSONSerialization.data(withJSONObject: o, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+        String(
+          decoding: try JSONSerialization.data(
+            withJSONObject: o, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]), as: UTF8.self))
       return
     }
     print(
