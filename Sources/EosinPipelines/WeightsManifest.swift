@@ -207,6 +207,7 @@ extension JSONValue {
       return
     }
     switch v {
+    case let j as JSONValue: self = j
     case is NSNull: self = .null
     case let i as Int: self = .number(Double(i))
     case let d as Double: self = .number(d)

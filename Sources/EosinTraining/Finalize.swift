@@ -261,7 +261,7 @@ public struct WeightsFinalizer {
       let over = dist.filter { $0 > thr.maxOutlierDistance! }.count
       md +=
         "- \(name) test tiles over the tile limit: \(over)/\(dist.count) (\(fmt(100 * Double(over) / Double(max(1, dist.count)), 1))%).\n"
-      metrics["\(name) test tiles out of domain"] = JSONValue(any: JSONValue(any: Double(over) / Double(max(1, dist.count))))
+      metrics["\(name) test tiles out of domain"] = JSONValue(any: Double(over) / Double(max(1, dist.count)))
     }
     let sample = "../shared/data/slides/CMU-1-Small-Region.svs"
     if FileManager.default.fileExists(atPath: sample) {
