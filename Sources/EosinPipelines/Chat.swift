@@ -162,6 +162,13 @@ public final class ChatSession {
   /// The organ prompt sets (those whose file lists `organ_words`).
   public var organSets: [PromptSet] { promptSets.filter { !($0.organWords ?? []).isEmpty } }
 
+  /// The organ sets of organs the model was trained on: the candidates when the best-matching
+  /// set is chosen (the model has no notion of the others).
+  var trainedOrganSets: [PromptSet] {
+    guard let t = bundle.thresholds.trainedOrgans else { return organSets }
+    return organSets.filter { s in s.organName.map { t.contains($0) } ?? false }
+  }
+
   /// The prompt set that judges an answer to `question`, with the reason, in this order:
   /// 1. the organ set whose organ words the question uses ("... in this colon biopsy");
   /// 2. the set the user chose with `:classify SET`, or the report template's set
@@ -179,7 +186,7 @@ public final class ChatSession {
       }
     }
     if let p = preferredSet, let s = promptSets.first(where: { $0.name == p }) { return (s, preferredReason) }
-    let organ = organSets
+    let organ = trainedOrganSets
     let cands = organ.isEmpty ? promptSets : organ
     guard let first = cands.first else { throw PipelineError.input("no prompt sets loaded") }
     if cands.count == 1 { return (first, "the only organ set") }

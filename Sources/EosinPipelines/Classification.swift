@@ -78,6 +78,7 @@ public enum SlidePooling {
       slide: true)
     if preds.isEmpty { flags.append(ReviewFlag(code: "no-tiles", reason: "no tissue tiles were found")) }
     if verdict == bg { flags.append(ReviewFlag(code: "no-tissue", reason: "no interpretable tissue")) }
+    if let f = policy.support(classifier.classNames[verdict], classifier) { flags.append(f) }
     return SlideResult(
       classNames: classifier.classNames, probs: probs, verdict: verdict, fractions: fractions, evidence: evidence,
       confidence: conf, flags: flags, tiles: preds,

@@ -21,11 +21,15 @@ public struct ReviewThresholds: Codable, Equatable, Sendable {
   /// The same for a slide verdict, on the mean distance of its evidence tiles (the 99th
   /// percentile of the mean over up to 10 tiles of each val group or case).
   public var maxSlideOutlierDistance: Float? = nil
+  /// The organs the model was trained on (``OrganLexicon`` names); a class naming only other
+  /// organs is flagged `class-unsupported`. nil: not stated, no check.
+  public var trainedOrgans: [String]? = nil
 
   enum CodingKeys: String, CodingKey {
     case minProbability = "min_probability", minMargin = "min_margin", maxPromptSpread = "max_prompt_spread"
     case minDomainSimilarity = "min_domain_similarity", minTissueFraction = "min_tissue_fraction"
     case maxOutlierDistance = "max_outlier_distance", maxSlideOutlierDistance = "max_slide_outlier_distance"
+    case trainedOrgans = "trained_organs"
   }
 
   public init() {}

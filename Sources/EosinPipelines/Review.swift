@@ -132,7 +132,13 @@ public struct ReviewPolicy: Sendable {
     var f = flags(
       conf, verdict: classifier.classNames[p.top], runnerUp: order.count > 1 ? classifier.classNames[order[1]] : nil, facts: tf)
     if bg { f.append(ReviewFlag(code: "no-tissue", reason: "no interpretable tissue")) }
+    if let s = support(classifier.classNames[p.top], classifier) { f.append(s) }
     return f
+  }
+
+  /// The class-support flag for a verdict of `classifier` (see ``ClassSupport``).
+  public func support(_ className: String, _ classifier: ZeroShotClassifier) -> ReviewFlag? {
+    ClassSupport.flag(className: className, set: classifier.promptSet, trainedOrgans: thresholds.trainedOrgans)
   }
 
   /// Fields of one report (or turns of one chat) that contradict each other: a field whose class
@@ -173,7 +179,11 @@ public final class OrganCheck: @unchecked Sendable {
 
   /// nil when fewer than two organ sets are given (nothing to tell apart).
   public init?(organSets sets: [PromptSet], bundle: ModelBundle, cacheDir: String?) throws {
-    let organ = sets.filter { !($0.organWords ?? []).isEmpty }
+    // Only organs the model was trained on compete: it has no notion of the others.
+    let trained = bundle.thresholds.trainedOrgans
+    let organ = sets.filter { s in
+      !(s.organWords ?? []).isEmpty && (trained.map { t in s.organName.map { t.contains($0) } ?? false } ?? true)
+    }
     guard organ.count >= 2, let first = organ.first else { return nil }
     organSets = organ
     let set = try PromptSet(
@@ -192,7 +202,8 @@ public final class OrganCheck: @unchecked Sendable {
   public func flag(set: PromptSet, verdict: String, found: (organ: String?, className: String)) -> ReviewFlag? {
     guard let f = found.organ else { return nil }
     if let o = set.organName {
-      guard f != o else { return nil }
+      // An organ the joint classifier does not know is the class-support check's to flag.
+      guard f != o, organSets.contains(where: { $0.organName == o }) else { return nil }
       return ReviewFlag(
         code: "organ-mismatch",
         reason: "the tissue looks like \(f) (\(found.className)), not \(o): the \(set.name) classes do not apply")

@@ -147,6 +147,8 @@ public struct WeightsFinalizer {
     thr.minDomainSimilarity = 0.05
     thr.maxOutlierDistance = limits.tile
     thr.maxSlideOutlierDistance = limits.slide
+    // The organs of the classes the captions taught (Prompts/knowledge), for the class-support check.
+    thr.trainedOrgans = Array(Set(know.compactMap { $0["organ"] as? String }.flatMap { OrganLexicon.organs(in: $0) })).sorted()
     // 4. Write the manifest (metrics filled below), reload the bundle with it.
     var manifest = WeightsManifest(name: "eosin-small-v1", version: 1)
     manifest.description =

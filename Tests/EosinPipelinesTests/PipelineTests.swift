@@ -259,6 +259,35 @@ final class ReviewRuleTests: XCTestCase {
   }
 }
 
+final class ClassSupportTests: XCTestCase {
+  /// Guards the organ lexicon: organs are found at word starts, and words that name no organ
+  /// give none.
+  func testOrganLexicon() {
+    XCTAssertEqual(OrganLexicon.organs(in: "Gleason pattern 4 prostatic carcinoma"), ["prostate"])
+    XCTAssertEqual(OrganLexicon.organs(in: "pulmonary adenocarcinoma"), ["lung"])
+    XCTAssertEqual(OrganLexicon.organs(in: "normal colonic mucosa"), ["colorectal"])
+    XCTAssertEqual(OrganLexicon.organs(in: "adrenal cortex"), ["adrenal"])
+    XCTAssertEqual(OrganLexicon.organs(in: "renal cell carcinoma"), ["kidney"])
+    XCTAssertTrue(OrganLexicon.organs(in: "malignant tumour").isEmpty)
+    XCTAssertTrue(OrganLexicon.organs(in: "stroma").isEmpty)
+  }
+
+  /// Guards the class-support check: a class naming only untrained organs is flagged, a class
+  /// of a trained organ or naming no organ is not, and a set's own organ counts for its classes.
+  func testClassSupport() throws {
+    let trained = ["colorectal", "lung"]
+    let set = try PromptSet.inline("prostate adenocarcinoma,lung adenocarcinoma,tumour")
+    XCTAssertEqual(
+      ClassSupport.flag(className: "prostate adenocarcinoma", set: set, trainedOrgans: trained)?.code, "class-unsupported")
+    XCTAssertNil(ClassSupport.flag(className: "lung adenocarcinoma", set: set, trainedOrgans: trained))
+    XCTAssertNil(ClassSupport.flag(className: "tumour", set: set, trainedOrgans: trained))
+    XCTAssertNil(ClassSupport.flag(className: "prostate adenocarcinoma", set: set, trainedOrgans: nil))
+    var organSet = try PromptSet.inline("grade 1,grade 2")
+    organSet.organ = "kidney"
+    XCTAssertNotNil(ClassSupport.flag(className: "grade 1", set: organSet, trainedOrgans: trained))
+  }
+}
+
 final class WeightsManifestTests: XCTestCase {
   /// Guards the Codable manifest: the committed manifest decodes and re-encodes to the same JSON
   /// (every field kept), without escaped slashes.
