@@ -56,19 +56,9 @@ public final class AnalyzedSlide: @unchecked Sendable {
     guard !paths.isEmpty else { throw PipelineError.input("nothing to open") }
     let items = try InputCollector.collect(paths)
     if items.count == 1 && items[0].1 == .slide {
-      let t0 = Date()
-      let s = try Slide(path: items[0].0)
-      let tissue = try TissueDetector().detect(s)
-      let tissueSeconds = Date().timeIntervalSince(t0)
-      let e = try SlideIndex.embed(
-        slide: s, tissue: tissue, bundle: bundle, overrideMPP: overrideMPP, minTissue: minTissue, cacheDir: cacheDir,
+      return try analyze(
+        slide: try Slide(path: items[0].0), bundle: bundle, overrideMPP: overrideMPP, minTissue: minTissue, cacheDir: cacheDir,
         progress: progress)
-      var facts = InputFacts(
-        mppMissing: s.mppX == nil, notBrightfield: tissue.modalityReason, tissueFraction: tissue.tissueFraction)
-      if s.mppX == nil { facts.mppGiven = overrideMPP }
-      return AnalyzedSlide(
-        kind: .slide, paths: [items[0].0], slide: s, tissue: tissue, facts: facts, embeddings: e, mpp: overrideMPP ?? s.mppX,
-        contentHash: try SlideIndex.contentHash(s), tissueSeconds: tissueSeconds)
     }
     if let s = items.first(where: { $0.1 == .slide }) {
       throw PipelineError.file(path: s.0, message: "a slide must be opened on its own, not with other files")
@@ -77,6 +67,25 @@ public final class AnalyzedSlide: @unchecked Sendable {
     let hash = SHA256.hex(Array(try items.map { try SHA256.hex(fileAt: $0.0) }.joined(separator: "|").utf8))
     progress(0, imgs.count)
     return images(imgs, names: items.map(\.0), contentHash: hash, bundle: bundle)
+  }
+
+  /// Analyses a slide that is already open.
+  public static func analyze(
+    slide s: Slide, bundle: ModelBundle, overrideMPP: Double? = nil, minTissue: Double = 0.25, cacheDir: String?,
+    progress: (Int, Int) -> Void = { _, _ in }
+  ) throws -> AnalyzedSlide {
+    let t0 = Date()
+    let tissue = try TissueDetector().detect(s)
+    let tissueSeconds = Date().timeIntervalSince(t0)
+    let e = try SlideIndex.embed(
+      slide: s, tissue: tissue, bundle: bundle, overrideMPP: overrideMPP, minTissue: minTissue, cacheDir: cacheDir,
+      progress: progress)
+    var facts = InputFacts(
+      mppMissing: s.mppX == nil, notBrightfield: tissue.modalityReason, tissueFraction: tissue.tissueFraction)
+    if s.mppX == nil { facts.mppGiven = overrideMPP }
+    return AnalyzedSlide(
+      kind: .slide, paths: [s.path], slide: s, tissue: tissue, facts: facts, embeddings: e, mpp: overrideMPP ?? s.mppX,
+      contentHash: try SlideIndex.contentHash(s), tissueSeconds: tissueSeconds)
   }
 
   /// Images already in memory, taken as the tiles of one case (`names` label them).

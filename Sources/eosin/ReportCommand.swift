@@ -108,7 +108,7 @@ struct ReportRun: ParsableCommand {
         }
         let bar = Progress(label: (path as NSString).lastPathComponent)
         let input = try AnalyzedSlide.analyze(
-          [path], bundle: bundle, overrideMPP: slideMPP, cacheDir: model.cacheDir, progress: bar.update)
+          slide: s, bundle: bundle, overrideMPP: slideMPP, cacheDir: model.cacheDir, progress: bar.update)
         let fields = try drafter.draft(input)
         let (md, json, html) = try drafter.render(name: name, inputHash: hash, fields: fields, input: input)
         // Markdown and HTML first, JSON (which carries the input hash) last: a slide counts as
