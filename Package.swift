@@ -27,6 +27,8 @@ let package = Package(
     .systemLibrary(name: "CReadline", pkgConfig: "readline", providers: [.apt(["libreadline-dev"])]),
     .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
     .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+    // OpenSSL's libcrypto for SHA-256 (weights are verified against their manifest on load).
+    .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
     // libjpeg reports errors by longjmp and libtiff's setters are variadic; neither can be called
     // safely from Swift, so these two shims carry a few lines of C each.
     .target(name: "CJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
@@ -41,7 +43,7 @@ let package = Package(
     .target(
       name: "EosinTensor", dependencies: ["CBLAS", "CQuant"],
       swiftSettings: native + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
-    .target(name: "EosinWeights", dependencies: ["EosinTensor"]),
+    .target(name: "EosinWeights", dependencies: ["EosinTensor", "CCrypto"]),
     .target(name: "EosinTokenizer", dependencies: ["CZlib"], swiftSettings: native),
     .target(name: "EosinModels", dependencies: ["EosinTensor", "EosinWeights"], swiftSettings: native),
     .target(
@@ -63,7 +65,7 @@ let package = Package(
     .testTarget(name: "EosinWeightsTests", dependencies: ["EosinWeights", "TestSupport"]),
     .testTarget(name: "EosinModelsTests", dependencies: ["EosinModels", "TestSupport"], exclude: ["Fixtures"]),
     .testTarget(name: "EosinTrainingTests", dependencies: ["EosinTraining", "TestSupport"]),
-    .testTarget(name: "EosinTokenizerTests", dependencies: ["EosinTokenizer", "TestSupport"], exclude: ["Fixtures"]),
+    .testTarget(name: "EosinTokenizerTests", dependencies: ["EosinTokenizer", "CZlib", "TestSupport"], exclude: ["Fixtures"]),
     .testTarget(name: "CLITests", dependencies: ["TestSupport", "eosin"]),
   ]
 )

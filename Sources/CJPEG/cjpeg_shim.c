@@ -45,6 +45,19 @@ int eosin_jpeg_decode(const uint8_t *data, size_t len, int *width, int *height, 
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, (unsigned char *)data, (unsigned long)len);
   jpeg_read_header(&cinfo, TRUE);
+  /* Limits before any allocation: at most 2^28 pixels, and no more than 1024 pixels per byte of
+     input (a real JPEG spends at least a few bits on every 8x8 block), so a small file that
+     declares a huge image is refused instead of decoded into gigabytes of grey. */
+  {
+    size_t px = (size_t)cinfo.image_width * (size_t)cinfo.image_height;
+    if (px > ((size_t)1 << 28) || px > len * 1024 + ((size_t)1 << 20)) {
+      if (err && errlen)
+        snprintf(err, errlen, "declares %ux%u pixels, beyond the limit for a %zu-byte file (at most 2^28 pixels)",
+                 (unsigned)cinfo.image_width, (unsigned)cinfo.image_height, len);
+      jpeg_destroy_decompress(&cinfo);
+      return -1;
+    }
+  }
   cinfo.out_color_space = JCS_RGB;
   jpeg_start_decompress(&cinfo);
   int w = (int)cinfo.output_width, h = (int)cinfo.output_height;

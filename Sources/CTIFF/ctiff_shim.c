@@ -34,9 +34,15 @@ int eosin_tiff_read_rgb(const char *path, int *width, int *height, uint8_t **out
   uint32_t w = 0, h = 0;
   TIFFGetField(t, TIFFTAG_IMAGEWIDTH, &w);
   TIFFGetField(t, TIFFTAG_IMAGELENGTH, &h);
-  if (w == 0 || h == 0 || (uint64_t)w * h > ((uint64_t)1 << 30)) {
+  /* At most 2^28 pixels as a plain image (larger TIFFs are slides, read by region), and no more
+     pixels than the file could hold at deflate's best ratio, before any allocation. */
+  FILE *f = fopen(path, "rb");
+  long size = 0;
+  if (f) { fseek(f, 0, SEEK_END); size = ftell(f); fclose(f); }
+  if (w == 0 || h == 0 || (uint64_t)w * h > ((uint64_t)1 << 28) ||
+      (uint64_t)w * h * 3 > (uint64_t)(size > 0 ? size : 0) * 1100 + ((uint64_t)1 << 20)) {
     TIFFClose(t);
-    return fail(err, errlen, "TIFF has no image or is too large to read whole");
+    return fail(err, errlen, "TIFF has no image, or declares more pixels than a plain image may have (2^28) or than the file holds");
   }
   uint32_t *rgba = _TIFFmalloc((tmsize_t)w * h * 4);
   if (!rgba) { TIFFClose(t); return fail(err, errlen, "out of memory"); }

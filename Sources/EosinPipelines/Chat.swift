@@ -22,8 +22,8 @@ public final class ChatModel: @unchecked Sendable {
       throw PipelineError.file(path: pf.path, message: "no mm_projector.0.weight")
     }
     projector = try Projector(file: pf, inDim: imageDim, hidden: h, outDim: decoder.channels)
-    decoderSHA256 =
-      try manifest.flatMap { ModelBundle.recordedSHA($0, "decoder/model.safetensors", ck.weights.path) } ?? ck.weightsSHA256()
+    decoderSHA256 = try ModelBundle.verifiedSHA(manifest, "decoder/model.safetensors", ck.weights.path)
+    _ = try ModelBundle.verifiedSHA(manifest, "decoder/projector.safetensors", directory + "/projector.safetensors")
   }
 }
 

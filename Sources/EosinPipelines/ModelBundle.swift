@@ -85,20 +85,34 @@ public final class ModelBundle: @unchecked Sendable {
       FileManager.default.fileExists(atPath: manPath)
       ? try WeightsManifest.load(manPath) : WeightsManifest(name: (path as NSString).lastPathComponent, version: 0)
     manifest = man
-    clipSHA256 = try ModelBundle.recordedSHA(man, "clip/model.safetensors", ck.weights.path) ?? ck.weightsSHA256()
+    clipSHA256 = try ModelBundle.verifiedSHA(man, "clip/model.safetensors", ck.weights.path)
+    if FileManager.default.fileExists(atPath: outlierPath) {
+      _ = try ModelBundle.verifiedSHA(man, "clip/outlier.safetensors", outlierPath)
+    }
     tileSize = man.native?.tileSize ?? 224
     mpp = man.native?.mpp ?? 0.5
     temperature = Float(man.calibration?.temperature ?? 1)
     thresholds = man.review ?? ReviewThresholds()
   }
 
-  /// The sha256 the manifest records for a file, trusted only when the file's size matches too
-  /// (hashing tens of MB on every start-up would cost ~100 ms); nil when not recorded.
-  public static func recordedSHA(_ man: WeightsManifest, _ relative: String, _ path: String) -> String? {
-    guard let s = man.files[relative],
-      let attrs = try? FileManager.default.attributesOfItem(atPath: path), (attrs[.size] as? Int) == s.bytes
-    else { return nil }
-    return s.sha256
+  /// Hashes a weights file and checks it against the sha256 the manifest records for it (when
+  /// it records one). Returns the verified hash, the cache key for everything derived from the
+  /// file.
+  /// - Throws: ``PipelineError/file`` naming the file when it does not match: a damaged or
+  ///   replaced file is refused, never run.
+  public static func verifiedSHA(_ man: WeightsManifest?, _ relative: String, _ path: String) throws -> String {
+    let h: String
+    do { h = try SHA256.hex(fileAt: path) } catch {
+      throw PipelineError.file(path: path, message: "cannot read the weights file")
+    }
+    if let want = man?.files[relative]?.sha256, want != h {
+      throw PipelineError.file(
+        path: path,
+        message:
+          "sha256 \(h.prefix(16))... does not match the manifest's \(want.prefix(16))...: the file is damaged or not the one these weights list"
+      )
+    }
+    return h
   }
 
   /// The default weights: `$EOSIN_WEIGHTS`, else `Weights/eosin-small-v1` under the working

@@ -40,7 +40,11 @@ func readHead(_ path: String, _ n: Int) -> [UInt8] {
 }
 
 /// JPEG, PNG and TIFF decode and encode for standalone tiles. All functions are thread-safe.
+/// Plain images are limited to ``maxImagePixels``; larger images are slides, read by region.
 public enum ImageCodec {
+  /// The largest plain image Eosin decodes: 2^28 pixels (768 MB as RGB).
+  public static let maxImagePixels = 1 << 28
+
   /// Decodes a JPEG, PNG or TIFF file to RGB8. Alpha is composited over white; grey becomes RGB.
   /// - Throws: `SlideError` naming the file: missing, empty, unknown type, or undecodable.
   public static func read(_ path: String) throws -> RGBImage {
@@ -88,9 +92,12 @@ public enum ImageCodec {
     guard ok != 0 else { throw SlideError.imageDecode(path: name, message: pngMessage(&image)) }
     image.format = UInt32(PNG_FORMAT_RGB)
     let w = Int(image.width), h = Int(image.height)
-    guard w > 0, h > 0, w * h <= 1 << 30 else {
+    // Limits before allocation: at most 2^28 pixels (``maxImagePixels``), and no more pixels than
+    // deflate's best ratio (about 1032:1) lets the file hold.
+    guard w > 0, h > 0, w * h <= maxImagePixels, w * h * 3 <= bytes.count * 1100 + (1 << 20) else {
       png_image_free(&image)
-      throw SlideError.imageDecode(path: name, message: "image is empty or too large (\(w)x\(h))")
+      throw SlideError.imageDecode(
+        path: name, message: "declares \(w)x\(h) pixels, beyond the limit for a \(bytes.count)-byte file (at most 2^28 pixels)")
     }
     var px = [UInt8](repeating: 0, count: w * h * 3)
     var white = png_color(red: 255, green: 255, blue: 255)

@@ -29,7 +29,17 @@ public struct BPEModel: Sendable {
     requireAllBytes: Bool = true
   ) throws {
     self.vocab = vocab
-    var toks = [String](repeating: "", count: (vocab.values.max().map { Int($0) } ?? -1) + 1)
+    // Ids index an array: they must be non-negative and dense enough that the array stays the
+    // size of the vocabulary (a few unused ids are allowed).
+    let maxID = vocab.values.max().map { Int($0) } ?? -1
+    if let (t, i) = vocab.first(where: { $0.value < 0 }) {
+      throw TokenizerError.file(path: source, message: "negative id \(i) for token '\(t.prefix(40))'")
+    }
+    guard maxID < 2 * vocab.count + 1024 else {
+      throw TokenizerError.file(
+        path: source, message: "the largest id (\(maxID)) is far beyond the vocabulary's \(vocab.count) tokens")
+    }
+    var toks = [String](repeating: "", count: maxID + 1)
     for (t, i) in vocab {
       guard i >= 0 else { throw TokenizerError.file(path: source, message: "negative id for token \(t)") }
       toks[Int(i)] = t

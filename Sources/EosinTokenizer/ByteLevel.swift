@@ -69,8 +69,11 @@ func readText(_ path: String) throws -> String {
   return s
 }
 
-/// Inflates a gzip stream with zlib.
-func gunzip(_ input: [UInt8], path: String) throws -> [UInt8] {
+/// The largest text a tokenizer file may inflate to (256 MiB; CLIP's merges file is 1.6 MB).
+let maxInflatedBytes = 256 << 20
+
+/// Inflates a gzip stream with zlib, refusing output beyond ``maxInflatedBytes``.
+func gunzip(_ input: [UInt8], path: String, limit: Int = maxInflatedBytes) throws -> [UInt8] {
   var strm = z_stream()
   guard inflateInit2_(&strm, 16 + MAX_WBITS, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
     throw TokenizerError.file(path: path, message: "cannot start gzip decoder")
@@ -90,6 +93,9 @@ func gunzip(_ input: [UInt8], path: String) throws -> [UInt8] {
       }
       guard status == Z_OK || status == Z_STREAM_END else { throw TokenizerError.file(path: path, message: "corrupt gzip data") }
       out.append(contentsOf: chunk[0..<(chunk.count - Int(strm.avail_out))])
+      guard out.count <= limit else {
+        throw TokenizerError.file(path: path, message: "inflates to more than \(limit >> 20) MiB; not a tokenizer file")
+      }
     } while status != Z_STREAM_END && strm.avail_in > 0 || (status == Z_OK && strm.avail_out == 0)
   }
   guard status == Z_STREAM_END else { throw TokenizerError.file(path: path, message: "truncated gzip data") }

@@ -47,8 +47,10 @@ extension Tokenizer {
     }
     var vocab: [String: Int32] = [:]
     for (k, v) in dict {
-      guard let i = v as? Int else { throw TokenizerError.file(path: vocabFile, message: "token '\(k)' has a non-integer id") }
-      vocab[k] = Int32(i)
+      guard let i = v as? Int else {
+        throw TokenizerError.file(path: vocabFile, message: "token '\(k.prefix(40))' has a non-integer id")
+      }
+      vocab[k] = try vocabID(i, token: k, path: vocabFile)
     }
     let merges = try parseMerges(try readText(mergesFile), path: mergesFile)
     let model = try BPEModel(
@@ -87,7 +89,8 @@ extension Tokenizer {
       throw TokenizerError.file(path: path, message: "model type \(m["type"] ?? "?") is not BPE")
     }
     guard let v = m["vocab"] as? [String: Int] else { throw TokenizerError.file(path: path, message: "model.vocab missing") }
-    var vocab: [String: Int32] = v.mapValues { Int32($0) }
+    var vocab: [String: Int32] = [:]
+    for (k, i) in v { vocab[k] = try vocabID(i, token: k, path: path) }
     var merges: [(String, String)] = []
     for (i, e) in ((m["merges"] as? [Any]) ?? []).enumerated() {
       if let s = e as? String {
@@ -103,8 +106,8 @@ extension Tokenizer {
     var special: [String: Int32] = [:]
     for t in (root["added_tokens"] as? [[String: Any]]) ?? [] {
       if let c = t["content"] as? String, let id = t["id"] as? Int {
-        special[c] = Int32(id)
-        vocab[c] = Int32(id)
+        special[c] = try vocabID(id, token: c, path: path)
+        vocab[c] = special[c]
       }
     }
     let eow = m["end_of_word_suffix"] as? String
@@ -182,4 +185,15 @@ public func jsonErrorLocation(_ error: Error, in text: String) -> (line: Int, co
     }
   }
   return (line, col)
+}
+
+/// The largest token id a vocabulary may use (16,777,215): real vocabularies stay far below.
+let maxVocabID = (1 << 24) - 1
+
+/// A vocabulary id, checked: 0...``maxVocabID``.
+func vocabID(_ i: Int, token: String, path: String) throws -> Int32 {
+  guard i >= 0 && i <= maxVocabID else {
+    throw TokenizerError.file(path: path, message: "token '\(token.prefix(40))' has id \(i), outside 0...\(maxVocabID)")
+  }
+  return Int32(i)
 }

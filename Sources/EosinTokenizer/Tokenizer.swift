@@ -39,7 +39,10 @@ public final class Tokenizer: @unchecked Sendable {
     self.bos = bos
     self.eos = eos
     self.source = source
-    specialsByLength = special.sorted { $0.key.count > $1.key.count || ($0.key.count == $1.key.count && $0.key < $1.key) }
+    // An empty special token would match everywhere without consuming input: it is dropped.
+    specialsByLength = special.filter { !$0.key.isEmpty }.sorted {
+      $0.key.count > $1.key.count || ($0.key.count == $1.key.count && $0.key < $1.key)
+    }
   }
 
   public var vocabSize: Int { model.tokens.count }

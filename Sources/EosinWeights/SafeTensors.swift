@@ -137,7 +137,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
           if o { throw WeightsError.tensor(file: path, tensor: name, message: "shape \(shp) overflows") }
           numel = r
         }
-        guard off[1] - off[0] == numel * dt.size else {
+        let (bytes, o) = numel.multipliedReportingOverflow(by: dt.size)
+        guard !o else { throw WeightsError.tensor(file: path, tensor: name, message: "shape \(shp) overflows") }
+        guard off[1] - off[0] == bytes else {
           throw WeightsError.tensor(
             file: path, tensor: name,
             message: "byte size \(off[1] - off[0]) does not match shape \(shp) of \(dt.rawValue) (\(numel * dt.size) bytes)")

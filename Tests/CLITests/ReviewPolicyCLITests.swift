@@ -1,4 +1,5 @@
 import EosinSlide
+import EosinWeights
 import Foundation
 import TestSupport
 import XCTest
@@ -248,5 +249,58 @@ final class ReviewPolicyCLITests: XCTestCase {
   /// The labelled tiles the calibration test writes, reused as images by the REPL test.
   func ensureCalibrationTiles() throws {
     if !FileManager.default.fileExists(atPath: Self.dir + "/cal-tiles/lung_n/t1.png") { try testCalibrationReachesEveryCommand() }
+  }
+}
+
+/// Hardening: weights are verified on load, and readers refuse declared sizes they cannot hold.
+final class HardeningCLITests: XCTestCase {
+  /// Guards: a weights file changed by one byte (same size) is refused with one line naming it,
+  /// exit 2, and never scored; the untouched bundle still runs.
+  func testTamperedWeightsAreRefused() throws {
+    let dir = TestSupport.tempDir("eosin-tamper")
+    let b = try TestSupport.writeTinyBundle(at: dir + "/bundle")
+    let clip = b + "/clip/model.safetensors"
+    var man =
+      try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: b + "/manifest.json"))) as! [String: Any]
+    let size = (try FileManager.default.attributesOfItem(atPath: clip)[.size] as! Int)
+    man["files"] = ["clip/model.safetensors": ["sha256": try SHA256.hex(fileAt: clip), "bytes": size]]
+    try JSONSerialization.data(withJSONObject: man).write(to: URL(fileURLWithPath: b + "/manifest.json"))
+    let img = dir + "/t.png"
+    try ImageCodec.write(TestSupport.syntheticHE(width: 48, height: 48), to: img)
+    let ok = try CLITests.run(["classify", "--classes", "a,b", "--weights", b, "--no-cache", img])
+    XCTAssertEqual(ok.status, 0, ok.stderr)
+    var bytes = try Data(contentsOf: URL(fileURLWithPath: clip))
+    bytes[bytes.count - 3] ^= 0x40
+    try bytes.write(to: URL(fileURLWithPath: clip))
+    let bad = try CLITests.run(["classify", "--classes", "a,b", "--weights", b, "--no-cache", img])
+    XCTAssertEqual(bad.status, 2)
+    XCTAssertEqual(bad.stderr.split(separator: "\n").count, 1, bad.stderr)
+    XCTAssertTrue(bad.stderr.contains("\(clip): sha256") && bad.stderr.contains("does not match the manifest"), bad.stderr)
+    XCTAssertTrue(bad.stdout.isEmpty)
+  }
+
+  /// Guards: a small JPEG or PNG that declares a huge image is refused before it is decoded.
+  func testHugeDeclaredImagesAreRefused() throws {
+    let dir = TestSupport.tempDir("eosin-huge")
+    // A PNG header declaring 60000 x 60000 pixels, with a tiny (invalid) body.
+    var png: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 13, 0x49, 0x48, 0x44, 0x52]
+    png += [0, 0, 0xEA, 0x60, 0, 0, 0xEA, 0x60, 8, 2, 0, 0, 0]
+    png += [0x0F, 0xB0, 0xE2, 0x15]  // CRC-32 of the IHDR chunk
+    png += [0, 0, 0, 8, 73, 68, 65, 84, 120, 156, 3, 0, 0, 0, 0, 1, 72, 6, 137, 210]  // a tiny IDAT chunk
+    png += [0, 0, 0, 0, 0x49, 0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82]
+    FileManager.default.createFile(atPath: dir + "/huge.png", contents: Data(png))
+    XCTAssertThrowsError(try ImageCodec.read(dir + "/huge.png")) { e in
+      XCTAssertTrue("\(e.localizedDescription)".contains("60000x60000"), e.localizedDescription)
+    }
+    // A real small JPEG whose frame header is patched to claim 46000 x 46000.
+    var jpg = try ImageCodec.encodeJPEG(TestSupport.syntheticHE(width: 64, height: 64))
+    for i in 0..<(jpg.count - 8) where jpg[i] == 0xFF && jpg[i + 1] == 0xC0 {
+      jpg[i + 5] = 0xB3; jpg[i + 6] = 0xB0; jpg[i + 7] = 0xB3; jpg[i + 8] = 0xB0
+      break
+    }
+    FileManager.default.createFile(atPath: dir + "/huge.jpg", contents: Data(jpg))
+    XCTAssertThrowsError(try ImageCodec.read(dir + "/huge.jpg")) { e in
+      XCTAssertTrue("\(e.localizedDescription)".contains("46000x46000"), e.localizedDescription)
+    }
   }
 }

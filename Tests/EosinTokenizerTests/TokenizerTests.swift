@@ -1,3 +1,4 @@
+import CZlib
 import EosinTokenizer
 import Foundation
 import TestSupport
@@ -114,6 +115,38 @@ final class TokenizerTests: XCTestCase {
     FileManager.default.createFile(atPath: d + "/clip.txt.gz", contents: Data([0x1F, 0x8B, 0x08, 0, 1, 2, 3]))
     XCTAssertThrowsError(try Tokenizer.clip(mergesFile: d + "/clip.txt.gz")) {
       XCTAssertTrue($0.localizedDescription.contains("gzip"))
+    }
+    // Ids out of range, ids far beyond the vocabulary, negative ids: refused, never a trap or a
+    // giant allocation.
+    try "#version: 0.2\n".write(toFile: d + "/merges.txt", atomically: true, encoding: .utf8)
+    for (vocab, needle) in [
+      ("{\"a\": 3000000000}", "outside 0...16777215"), ("{\"a\": -1}", "outside 0...16777215"),
+      ("{\"a\": 0, \"b\": 9000000}", "far beyond the vocabulary"),
+    ] {
+      try vocab.write(toFile: d + "/vocab.json", atomically: true, encoding: .utf8)
+      XCTAssertThrowsError(try Tokenizer.load(d), vocab) {
+        XCTAssertTrue($0.localizedDescription.contains(needle), $0.localizedDescription)
+      }
+    }
+    // A gzip bomb (256 MiB of zeros compress to about 260 KB) is refused at the limit.
+    let zeros = [UInt8](repeating: 0x61, count: 300 << 20)
+    var strm = z_stream()
+    deflateInit2_(&strm, 9, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
+    var gz = [UInt8](repeating: 0, count: 2 << 20)
+    zeros.withUnsafeBufferPointer { i in
+      gz.withUnsafeMutableBufferPointer { o in
+        strm.next_in = UnsafeMutablePointer(mutating: i.baseAddress)
+        strm.avail_in = uInt(i.count)
+        strm.next_out = o.baseAddress
+        strm.avail_out = uInt(o.count)
+        _ = deflate(&strm, Z_FINISH)
+      }
+    }
+    let n = Int(strm.total_out)
+    deflateEnd(&strm)
+    FileManager.default.createFile(atPath: d + "/bomb.txt.gz", contents: Data(gz[0..<n]))
+    XCTAssertThrowsError(try Tokenizer.clip(mergesFile: d + "/bomb.txt.gz")) {
+      XCTAssertTrue($0.localizedDescription.contains("inflates to more than 256 MiB"), $0.localizedDescription)
     }
   }
 

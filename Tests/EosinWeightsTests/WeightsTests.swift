@@ -68,6 +68,9 @@ final class WeightsTests: XCTestCase {
     let size = rawFile(#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8))
     XCTAssertEqual(message(size), "\(size): tensor 'a': byte size 8 does not match shape [3] of F32 (12 bytes)")
     XCTAssertTrue(message(dir + "/missing.safetensors").contains("no such file"))
+    // A shape whose element count fits but whose byte count overflows: refused, not a trap.
+    let huge = rawFile(#"{"a":{"dtype":"F32","shape":[2305843009213693952],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0])
+    XCTAssertTrue(message(huge).contains("overflows"), message(huge))
   }
 
   /// Guards the strict name table: a missing tensor, a wrong shape and an extra tensor each throw
