@@ -23,7 +23,10 @@ static void eosin_error_exit(j_common_ptr cinfo) {
   longjmp(e->jump, 1);
 }
 
-static void eosin_silent(j_common_ptr cinfo, int level) { (void)cinfo; (void)level; }
+/* Silent, but warnings (corrupt or truncated data, which libjpeg fills with grey) are counted. */
+static void eosin_silent(j_common_ptr cinfo, int level) {
+  if (level < 0) cinfo->err->num_warnings++;
+}
 
 int eosin_jpeg_decode(const uint8_t *data, size_t len, int *width, int *height, uint8_t **out,
                       char *err, size_t errlen) {
@@ -76,6 +79,13 @@ int eosin_jpeg_decode(const uint8_t *data, size_t len, int *width, int *height, 
   while (cinfo.output_scanline < cinfo.output_height) {
     JSAMPROW row = buf + (size_t)cinfo.output_scanline * (size_t)w * 3;
     jpeg_read_scanlines(&cinfo, &row, 1);
+  }
+  if (jerr.pub.num_warnings > 0) {
+    /* libjpeg went on over truncated or corrupt data: the missing part would be grey fill. */
+    if (err && errlen) snprintf(err, errlen, "truncated or corrupt JPEG data (%ld warnings)", jerr.pub.num_warnings);
+    free(buf);
+    jpeg_destroy_decompress(&cinfo);
+    return -1;
   }
   jpeg_finish_decompress(&cinfo);
   jpeg_destroy_decompress(&cinfo);

@@ -148,6 +148,10 @@ public enum InputCollector {
     for p in inputs {
       var isDir: ObjCBool = false
       guard FileManager.default.fileExists(atPath: p, isDirectory: &isDir) else {
+        var st = stat()
+        if lstat(p, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK {
+          throw PipelineError.file(path: p, message: "a symbolic link that leads nowhere (broken, or a loop)")
+        }
         throw PipelineError.file(path: p, message: "no such file or directory")
       }
       if isDir.boolValue {

@@ -19,8 +19,8 @@ public enum GeoJSON {
     let s = Int(extent0.rounded())
     for (i, (t, p)) in zip(tiles, r.tiles).enumerated() {
       let ring = [[t.x, t.y], [t.x + s, t.y], [t.x + s, t.y + s], [t.x, t.y + s], [t.x, t.y]]
-      var meas: [String: Any] = ["probability": Double(p.probs[p.top]), "tissue": t.tissue]
-      for (k, n) in r.classNames.enumerated() { meas["p(\(n))"] = Double(p.probs[k]) }
+      var meas: [String: Any] = ["probability": ClassificationExport.json(p.probs[p.top]), "tissue": t.tissue]
+      for (k, n) in r.classNames.enumerated() { meas["p(\(n))"] = ClassificationExport.json(p.probs[k]) }
       let flags = i < r.tileFlags.count ? r.tileFlags[i] : []
       features.append([
         "type": "Feature",
@@ -30,7 +30,7 @@ public enum GeoJSON {
           "classification": ["name": r.classNames[p.top], "color": color(p.top)],
           "isLocked": false,
           "measurements": meas,
-          "probability": Double(p.probs[p.top]),
+          "probability": ClassificationExport.json(p.probs[p.top]),
           "flag": flags.isEmpty ? "ok" : "review",
           "flags": flags.map(\.code),
           "reasons": flags.map(\.reason),
@@ -65,7 +65,8 @@ public enum ClassificationExport {
   ) -> String {
     [
       kind, csvField(input), x.map(String.init) ?? "", y.map(String.init) ?? "", csvField(verdict),
-      String(format: "%.4f", probs[top]), flags.isEmpty ? "no" : "yes", csvField(flags.map(\.code).joined(separator: ";")),
+      probs[top].isFinite ? String(format: "%.4f", probs[top]) : "nan", flags.isEmpty ? "no" : "yes",
+      csvField(flags.map(\.code).joined(separator: ";")),
       csvField(flags.map(\.reason).joined(separator: "; ")), String(format: "%.4f", temperature),
     ].joined(separator: ",") + "," + probs.map { String(format: "%.4f", $0) }.joined(separator: ",") + "\n"
   }
@@ -85,6 +86,10 @@ public enum ClassificationExport {
     return out
   }
 
+  /// A number for JSON: non-finite values (from damaged weights) become null, never NaN, which
+  /// JSON cannot hold.
+  public static func json(_ x: Float) -> Any { x.isFinite ? Double(x) : NSNull() }
+
   /// A review flag list as JSON.
   public static func json(_ flags: [ReviewFlag]) -> [[String: String]] { flags.map { ["code": $0.code, "reason": $0.reason] } }
 
@@ -93,8 +98,8 @@ public enum ClassificationExport {
     -> [String: Any]
   {
     [
-      "kind": "image", "input": path, "verdict": classNames[p.top], "probability": Double(p.probs[p.top]),
-      "probabilities": Dictionary(uniqueKeysWithValues: zip(classNames, p.probs.map { Double($0) })), "flagged": !flags.isEmpty,
+      "kind": "image", "input": path, "verdict": classNames[p.top], "probability": json(p.probs[p.top]),
+      "probabilities": Dictionary(uniqueKeysWithValues: zip(classNames, p.probs.map { json($0) })), "flagged": !flags.isEmpty,
       "flags": json(flags),
     ]
   }
@@ -104,23 +109,23 @@ public enum ClassificationExport {
   public static func slideJSON(_ r: SlideResult, input: AnalyzedSlide, timing: [String: Double]) -> [String: Any] {
     let e = input.embeddings
     return [
-      "kind": "slide", "input": input.paths[0], "verdict": r.classNames[r.verdict], "probability": Double(r.probs[r.verdict]),
-      "probabilities": Dictionary(uniqueKeysWithValues: zip(r.classNames, r.probs.map { Double($0) })),
+      "kind": "slide", "input": input.paths[0], "verdict": r.classNames[r.verdict], "probability": json(r.probs[r.verdict]),
+      "probabilities": Dictionary(uniqueKeysWithValues: zip(r.classNames, r.probs.map { json($0) })),
       "fractions": Dictionary(uniqueKeysWithValues: zip(r.classNames, r.fractions)),
       "evidence": Dictionary(
         uniqueKeysWithValues: zip(
           r.classNames,
-          r.evidence.map { $0.map { ["x": $0.x, "y": $0.y, "size": $0.size, "probability": Double($0.probability)] } })),
+          r.evidence.map { $0.map { ["x": $0.x, "y": $0.y, "size": $0.size, "probability": json($0.probability)] } })),
       "flagged": !r.flags.isEmpty, "flags": json(r.flags), "mpp": e.mpp, "tile_size": e.tileSize, "top_k": r.topK,
       "cached": e.fromCache, "timing": timing,
       "confidence": [
-        "probability": Double(r.confidence.probability), "margin": Double(r.confidence.margin),
-        "prompt_spread": Double(r.confidence.promptSpread), "domain": Double(r.confidence.domain),
-        "tissue_fraction": input.facts.tissueFraction ?? 1, "outlier": r.confidence.outlier.map { Double($0) } ?? -1,
+        "probability": json(r.confidence.probability), "margin": json(r.confidence.margin),
+        "prompt_spread": json(r.confidence.promptSpread), "domain": json(r.confidence.domain),
+        "tissue_fraction": input.facts.tissueFraction ?? 1, "outlier": r.confidence.outlier.map { json($0) } ?? NSNull(),
       ],
       "tiles": zip(e.tiles, r.tiles).enumerated().map { i, tp in
         [
-          "x": tp.0.x, "y": tp.0.y, "verdict": r.classNames[tp.1.top], "probability": Double(tp.1.probs[tp.1.top]),
+          "x": tp.0.x, "y": tp.0.y, "verdict": r.classNames[tp.1.top], "probability": json(tp.1.probs[tp.1.top]),
           "flagged": !r.tileFlags[i].isEmpty, "flags": r.tileFlags[i].map(\.code),
         ] as [String: Any]
       },

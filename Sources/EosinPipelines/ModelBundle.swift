@@ -68,7 +68,12 @@ public final class ModelBundle: @unchecked Sendable {
         path: path, message: "weights folder not found; pass --weights DIR (default Weights/eosin-small-v1)")
     }
     directory = path
-    let clipDir = FileManager.default.fileExists(atPath: path + "/clip/config.json") ? path + "/clip" : path
+    var sub: ObjCBool = false
+    let hasClipFolder = FileManager.default.fileExists(atPath: path + "/clip", isDirectory: &sub) && sub.boolValue
+    if hasClipFolder && !FileManager.default.fileExists(atPath: path + "/clip/config.json") {
+      throw PipelineError.file(path: path + "/clip/config.json", message: "missing: the CLIP folder has no config.json")
+    }
+    let clipDir = hasClipFolder ? path + "/clip" : path
     let ck = try Checkpoint(path: clipDir)
     clip = try CLIPModel(checkpoint: ck)
     tokenizer = try Tokenizer.load(clipDir)

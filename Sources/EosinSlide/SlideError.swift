@@ -50,6 +50,7 @@ public func checkReadableFile(_ path: String) throws -> Int {
   var st = stat()
   if stat(path, &st) != 0 {
     if errno == EACCES { throw SlideError.notReadable(path: path) }
+    if errno == ELOOP { throw SlideError.invalidArgument(path: path, message: "symbolic link loop") }
     throw SlideError.notFound(path: path)
   }
   if (st.st_mode & S_IFMT) == S_IFDIR { throw SlideError.isDirectory(path: path) }

@@ -11,6 +11,17 @@ nonisolated(unsafe) var chatGenerating = false
 nonisolated(unsafe) var chatCancel = false
 nonisolated(unsafe) var completionIndex = 0
 nonisolated(unsafe) var completionList: [String] = []
+/// Whether the REPL reads a terminal (else piped input: SIGINT at the prompt ends the session).
+nonisolated(unsafe) var chatInteractive = false
+/// Errors so far (a slide that failed to open, a failed command or write): the exit status is 2
+/// when there were any.
+nonisolated(unsafe) var chatErrors = 0
+
+/// One error line on stderr, counted for the exit status.
+func chatError(_ message: String) {
+  chatErrors += 1
+  warn("eosin: error: \(message)")
+}
 
 /// Every REPL command with its usage and help; `:help` prints this table and tab completion
 /// offers its names, so neither can miss a command.
@@ -96,8 +107,12 @@ struct Chat: ParsableCommand {
     }
     let env = ProcessInfo.processInfo.environment
     let state = (env["XDG_STATE_HOME"] ?? ((env["HOME"] ?? NSTemporaryDirectory()) + "/.local/state")) + "/eosin"
-    let transcript = try Transcript(directory: state + "/sessions")
+    let transcript: Transcript
+    do { transcript = try Transcript(directory: state + "/sessions") } catch {
+      throw CLIError("\(state)/sessions: cannot create the session log folder (set XDG_STATE_HOME to a writable folder)")
+    }
     let tty = isTerminal(0) && isTerminal(1)
+    chatInteractive = tty
     let say: (String) -> Void = {
       print($0); fflush(stdout)
     }
@@ -109,6 +124,9 @@ struct Chat: ParsableCommand {
     signal(SIGINT) { _ in
       if chatGenerating {
         chatCancel = true
+      } else if !chatInteractive {
+        // Piped input: SIGINT ends the session (everything answered is already written).
+        _exit(130)
       } else {
         // At the prompt: start a fresh, empty line. A line recalled from history is first put
         // back as it was (undo every edit), then readline moves past the end of history, so
@@ -151,10 +169,14 @@ struct Chat: ParsableCommand {
           a, session: session, languageModel: session.grounded.map { ($0.lm.path as NSString).lastPathComponent })
       } catch {
         chatGenerating = false
-        say("eosin: \(error.localizedDescription)")
+        chatError(error.localizedDescription)
       }
     }
     if tty { write_history(state + "/history") }
+    if chatErrors > 0 {
+      warn("eosin: chat ended with \(chatErrors) error\(chatErrors == 1 ? "" : "s") (see above)")
+      throw ExitCode(2)
+    }
   }
 
   /// The answer's review line (the same words the transcript saves), the warning coloured on a
@@ -172,7 +194,7 @@ struct Chat: ParsableCommand {
       say("opened \(s.slideInfo["file"] ?? paths[0]): \(s.slideInfo["tiles"] ?? "")")
       if let nb = s.facts.notBrightfield { say("⚠ warning: \(nb); answers will be flagged") }
     } catch {
-      say("eosin: \(error.localizedDescription)")
+      chatError(error.localizedDescription)
     }
   }
 
@@ -314,10 +336,10 @@ struct Chat: ParsableCommand {
         say(String(decoding: md, as: UTF8.self))
       default:
         let best = chatCommands.min { editDistance($0, cmd) < editDistance($1, cmd) }!
-        say("unknown command \(cmd); did you mean \(best)? (:help lists commands)")
+        chatError("unknown command \(cmd); did you mean \(best)? (:help lists commands)")
       }
     } catch {
-      say("eosin: \(error.localizedDescription)")
+      chatError(error.localizedDescription)
     }
     return true
   }

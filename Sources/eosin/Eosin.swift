@@ -28,8 +28,8 @@ struct Eosin: ParsableCommand {
     do {
       var command = try parseAsRoot()
       try command.run()
-    } catch let e as LocalizedError where !(e is CleanExit) && isEosinError(e) {
-      FileHandle.standardError.write(Data("eosin: error: \(e.localizedDescription)\n".utf8))
+    } catch let e as LocalizedError where isEosinError(e) {
+      FileHandle.standardError.write(Data("eosin: error: \(oneLine(e.localizedDescription))\n".utf8))
       Foundation.exit(2)
     } catch {
       exit(withError: error)
@@ -51,7 +51,17 @@ struct CLIError: LocalizedError {
 
 /// Writes a line to standard error.
 func warn(_ s: String) {
-  FileHandle.standardError.write(Data((s + "\n").utf8))
+  FileHandle.standardError.write(Data((oneLine(s) + "\n").utf8))
+}
+
+/// A message as one bounded line: line breaks become spaces, and text past 1,000 characters (a
+/// 1 MB class name, say) is cut with a count of what was left out.
+func oneLine(_ s: String, limit: Int = 1000) -> String {
+  let flat =
+    s.contains("\n") || s.contains("\r")
+    ? s.replacingOccurrences(of: "\r", with: " ").replacingOccurrences(of: "\n", with: " ") : s
+  guard flat.count > limit else { return flat }
+  return String(flat.prefix(limit)) + "… (\(flat.count - limit) more characters)"
 }
 
 /// Whether a file descriptor is a terminal.

@@ -49,6 +49,7 @@ struct ReportRun: ParsableCommand {
     var problems: [String] = []
     if let m = manifest {
       let man = try ReportManifest.load(m)
+      guard !man.rows.isEmpty || !man.problems.isEmpty else { throw CLIError("\(m): the manifest lists no slides") }
       list += man.rows.map { ($0.path, $0.mpp ?? mpp) }
       problems = man.problems
     }
@@ -111,11 +112,10 @@ struct ReportRun: ParsableCommand {
           slide: s, bundle: bundle, overrideMPP: slideMPP, cacheDir: model.cacheDir, progress: bar.update)
         let fields = try drafter.draft(input)
         let (md, json, html) = try drafter.render(name: name, inputHash: hash, fields: fields, input: input)
-        // Markdown and HTML first, JSON (which carries the input hash) last: a slide counts as
-        // done only when all three are in place.
-        try writeAtomically(md, to: "\(out)/\(name).md")
-        try writeAtomically(html, to: "\(out)/\(name).html")
-        try writeAtomically(json, to: "\(out)/\(name).json")
+        // All three are written to temporary names first (a full disk fails here, leaving the
+        // previous files intact), then renamed: Markdown, HTML, and last the JSON that carries the
+        // input hash, so a slide counts as done only when all three are in place.
+        try writeReportFiles([("md", md), ("html", html), ("json", json)], base: "\(out)/\(name)")
         rows.append(summaryRow(path, name, "done", (try? JSONSerialization.jsonObject(with: json) as? [String: Any]) ?? [:]))
         let flagged = fields.filter { !$0.flags.isEmpty }.count
         runLog += String(format: "%@: drafted in %.2f s, %d fields flagged\n", path, Probes.now() - started, flagged)
@@ -136,6 +136,25 @@ struct ReportRun: ParsableCommand {
     try writeAtomically(Data(runLog.utf8), to: "\(out)/\(logName)")
     print(String(format: "drafted %d, up to date %d, failed %d -> %@", log.done, log.skipped, log.failed, out))
     try log.finish()
+  }
+
+  /// Writes BASE.EXT for each (EXT, data): every file to a temporary name, then each renamed.
+  /// On a write error the temporary files are removed and the old files are left as they were.
+  func writeReportFiles(_ files: [(String, Data)], base: String) throws {
+    let tmp = files.map { "\(base).\($0.0).tmp-\(getpid())" }
+    do {
+      for ((_, d), t) in zip(files, tmp) {
+        guard FileManager.default.createFile(atPath: t, contents: d) else {
+          throw CLIError("\(t): cannot write (\(String(cString: strerror(errno))))")
+        }
+      }
+      for ((ext, _), t) in zip(files, tmp) where rename(t, "\(base).\(ext)") != 0 {
+        throw CLIError("\(base).\(ext): cannot write (\(String(cString: strerror(errno))))")
+      }
+    } catch {
+      for t in tmp { try? FileManager.default.removeItem(atPath: t) }
+      throw error
+    }
   }
 
   func summaryRow(_ path: String, _ name: String, _ status: String, _ o: [String: Any]) -> String {

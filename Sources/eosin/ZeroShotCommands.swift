@@ -315,6 +315,7 @@ func scoreLabelled(_ items: [LabeledTiles.Item], set: PromptSet, clf: ZeroShotCl
       promptDirs("knowledge").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/knowledge"),
     overrides: parseLabelMap(labelMap))
   var logits: [Float] = [], truth: [Int] = [], preds: [TilePrediction] = [], embeddings: [Float] = []
+  var nonFinite = 0
   var skipped = 0
   let bar = Progress(label: "tiles")
   var i = 0
@@ -332,15 +333,29 @@ func scoreLabelled(_ items: [LabeledTiles.Item], set: PromptSet, clf: ZeroShotCl
     }
     if !imgs.isEmpty {
       let e = SlideIndex.embedImages(imgs, bundle: clf.bundle)
-      embeddings += e
-      logits += clf.logits(e)
-      preds += clf.predict(e)
-      truth += labs
+      let lg = clf.logits(e), pr = clf.predict(e)
+      let D = clf.bundle.clip.embedDim, K = clf.classCount
+      for n in 0..<imgs.count {
+        // A non-finite score (damaged weights) never reaches a metric: the tile is skipped, counted.
+        let row = lg[(n * K)..<((n + 1) * K)]
+        guard row.allSatisfy(\.isFinite) else {
+          nonFinite += 1
+          continue
+        }
+        embeddings += e[(n * D)..<((n + 1) * D)]
+        logits += row
+        preds.append(pr[n])
+        truth.append(labs[n])
+      }
     }
     i += chunk.count
     bar.update(i, items.count)
   }
-  guard !truth.isEmpty else { throw CLIError("no tiles could be read") }
+  if nonFinite > 0 {
+    warn(
+      "eosin: warning: \(nonFinite) tiles got non-finite scores (NaN or infinity) and were left out; the weights may be damaged")
+  }
+  guard !truth.isEmpty else { throw CLIError("no tiles could be read and scored") }
   return (logits, truth, preds, skipped, embeddings)
 }
 

@@ -51,13 +51,51 @@ final class ChatCLITests: XCTestCase {
     bytes += [0x62, 0xFF, 0xFE, 0x0A]  // "b" + invalid UTF-8
     bytes += Array(":quit\n".utf8)
     let r = try chat(String(decoding: bytes, as: UTF8.self))
-    XCTAssertEqual(r.status, 0, r.stderr)
-    XCTAssertTrue(r.stdout.contains("no slide is open; open one with :open PATH"), r.stdout)
-    XCTAssertTrue(r.stdout.contains("/no/such.svs: no such file or directory"), r.stdout)
-    XCTAssertTrue(r.stdout.contains("\(corrupt): not a slide format OpenSlide recognises"), r.stdout)
-    XCTAssertTrue(r.stdout.contains("unknown command :evidance; did you mean :evidence?"), r.stdout)
+    // The session went on to the end; errors went to stderr, and the exit status says there were some.
+    XCTAssertEqual(r.status, 2, r.stderr)
+    XCTAssertTrue(r.stderr.contains("eosin: error: no slide is open; open one with :open PATH"), r.stderr)
+    XCTAssertTrue(r.stderr.contains("/no/such.svs: no such file or directory"), r.stderr)
+    XCTAssertTrue(r.stderr.contains("\(corrupt): not a slide format OpenSlide recognises"), r.stderr)
+    XCTAssertTrue(r.stderr.contains("unknown command :evidance; did you mean :evidence?"), r.stderr)
     XCTAssertTrue(r.stdout.contains("(input truncated to 4096 bytes)"), r.stdout)
     XCTAssertTrue(r.stdout.contains("no slide is open; use :open PATH"), r.stdout)
+    XCTAssertTrue(r.stderr.hasSuffix("(see above)\n"), r.stderr)
+  }
+
+  /// Guards exit codes and signals: a chat whose slide fails to open reports it on stderr and
+  /// exits 2; SIGINT while piped input waits ends the session with status 130; an unwritable
+  /// session-log folder is one line, exit 2.
+  func testExitCodesAndSignals() throws {
+    let r = try chat("What is the diagnosis?\n", args: [Self.dir + "/no-such.svs"])
+    XCTAssertEqual(r.status, 2)
+    XCTAssertTrue(r.stderr.contains("no-such.svs: no such file"), r.stderr)
+    XCTAssertFalse(r.stdout.contains("no such file"), r.stdout)
+    // SIGINT while waiting for piped input.
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: CLITests.binary)
+    p.arguments = ["chat", "--weights", Self.bundle, "--cache", Self.dir + "/cache"]
+    var env = ProcessInfo.processInfo.environment
+    env["EOSIN_LM"] = "none"
+    env["XDG_STATE_HOME"] = Self.dir + "/state"
+    p.environment = env
+    let inPipe = Pipe()
+    p.standardInput = inPipe
+    p.standardOutput = Pipe()
+    p.standardError = Pipe()
+    try p.run()
+    usleep(1_500_000)
+    kill(p.processIdentifier, SIGINT)
+    p.waitUntilExit()
+    XCTAssertEqual(p.terminationStatus, 130)
+    try? inPipe.fileHandleForWriting.close()
+    // An unwritable state folder.
+    FileManager.default.createFile(atPath: Self.dir + "/state-file", contents: Data([1]))
+    let u = try CLITests.run(
+      ["chat", "--weights", Self.bundle, "--cache", Self.dir + "/cache"], stdin: "",
+      env: ["XDG_STATE_HOME": Self.dir + "/state-file", "EOSIN_LM": "none"])
+    XCTAssertEqual(u.status, 2)
+    XCTAssertEqual(u.stderr.split(separator: "\n").count, 1, u.stderr)
+    XCTAssertTrue(u.stderr.contains("cannot create the session log folder"), u.stderr)
   }
 
   /// Guards: a non-H&E slide (dark background, like fluorescence) gives a warning at open and
