@@ -15,7 +15,7 @@ let package = Package(
   products: [
     .executable(name: "eosin", targets: ["eosin"]),
     // The engine as a library, for the libFuzzer targets in Fuzz/ (a package of its own).
-    .library(name: "EosinEngine", targets: ["EosinWeights", "EosinModels", "EosinTokenizer", "EosinPipelines"]),
+    .library(name: "EosinEngine", targets: ["EosinWeights", "EosinModels", "EosinTokenizer", "EosinSlide", "EosinPipelines"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
