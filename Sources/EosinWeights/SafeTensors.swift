@@ -81,7 +81,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
   public let metadata: [String: String]
   private let base: UnsafeMutableRawPointer
   private let length: Int
-  private let dataStart: Int
+  /// Where the data section starts in the file (8 + the header length).
+  public let dataStart: Int
 
   /// Opens and validates a file.
   /// - Throws: ``WeightsError`` naming the file and, for a bad entry, the tensor.

@@ -181,13 +181,20 @@ struct Classify: ParsableCommand {
     let log = BatchLog(total: items.count + missing.count, verb: "classified")
     for (p, e) in missing { log.failure(p, e) }
     var json: [[String: Any]] = []
+    // The header comes with the first result, so a run where every input fails writes nothing.
+    var headerDone = false
     func emit(_ s: String) {
       guard fmtOut != "json" else { return }
+      if !headerDone {
+        headerDone = true
+        print(
+          fmtOut == "csv"
+            ? ClassificationExport.csvHeader(clf.classNames) : "prompt set \(set.name), probabilities at \(tsource)\n",
+          terminator: "")
+      }
       print(s, terminator: "")
       fflush(stdout)
     }
-    if fmtOut == "csv" { emit(ClassificationExport.csvHeader(clf.classNames)) }
-    if fmtOut == "table" { emit("prompt set \(set.name), probabilities at \(tsource)\n") }
     let images = items.filter { $0.1 == .image }.map { $0.0 }
     let slides = items.filter { $0.1 == .slide }.map { $0.0 }
     // Images, in batches of 32; each undecodable file fails on its own.

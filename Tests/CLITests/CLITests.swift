@@ -50,6 +50,26 @@ final class CLITests: XCTestCase {
       status: p.terminationStatus, stdout: String(decoding: od, as: UTF8.self), stderr: String(decoding: ed, as: UTF8.self))
   }
 
+  /// Runs a shell command line (for `ulimit`), with the same environment as ``run(_:as:stdin:env:)``.
+  static func runShell(_ line: String) throws -> Run {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/bin/sh")
+    p.arguments = ["-c", line]
+    var e = ProcessInfo.processInfo.environment
+    e["EOSIN_LM"] = "none"
+    p.environment = e
+    let o = Pipe(), er = Pipe()
+    p.standardOutput = o
+    p.standardError = er
+    p.standardInput = FileHandle.nullDevice
+    try p.run()
+    let od = o.fileHandleForReading.readDataToEndOfFile()
+    let ed = er.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return Run(
+      status: p.terminationStatus, stdout: String(decoding: od, as: UTF8.self), stderr: String(decoding: ed, as: UTF8.self))
+  }
+
   static var dir = TestSupport.tempDir("eosin-cli")
   static var slide: String = {
     try! TestSupport.writeSyntheticSlide(at: dir + "/syn.tiff", width: 1536, height: 1024, levels: 3, mpp: 0.5)
