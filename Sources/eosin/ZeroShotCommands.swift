@@ -88,6 +88,12 @@ final class BatchLog {
   init(total: Int, verb: String) {
     self.total = total
     self.verb = verb
+    // Ctrl-C: every finished input is already written; say so and exit 130.
+    signal(SIGINT) { _ in
+      let m = "\neosin: interrupted; the inputs finished so far are written (exit 130)\n"
+      m.withCString { _ = write(2, $0, strlen($0)) }
+      _exit(130)
+    }
   }
 
   /// The error's own line when it names the input, else the input and the error.
