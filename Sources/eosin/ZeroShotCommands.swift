@@ -470,7 +470,10 @@ struct EvalZeroShot: ParsableCommand {
     print(
       "ECE  \(fmt(sc.eceUncalibrated, 4)) at T=1 -> \(fmt(sc.ece, 4)) at T=\(fmt(Double(clf.temperature), 3)) (\(clf.temperatureSource.label))"
     )
-    print("unflagged    \(fmt(100 * sc.unflaggedShare, 1))% of tiles, accuracy \(fmt(sc.unflaggedAccuracy, 4))")
+    print(
+      sc.unflaggedShare > 0
+        ? "unflagged    \(fmt(100 * sc.unflaggedShare, 1))% of tiles, accuracy \(fmt(sc.unflaggedAccuracy, 4))"
+        : "unflagged    none: every tile is flagged for review")
     for s in sc.selective {
       print("  confidence >= \(fmt(Double(s.threshold), 1)): coverage \(fmt(s.coverage, 3)), accuracy \(fmt(s.accuracy, 4))")
     }
