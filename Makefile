@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT      ?= swift
 BUILD_FLAGS ?= -c release
 BIN        ?= .build/release/eosin
-APT_PKGS   := libopenblas-dev libopenslide-dev libreadline-dev libjpeg-dev libpng-dev libtiff-dev zlib1g-dev libssl-dev pkg-config
+APT_PKGS   := libopenblas-dev libopenslide-dev libreadline-dev libjpeg-dev libpng-dev libtiff-dev zlib1g-dev libssl-dev libhdf5-dev pkg-config
 OUT        ?= out
 
 FUZZ_SECONDS ?= 60

@@ -29,6 +29,9 @@ let package = Package(
     .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
     // OpenSSL's libcrypto for SHA-256 (weights are verified against their manifest on load).
     .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+    // HDF5 (Debian's serial build) for `eosin embed`'s feature files; the shim below holds the C.
+    .systemLibrary(name: "CHDF5Sys", pkgConfig: "hdf5", providers: [.apt(["libhdf5-dev"])]),
+    .target(name: "CHDF5", dependencies: ["CHDF5Sys"]),
     // libjpeg reports errors by longjmp and libtiff's setters are variadic; neither can be called
     // safely from Swift, so these two shims carry a few lines of C each.
     .target(name: "CJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
@@ -48,7 +51,8 @@ let package = Package(
     .target(name: "EosinModels", dependencies: ["EosinTensor", "EosinWeights"], swiftSettings: native),
     .target(
       name: "EosinTraining", dependencies: ["EosinModels", "EosinTokenizer", "EosinPipelines"], swiftSettings: native),
-    .target(name: "EosinPipelines", dependencies: ["EosinModels", "EosinTokenizer", "EosinSlide"], swiftSettings: native),
+    .target(
+      name: "EosinPipelines", dependencies: ["EosinModels", "EosinTokenizer", "EosinSlide", "CHDF5"], swiftSettings: native),
     .target(name: "EosinSlide", dependencies: ["COpenSlide", "CJPEG", "CPNG", "CTIFF"], swiftSettings: native),
     .executableTarget(
       name: "eosin",
@@ -66,6 +70,6 @@ let package = Package(
     .testTarget(name: "EosinModelsTests", dependencies: ["EosinModels", "TestSupport"], exclude: ["Fixtures"]),
     .testTarget(name: "EosinTrainingTests", dependencies: ["EosinTraining", "TestSupport"]),
     .testTarget(name: "EosinTokenizerTests", dependencies: ["EosinTokenizer", "CZlib", "TestSupport"], exclude: ["Fixtures"]),
-    .testTarget(name: "CLITests", dependencies: ["TestSupport", "eosin"]),
+    .testTarget(name: "CLITests", dependencies: ["TestSupport", "eosin", "CHDF5"]),
   ]
 )

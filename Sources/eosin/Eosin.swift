@@ -16,7 +16,8 @@ struct Eosin: ParsableCommand {
     abstract: "Conversational pathology on an ordinary CPU: open slides, classify tiles, draft reports.",
     version: "0.1.0",
     subcommands: [
-      Info.self, Thumbnail.self, Tiles.self, Mosaic.self, Classify.self, Chat.self, Report.self, Calibrate.self, Eval.self,
+      Info.self, Thumbnail.self, Tiles.self, Mosaic.self, Classify.self, Embed.self, Chat.self, Report.self, Calibrate.self,
+      Eval.self,
       Tokenize.self,
       LM.self, Models.self,
       Train.self,

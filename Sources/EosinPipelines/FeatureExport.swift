@@ -1,0 +1,92 @@
+import CHDF5
+import EosinTensor
+import EosinWeights
+import Foundation
+
+/// Tile features of one analysed input, written as TRIDENT and CLAM read them.
+///
+/// HDF5: dataset `features` (N x D float32, one row per tile, the encoder's standard embedding;
+/// for Eosin's CLIP the projected, L2-normalised image embedding), dataset `coords` (N x 2
+/// int64: a tile's level-0 top-left x, y; for plain images the image's index in input order,
+/// then 0). Numeric attributes on the file and on `coords`: `patch_size` (tile side in pixels at
+/// the encoder's resolution), `patch_size_level0` (its side at level 0), `level`, `mpp` (the
+/// tiles' microns per pixel, 0 when unknown), `target_mpp`; string attributes on the file and on
+/// `features`: `encoder`, `encoder_sha256`, `eosin_version`, `input`. Safetensors (`--format
+/// safetensors`): the same two tensors, the attributes as metadata.
+public enum FeatureExport {
+  /// The version written into every feature file.
+  public static let eosinVersion = "0.1.0"
+
+  /// Attributes of a feature file for `input` encoded by `bundle`.
+  static func attributes(_ input: AnalyzedSlide, bundle: ModelBundle) -> (num: [(String, Double)], str: [(String, String)]) {
+    let e = input.embeddings
+    let num: [(String, Double)] = [
+      ("patch_size", Double(e.tileSize)), ("patch_size_level0", e.extent0.rounded()), ("level", 0),
+      ("mpp", input.kind == .slide ? e.mpp : 0), ("target_mpp", bundle.mpp),
+    ]
+    let str: [(String, String)] = [
+      ("encoder", bundle.manifest.name.isEmpty ? (bundle.directory as NSString).lastPathComponent : bundle.manifest.name),
+      ("encoder_sha256", bundle.clipSHA256), ("eosin_version", eosinVersion),
+      ("input", input.kind == .slide ? input.paths[0] : "\(input.paths.count) images in input order"),
+    ]
+    return (num, str)
+  }
+
+  /// The coordinates of each tile (level-0 x, y; image index and 0 for image sets).
+  static func coords(_ input: AnalyzedSlide) -> [Int64] {
+    input.embeddings.tiles.enumerated().flatMap { i, t in
+      input.kind == .images ? [Int64(i), 0] : [Int64(t.x), Int64(t.y)]
+    }
+  }
+
+  /// Writes `input`'s features to `path` (HDF5, or safetensors when `safetensors`), whole or not
+  /// at all: to a temporary name, then renamed.
+  /// - Throws: ``PipelineError/file`` naming the path.
+  public static func write(_ input: AnalyzedSlide, bundle: ModelBundle, to path: String, safetensors: Bool = false) throws {
+    let dir = (path as NSString).deletingLastPathComponent
+    if !dir.isEmpty {
+      do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
+        throw PipelineError.file(path: path, message: "cannot create its folder")
+      }
+    }
+    let tmp = path + ".tmp-\(getpid())"
+    defer { try? FileManager.default.removeItem(atPath: tmp) }
+    let e = input.embeddings
+    let (num, str) = attributes(input, bundle: bundle)
+    let c = coords(input)
+    if safetensors {
+      var meta: [String: String] = [:]
+      for (k, v) in num { meta[k] = String(v) }
+      for (k, v) in str { meta[k] = v }
+      do {
+        try SafeTensorsWriter.write(
+          [
+            "features": Tensor(shape: [e.tiles.count, e.dim], data: e.embeddings),
+            "coords": Tensor(shape: [e.tiles.count, 2], data: c.map { Float($0) }),
+          ], metadata: meta, to: tmp)
+      } catch { throw PipelineError.file(path: path, message: "cannot write: \(error.localizedDescription)") }
+    } else {
+      var err = [CChar](repeating: 0, count: 256)
+      let rc = withCStrings(num.map(\.0)) { numNames in
+        withCStrings(str.map(\.0)) { strNames in
+          withCStrings(str.map(\.1)) { strValues in
+            eosin_h5_write_features(
+              tmp, e.embeddings, Int64(e.tiles.count), Int64(e.dim), c, numNames, num.map(\.1), Int32(num.count), strNames,
+              strValues, Int32(str.count), &err, err.count)
+          }
+        }
+      }
+      guard rc == 0 else { throw PipelineError.file(path: path, message: String(cString: err)) }
+    }
+    guard rename(tmp, path) == 0 else {
+      throw PipelineError.file(path: path, message: "cannot write (\(String(cString: strerror(errno))))")
+    }
+  }
+
+  /// Calls `body` with the strings as an array of C string pointers.
+  static func withCStrings<R>(_ s: [String], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+    let dup = s.map { strdup($0) }
+    defer { dup.forEach { free($0) } }
+    return body(dup.map { UnsafePointer($0) })
+  }
+}

@@ -1,0 +1,93 @@
+import ArgumentParser
+import EosinPipelines
+import EosinTensor
+import Foundation
+
+struct Embed: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Tile features of slides, images and folders, written as TRIDENT and CLAM read them (HDF5 or safetensors).",
+    discussion:
+      "Each slide's tissue tiles are encoded at the encoder's native mpp and tile size. `features` holds one row per tile, `coords` its level-0 top-left corner (for plain images: the image's index, then 0). With --out-dir, one file per slide (NAME.h5; a slide whose file exists is skipped, so a rerun resumes), and images together in images.h5. Every input is tried; failures are one line each and the exit status is then 2."
+  )
+
+  @Option(help: "The encoder: 'default' (Eosin's CLIP), a weights folder, or a Hugging Face CLIP folder.") var encoder =
+    "default"
+  @Argument(help: "Slides, images and folders.") var inputs: [String]
+  @Option(help: "Output file, for one slide or a set of images.") var out: String?
+  @Option(help: "Output folder: one file per slide, images in images.h5.") var outDir: String?
+  @Option(help: "h5 (default) or safetensors.") var format = "h5"
+  @Option(help: "The slides' level-0 mpp when the files lack it.") var mpp: Double?
+  @Option(help: "Cache folder for slide indexes (default: $XDG_CACHE_HOME/eosin).") var cache: String?
+  @Option(help: "This process's shard, i/n (default: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT or JOB_COMPLETION_INDEX).")
+  var shard: String?
+
+  func validate() throws {
+    if (out == nil) == (outDir == nil) { throw ValidationError("pass --out FILE or --out-dir DIR") }
+    if !["h5", "safetensors"].contains(format) { throw ValidationError("--format must be h5 or safetensors") }
+    if let m = mpp, !(m > 0 && m < 1000) { throw ValidationError("--mpp must be a positive number of microns per pixel") }
+  }
+
+  func run() throws {
+    let bundle = try ModelBundle(path: encoder == "default" ? ModelBundle.defaultPath() : encoder)
+    let env = ProcessInfo.processInfo.environment
+    let cacheDir =
+      cache ?? ((env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSTemporaryDirectory()) + "/.cache")) + "/eosin")
+    var items: [(String, InputCollector.Kind)] = []
+    var missing: [(String, Error)] = []
+    for i in inputs {
+      do { items += try InputCollector.collect([i]) } catch { missing.append((i, error)) }
+    }
+    let slides = items.filter { $0.1 == .slide }.map(\.0)
+    let images = items.filter { $0.1 == .image }.map(\.0)
+    if let o = out, slides.count + (images.isEmpty ? 0 : 1) > 1 {
+      throw ValidationError("\(o): --out takes one slide or one set of images; use --out-dir for several")
+    }
+    let spec: ShardSpec
+    if let s = shard {
+      spec = try ShardSpec.parse(s)
+    } else if let i = env["SLURM_ARRAY_TASK_ID"], let n = env["SLURM_ARRAY_TASK_COUNT"] {
+      spec = try ShardSpec.parse("\(i)/\(n)")
+    } else {
+      spec = ShardSpec(index: 0, count: 1)
+    }
+    let ext = format == "h5" ? "h5" : "safetensors"
+    let names = ReportNaming.names(slides)
+    let mine = slides.indices.filter { spec.takes($0) }
+    let log = BatchLog(
+      total: mine.count + (images.isEmpty || spec.index != 0 ? 0 : 1) + missing.count, verb: "embedded")
+    for (p, e) in missing { log.failure(p, e) }
+    for k in mine {
+      let path = slides[k]
+      let dest = out ?? "\(outDir!)/\(names[k]).\(ext)"
+      if outDir != nil && FileManager.default.fileExists(atPath: dest) {
+        log.upToDate(path)
+        continue
+      }
+      do {
+        let t0 = Probes.now()
+        let bar = Progress(label: (path as NSString).lastPathComponent)
+        let a = try AnalyzedSlide.analyze(
+          [path], bundle: bundle, overrideMPP: mpp, cacheDir: cacheDir, progress: bar.update)
+        try FeatureExport.write(a, bundle: bundle, to: dest, safetensors: format == "safetensors")
+        let n = a.embeddings.tiles.count
+        let s = Probes.now() - t0
+        log.succeeded(
+          path, String(format: "%d tiles x %d in %.2f s (%.0f tiles/s) -> %@", n, a.embeddings.dim, s, Double(n) / s, dest),
+          alone: true)
+      } catch {
+        log.failure(path, error)
+      }
+    }
+    if !images.isEmpty && spec.index == 0 {
+      let dest = out ?? "\(outDir!)/images.\(ext)"
+      do {
+        let a = try AnalyzedSlide.analyze(images, bundle: bundle, cacheDir: nil)
+        try FeatureExport.write(a, bundle: bundle, to: dest, safetensors: format == "safetensors")
+        log.succeeded("\(images.count) images", "-> \(dest)", alone: true)
+      } catch {
+        log.failure(images.count == 1 ? images[0] : "\(images.count) images", error)
+      }
+    }
+    try log.finish()
+  }
+}
