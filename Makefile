@@ -70,6 +70,8 @@ bench: build
 # crashes to the working directory (crash-*). `make fuzz-smoke` runs each for 10 s. Leak
 # detection is off: Foundation leaks a 4 KB buffer when it reads an empty file.
 FUZZ_TARGETS := GGUF SafeTensors Tokenizer Documents Image
+# A single input slower than this is a finding (a slow unit), like a crash.
+FUZZ_TIMEOUT ?= 30
 fuzz:
 	$(SWIFT) build --package-path Fuzz -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
 	@mkdir -p Fuzz/seeds/gguf
@@ -78,7 +80,7 @@ fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  n=$$(echo $$t | tr A-Z a-z); seeds=Fuzz/seeds/$$n; [ $$n = gguf ] && seeds=.build/fuzz-gguf-seeds; \
 	  mkdir -p .build/fuzz/$$n; echo "== Fuzz$$t ($(FUZZ_SECONDS) s)"; \
-	  ASAN_OPTIONS=detect_leaks=0 Fuzz/.build/release/Fuzz$$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10 -detect_leaks=0 \
+	  ASAN_OPTIONS=detect_leaks=0 Fuzz/.build/release/Fuzz$$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=$(FUZZ_TIMEOUT) -detect_leaks=0 \
 	    -print_final_stats=1 -dict=Fuzz/dict/$$n.dict .build/fuzz/$$n $$seeds 2>&1 | grep -E "stat::number_of_executed_units|ERROR|SUMMARY|Done" ; \
 	  [ $${PIPESTATUS[0]} -eq 0 ] || exit 1; \
 	done

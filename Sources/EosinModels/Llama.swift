@@ -106,6 +106,11 @@ public final class LlamaModel: @unchecked Sendable {
       return v
     }
     let C = try req("embedding_length"), NL = try req("block_count"), NH = try req("attention.head_count")
+    // Every block has several tensors in the file: a block count beyond the tensor count is a
+    // damaged header, refused before anything is built per block.
+    guard NL <= file.tensorList.count else {
+      throw fail("block_count \(NL) is more than the file's \(file.tensorList.count) tensors can hold")
+    }
     let NKV = try file.int("\(archName).attention.head_count_kv") ?? NH
     let ffn = try req("feed_forward_length")
     let ctx = try req("context_length")

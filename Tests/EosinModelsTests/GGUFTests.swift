@@ -149,6 +149,11 @@ final class GGUFTests: XCTestCase {
     arch.kv[0] = ("general.architecture", Data([8, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0]) + Data("mamba".utf8))
     cases.append(("arch", arch.bytes(), "architecture 'mamba' is not supported"))
     cases.append(("vocab", GGUFBuilder.tinyLlama(vocab: 256, tokens: 300).bytes(), "300 tokens but token_embd.weight has 256"))
+    // Found by the fuzzer: a block count of millions made the loader build a name set per block
+    // (2.5 GB, 90 s) before checking any tensor.
+    var blocks = GGUFBuilder.tinyLlama()
+    blocks.kv[1] = ("llama.block_count", GGUFBuilder.u32(4) + GGUFBuilder.u32(11_468_802))
+    cases.append(("block-count", blocks.bytes(), "block_count 11468802 is more than"))
     var count = GGUFBuilder.tinyLlama()
     count.tensorCountOverride = UInt64(1) << 50
     cases.append(("tensor-count", count.bytes(), "more than the file can hold"))

@@ -15,7 +15,7 @@ public struct GGUFBuilder {
 
   public init() {}
 
-  static func u32(_ v: UInt32) -> Data { withUnsafeBytes(of: v.littleEndian) { Data($0) } }
+  public static func u32(_ v: UInt32) -> Data { withUnsafeBytes(of: v.littleEndian) { Data($0) } }
   static func u64(_ v: UInt64) -> Data { withUnsafeBytes(of: v.littleEndian) { Data($0) } }
   static func str(_ s: String) -> Data { u64(UInt64(s.utf8.count)) + Data(s.utf8) }
 

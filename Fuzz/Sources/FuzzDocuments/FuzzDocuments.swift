@@ -1,6 +1,6 @@
 import EosinPipelines
-import FuzzDriver
 import Foundation
+import FuzzDriver
 
 /// One fuzz input: the first byte picks the reader, the rest is the file: a zero-shot prompt set
 /// (JSON), a report template (JSON), a report manifest (CSV) or a weights manifest (JSON).

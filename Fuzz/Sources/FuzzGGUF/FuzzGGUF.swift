@@ -9,7 +9,9 @@ import EosinWeights
 public func fuzzGGUF(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
   guard let f = try? GGUFFile(bytes: UnsafeRawBufferPointer(start: data, count: size), name: "fuzz.gguf") else { return 0 }
   for t in f.tensorList where t.elementCount <= 1 << 16 { _ = try? f.tensor(t.name) }
-  if let m = try? LlamaModel(file: f), m.config.channels <= 4096, m.config.vocabSize <= 1 << 16 {
+  if let m = try? LlamaModel(file: f), m.config.channels <= 512, m.config.layers <= 8, m.config.ffn <= 2048,
+    m.config.vocabSize <= 1 << 13
+  {
     _ = try? m.forward([0], state: m.makeState(capacity: 4))
   }
   if let tok = try? LanguageModel.tokenizer(f) { _ = tok.encodeLlama("Hello 123 <|im_start|> wörld", parseSpecial: true) }

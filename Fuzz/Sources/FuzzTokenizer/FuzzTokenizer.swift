@@ -1,6 +1,6 @@
 import EosinTokenizer
-import FuzzDriver
 import Foundation
+import FuzzDriver
 
 /// One fuzz input: a tokenizer folder packed as `vocab.json` NUL `merges.txt` NUL
 /// `special_tokens.json` NUL text, or (first byte 'T') a `tokenizer.json` NUL text. Load it, then
