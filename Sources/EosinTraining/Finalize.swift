@@ -148,7 +148,14 @@ public struct WeightsFinalizer {
     thr.maxOutlierDistance = limits.tile
     thr.maxSlideOutlierDistance = limits.slide
     // The organs of the classes the captions taught (Prompts/knowledge), for the class-support check.
-    thr.trainedOrgans = Array(Set(know.compactMap { $0["organ"] as? String }.flatMap { OrganLexicon.organs(in: $0) })).sorted()
+    // Only classes the CLIP saw images of count (the labels of the train splits).
+    var trainLabels: Set<String> = []
+    for d in [lung, ebhi] { trainLabels.formUnion(try embedded(d, .train).1) }
+    thr.trainedOrgans = Array(
+      Set(
+        know.filter { trainLabels.contains($0["dataset_label"] as? String ?? "") }.compactMap { $0["organ"] as? String }
+          .flatMap { OrganLexicon.organs(in: $0) })
+    ).sorted()
     // 4. Write the manifest (metrics filled below), reload the bundle with it.
     var manifest = WeightsManifest(name: "eosin-small-v1", version: 1)
     manifest.description =
@@ -234,6 +241,37 @@ public struct WeightsFinalizer {
     }
     md +=
       "\nThe two *cross* rows use the generic malignant-vs-benign prompt set, which no training caption mentions, on both datasets: LC25000 adenocarcinoma and squamous carcinoma and EBHI adenocarcinoma count as malignant; benign lung, normal mucosa and polyps as benign. The premalignant EBHI classes are left out.\n"
+    // Robustness: the same test tiles under fixed stain, blur and JPEG shifts.
+    md +=
+      "\n### Stain, blur and JPEG shifts (test)\n\nThe test tiles again, each shifted the same way before encoding (`eosin eval zero-shot --shift`): balanced accuracy and its change from the unshifted tiles.\n\n| dataset | prompt set | shift | balanced accuracy | change | unflagged share | unflagged accuracy |\n|---|---|---|---|---|---|---|\n"
+    for (name, d, ps) in [("LC25000 lung", lung, lungSet), ("EBHI-Seg", ebhi, crcSet)] {
+      let its = try items(d, .test)
+      let map = try LabeledTiles.mapLabels(Set(its.map { $0.label }), to: ps, knowledge: know)
+      let clf = try ZeroShotClassifier(bundle: bundle, promptSet: ps, cacheDir: nil)
+      var base = 0.0
+      for sh in ImageShift.allCases {
+        var imgs: [RGBImage] = [], truth: [Int] = []
+        for it in its {
+          guard let im = try? ImageCodec.read(it.path) else { continue }
+          imgs.append(sh.apply(im))
+          truth.append(map[it.label]!)
+        }
+        var emb: [Float] = []
+        var i = 0
+        while i < imgs.count {
+          emb += SlideIndex.embedImages(Array(imgs[i..<min(imgs.count, i + 64)]), bundle: bundle)
+          i += 64
+        }
+        let sc = ZeroShotScores(
+          logits: clf.logits(emb), predictions: clf.predict(emb), truth: truth, classifier: clf,
+          policy: ReviewPolicy(thresholds: bundle.thresholds), organs: organs.map { ($0, emb) })
+        if sh == .none { base = sc.balancedAccuracy }
+        md +=
+          "| \(name) | \(ps.name) | \(sh.summary) | \(fmt(sc.balancedAccuracy, 3)) | \(sh == .none ? "" : String(format: "%+.3f", sc.balancedAccuracy - base)) | \(fmt(sc.unflaggedShare, 3)) | \(fmt(sc.unflaggedAccuracy, 3)) |\n"
+        metrics["\(name) shift \(sh.rawValue) balanced accuracy"] = JSONValue(any: sc.balancedAccuracy)
+      }
+      log("shifts done for \(name)")
+    }
     md += "\n### Confusion matrices (rows: truth, columns: predicted; the last column is the background class)\n\n"
     for (n, cm) in conf.sorted(by: { $0.key < $1.key }) { md += "- \(n): `\(cm)`\n" }
     // 5. Non-tissue inputs: share given a tissue diagnosis by the classifier.

@@ -319,7 +319,9 @@ func parseLabelMap(_ s: String?) -> [String: String] {
 }
 
 /// Labelled tiles embedded and scored: the shared core of calibrate and eval.
-func scoreLabelled(_ items: [LabeledTiles.Item], set: PromptSet, clf: ZeroShotClassifier, labelMap: String?) throws -> (
+func scoreLabelled(
+  _ items: [LabeledTiles.Item], set: PromptSet, clf: ZeroShotClassifier, labelMap: String?, shift: ImageShift = .none
+) throws -> (
   logits: [Float], truth: [Int], preds: [TilePrediction], skipped: Int, embeddings: [Float]
 ) {
   let map = try LabeledTiles.mapLabels(
@@ -337,7 +339,7 @@ func scoreLabelled(_ items: [LabeledTiles.Item], set: PromptSet, clf: ZeroShotCl
     var imgs: [RGBImage] = [], labs: [Int] = []
     for it in chunk {
       do {
-        imgs.append(try ImageCodec.read(it.path))
+        imgs.append(shift.apply(try ImageCodec.read(it.path)))
         labs.append(map[it.label]!)
       } catch {
         warn("eosin: warning: skipped \(error.localizedDescription)")
@@ -421,6 +423,7 @@ struct EvalZeroShot: ParsableCommand {
   @Option(help: "Which split of a manifest with groups to use: train, val, test or all (Eosin's group split).") var split = "all"
   @Option(help: "Map dataset labels to classes: \"label=class,...\".") var labelMap: String?
   @Option(help: "Use this temperature instead of the manifest's.") var temperature: Float?
+  @Option(help: "Apply a fixed shift to every tile first: none, stain, blur or jpeg (robustness).") var shift = "none"
   @Flag(help: "Print JSON.") var json = false
 
   func run() throws {
@@ -434,7 +437,8 @@ struct EvalZeroShot: ParsableCommand {
       guard let sp = Split(rawValue: split) else { throw ValidationError("--split must be train, val, test or all") }
       items = items.filter { TileManifest.split(dataset: dsName, group: $0.group) == sp }
     }
-    let (lg, truth, preds, skipped, emb) = try scoreLabelled(items, set: set, clf: clf, labelMap: labelMap)
+    guard let sh = ImageShift(rawValue: shift) else { throw ValidationError("--shift must be none, stain, blur or jpeg") }
+    let (lg, truth, preds, skipped, emb) = try scoreLabelled(items, set: set, clf: clf, labelMap: labelMap, shift: sh)
     let organs = try OrganCheck(
       organSets: PromptSet.loadAll(searchDirs: promptDirs("zero-shot")), bundle: bundle, cacheDir: model.cacheDir)
     let sc = ZeroShotScores(
@@ -444,6 +448,7 @@ struct EvalZeroShot: ParsableCommand {
       var o = sc.json
       o["prompt_set"] = set.name
       o["split"] = split
+      o["shift"] = shift
       o["skipped"] = skipped
       o["temperature"] = clf.temperature
       o["temperature_source"] = clf.temperatureSource.label
@@ -455,7 +460,7 @@ struct EvalZeroShot: ParsableCommand {
       return
     }
     print(
-      "prompt set   \(set.name) (\(set.templates.count) templates), split \(split), \(truth.count) tiles\(skipped > 0 ? ", \(skipped) skipped" : "")"
+      "prompt set   \(set.name) (\(set.templates.count) templates), split \(split), \(truth.count) tiles\(skipped > 0 ? ", \(skipped) skipped" : "")\(sh == .none ? "" : ", shift: \(sh.summary)")"
     )
     print("balanced accuracy  \(fmt(sc.balancedAccuracy, 4))   accuracy \(fmt(sc.accuracy, 4))")
     for (k, r) in sc.recall.enumerated() {

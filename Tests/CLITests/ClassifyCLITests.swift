@@ -133,5 +133,8 @@ final class ClassifyCLITests: XCTestCase {
     XCTAssertEqual((o["confusion"] as? [[Int]])?.count, 2)
     let k = try run(["classify", "--prompts", set, Self.tiles + "/tumour/t0.png"])
     XCTAssertEqual(k.status, 0)
+    let sh = try run(["eval", "zero-shot", "--prompts", set, "--data", Self.tiles, "--shift", "stain", "--json"])
+    XCTAssertEqual(sh.status, 0, sh.stderr)
+    XCTAssertEqual((try JSONSerialization.jsonObject(with: Data(sh.stdout.utf8)) as! [String: Any])["shift"] as? String, "stain")
   }
 }
