@@ -347,6 +347,16 @@ public struct ShardSpec: Equatable, Sendable {
   }
 
   public func takes(_ k: Int) -> Bool { k % count == index }
+
+  /// The shard from `--shard i/n` when given, else Slurm's `SLURM_ARRAY_TASK_ID` and
+  /// `SLURM_ARRAY_TASK_COUNT`, else the whole list (0/1).
+  public static func resolve(_ option: String?, environment env: [String: String] = ProcessInfo.processInfo.environment)
+    throws -> ShardSpec
+  {
+    if let s = option { return try parse(s) }
+    if let i = env["SLURM_ARRAY_TASK_ID"], let n = env["SLURM_ARRAY_TASK_COUNT"] { return try parse("\(i)/\(n)") }
+    return ShardSpec(index: 0, count: 1)
+  }
 }
 
 /// A report manifest: a CSV with a `slide` (or `path`) column and an optional `mpp` column

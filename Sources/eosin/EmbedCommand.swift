@@ -18,7 +18,7 @@ struct Embed: ParsableCommand {
   @Option(help: "h5 (default) or safetensors.") var format = "h5"
   @Option(help: "The slides' level-0 mpp when the files lack it.") var mpp: Double?
   @Option(help: "Cache folder for slide indexes (default: $XDG_CACHE_HOME/eosin).") var cache: String?
-  @Option(help: "This process's shard, i/n (default: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT or JOB_COMPLETION_INDEX).")
+  @Option(help: "This process's shard, i/n with 0 <= i < n (default: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT when set).")
   var shard: String?
 
   func validate() throws {
@@ -42,14 +42,7 @@ struct Embed: ParsableCommand {
     if let o = out, slides.count + (images.isEmpty ? 0 : 1) > 1 {
       throw ValidationError("\(o): --out takes one slide or one set of images; use --out-dir for several")
     }
-    let spec: ShardSpec
-    if let s = shard {
-      spec = try ShardSpec.parse(s)
-    } else if let i = env["SLURM_ARRAY_TASK_ID"], let n = env["SLURM_ARRAY_TASK_COUNT"] {
-      spec = try ShardSpec.parse("\(i)/\(n)")
-    } else {
-      spec = ShardSpec(index: 0, count: 1)
-    }
+    let spec = try ShardSpec.resolve(shard)
     let ext = format == "h5" ? "h5" : "safetensors"
     let names = ReportNaming.names(slides)
     let mine = slides.indices.filter { spec.takes($0) }

@@ -53,15 +53,7 @@ struct ReportRun: ParsableCommand {
       list += man.rows.map { ($0.path, $0.mpp ?? mpp) }
       problems = man.problems
     }
-    let spec: ShardSpec
-    let env = ProcessInfo.processInfo.environment
-    if let s = shard {
-      spec = try ShardSpec.parse(s)
-    } else if let i = env["SLURM_ARRAY_TASK_ID"], let n = env["SLURM_ARRAY_TASK_COUNT"] {
-      spec = try ShardSpec.parse("\(i)/\(n)")
-    } else {
-      spec = ShardSpec(index: 0, count: 1)
-    }
+    let spec = try ShardSpec.resolve(shard)
     try checkWritable(out)
     let bundle = try model.bundle()
     var session: ChatSession? = nil
