@@ -9,7 +9,7 @@ OUT        ?= out
 FUZZ_SECONDS ?= 60
 LM         ?= $${XDG_CACHE_HOME:-$$HOME/.cache}/eosin/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: setup build test demo bench weights format lint clean lm fuzz fuzz-smoke
+.PHONY: setup build test demo bench weights format lint clean lm fuzz fuzz-smoke fuzz-seeds
 
 # Installs the system libraries when any is missing (Debian/Ubuntu; needs root or sudo).
 setup:
@@ -65,23 +65,39 @@ bench: build
 	@echo "PyTorch ratios: python3 Benchmarks/compare.py (needs torch and transformers)"
 
 # libFuzzer targets (Fuzz/, built with -sanitize=fuzzer,address), each run FUZZ_SECONDS seconds
-# from a committed seed corpus (Fuzz/seeds/NAME; the GGUF target's seeds are the smallest test
-# fixtures) and a committed dictionary (Fuzz/dict/NAME.dict). New inputs go to .build/fuzz/NAME,
+# from its seeds and a committed dictionary (Fuzz/dict/NAME.dict). The seeds are assembled in
+# .build/fuzz-seeds/NAME from files the project already has (GGUF and tokenizer test fixtures,
+# Prompts/, the weights manifest) and the few hand-made ones in Fuzz/seeds/ (tiny images and
+# safetensors headers, a tokenizer.json, a report manifest). New inputs go to .build/fuzz/NAME,
 # crashes to the working directory (crash-*). `make fuzz-smoke` runs each for 10 s. Leak
 # detection is off: Foundation leaks a 4 KB buffer when it reads an empty file.
 FUZZ_TARGETS := GGUF SafeTensors Tokenizer Documents Image
 # A single input slower than this is a finding (a slow unit), like a crash.
 FUZZ_TIMEOUT ?= 30
 FUZZ_SEED ?= 0
-fuzz:
+FS := .build/fuzz-seeds
+fuzz-seeds:
+	@rm -rf $(FS) && mkdir -p $(FS)/gguf $(FS)/safetensors $(FS)/image $(FS)/tokenizer $(FS)/documents
+	@g=Tests/EosinModelsTests/Fixtures/gguf; cp $$g/quant-blocks.gguf $$g/tiny-llama-Q4_0.gguf $$g/tiny-qwen2-Q4_1.gguf $(FS)/gguf/; \
+	  head -c 4096 $$g/tiny-llama-Q4_0.gguf > $(FS)/gguf/header-only.gguf
+	@cp Fuzz/seeds/safetensors/* $(FS)/safetensors/ && cp Fuzz/seeds/image/* $(FS)/image/
+	@# Tokenizer inputs: vocab NUL merges NUL special tokens NUL text, or 'T' tokenizer.json NUL text.
+	@b=Tests/EosinTokenizerTests/Fixtures/small-bpe; \
+	  { cat $$b/vocab.json; printf '\000'; cat $$b/merges.txt; printf '\000'; cat $$b/special_tokens.json; \
+	    printf '\000The lung shows adenocarcinoma; <|endoftext|> w\303\266rld 42'; } > $(FS)/tokenizer/small-bpe; \
+	  { printf 'T'; cat Fuzz/seeds/tokenizer/tokenizer.json; printf '\000tumour cells <|endoftext|>'; } > $(FS)/tokenizer/hf
+	@# Document inputs: one byte picks the reader (0 prompt set, 1 report template, 2 report manifest, 3 weights manifest).
+	@{ printf '\000'; cat Prompts/zero-shot/lung.json; } > $(FS)/documents/prompt-set; \
+	  { printf '\001'; cat Prompts/reports/lung-biopsy.json; } > $(FS)/documents/template; \
+	  { printf '\002'; cat Fuzz/seeds/documents/manifest.csv; } > $(FS)/documents/manifest; \
+	  { printf '\003'; cat Weights/eosin-small-v1/manifest.json; } > $(FS)/documents/weights-manifest
+
+fuzz: fuzz-seeds
 	$(SWIFT) build --package-path Fuzz -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
-	@cd Tests/EosinModelsTests/Fixtures/gguf && cp quant-blocks.gguf tiny-llama-Q4_0.gguf tiny-qwen2-Q4_1.gguf $(CURDIR)/.build/fuzz-gguf-seeds/ 2>/dev/null || { mkdir -p $(CURDIR)/.build/fuzz-gguf-seeds && cp quant-blocks.gguf tiny-llama-Q4_0.gguf tiny-qwen2-Q4_1.gguf $(CURDIR)/.build/fuzz-gguf-seeds/; }
-	@head -c 4096 Tests/EosinModelsTests/Fixtures/gguf/tiny-llama-Q4_0.gguf > .build/fuzz-gguf-seeds/header-only.gguf
 	@set -e; for t in $(FUZZ_TARGETS); do \
-	  n=$$(echo $$t | tr A-Z a-z); seeds=Fuzz/seeds/$$n; [ $$n = gguf ] && seeds=.build/fuzz-gguf-seeds; \
-	  mkdir -p .build/fuzz/$$n; echo "== Fuzz$$t ($(FUZZ_SECONDS) s)"; \
+	  n=$$(echo $$t | tr A-Z a-z); mkdir -p .build/fuzz/$$n; echo "== Fuzz$$t ($(FUZZ_SECONDS) s)"; \
 	  ASAN_OPTIONS=detect_leaks=0 Fuzz/.build/release/Fuzz$$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=$(FUZZ_TIMEOUT) -seed=$(FUZZ_SEED) -detect_leaks=0 \
-	    -print_final_stats=1 -dict=Fuzz/dict/$$n.dict .build/fuzz/$$n $$seeds 2>&1 | grep -E "stat::number_of_executed_units|ERROR|SUMMARY|Done" ; \
+	    -print_final_stats=1 -dict=Fuzz/dict/$$n.dict .build/fuzz/$$n $(FS)/$$n 2>&1 | grep -E "stat::number_of_executed_units|ERROR|SUMMARY|Done" ; \
 	  [ $${PIPESTATUS[0]} -eq 0 ] || exit 1; \
 	done
 

@@ -281,13 +281,7 @@ public final class ChatSession {
       return true
     }
     let answer = text.trimmingCharacters(in: .whitespaces)
-    // Generator confidence: mean probability over the content tokens (words, not punctuation).
-    var ps: [Float] = []
-    for (t, p) in zip(gen.tokens, gen.probs) where !eos.contains(t) {
-      let s = chat.tokenizer.decode([t]).trimmingCharacters(in: .whitespaces)
-      if s.unicodeScalars.contains(where: { CharacterSet.letters.contains($0) }) { ps.append(p) }
-    }
-    let genConf = ps.isEmpty ? 0 : ps.reduce(0, +) / Float(ps.count)
+    let genConf = Self.wordingConfidence(gen.tokens, gen.probs) { eos.contains($0) ? "" : chat.tokenizer.decode([$0]) }
     let (set, why) = try choosePromptSet(for: question)
     let (clf, r) = try verdict(set)
     let a = review(
@@ -295,6 +289,16 @@ public final class ChatSession {
       generator: genConf, cancelled: cancelled, general: false, extraFlags: [])
     lastAnswer = a
     return a
+  }
+
+  /// The confidence of an answer's wording, for either model: the mean probability of the
+  /// tokens that carry words (letters), not punctuation or spaces; 0 when there are none.
+  static func wordingConfidence(_ tokens: [Int32], _ probs: [Float], text: (Int32) -> String) -> Float {
+    var ps: [Float] = []
+    for (t, p) in zip(tokens, probs) where text(t).unicodeScalars.contains(where: { CharacterSet.letters.contains($0) }) {
+      ps.append(p)
+    }
+    return ps.isEmpty ? 0 : ps.reduce(0, +) / Float(ps.count)
   }
 
   /// The review of one answer, the same for the embedded decoder and a language model: the

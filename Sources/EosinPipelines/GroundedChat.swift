@@ -346,13 +346,7 @@ extension ChatSession {
       return true
     }
     let answer = streamed.trimmingCharacters(in: .whitespacesAndNewlines)
-    // Confidence of the wording: mean probability of the content tokens.
-    var ps: [Float] = []
-    for (t, p) in zip(gen.tokens, gen.probabilities) {
-      let s = String(decoding: tok.bytes(of: t), as: UTF8.self)
-      if s.unicodeScalars.contains(where: { CharacterSet.letters.contains($0) }) { ps.append(p) }
-    }
-    var genConf = ps.isEmpty ? 0 : ps.reduce(0, +) / Float(ps.count)
+    var genConf = Self.wordingConfidence(gen.tokens, gen.probabilities) { String(decoding: tok.bytes(of: $0), as: UTF8.self) }
     // The key claim: the class the answer asserts (else the verdict's name) wherever it appears;
     // the model's probability of the tokens that spell it is the answer's own confidence.
     let claimName = set.flatMap { ClaimGate.assertedClass(answer.lowercased(), answer, $0)?.0 } ?? verdictName

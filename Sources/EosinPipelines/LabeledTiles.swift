@@ -1,3 +1,4 @@
+import EosinSlide
 import EosinTokenizer
 import Foundation
 
@@ -103,5 +104,66 @@ public enum LabeledTiles {
       }
     }
     return out
+  }
+}
+
+/// Labelled tiles read, embedded and scored by one classifier: the shared core of `eosin
+/// calibrate`, `eosin eval zero-shot` and the finalizer's robustness table.
+public struct ScoredTiles: Sendable {
+  /// (N, classes) raw logits, the classifier's predictions and each tile's true class.
+  public var logits: [Float] = []
+  public var predictions: [TilePrediction] = []
+  public var truth: [Int] = []
+  /// (N, D) image embeddings of the scored tiles.
+  public var embeddings: [Float] = []
+  /// Tiles that could not be read (each also reported through `warn`).
+  public var unreadable = 0
+  /// Tiles whose scores were not finite (damaged weights): left out, so no metric sees NaN.
+  public var nonFinite = 0
+
+  /// Scores `items`, 64 at a time. `truth` maps a tile's label to its class index; `transform`
+  /// changes each image first (a robustness shift); `progress` gets (done, total).
+  /// - Throws: ``PipelineError`` when no tile could be read and scored.
+  public init(
+    _ items: [LabeledTiles.Item], classifier clf: ZeroShotClassifier, truth labelIndex: [String: Int],
+    transform: (RGBImage) -> RGBImage = { $0 }, progress: (Int, Int) -> Void = { _, _ in }, warn: (String) -> Void = { _ in }
+  ) throws {
+    let D = clf.bundle.clip.embedDim, K = clf.classCount
+    var i = 0
+    while i < items.count {
+      let chunk = items[i..<min(items.count, i + 64)]
+      var imgs: [RGBImage] = [], labs: [Int] = []
+      for it in chunk {
+        guard let k = labelIndex[it.label] else { continue }
+        do {
+          imgs.append(transform(try ImageCodec.read(it.path)))
+          labs.append(k)
+        } catch {
+          warn("skipped \(error.localizedDescription)")
+          unreadable += 1
+        }
+      }
+      if !imgs.isEmpty {
+        let e = SlideIndex.embedImages(imgs, bundle: clf.bundle)
+        let lg = clf.logits(e), pr = clf.predict(e)
+        for n in 0..<imgs.count {
+          let row = lg[(n * K)..<((n + 1) * K)]
+          guard row.allSatisfy(\.isFinite) else {
+            nonFinite += 1
+            continue
+          }
+          embeddings += e[(n * D)..<((n + 1) * D)]
+          logits += row
+          predictions.append(pr[n])
+          truth.append(labs[n])
+        }
+      }
+      i += chunk.count
+      progress(i, items.count)
+    }
+    if nonFinite > 0 {
+      warn("\(nonFinite) tiles got non-finite scores (NaN or infinity) and were left out; the weights may be damaged")
+    }
+    guard !truth.isEmpty else { throw PipelineError.input("no tiles could be read and scored") }
   }
 }

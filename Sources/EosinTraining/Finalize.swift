@@ -250,21 +250,10 @@ public struct WeightsFinalizer {
       let clf = try ZeroShotClassifier(bundle: bundle, promptSet: ps, cacheDir: nil)
       var base = 0.0
       for sh in ImageShift.allCases {
-        var imgs: [RGBImage] = [], truth: [Int] = []
-        for it in its {
-          guard let im = try? ImageCodec.read(it.path) else { continue }
-          imgs.append(sh.apply(im))
-          truth.append(map[it.label]!)
-        }
-        var emb: [Float] = []
-        var i = 0
-        while i < imgs.count {
-          emb += SlideIndex.embedImages(Array(imgs[i..<min(imgs.count, i + 64)]), bundle: bundle)
-          i += 64
-        }
+        let t = try ScoredTiles(its, classifier: clf, truth: map, transform: sh.apply, warn: log)
         let sc = ZeroShotScores(
-          logits: clf.logits(emb), predictions: clf.predict(emb), truth: truth, classifier: clf,
-          policy: ReviewPolicy(thresholds: bundle.thresholds), organs: organs.map { ($0, emb) })
+          logits: t.logits, predictions: t.predictions, truth: t.truth, classifier: clf,
+          policy: ReviewPolicy(thresholds: bundle.thresholds), organs: organs.map { ($0, t.embeddings) })
         if sh == .none { base = sc.balancedAccuracy }
         md +=
           "| \(name) | \(ps.name) | \(sh.summary) | \(fmt(sc.balancedAccuracy, 3)) | \(sh == .none ? "" : String(format: "%+.3f", sc.balancedAccuracy - base)) | \(fmt(sc.unflaggedShare, 3)) | \(fmt(sc.unflaggedAccuracy, 3)) |\n"

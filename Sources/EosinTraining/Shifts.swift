@@ -46,39 +46,32 @@ public enum ImageShift: String, CaseIterable, Sendable {
     }
   }
 
-  /// Separable Gaussian blur, edges clamped.
+  /// Separable Gaussian blur, edges clamped: the same 1-D pass along x, then along y.
   static func gaussian(_ img: RGBImage, sigma: Float) -> RGBImage {
     let r = Int((3 * sigma).rounded(.up))
     var k = (-r...r).map { expf(-Float($0 * $0) / (2 * sigma * sigma)) }
-    let s = k.reduce(0, +)
-    k = k.map { $0 / s }
+    let sum = k.reduce(0, +)
+    k = k.map { $0 / sum }
     let W = img.width, H = img.height
-    var tmp = [Float](repeating: 0, count: W * H * 3)
-    for y in 0..<H {
-      for x in 0..<W {
-        for c in 0..<3 {
-          var a: Float = 0
-          for (j, w) in k.enumerated() {
-            let xx = min(W - 1, max(0, x + j - r))
-            a += w * Float(img.pixels[(y * W + xx) * 3 + c])
+    /// One pass along x or y: each pixel from its neighbours on that axis, weighted by `k`.
+    func pass(_ src: [Float], alongX: Bool) -> [Float] {
+      var dst = [Float](repeating: 0, count: src.count)
+      for y in 0..<H {
+        for x in 0..<W {
+          for c in 0..<3 {
+            var a: Float = 0
+            for (j, w) in k.enumerated() {
+              let xx = alongX ? min(W - 1, max(0, x + j - r)) : x
+              let yy = alongX ? y : min(H - 1, max(0, y + j - r))
+              a += w * src[(yy * W + xx) * 3 + c]
+            }
+            dst[(y * W + x) * 3 + c] = a
           }
-          tmp[(y * W + x) * 3 + c] = a
         }
       }
+      return dst
     }
-    var out = img
-    for y in 0..<H {
-      for x in 0..<W {
-        for c in 0..<3 {
-          var a: Float = 0
-          for (j, w) in k.enumerated() {
-            let yy = min(H - 1, max(0, y + j - r))
-            a += w * tmp[(yy * W + x) * 3 + c]
-          }
-          out.pixels[(y * W + x) * 3 + c] = UInt8(max(0, min(255, a.rounded())))
-        }
-      }
-    }
-    return out
+    let blurred = pass(pass(img.pixels.map(Float.init), alongX: true), alongX: false)
+    return RGBImage(width: W, height: H, pixels: blurred.map { UInt8(max(0, min(255, $0.rounded()))) })
   }
 }

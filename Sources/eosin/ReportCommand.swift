@@ -68,7 +68,8 @@ struct ReportRun: ParsableCommand {
           "generated fields: \((path as NSString).lastPathComponent), grounded on the classifier and Eosin's notes, claim-gated")
       }
     }
-    let drafter = try ReportDrafter(template: tmpl, bundle: bundle, session: session, promptDirs: promptDirs("zero-shot"))
+    let drafter = try ReportDrafter(
+      template: tmpl, bundle: bundle, session: session, promptDirs: promptDirs("zero-shot"), cacheDir: model.cacheDir)
     let names = ReportNaming.names(list.map(\.path))
     let mine = list.indices.filter { spec.takes($0) }
     let log = BatchLog(total: mine.count + (spec.index == 0 ? problems.count : 0), verb: "drafted")

@@ -138,12 +138,6 @@ final class BatchLog {
   }
 }
 
-/// The classifier for a prompt set, with the temperature `eosin calibrate` fitted for this model
-/// and set when there is one (else the manifest's); the source is named in every output.
-func makeClassifier(_ bundle: ModelBundle, _ set: PromptSet, _ m: ModelOptions) throws -> ZeroShotClassifier {
-  try ZeroShotClassifier(bundle: bundle, promptSet: set, cacheDir: m.cacheDir)
-}
-
 struct Classify: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract:
@@ -172,7 +166,8 @@ struct Classify: ParsableCommand {
   func run() throws {
     let set = try promptOptions.load()
     let bundle = try model.bundle()
-    let clf = try makeClassifier(bundle, set, model)
+    // The temperature `eosin calibrate` fitted for this model and set, else the manifest's.
+    let clf = try ZeroShotClassifier(bundle: bundle, promptSet: set, cacheDir: model.cacheDir)
     let policy = ReviewPolicy(thresholds: bundle.thresholds)
     let organs = try OrganCheck(
       organSets: PromptSet.loadAll(searchDirs: promptDirs("zero-shot")), bundle: bundle, cacheDir: model.cacheDir)
@@ -318,60 +313,20 @@ func parseLabelMap(_ s: String?) -> [String: String] {
   return m
 }
 
-/// Labelled tiles embedded and scored: the shared core of calibrate and eval.
+/// Labelled tiles scored by `clf`, their labels mapped to its classes (knowledge synonyms, then
+/// `--label-map` overrides); warnings and a progress bar on stderr.
 func scoreLabelled(
-  _ items: [LabeledTiles.Item], set: PromptSet, clf: ZeroShotClassifier, labelMap: String?, shift: ImageShift = .none
-) throws -> (
-  logits: [Float], truth: [Int], preds: [TilePrediction], skipped: Int, embeddings: [Float]
-) {
+  _ items: [LabeledTiles.Item], set: PromptSet, clf: ZeroShotClassifier, labelMap: String?,
+  transform: @escaping (RGBImage) -> RGBImage = { $0 }
+) throws -> ScoredTiles {
   let map = try LabeledTiles.mapLabels(
     Set(items.map { $0.label }), to: set,
     knowledge: LabeledTiles.knowledge(
       promptDirs("knowledge").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/knowledge"),
     overrides: parseLabelMap(labelMap))
-  var logits: [Float] = [], truth: [Int] = [], preds: [TilePrediction] = [], embeddings: [Float] = []
-  var nonFinite = 0
-  var skipped = 0
   let bar = Progress(label: "tiles")
-  var i = 0
-  while i < items.count {
-    let chunk = Array(items[i..<min(items.count, i + 64)])
-    var imgs: [RGBImage] = [], labs: [Int] = []
-    for it in chunk {
-      do {
-        imgs.append(shift.apply(try ImageCodec.read(it.path)))
-        labs.append(map[it.label]!)
-      } catch {
-        warn("eosin: warning: skipped \(error.localizedDescription)")
-        skipped += 1
-      }
-    }
-    if !imgs.isEmpty {
-      let e = SlideIndex.embedImages(imgs, bundle: clf.bundle)
-      let lg = clf.logits(e), pr = clf.predict(e)
-      let D = clf.bundle.clip.embedDim, K = clf.classCount
-      for n in 0..<imgs.count {
-        // A non-finite score (damaged weights) never reaches a metric: the tile is skipped, counted.
-        let row = lg[(n * K)..<((n + 1) * K)]
-        guard row.allSatisfy(\.isFinite) else {
-          nonFinite += 1
-          continue
-        }
-        embeddings += e[(n * D)..<((n + 1) * D)]
-        logits += row
-        preds.append(pr[n])
-        truth.append(labs[n])
-      }
-    }
-    i += chunk.count
-    bar.update(i, items.count)
-  }
-  if nonFinite > 0 {
-    warn(
-      "eosin: warning: \(nonFinite) tiles got non-finite scores (NaN or infinity) and were left out; the weights may be damaged")
-  }
-  guard !truth.isEmpty else { throw CLIError("no tiles could be read and scored") }
-  return (logits, truth, preds, skipped, embeddings)
+  return try ScoredTiles(
+    items, classifier: clf, truth: map, transform: transform, progress: bar.update, warn: { warn("eosin: warning: " + $0) })
 }
 
 struct Calibrate: ParsableCommand {
@@ -389,7 +344,8 @@ struct Calibrate: ParsableCommand {
     guard let dir = model.cacheDir else { throw CLIError("calibration needs a cache folder; drop --no-cache") }
     let clf = try ZeroShotClassifier(bundle: bundle, promptSet: set, cacheDir: dir, temperature: 1)
     let items = try LabeledTiles.load(data)
-    let (lg, truth, _, skipped, _) = try scoreLabelled(items, set: set, clf: clf, labelMap: labelMap)
+    let scored = try scoreLabelled(items, set: set, clf: clf, labelMap: labelMap)
+    let (lg, truth, skipped) = (scored.logits, scored.truth, scored.unreadable)
     let K = clf.classCount
     let T = Metrics.fitTemperature(lg, truth: truth, classes: K)
     func eceAt(_ t: Float) -> Double { Metrics.ece(logits: lg, truth: truth, classes: K, temperature: t) }
@@ -438,7 +394,10 @@ struct EvalZeroShot: ParsableCommand {
       items = items.filter { TileManifest.split(dataset: dsName, group: $0.group) == sp }
     }
     guard let sh = ImageShift(rawValue: shift) else { throw ValidationError("--shift must be none, stain, blur or jpeg") }
-    let (lg, truth, preds, skipped, emb) = try scoreLabelled(items, set: set, clf: clf, labelMap: labelMap, shift: sh)
+    let scored = try scoreLabelled(items, set: set, clf: clf, labelMap: labelMap, transform: sh.apply)
+    let (lg, truth, preds, skipped, emb) = (
+      scored.logits, scored.truth, scored.predictions, scored.unreadable, scored.embeddings
+    )
     let organs = try OrganCheck(
       organSets: PromptSet.loadAll(searchDirs: promptDirs("zero-shot")), bundle: bundle, cacheDir: model.cacheDir)
     let sc = ZeroShotScores(
