@@ -108,6 +108,14 @@ public struct TransformerBlock: Sendable {
   public var fc2: Linear
   public var act: Activation
   public var heads: Int
+  /// LayerScale (timm `ls1.gamma`, DINOv2 `layer_scale1.lambda1`): the attention branch is
+  /// multiplied by it channel-wise before the residual add; nil when the model has none.
+  public var ls1: Tensor? = nil
+  /// LayerScale of the MLP branch.
+  public var ls2: Tensor? = nil
+  /// A gated MLP (SwiGLU as timm's `SwiGLUPacked`): fc1 gives (N, 2H), the MLP input to fc2 is
+  /// `act(first half) * second half`.
+  public var glu = false
 
   var C: Int { proj.outFeatures }
 
@@ -170,16 +178,46 @@ public struct TransformerBlock: Sendable {
   }
 
   private func mlpAndResidual(_ x: inout [Float], attended a: [Float], _ N: Int) {
-    let o = proj.forward(a, N)
+    var o = proj.forward(a, N)
+    if let g = ls1 { TransformerBlock.scaleChannels(&o, g, N) }
     x.withUnsafeMutableBufferPointer { xp in
       o.withUnsafeBufferPointer { residualForward(xp.baseAddress!, $0.baseAddress!, N * C) }
     }
     let h2 = ln2.forward(x, N)
     var f = fc1.forward(h2, N)
-    f.withUnsafeMutableBufferPointer { activationForward($0.baseAddress!, $0.baseAddress!, $0.count, act) }
-    let o2 = fc2.forward(f, N)
+    if glu {
+      let H = fc1.outFeatures / 2
+      var g = [Float](repeating: 0, count: N * H)
+      f.withUnsafeBufferPointer { fp in
+        g.withUnsafeMutableBufferPointer { gp in
+          for n in 0..<N { activationForward(gp.baseAddress! + n * H, fp.baseAddress! + n * 2 * H, H, act) }
+          for n in 0..<N {
+            let gate = fp.baseAddress! + n * 2 * H + H, row = gp.baseAddress! + n * H
+            for i in 0..<H { row[i] *= gate[i] }
+          }
+        }
+      }
+      f = g
+    } else {
+      f.withUnsafeMutableBufferPointer { activationForward($0.baseAddress!, $0.baseAddress!, $0.count, act) }
+    }
+    var o2 = fc2.forward(f, N)
+    if let g = ls2 { TransformerBlock.scaleChannels(&o2, g, N) }
     x.withUnsafeMutableBufferPointer { xp in
       o2.withUnsafeBufferPointer { residualForward(xp.baseAddress!, $0.baseAddress!, N * C) }
+    }
+  }
+
+  /// x (N,C) *= gamma (C), row by row.
+  static func scaleChannels(_ x: inout [Float], _ gamma: Tensor, _ N: Int) {
+    let C = gamma.count
+    x.withUnsafeMutableBufferPointer { xp in
+      gamma.data.withUnsafeBufferPointer { g in
+        for n in 0..<N {
+          let row = xp.baseAddress! + n * C
+          for i in 0..<C { row[i] *= g[i] }
+        }
+      }
     }
   }
 }

@@ -132,6 +132,13 @@ private func activationBackwardRange(
       let g: SIMD16<Float> = sg + x * dsg
       store16(load16(dinp + i, c) + g * load16(dout + i, c), dinp + i, c)
     }
+  case .silu:
+    forEachVector(r) { i, c in
+      let x = load16(inp + i, c)
+      let sg = 1 / (1 + expSIMD(-x))
+      let g: SIMD16<Float> = sg + x * sg * (1 - sg)
+      store16(load16(dinp + i, c) + g * load16(dout + i, c), dinp + i, c)
+    }
   }
 }
 

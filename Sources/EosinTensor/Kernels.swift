@@ -105,6 +105,8 @@ public enum Activation: String, Codable, Sendable {
   case geluTanh = "gelu_new"
   /// x * sigmoid(1.702 x), OpenAI CLIP's activation.
   case quickGelu = "quick_gelu"
+  /// x * sigmoid(x) (SiLU, swish): the gate of SwiGLU MLPs (DINOv2 giants, Virchow2, UNI2).
+  case silu
 
   /// Accepts the names HF configs use for each.
   public init?(configName: String) {
@@ -112,6 +114,7 @@ public enum Activation: String, Codable, Sendable {
     case "gelu", "gelu_python": self = .gelu
     case "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_tanh": self = .geluTanh
     case "quick_gelu": self = .quickGelu
+    case "silu", "swish", "torch.nn.SiLU", "nn.SiLU", "SiLU": self = .silu
     default: return nil
     }
   }
@@ -142,6 +145,11 @@ private func activationRange(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePo
     forEachVector(r) { i, c in
       let x = load16(inp + i, c)
       store16(x / (1 + expSIMD(-1.702 * x)), out + i, c)
+    }
+  case .silu:
+    forEachVector(r) { i, c in
+      let x = load16(inp + i, c)
+      store16(x / (1 + expSIMD(-x)), out + i, c)
     }
   }
 }

@@ -89,6 +89,7 @@ public func activationForwardNaive(_ out: UnsafeMutablePointer<Float>, _ inp: Un
     case .gelu: out[i] = Float(0.5 * x * (1 + erf(x / 2.0.squareRoot())))
     case .geluTanh: out[i] = Float(0.5 * x * (1 + tanh((2 / Double.pi).squareRoot() * (x + 0.044715 * pow(x, 3)))))
     case .quickGelu: out[i] = Float(x / (1 + exp(-1.702 * x)))
+    case .silu: out[i] = Float(x / (1 + exp(-x)))
     }
   }
 }

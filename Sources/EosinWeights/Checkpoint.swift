@@ -105,23 +105,30 @@ public struct RandomTensors: TensorSource {
 /// Strict name-table checking: every expected tensor present with its shape, and no tensor left
 /// over except names the model declares it ignores.
 public struct TensorTable: TensorSource {
-  public let file: SafeTensorsFile
+  /// Where the tensors come from: a safetensors file, shards, or a PyTorch archive.
+  public let store: any TensorStore
   private(set) var used: Set<String> = []
 
-  public init(_ file: SafeTensorsFile) { self.file = file }
+  public init(_ store: any TensorStore) { self.store = store }
 
   /// Takes a tensor, checking its shape.
   public mutating func take(_ name: String, _ shape: [Int]) throws -> Tensor {
     used.insert(name)
-    return try file.tensor(name, shape: shape)
+    return try store.tensor(name, shape: shape)
   }
+
+  /// Whether the store holds `name` (for optional tensors such as biases and LayerScale).
+  public func has(_ name: String) -> Bool { store.shapes[name] != nil }
+
+  /// The shape of `name`, when the store holds it.
+  public func shape(_ name: String) -> [Int]? { store.shapes[name] }
 
   /// Throws on any tensor in the file that was not taken and is not in `ignoring`.
   public func finish(ignoring: Set<String> = []) throws {
-    let extra = Set(file.tensors.keys).subtracting(used).subtracting(ignoring)
+    let extra = Set(store.shapes.keys).subtracting(used).subtracting(ignoring)
     if let e = extra.sorted().first {
       throw WeightsError.tensor(
-        file: file.path, tensor: e, message: "unexpected tensor (\(extra.count) unknown in all); is this the right architecture?")
+        file: store.path, tensor: e, message: "unexpected tensor (\(extra.count) unknown in all); is this the right architecture?")
     }
   }
 }

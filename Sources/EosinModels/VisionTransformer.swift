@@ -1,0 +1,286 @@
+import EosinTensor
+import EosinWeights
+import Foundation
+
+/// An image encoder: preprocessed pixels in, one feature row per image out.
+public protocol ImageEncoder: Sendable {
+  /// The side of the square input the encoder takes.
+  var inputSize: Int { get }
+  /// Width of one feature row.
+  var featureDim: Int { get }
+  /// pixels (B,3,S,S), preprocessed -> (B, featureDim), the family's standard embedding.
+  func features(_ pixels: [Float], batch: Int) -> [Float]
+}
+
+/// How a vision transformer turns its tokens into one feature row.
+public enum ViTPooling: String, Sendable {
+  /// The class token after the final norm (timm `global_pool="token"`; `last_hidden_state[:, 0]`
+  /// for transformers ViT and Dinov2).
+  case classToken
+  /// concat(class token, mean of the patch tokens), both after the final norm, register tokens
+  /// left out (Virchow and Virchow2; timm `global_pool=""`).
+  case classAndPatchMean
+  /// Mean of the patch tokens, then `fc_norm` (timm `global_pool="avg"`).
+  case patchMean
+  /// CLIP: the class token through the post-norm and the projection, L2-normalised.
+  case projected
+  /// CoCa: an attentional pooler over the tokens, its first query through the post-norm and
+  /// the projection, L2-normalised.
+  case attentionalPool
+}
+
+/// Cross-attention from learned queries to the tokens (open_clip's `AttentionalPooler`, CoCa and
+/// CONCH): `attn(ln_q(query), ln_k(x), ln_k(x))`. Only the first query feeds the embedding, so
+/// only it is computed.
+public struct AttentionalPooler: Sendable {
+  var query: Tensor  // (NQ, D)
+  var lnQ: LayerNorm
+  var lnK: LayerNorm
+  var q: Linear  // D -> D
+  var k: Linear  // ctx -> D
+  var v: Linear  // ctx -> D
+  var out: Linear  // D -> D
+  var heads: Int
+
+  /// x (T, ctx) for one image -> (D), the first query's output.
+  func firstQuery(_ x: UnsafePointer<Float>, _ T: Int) -> [Float] {
+    let ctx = k.inFeatures, D = q.outFeatures, HS = D / heads
+    let kin = lnK.forward(Array(UnsafeBufferPointer(start: x, count: T * ctx)), T)
+    let qin = lnQ.forward(Array(query.data[0..<D]), 1)
+    let qq = q.forward(qin, 1), kk = k.forward(kin, T), vv = v.forward(kin, T)
+    var o = [Float](repeating: 0, count: D)
+    let scale = 1 / Float(HS).squareRoot()
+    var w = [Float](repeating: 0, count: T)
+    for h in 0..<heads {
+      var m = -Float.infinity
+      for t in 0..<T {
+        var s: Float = 0
+        for i in 0..<HS { s += qq[h * HS + i] * kk[t * D + h * HS + i] }
+        w[t] = s * scale
+        m = max(m, w[t])
+      }
+      var z: Float = 0
+      for t in 0..<T {
+        w[t] = expf(w[t] - m)
+        z += w[t]
+      }
+      for t in 0..<T {
+        let a = w[t] / z
+        for i in 0..<HS { o[h * HS + i] += a * vv[t * D + h * HS + i] }
+      }
+    }
+    return out.forward(o, 1)
+  }
+}
+
+/// One vision transformer for every published family: timm ViTs (LayerScale, register tokens,
+/// SwiGLU, `no_embed_class`, dynamic image size), transformers `ViTModel`, `Dinov2Model` and
+/// `CLIPVisionModel`, open_clip's ViT and CoCa image towers. The checkpoint names live in
+/// ``VisionCheckpoint``; this type only runs the network.
+///
+/// Thread-safe: encoding only reads weights.
+public struct VisionTransformer: ImageEncoder {
+  /// Patch embedding as a matrix (C, 3*P*P) and its bias.
+  var patchWeight: Tensor
+  var patchBias: Tensor?
+  var patch: Int
+  var classToken: Tensor?
+  /// (R, C) register tokens.
+  var registers: Tensor?
+  /// Position embeddings resampled once for ``inputSize``: prefix rows (for the class and
+  /// register tokens that have one) then one row per patch.
+  var positions: Tensor
+  /// How many prefix tokens (class, then registers) have a position row.
+  var positionedPrefix: Int
+  var preNorm: LayerNorm?
+  var blocks: [TransformerBlock]
+  var finalNorm: LayerNorm?
+  var fcNorm: LayerNorm?
+  var pooler: AttentionalPooler?
+  var projection: Linear?
+  public let pooling: ViTPooling
+  public let inputSize: Int
+  public let width: Int
+
+  /// The tokens before the patches: the class token and the registers.
+  var prefix: Int { (classToken == nil ? 0 : 1) + (registers?.shape[0] ?? 0) }
+
+  public var featureDim: Int {
+    switch pooling {
+    case .classAndPatchMean: return 2 * width
+    case .projected, .attentionalPool: return projection?.outFeatures ?? width
+    default: return width
+    }
+  }
+
+  /// pixels (B,3,S,S) -> (B, featureDim); one image per core when B > 1.
+  public func features(_ pixels: [Float], batch B: Int) -> [Float] {
+    let S = inputSize, per = 3 * S * S, D = featureDim
+    precondition(pixels.count == B * per, "pixels must be (B,3,\(S),\(S))")
+    if B == 1 { return pixels.withUnsafeBufferPointer { encode($0.baseAddress!) } }
+    let out = UnsafeMutableBufferPointer<Float>.allocate(capacity: B * D)
+    defer { out.deallocate() }
+    pixels.withUnsafeBufferPointer { px in
+      parallelFor(B) { b in
+        let f = encode(px.baseAddress! + b * per)
+        for i in 0..<D { out[b * D + i] = f[i] }
+      }
+    }
+    return Array(out)
+  }
+
+  /// One image (3,S,S) -> its feature row.
+  func encode(_ px: UnsafePointer<Float>) -> [Float] {
+    let S = inputSize, P = patch, G = S / P, NP = G * G, C = width, K = 3 * P * P
+    let R = registers?.shape[0] ?? 0, NPre = prefix, T = NPre + NP
+    var cols = [Float](repeating: 0, count: NP * K)
+    im2col(px, &cols, S, P)
+    var pe = [Float](repeating: 0, count: NP * C)
+    Linear(weight: patchWeight, bias: patchBias).forward(into: &pe, cols, NP)
+    var x = [Float](repeating: 0, count: T * C)
+    let pos = positions.data
+    var row = 0
+    if let c = classToken {
+      for i in 0..<C { x[i] = c.data[i] + (positionedPrefix >= 1 ? pos[i] : 0) }
+      row = 1
+    }
+    if let r = registers {
+      let has = positionedPrefix == NPre
+      for j in 0..<R {
+        for i in 0..<C { x[(row + j) * C + i] = r.data[j * C + i] + (has ? pos[(row + j) * C + i] : 0) }
+      }
+    }
+    for p in 0..<NP {
+      let dst = (NPre + p) * C, src = p * C, prow = (positionedPrefix + p) * C
+      for i in 0..<C { x[dst + i] = pe[src + i] + pos[prow + i] }
+    }
+    if let n = preNorm { x = n.forward(x, T) }
+    for b in blocks { b.forward(&x, B: 1, T: T, causal: false) }
+    switch pooling {
+    case .classToken:
+      let cls = Array(x[0..<C])
+      return finalNorm.map { $0.forward(cls, 1) } ?? cls
+    case .classAndPatchMean:
+      let y = finalNorm.map { $0.forward(x, T) } ?? x
+      var f = Array(y[0..<C]) + [Float](repeating: 0, count: C)
+      for t in NPre..<T { for i in 0..<C { f[C + i] += y[t * C + i] } }
+      for i in 0..<C { f[C + i] /= Float(NP) }
+      return f
+    case .patchMean:
+      let y = finalNorm.map { $0.forward(x, T) } ?? x
+      var f = [Float](repeating: 0, count: C)
+      for t in NPre..<T { for i in 0..<C { f[i] += y[t * C + i] } }
+      for i in 0..<C { f[i] /= Float(NP) }
+      return fcNorm.map { $0.forward(f, 1) } ?? f
+    case .projected:
+      var f = finalNorm.map { $0.forward(Array(x[0..<C]), 1) } ?? Array(x[0..<C])
+      if let p = projection { f = p.forward(f, 1) }
+      return VisionTransformer.normalized(f)
+    case .attentionalPool:
+      var f = x.withUnsafeBufferPointer { pooler!.firstQuery($0.baseAddress!, T) }
+      if let n = finalNorm { f = n.forward(f, 1) }
+      if let p = projection { f = p.forward(f, 1) }
+      return VisionTransformer.normalized(f)
+    }
+  }
+
+  static func normalized(_ f: [Float]) -> [Float] {
+    var n: Float = 0
+    for v in f { n += v * v }
+    let s = 1 / max(n.squareRoot(), 1e-12)
+    return f.map { $0 * s }
+  }
+}
+
+/// Patches of one image (3,S,S) as rows (NP, 3*P*P) in (channel, row, column) order, matching a
+/// conv weight (C, 3, P, P) flattened.
+func im2col(_ px: UnsafePointer<Float>, _ cols: inout [Float], _ S: Int, _ P: Int) {
+  let G = S / P, K = 3 * P * P
+  cols.withUnsafeMutableBufferPointer { c in
+    for gy in 0..<G {
+      for gx in 0..<G {
+        let row = c.baseAddress! + (gy * G + gx) * K
+        var k = 0
+        for ch in 0..<3 {
+          for py in 0..<P {
+            let src = px + ch * S * S + (gy * P + py) * S + gx * P
+            for q in 0..<P { row[k + q] = src[q] }
+            k += P
+          }
+        }
+      }
+    }
+  }
+}
+
+/// Position-embedding resampling as PyTorch's `F.interpolate(mode="bicubic", align_corners=False)`
+/// computes it, with or without `antialias` (timm resamples with antialias, transformers' Dinov2
+/// without). Separable: one weight matrix per axis.
+public enum PositionResampler {
+  /// grid (gh, gw, C) -> (nh, nw, C).
+  public static func resample(_ grid: [Float], from gh: Int, _ gw: Int, to nh: Int, _ nw: Int, channels C: Int, antialias: Bool)
+    -> [Float]
+  {
+    let wy = weights(gh, nh, antialias), wx = weights(gw, nw, antialias)
+    // Rows first: (gh, gw, C) -> (nh, gw, C), then columns.
+    var tmp = [Float](repeating: 0, count: nh * gw * C)
+    for o in 0..<nh {
+      for (i, w) in wy[o] {
+        for x in 0..<gw { for c in 0..<C { tmp[(o * gw + x) * C + c] += w * grid[(i * gw + x) * C + c] } }
+      }
+    }
+    var out = [Float](repeating: 0, count: nh * nw * C)
+    for y in 0..<nh {
+      for o in 0..<nw {
+        for (i, w) in wx[o] { for c in 0..<C { out[(y * nw + o) * C + c] += w * tmp[(y * gw + i) * C + c] } }
+      }
+    }
+    return out
+  }
+
+  /// For each output index, the (input index, weight) taps along one axis.
+  static func weights(_ inSize: Int, _ outSize: Int, _ antialias: Bool) -> [[(Int, Float)]] {
+    let scale = Double(inSize) / Double(outSize)
+    if antialias {
+      // PyTorch's separable anti-aliased kernel (the PIL one): cubic with a = -0.5, widened by
+      // the scale when shrinking, normalised over the taps inside the input.
+      func filter(_ x0: Double) -> Double {
+        let a = -0.5, x = abs(x0)
+        if x < 1 { return ((a + 2) * x - (a + 3)) * x * x + 1 }
+        if x < 2 { return (((x - 5) * x + 8) * x - 4) * a }
+        return 0
+      }
+      let support = scale >= 1 ? 2 * scale : 2.0
+      let inv = scale >= 1 ? 1 / scale : 1.0
+      return (0..<outSize).map { i in
+        let center = scale * (Double(i) + 0.5)
+        let lo = max(Int(center - support + 0.5), 0)
+        let hi = min(Int(center + support + 0.5), inSize)
+        var taps: [(Int, Double)] = []
+        var total = 0.0
+        for j in lo..<max(lo, hi) {
+          let w = filter((Double(j) - center + 0.5) * inv)
+          taps.append((j, w))
+          total += w
+        }
+        return taps.map { ($0.0, Float(total != 0 ? $0.1 / total : 0)) }
+      }
+    }
+    // Plain bicubic convolution (a = -0.75), indices clamped at the border.
+    let A = -0.75
+    func cubic1(_ x: Double) -> Double { ((A + 2) * x - (A + 3)) * x * x + 1 }
+    func cubic2(_ x: Double) -> Double { ((A * x - 5 * A) * x + 8 * A) * x - 4 * A }
+    return (0..<outSize).map { o in
+      let src = (Double(o) + 0.5) * scale - 0.5
+      let i0 = Int(src.rounded(.down))
+      let t = src - Double(i0)
+      let w = [cubic2(t + 1), cubic1(t), cubic1(1 - t), cubic2(2 - t)]
+      var acc: [Int: Float] = [:]
+      for k in 0..<4 {
+        let i = min(max(i0 - 1 + k, 0), inSize - 1)
+        acc[i, default: 0] += Float(w[k])
+      }
+      return acc.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+  }
+}
