@@ -80,7 +80,9 @@ public enum VisionCheckpoint {
     }
     a["vit_giant_patch14_224"] = ["patch_size": 14, "embed_dim": 1408, "depth": 40, "num_heads": 16, "mlp_ratio": 48.0 / 11]
     for (n, c, d, h) in [("small", 384, 12, 6), ("base", 768, 12, 12), ("large", 1024, 24, 16)] {
-      let base: [String: Any] = ["patch_size": 14, "embed_dim": c, "depth": d, "num_heads": h, "init_values": 1e-5, "img_size": 518]
+      let base: [String: Any] = [
+        "patch_size": 14, "embed_dim": c, "depth": d, "num_heads": h, "init_values": 1e-5, "img_size": 518,
+      ]
       a["vit_\(n)_patch14_dinov2"] = base
       a["vit_\(n)_patch14_reg4_dinov2"] = base.merging(["reg_tokens": 4, "no_embed_class": true]) { $1 }
     }
@@ -170,7 +172,10 @@ public enum VisionCheckpoint {
     let positioned = noEmbedClass ? 0 : prefix
     var vit = try VisionTransformer(
       width: C, patch: P, inputSize: input, pooling: pooling, antialias: true,
-      patch: (try t.take("patch_embed.proj.weight", [C, 3, P, P]), t.has("patch_embed.proj.bias") ? try t.take("patch_embed.proj.bias", [C]) : nil),
+      patch: (
+        try t.take("patch_embed.proj.weight", [C, 3, P, P]),
+        t.has("patch_embed.proj.bias") ? try t.take("patch_embed.proj.bias", [C]) : nil
+      ),
       classToken: hasCLS ? try t.take("cls_token", [1, 1, C]) : nil,
       registers: R > 0 ? try t.take("reg_token", [1, R, C]) : nil,
       positions: try takePositions(&t, "pos_embed", C, positioned, leading: true), positionedPrefix: positioned,
@@ -182,7 +187,8 @@ public enum VisionCheckpoint {
       var b = TransformerBlock(
         ln1: try LayerNorm.load(&t, p + ".norm1", C, eps: eps), qkv: try optionalBias(&t, p + ".attn.qkv", C, 3 * C),
         proj: try optionalBias(&t, p + ".attn.proj", C, C), ln2: try LayerNorm.load(&t, p + ".norm2", C, eps: eps),
-        fc1: try Linear.load(&t, p + ".mlp.fc1", C, hidden), fc2: try Linear.load(&t, p + ".mlp.fc2", glu ? hidden / 2 : hidden, C),
+        fc1: try Linear.load(&t, p + ".mlp.fc1", C, hidden),
+        fc2: try Linear.load(&t, p + ".mlp.fc2", glu ? hidden / 2 : hidden, C),
         act: act, heads: heads)
       b.glu = glu
       if t.has(p + ".ls1.gamma") {
@@ -382,8 +388,10 @@ public enum VisionCheckpoint {
     vit.projection = try Linear.load(&t, "visual_projection", C, config.projectionDim, bias: false)
     // The text tower and logit scale belong to zero-shot, not to image features.
     try t.finish(
-      ignoring: Set(store.shapes.keys.filter { $0.hasPrefix("text_model.") || $0 == "text_projection.weight" || $0 == "logit_scale" })
-        .union(["vision_model.embeddings.position_ids"]))
+      ignoring: Set(
+        store.shapes.keys.filter { $0.hasPrefix("text_model.") || $0 == "text_projection.weight" || $0 == "logit_scale" }
+      )
+      .union(["vision_model.embeddings.position_ids"]))
     return LoadedEncoder(
       encoder: vit, preprocess: try hfPreprocess(dir, S), family: "transformers-clip", name: "clip", weightsPath: store.path)
   }
@@ -414,7 +422,9 @@ public enum VisionCheckpoint {
       registers: nil, positions: try takePositions(&t, "visual.positional_embedding", C, 1, leading: false),
       positionedPrefix: 1, file: store.path)
     vit.preNorm = try LayerNorm.load(&t, "visual.ln_pre", C, eps: eps)
-    vit.blocks = try (0..<depth).map { try openCLIPBlock(&t, "visual.transformer.resblocks.\($0)", C, heads, quick ? .quickGelu : .gelu) }
+    vit.blocks = try (0..<depth).map {
+      try openCLIPBlock(&t, "visual.transformer.resblocks.\($0)", C, heads, quick ? .quickGelu : .gelu)
+    }
     if coca {
       let ph = vc["attn_pooler_heads"] as? Int ?? 8
       let p = "visual.attn_pool"
@@ -462,7 +472,8 @@ public enum VisionCheckpoint {
     let hidden = try mlpWidth(t, p + ".mlp.c_fc.weight", C)
     var b = TransformerBlock(
       ln1: try LayerNorm.load(&t, p + ".ln_1", C, eps: 1e-5),
-      qkv: Linear(weight: try t.take(p + ".attn.in_proj_weight", [3 * C, C]), bias: try t.take(p + ".attn.in_proj_bias", [3 * C])),
+      qkv: Linear(
+        weight: try t.take(p + ".attn.in_proj_weight", [3 * C, C]), bias: try t.take(p + ".attn.in_proj_bias", [3 * C])),
       proj: try Linear.load(&t, p + ".attn.out_proj", C, C), ln2: try LayerNorm.load(&t, p + ".ln_2", C, eps: 1e-5),
       fc1: try Linear.load(&t, p + ".mlp.c_fc", C, hidden), fc2: try Linear.load(&t, p + ".mlp.c_proj", hidden, C), act: act,
       heads: heads)

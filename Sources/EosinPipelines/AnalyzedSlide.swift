@@ -53,11 +53,22 @@ public final class AnalyzedSlide: @unchecked Sendable {
     _ paths: [String], bundle: ModelBundle, overrideMPP: Double? = nil, minTissue: Double = 0.25, cacheDir: String?,
     progress: (Int, Int) -> Void = { _, _ in }
   ) throws -> AnalyzedSlide {
+    try analyze(
+      paths, encoder: bundle.featureEncoder, overrideMPP: overrideMPP, minTissue: minTissue, cacheDir: cacheDir,
+      progress: progress)
+  }
+
+  /// Opens and analyses one slide, or several images as one case, with any feature encoder
+  /// (`eosin embed --encoder DIR`).
+  public static func analyze(
+    _ paths: [String], encoder: FeatureEncoder, overrideMPP: Double? = nil, minTissue: Double = 0.25, cacheDir: String?,
+    progress: (Int, Int) -> Void = { _, _ in }
+  ) throws -> AnalyzedSlide {
     guard !paths.isEmpty else { throw PipelineError.input("nothing to open") }
     let items = try InputCollector.collect(paths)
     if items.count == 1 && items[0].1 == .slide {
       return try analyze(
-        slide: try Slide(path: items[0].0), bundle: bundle, overrideMPP: overrideMPP, minTissue: minTissue, cacheDir: cacheDir,
+        slide: try Slide(path: items[0].0), encoder: encoder, overrideMPP: overrideMPP, minTissue: minTissue, cacheDir: cacheDir,
         progress: progress)
     }
     if let s = items.first(where: { $0.1 == .slide }) {
@@ -66,7 +77,7 @@ public final class AnalyzedSlide: @unchecked Sendable {
     let imgs = try items.map { try ImageCodec.read($0.0) }
     let hash = SHA256.hex(Array(try items.map { try SHA256.hex(fileAt: $0.0) }.joined(separator: "|").utf8))
     progress(0, imgs.count)
-    return images(imgs, names: items.map(\.0), contentHash: hash, bundle: bundle)
+    return images(imgs, names: items.map(\.0), contentHash: hash, encoder: encoder)
   }
 
   /// Analyses a slide that is already open.
@@ -74,11 +85,21 @@ public final class AnalyzedSlide: @unchecked Sendable {
     slide s: Slide, bundle: ModelBundle, overrideMPP: Double? = nil, minTissue: Double = 0.25, cacheDir: String?,
     progress: (Int, Int) -> Void = { _, _ in }
   ) throws -> AnalyzedSlide {
+    try analyze(
+      slide: s, encoder: bundle.featureEncoder, overrideMPP: overrideMPP, minTissue: minTissue, cacheDir: cacheDir,
+      progress: progress)
+  }
+
+  /// Analyses a slide that is already open, with any feature encoder.
+  public static func analyze(
+    slide s: Slide, encoder: FeatureEncoder, overrideMPP: Double? = nil, minTissue: Double = 0.25, cacheDir: String?,
+    progress: (Int, Int) -> Void = { _, _ in }
+  ) throws -> AnalyzedSlide {
     let t0 = Date()
     let tissue = try TissueDetector().detect(s)
     let tissueSeconds = Date().timeIntervalSince(t0)
     let e = try SlideIndex.embed(
-      slide: s, tissue: tissue, bundle: bundle, overrideMPP: overrideMPP, minTissue: minTissue, cacheDir: cacheDir,
+      slide: s, tissue: tissue, encoder: encoder, overrideMPP: overrideMPP, minTissue: minTissue, cacheDir: cacheDir,
       progress: progress)
     var facts = InputFacts(
       mppMissing: s.mppX == nil, notBrightfield: tissue.modalityReason, tissueFraction: tissue.tissueFraction)
@@ -92,12 +113,19 @@ public final class AnalyzedSlide: @unchecked Sendable {
   public static func images(_ imgs: [RGBImage], names: [String], contentHash: String? = nil, bundle: ModelBundle)
     -> AnalyzedSlide
   {
+    images(imgs, names: names, contentHash: contentHash, encoder: bundle.featureEncoder)
+  }
+
+  /// Images already in memory, embedded with any feature encoder.
+  public static func images(_ imgs: [RGBImage], names: [String], contentHash: String? = nil, encoder: FeatureEncoder)
+    -> AnalyzedSlide
+  {
     let t0 = Date()
-    let emb = SlideIndex.embedImages(imgs, bundle: bundle)
+    let emb = encoder.embed(imgs)
     let tiles = imgs.indices.map { TileRef(index: $0, col: $0, row: 0, x: 0, y: 0, size0: imgs[$0].width, tissue: 1) }
     let e = SlideEmbeddings(
-      tiles: tiles, embeddings: emb, dim: bundle.clip.embedDim, tileSize: bundle.tileSize, mpp: bundle.mpp,
-      extent0: Double(bundle.tileSize), fromCache: false, readSeconds: 0, encodeSeconds: Date().timeIntervalSince(t0))
+      tiles: tiles, embeddings: emb, dim: encoder.dim, tileSize: encoder.tileSize, mpp: encoder.mpp,
+      extent0: Double(encoder.tileSize), fromCache: false, readSeconds: 0, encodeSeconds: Date().timeIntervalSince(t0))
     return AnalyzedSlide(
       kind: .images, paths: names, slide: nil, tissue: nil, facts: InputFacts(), embeddings: e, mpp: nil,
       contentHash: contentHash ?? SHA256.hex(emb.withUnsafeBytes { Array($0) }), tissueSeconds: 0)

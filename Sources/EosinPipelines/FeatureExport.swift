@@ -11,22 +11,22 @@ import Foundation
 /// then 0). Numeric attributes on the file and on `coords`: `patch_size` (tile side in pixels at
 /// the encoder's resolution), `patch_size_level0` (its side at level 0), `level`, `mpp` (the
 /// tiles' microns per pixel, 0 when unknown), `target_mpp`; string attributes on the file and on
-/// `features`: `encoder`, `encoder_sha256`, `eosin_version`, `input`. Safetensors (`--format
+/// `features`: `encoder`, `encoder_family`, `encoder_sha256`, `eosin_version`, `input`. Safetensors (`--format
 /// safetensors`): the same two tensors, the attributes as metadata.
 public enum FeatureExport {
   /// The version written into every feature file.
   public static let eosinVersion = "0.1.0"
 
   /// Attributes of a feature file for `input` encoded by `bundle`.
-  static func attributes(_ input: AnalyzedSlide, bundle: ModelBundle) -> (num: [(String, Double)], str: [(String, String)]) {
+  static func attributes(_ input: AnalyzedSlide, encoder: FeatureEncoder) -> (num: [(String, Double)], str: [(String, String)]) {
     let e = input.embeddings
     let num: [(String, Double)] = [
       ("patch_size", Double(e.tileSize)), ("patch_size_level0", e.extent0.rounded()), ("level", 0),
-      ("mpp", input.kind == .slide ? e.mpp : 0), ("target_mpp", bundle.mpp),
+      ("mpp", input.kind == .slide ? e.mpp : 0), ("target_mpp", encoder.mpp),
     ]
     let str: [(String, String)] = [
-      ("encoder", bundle.manifest.name.isEmpty ? (bundle.directory as NSString).lastPathComponent : bundle.manifest.name),
-      ("encoder_sha256", bundle.clipSHA256), ("eosin_version", eosinVersion),
+      ("encoder", encoder.name), ("encoder_family", encoder.family), ("encoder_sha256", encoder.sha256),
+      ("eosin_version", eosinVersion),
       ("input", input.kind == .slide ? input.paths[0] : "\(input.paths.count) images in input order"),
     ]
     return (num, str)
@@ -42,7 +42,7 @@ public enum FeatureExport {
   /// Writes `input`'s features to `path` (HDF5, or safetensors when `safetensors`), whole or not
   /// at all: to a temporary name, then renamed.
   /// - Throws: ``PipelineError/file`` naming the path.
-  public static func write(_ input: AnalyzedSlide, bundle: ModelBundle, to path: String, safetensors: Bool = false) throws {
+  public static func write(_ input: AnalyzedSlide, encoder: FeatureEncoder, to path: String, safetensors: Bool = false) throws {
     let dir = (path as NSString).deletingLastPathComponent
     if !dir.isEmpty {
       do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
@@ -52,7 +52,7 @@ public enum FeatureExport {
     let tmp = path + ".tmp-\(getpid())"
     defer { try? FileManager.default.removeItem(atPath: tmp) }
     let e = input.embeddings
-    let (num, str) = attributes(input, bundle: bundle)
+    let (num, str) = attributes(input, encoder: encoder)
     let c = coords(input)
     if safetensors {
       var meta: [String: String] = [:]

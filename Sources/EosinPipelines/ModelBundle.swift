@@ -54,6 +54,15 @@ public final class ModelBundle: @unchecked Sendable {
   /// The training-distribution model for out-of-domain checks (`clip/outlier.safetensors`),
   /// when the weights have one.
   public let outlier: OutlierModel?
+  /// The image tower as a feature encoder (projected, L2-normalised CLIP embeddings) at the
+  /// bundle's native tile size and mpp.
+  public var featureEncoder: FeatureEncoder {
+    FeatureEncoder(
+      encoder: clip, preprocess: preprocess,
+      name: manifest.name.isEmpty ? (directory as NSString).lastPathComponent : manifest.name,
+      family: manifest.version > 0 ? "eosin" : "transformers-clip", sha256: clipSHA256, tileSize: tileSize, mpp: mpp)
+  }
+
   /// The decoder folder, when the bundle has one.
   public var decoderDirectory: String? {
     let d = (directory as NSString).appendingPathComponent("decoder")

@@ -38,12 +38,25 @@ public enum SlideIndex {
     slide: Slide, tissue: TissueMask, bundle: ModelBundle, overrideMPP: Double?, minTissue: Double = 0.25, cacheDir: String?,
     batch: Int = 32, progress: (Int, Int) -> Void = { _, _ in }
   ) throws -> SlideEmbeddings {
+    try embed(
+      slide: slide, tissue: tissue, encoder: bundle.featureEncoder, overrideMPP: overrideMPP, minTissue: minTissue,
+      cacheDir: cacheDir, batch: batch, progress: progress)
+  }
+
+  /// Embeds the tissue tiles of a slide with any feature encoder, at its tile size and mpp;
+  /// cached like ``embed(slide:tissue:bundle:overrideMPP:minTissue:cacheDir:batch:progress:)``.
+  /// The next batch of tiles is read while the current one is encoded.
+  public static func embed(
+    slide: Slide, tissue: TissueMask, encoder: FeatureEncoder, overrideMPP: Double?, minTissue: Double = 0.25,
+    cacheDir: String?, batch: Int = 32, progress: (Int, Int) -> Void = { _, _ in }
+  ) throws -> SlideEmbeddings {
     let tiler = try Tiler(
-      slide: slide, mpp: bundle.mpp, tileSize: bundle.tileSize, overrideMPP: overrideMPP, tissue: tissue, minTissue: minTissue)
+      slide: slide, mpp: encoder.mpp, tileSize: encoder.tileSize, overrideMPP: overrideMPP, tissue: tissue,
+      minTissue: minTissue)
     let g = tiler.grid
-    let D = bundle.clip.embedDim
+    let D = encoder.dim
     let key = [
-      try contentHash(slide), bundle.clipSHA256, "\(g.tileSize)", String(format: "%.4f", g.mpp),
+      try contentHash(slide), encoder.sha256, "\(g.tileSize)", String(format: "%.4f", g.mpp),
       String(format: "%.3f", minTissue), overrideMPP.map { String($0) } ?? "-",
     ].joined(separator: "|")
     let file = cacheDir.map { "\($0)/index/\(SHA256.hex(Array(key.utf8)).prefix(32)).safetensors" }
@@ -56,27 +69,29 @@ public enum SlideIndex {
     }
     var emb = [Float](repeating: 0, count: g.tiles.count * D)
     var readT = 0.0, encT = 0.0
-    let S = bundle.clip.imageSize
-    var i = 0
-    while i < g.tiles.count {
-      let n = min(batch, g.tiles.count - i)
+    // Reading overlaps encoding: batch k+1 is read on another thread while batch k is encoded.
+    let starts = Array(stride(from: 0, to: g.tiles.count, by: batch))
+    func read(_ i: Int) -> Result<([RGBImage], Double), Error> {
       let t0 = Probes.now()
-      let imgs = try (0..<n).map { try tiler.read(g.tiles[i + $0]) }
-      let t1 = Probes.now()
-      var px = [Float](repeating: 0, count: n * 3 * S * S)
-      px.withUnsafeMutableBufferPointer { p in
-        parallelFor(n) { k in
-          let x = bundle.preprocess(imgs[k].pixels, width: imgs[k].width, height: imgs[k].height)
-          for j in 0..<x.count { p[k * 3 * S * S + j] = x[j] }
-        }
+      return Result { (try (i..<min(i + batch, g.tiles.count)).map { try tiler.read(g.tiles[$0]) }, Probes.now() - t0) }
+    }
+    var pending: Result<([RGBImage], Double), Error>? = starts.isEmpty ? nil : read(starts[0])
+    for (k, i) in starts.enumerated() {
+      let (imgs, rt) = try pending!.get()
+      readT += rt
+      let next = LockedBox<Result<([RGBImage], Double), Error>?>(nil)
+      let group = DispatchGroup()
+      if k + 1 < starts.count {
+        let s = starts[k + 1]
+        DispatchQueue.global().async(group: group) { next.value = read(s) }
       }
-      let e = bundle.clip.imageEmbeddings(px, batch: n)
-      emb.replaceSubrange((i * D)..<((i + n) * D), with: e)
-      let t2 = Probes.now()
-      readT += t1 - t0
-      encT += t2 - t1
-      i += n
-      progress(i, g.tiles.count)
+      let t1 = Probes.now()
+      let e = encoder.embed(imgs, batch: imgs.count)
+      emb.replaceSubrange((i * D)..<((i + imgs.count) * D), with: e)
+      encT += Probes.now() - t1
+      group.wait()
+      pending = next.value
+      progress(i + imgs.count, g.tiles.count)
     }
     if let f = file {
       try? FileManager.default.createDirectory(
@@ -91,14 +106,17 @@ public enum SlideIndex {
   /// Embeds standalone images (tiles): each is preprocessed (resize, centre crop) and encoded,
   /// one image per core.
   public static func embedImages(_ imgs: [RGBImage], bundle: ModelBundle) -> [Float] {
-    let S = bundle.clip.imageSize
-    var px = [Float](repeating: 0, count: imgs.count * 3 * S * S)
-    px.withUnsafeMutableBufferPointer { p in
-      parallelFor(imgs.count) { k in
-        let x = bundle.preprocess(imgs[k].pixels, width: imgs[k].width, height: imgs[k].height)
-        for j in 0..<x.count { p[k * 3 * S * S + j] = x[j] }
-      }
-    }
-    return bundle.clip.imageEmbeddings(px, batch: imgs.count)
+    bundle.featureEncoder.embed(imgs, batch: max(imgs.count, 1))
+  }
+}
+
+/// A value shared with one worker thread; read after the worker's group is waited on.
+final class LockedBox<T>: @unchecked Sendable {
+  private let lock = NSLock()
+  private var v: T
+  init(_ v: T) { self.v = v }
+  var value: T {
+    get { lock.lock(); defer { lock.unlock() }; return v }
+    set { lock.lock(); v = newValue; lock.unlock() }
   }
 }

@@ -128,7 +128,8 @@ public struct TensorTable: TensorSource {
     let extra = Set(store.shapes.keys).subtracting(used).subtracting(ignoring)
     if let e = extra.sorted().first {
       throw WeightsError.tensor(
-        file: store.path, tensor: e, message: "unexpected tensor (\(extra.count) unknown in all); is this the right architecture?")
+        file: store.path, tensor: e, message: "unexpected tensor (\(extra.count) unknown in all); is this the right architecture?"
+      )
     }
   }
 }

@@ -23,6 +23,8 @@ public final class ShardedSafeTensors: TensorStore, @unchecked Sendable {
   public let path: String
   public let shapes: [String: [Int]]
   let shardOf: [String: SafeTensorsFile]
+  /// The shard files, in name order.
+  public var shardPaths: [String] { Set(shardOf.values.map(\.path)).sorted() }
 
   /// - Throws: ``WeightsError`` naming the index or the missing or bad shard.
   public init(index: String) throws {
@@ -33,7 +35,8 @@ public final class ShardedSafeTensors: TensorStore, @unchecked Sendable {
     guard let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any],
       let map = o["weight_map"] as? [String: String]
     else {
-      throw WeightsError.io(file: index, message: "not a shard index: expected a JSON object with a \"weight_map\" of names to files")
+      throw WeightsError.io(
+        file: index, message: "not a shard index: expected a JSON object with a \"weight_map\" of names to files")
     }
     let dir = (index as NSString).deletingLastPathComponent
     var files: [String: SafeTensorsFile] = [:]

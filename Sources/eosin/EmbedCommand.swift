@@ -10,8 +10,14 @@ struct Embed: ParsableCommand {
       "Each slide's tissue tiles are encoded at the encoder's native mpp and tile size. `features` holds one row per tile, `coords` its level-0 top-left corner (for plain images: the image's index, then 0). With --out-dir, one file per slide (NAME.h5; a slide whose file exists is skipped, so a rerun resumes), and images together in images.h5. Every input is tried; failures are one line each and the exit status is then 2."
   )
 
-  @Option(help: "The encoder: 'default' (Eosin's CLIP), a weights folder, or a Hugging Face CLIP folder.") var encoder =
-    "default"
+  @Option(
+    help:
+      "The encoder: 'default' (Eosin's CLIP), an Eosin weights folder, or a published checkpoint folder as downloaded (timm: UNI, UNI2-h, Virchow2, Prov-GigaPath, H-optimus; transformers ViT, Dinov2, CLIP: Phikon, Phikon-v2, PLIP; open_clip ViT and CoCa: QuiltNet)."
+  ) var encoder = "default"
+  @Option(help: "Tile side in pixels at --target-mpp (default: the encoder's input size; Eosin weights: their native tile).")
+  var patchSize: Int?
+  @Option(help: "Microns per pixel the tiles are read at (default 0.5, i.e. 20x; Eosin weights: their native mpp).")
+  var targetMpp: Double?
   @Argument(help: "Slides, images and folders.") var inputs: [String]
   @Option(help: "Output file, for one slide or a set of images.") var out: String?
   @Option(help: "Output folder: one file per slide, images in images.h5.") var outDir: String?
@@ -25,10 +31,28 @@ struct Embed: ParsableCommand {
     if (out == nil) == (outDir == nil) { throw ValidationError("pass --out FILE or --out-dir DIR") }
     if !["h5", "safetensors"].contains(format) { throw ValidationError("--format must be h5 or safetensors") }
     if let m = mpp, !(m > 0 && m < 1000) { throw ValidationError("--mpp must be a positive number of microns per pixel") }
+    if let m = targetMpp, !(m > 0 && m < 1000) {
+      throw ValidationError("--target-mpp must be a positive number of microns per pixel")
+    }
+    if let p = patchSize, !(p >= 16 && p <= 4096) { throw ValidationError("--patch-size must be between 16 and 4096 pixels") }
+  }
+
+  /// Eosin's weights (a folder with clip/ or a manifest) load as a bundle; anything else is read
+  /// in its published layout.
+  static func openEncoder(_ spec: String, patchSize: Int?, targetMpp: Double?) throws -> FeatureEncoder {
+    let path = spec == "default" ? ModelBundle.defaultPath() : spec
+    let fm = FileManager.default
+    if spec == "default" || fm.fileExists(atPath: path + "/clip") || fm.fileExists(atPath: path + "/manifest.json") {
+      let b = try ModelBundle(path: path).featureEncoder
+      return FeatureEncoder(
+        encoder: b.encoder, preprocess: b.preprocess, name: b.name, family: b.family, sha256: b.sha256,
+        tileSize: patchSize ?? b.tileSize, mpp: targetMpp ?? b.mpp)
+    }
+    return try FeatureEncoder.open(path, tileSize: patchSize, mpp: targetMpp)
   }
 
   func run() throws {
-    let bundle = try ModelBundle(path: encoder == "default" ? ModelBundle.defaultPath() : encoder)
+    let enc = try Embed.openEncoder(encoder, patchSize: patchSize, targetMpp: targetMpp)
     let env = ProcessInfo.processInfo.environment
     let cacheDir =
       cache ?? ((env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSTemporaryDirectory()) + "/.cache")) + "/eosin")
@@ -60,8 +84,8 @@ struct Embed: ParsableCommand {
         let t0 = Probes.now()
         let bar = Progress(label: (path as NSString).lastPathComponent)
         let a = try AnalyzedSlide.analyze(
-          [path], bundle: bundle, overrideMPP: mpp, cacheDir: cacheDir, progress: bar.update)
-        try FeatureExport.write(a, bundle: bundle, to: dest, safetensors: format == "safetensors")
+          [path], encoder: enc, overrideMPP: mpp, cacheDir: cacheDir, progress: bar.update)
+        try FeatureExport.write(a, encoder: enc, to: dest, safetensors: format == "safetensors")
         let n = a.embeddings.tiles.count
         let s = Probes.now() - t0
         log.succeeded(
@@ -74,8 +98,8 @@ struct Embed: ParsableCommand {
     if !images.isEmpty && spec.index == 0 {
       let dest = out ?? "\(outDir!)/images.\(ext)"
       do {
-        let a = try AnalyzedSlide.analyze(images, bundle: bundle, cacheDir: nil)
-        try FeatureExport.write(a, bundle: bundle, to: dest, safetensors: format == "safetensors")
+        let a = try AnalyzedSlide.analyze(images, encoder: enc, cacheDir: nil)
+        try FeatureExport.write(a, encoder: enc, to: dest, safetensors: format == "safetensors")
         log.succeeded("\(images.count) images", "-> \(dest)", alone: true)
       } catch {
         log.failure(images.count == 1 ? images[0] : "\(images.count) images", error)

@@ -1,0 +1,88 @@
+import EosinModels
+import EosinSlide
+import EosinTensor
+import EosinWeights
+import Foundation
+
+extension CLIPModel: ImageEncoder {
+  public var inputSize: Int { imageSize }
+  public var featureDim: Int { embedDim }
+  /// The projected, L2-normalised image embedding.
+  public func features(_ pixels: [Float], batch: Int) -> [Float] { imageEmbeddings(pixels, batch: batch) }
+}
+
+/// An image encoder with everything tiling and feature files need: its preprocessing, the tile
+/// size and resolution it is run at, its name and the sha256 of its weights (the cache key).
+/// Eosin's own CLIP (``ModelBundle/featureEncoder``) and any published checkpoint folder
+/// (``open(_:tileSize:mpp:)``) are encoders alike.
+public struct FeatureEncoder: Sendable {
+  public let encoder: any ImageEncoder
+  public let preprocess: ImagePreprocessor
+  /// The encoder's name: the weights' manifest name, a timm architecture, a folder name.
+  public let name: String
+  /// The checkpoint layout (`eosin`, `timm`, `transformers-dinov2`, `open_clip`, ...).
+  public let family: String
+  /// sha256 of the weights file (for shards: of the shards' hashes in name order).
+  public let sha256: String
+  /// Tile side in pixels at ``mpp``, read from the slide and then preprocessed to the encoder's
+  /// input.
+  public let tileSize: Int
+  /// Microns per pixel the tiles are read at.
+  public let mpp: Double
+
+  /// Width of one feature row.
+  public var dim: Int { encoder.featureDim }
+
+  public init(
+    encoder: any ImageEncoder, preprocess: ImagePreprocessor, name: String, family: String, sha256: String, tileSize: Int,
+    mpp: Double
+  ) {
+    self.encoder = encoder
+    self.preprocess = preprocess
+    self.name = name
+    self.family = family
+    self.sha256 = sha256
+    self.tileSize = tileSize
+    self.mpp = mpp
+  }
+
+  /// Opens a published checkpoint folder (timm, transformers, open_clip; see
+  /// ``VisionCheckpoint``). Tiles default to the encoder's input size at 0.5 µm/px (20x), the
+  /// resolution the public pathology encoders were trained at.
+  /// - Throws: the loader's error naming the file and the problem.
+  public static func open(_ dir: String, tileSize: Int? = nil, mpp: Double? = nil) throws -> FeatureEncoder {
+    let e = try VisionCheckpoint.load(dir)
+    return FeatureEncoder(
+      encoder: e.encoder, preprocess: e.preprocess, name: e.name, family: e.family, sha256: try weightsSHA(e.weightsPath),
+      tileSize: tileSize ?? e.encoder.inputSize, mpp: mpp ?? 0.5)
+  }
+
+  /// The sha256 of a weights file, or for a shard index the sha256 of its shards' hashes.
+  static func weightsSHA(_ path: String) throws -> String {
+    guard path.hasSuffix(".index.json") else { return try SHA256.hex(fileAt: path) }
+    let files = try ShardedSafeTensors(index: path).shardPaths
+    return SHA256.hex(Array(try files.map { try SHA256.hex(fileAt: $0) }.joined(separator: "|").utf8))
+  }
+
+  /// Embeds preprocessed images in batches of `batch` (memory: one batch of pixels).
+  public func embed(_ imgs: [RGBImage], batch: Int = 32) -> [Float] {
+    let S = encoder.inputSize, per = 3 * S * S, D = dim
+    var out = [Float](repeating: 0, count: imgs.count * D)
+    var i = 0
+    while i < imgs.count {
+      let n = min(batch, imgs.count - i)
+      var px = [Float](repeating: 0, count: n * per)
+      px.withUnsafeMutableBufferPointer { p in
+        parallelFor(n) { k in
+          let im = imgs[i + k]
+          let x = preprocess(im.pixels, width: im.width, height: im.height)
+          for j in 0..<x.count { p[k * per + j] = x[j] }
+        }
+      }
+      let e = encoder.features(px, batch: n)
+      out.replaceSubrange((i * D)..<((i + n) * D), with: e)
+      i += n
+    }
+    return out
+  }
+}
