@@ -59,6 +59,25 @@ public struct EncoderBenchResult: Sendable {
 
 /// Times the vision tower on random images.
 public enum EncoderBenchmark {
+  /// Times ``VisionTransformer/features(_:batch:)`` (one image per core for a batch, rows split
+  /// across cores for one image) on `batch` images.
+  public static func run(model: VisionTransformer, shape: ViTShape, batch: Int, repeats: Int, mode: String)
+    -> EncoderBenchResult
+  {
+    let S = model.inputSize
+    var px = [Float](repeating: 0, count: batch * 3 * S * S)
+    for i in 0..<px.count { px[i] = Float((i * 7919) % 255) / 128 - 1 }
+    var secs: [Double] = []
+    for r in 0...repeats {
+      let t0 = Probes.now()
+      _ = model.features(px, batch: batch)
+      if r > 0 { secs.append(Probes.now() - t0) }
+    }
+    let med = medianOf(secs)
+    return EncoderBenchResult(
+      imagesPerSecond: Double(batch) / med, gflops: shape.flops * Double(batch) / med / 1e9, mode: mode, seconds: secs)
+  }
+
   /// - Parameters:
   ///   - parallelImages: true runs one image per core with single-threaded BLAS; false runs the
   ///     whole batch through one forward with BLAS on every core.

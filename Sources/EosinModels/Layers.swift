@@ -6,6 +6,8 @@ import Foundation
 public struct Linear: Sendable {
   public var weight: Tensor
   public var bias: Tensor?
+  /// The weight in bf16 (``converted(to:)``); when set, products run through the bf16 GEMM.
+  public var bf16: BF16Matrix?
   public var inFeatures: Int { weight.shape[1] }
   public var outFeatures: Int { weight.shape[0] }
 
@@ -24,6 +26,16 @@ public struct Linear: Sendable {
 
   /// inp (N,C) -> out (N,OC), writing into a caller-owned buffer of at least N*OC.
   public func forward(into out: inout [Float], _ inp: UnsafePointer<Float>, _ N: Int) {
+    if let m = bf16 {
+      out.withUnsafeMutableBufferPointer { o in
+        if let b = bias {
+          b.data.withUnsafeBufferPointer { bf16MatmulForward(o.baseAddress!, inp, m, $0.baseAddress!, N) }
+        } else {
+          bf16MatmulForward(o.baseAddress!, inp, m, nil, N)
+        }
+      }
+      return
+    }
     out.withUnsafeMutableBufferPointer { o in
       weight.data.withUnsafeBufferPointer { w in
         if let b = bias {
@@ -39,6 +51,20 @@ public struct Linear: Sendable {
 
   public func forward(into out: inout [Float], _ inp: [Float], _ N: Int) {
     inp.withUnsafeBufferPointer { forward(into: &out, $0.baseAddress!, N) }
+  }
+
+  /// This layer at `precision`: for bf16, the weight packed once (the fp32 copy is kept for
+  /// shapes and for fp32 callers).
+  public func converted(to precision: Precision) -> Linear {
+    var l = self
+    switch precision {
+    case .fp32: l.bf16 = nil
+    case .bf16:
+      l.bf16 = weight.data.withUnsafeBufferPointer {
+        BF16Matrix($0.baseAddress!, outFeatures: outFeatures, inFeatures: inFeatures)
+      }
+    }
+    return l
   }
 
   /// Loads `prefix.weight` (OC,C) and, when `bias`, `prefix.bias` (OC).
@@ -206,6 +232,16 @@ public struct TransformerBlock: Sendable {
     x.withUnsafeMutableBufferPointer { xp in
       o2.withUnsafeBufferPointer { residualForward(xp.baseAddress!, $0.baseAddress!, N * C) }
     }
+  }
+
+  /// This block with its four projections at `precision`.
+  public func converted(to precision: Precision) -> TransformerBlock {
+    var b = self
+    b.qkv = qkv.converted(to: precision)
+    b.proj = proj.converted(to: precision)
+    b.fc1 = fc1.converted(to: precision)
+    b.fc2 = fc2.converted(to: precision)
+    return b
   }
 
   /// x (N,C) *= gamma (C), row by row.

@@ -500,8 +500,7 @@ extension VisionTransformer {
     width C: Int, patch P: Int, inputSize S: Int, pooling: ViTPooling, antialias: Bool, patch pw: (Tensor, Tensor?),
     classToken: Tensor?, registers: Tensor?, positions: Tensor, positionedPrefix: Int, file: String
   ) throws {
-    patchWeight = pw.0.reshaped([C, 3 * P * P])
-    patchBias = pw.1
+    patchLinear = Linear(weight: pw.0.reshaped([C, 3 * P * P]), bias: pw.1)
     patch = P
     self.classToken = classToken.map { $0.reshaped([C]) }
     self.registers = registers.map { $0.reshaped([$0.count / C, C]) }

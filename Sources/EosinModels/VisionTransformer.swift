@@ -81,8 +81,7 @@ public struct AttentionalPooler: Sendable {
 /// Thread-safe: encoding only reads weights.
 public struct VisionTransformer: ImageEncoder {
   /// Patch embedding as a matrix (C, 3*P*P) and its bias.
-  var patchWeight: Tensor
-  var patchBias: Tensor?
+  var patchLinear: Linear
   var patch: Int
   var classToken: Tensor?
   /// (R, C) register tokens.
@@ -113,6 +112,15 @@ public struct VisionTransformer: ImageEncoder {
     }
   }
 
+  /// The same network with its GEMMs at `precision` (bf16: weights packed once here).
+  public func converted(to precision: Precision) -> VisionTransformer {
+    var v = self
+    v.blocks = blocks.map { $0.converted(to: precision) }
+    v.patchLinear = patchLinear.converted(to: precision)
+    v.projection = projection?.converted(to: precision)
+    return v
+  }
+
   /// pixels (B,3,S,S) -> (B, featureDim); one image per core when B > 1.
   public func features(_ pixels: [Float], batch B: Int) -> [Float] {
     let S = inputSize, per = 3 * S * S, D = featureDim
@@ -136,7 +144,7 @@ public struct VisionTransformer: ImageEncoder {
     var cols = [Float](repeating: 0, count: NP * K)
     im2col(px, &cols, S, P)
     var pe = [Float](repeating: 0, count: NP * C)
-    Linear(weight: patchWeight, bias: patchBias).forward(into: &pe, cols, NP)
+    patchLinear.forward(into: &pe, cols, NP)
     var x = [Float](repeating: 0, count: T * C)
     let pos = positions.data
     var row = 0
@@ -282,5 +290,92 @@ public enum PositionResampler {
       }
       return acc.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
     }
+  }
+}
+
+/// The shape of a vision transformer, for benchmarks with random weights at real sizes.
+public struct ViTShape: Sendable {
+  public var width: Int
+  public var depth: Int
+  public var heads: Int
+  public var patch: Int
+  public var inputSize: Int
+  /// fc1's output width (for a gated MLP: both halves).
+  public var mlpHidden: Int
+  public var glu = false
+  public var act: Activation = .gelu
+  public var registers = 0
+  public var layerScale = false
+  /// CLIP image tower: pre-norm, projection to this width (0: none).
+  public var projection = 0
+
+  /// Named shapes: `vit-b-16` (CLIP ViT-B/16, the existing benchmark), `vit-b-32`, `vit-s-16`,
+  /// `vit-t-16`, `vit-l-16` (UNI), `vit-h-14-swiglu` (Virchow2), `vit-g-14-swiglu` (UNI2-h).
+  public static func named(_ n: String) -> ViTShape? {
+    switch n {
+    case "vit-b-16":
+      return ViTShape(
+        width: 768, depth: 12, heads: 12, patch: 16, inputSize: 224, mlpHidden: 3072, act: .quickGelu, projection: 512)
+    case "vit-b-32":
+      return ViTShape(
+        width: 768, depth: 12, heads: 12, patch: 32, inputSize: 224, mlpHidden: 3072, act: .quickGelu, projection: 512)
+    case "vit-s-16":
+      return ViTShape(width: 384, depth: 12, heads: 6, patch: 16, inputSize: 224, mlpHidden: 1536, act: .quickGelu, projection: 512)
+    case "vit-t-16":
+      return ViTShape(width: 192, depth: 12, heads: 3, patch: 16, inputSize: 224, mlpHidden: 768, act: .quickGelu, projection: 512)
+    case "vit-l-16":
+      return ViTShape(width: 1024, depth: 24, heads: 16, patch: 16, inputSize: 224, mlpHidden: 4096, layerScale: true)
+    case "vit-h-14-swiglu":
+      return ViTShape(
+        width: 1280, depth: 32, heads: 16, patch: 14, inputSize: 224, mlpHidden: 6832, glu: true, act: .silu, registers: 4,
+        layerScale: true)
+    case "vit-g-14-swiglu":
+      return ViTShape(
+        width: 1536, depth: 24, heads: 24, patch: 14, inputSize: 224, mlpHidden: 8192, glu: true, act: .silu, registers: 8,
+        layerScale: true)
+    default: return nil
+    }
+  }
+
+  /// Tokens per image: class, registers, patches.
+  public var tokens: Int { 1 + registers + (inputSize / patch) * (inputSize / patch) }
+
+  /// Forward FLOPs for one image (2 per multiply-add): patch embedding, blocks, projection.
+  public var flops: Double {
+    let T = Double(tokens), C = Double(width), H = Double(mlpHidden), NP = Double((inputSize / patch) * (inputSize / patch))
+    let mlp = 2 * T * C * H + 2 * T * (glu ? H / 2 : H) * C
+    let perLayer = 2 * T * C * 3 * C + 2 * 2 * T * T * C + 2 * T * C * C + mlp
+    return 2 * NP * Double(3 * patch * patch) * C + Double(depth) * perLayer + 2 * C * Double(projection)
+  }
+}
+
+extension VisionTransformer {
+  /// Random weights (deterministic for `seed`) at `shape`, for benchmarks.
+  public init(random shape: ViTShape, seed: UInt64 = 1) throws {
+    var t = RandomTensors(seed: seed)
+    let C = shape.width, P = shape.patch, G = shape.inputSize / P
+    try self.init(
+      width: C, patch: P, inputSize: shape.inputSize, pooling: shape.projection > 0 ? .projected : .classToken,
+      antialias: false, patch: (try t.take("patch.weight", [C, 3, P, P]), nil), classToken: try t.take("cls", [C]),
+      registers: shape.registers > 0 ? try t.take("reg", [shape.registers, C]) : nil,
+      positions: try t.take("pos", [1 + shape.registers + G * G, C]), positionedPrefix: 1 + shape.registers, file: "random")
+    if shape.projection > 0 { preNorm = try LayerNorm.load(&t, "pre_norm", C, eps: 1e-5) }
+    blocks = try (0..<shape.depth).map { i in
+      let p = "blocks.\(i)"
+      var b = TransformerBlock(
+        ln1: try LayerNorm.load(&t, p + ".norm1", C, eps: 1e-6), qkv: try Linear.load(&t, p + ".qkv", C, 3 * C),
+        proj: try Linear.load(&t, p + ".proj", C, C), ln2: try LayerNorm.load(&t, p + ".norm2", C, eps: 1e-6),
+        fc1: try Linear.load(&t, p + ".fc1", C, shape.mlpHidden),
+        fc2: try Linear.load(&t, p + ".fc2", shape.glu ? shape.mlpHidden / 2 : shape.mlpHidden, C), act: shape.act,
+        heads: shape.heads)
+      b.glu = shape.glu
+      if shape.layerScale {
+        b.ls1 = Tensor(shape: [C], data: [Float](repeating: 0.1, count: C))
+        b.ls2 = b.ls1
+      }
+      return b
+    }
+    finalNorm = try LayerNorm.load(&t, "norm", C, eps: 1e-6)
+    if shape.projection > 0 { projection = try Linear.load(&t, "proj", C, shape.projection, bias: false) }
   }
 }

@@ -56,47 +56,63 @@ struct BenchEncoder: ParsableCommand {
     commandName: "encoder",
     abstract: "Image-encoder img/s and GFLOP/s with random weights, against sgemm peak measured in the same run.")
 
-  @Option(help: "vit-b-16, vit-b-32, vit-s-16 or vit-t-16.") var arch = "vit-b-16"
+  @Option(help: "vit-b-16, vit-b-32, vit-s-16, vit-t-16, vit-l-16 (UNI), vit-h-14-swiglu (Virchow2), vit-g-14-swiglu.")
+  var arch = "vit-b-16"
   @Option(help: "Images per forward.") var batch = 32
   @Option(help: "Timed repeats (after one warm-up).") var repeats = 3
-  @Option(help: "parallel (one image per core), batched (BLAS on all cores), or both.") var mode = "both"
+  @Option(help: "fp32, bf16, or both.") var precision = "both"
+  @Flag(help: "Also measure with a busy-loop process beside Eosin (one core taken), and print the ratio to the quiet speed.")
+  var busyNeighbour = false
   @Flag(help: "Print one JSON line.") var json = false
 
   func run() throws {
-    guard let cfg = Architectures.vision(arch) else { throw ValidationError("unknown --arch \(arch)") }
-    var src = RandomTensors(seed: 1)
-    let model = try CLIPModel(config: cfg, source: &src)
-    let v = cfg.visionConfig
-    let T = (v.imageSize / v.patchSize) * (v.imageSize / v.patchSize) + 1
-    // Peak: the encoder's dominant GEMM shape (tokens x hidden -> 4*hidden), both ways.
-    let peak2 = Probes.sgemmGFLOPS(M: T * min(batch, 8), N: v.intermediateSize, K: v.hiddenSize, threads: Threads.cores)
-    let peak1 = Probes.sgemmGFLOPS(M: T, N: v.intermediateSize, K: v.hiddenSize, threads: 1) * Double(Threads.cores)
+    guard let shape = ViTShape.named(arch) else { throw ValidationError("unknown --arch \(arch)") }
+    let precs: [Precision] = precision == "both" ? [.fp32, .bf16] : [Precision(rawValue: precision)].compactMap { $0 }
+    guard !precs.isEmpty else { throw ValidationError("--precision must be fp32, bf16 or both") }
+    let fp32 = try VisionTransformer(random: shape)
+    // Peak: the encoder's dominant GEMM shape (tokens x hidden -> mlp hidden), both ways.
+    let T = shape.tokens
+    let peak2 = Probes.sgemmGFLOPS(M: T * min(batch, 8), N: shape.mlpHidden, K: shape.width, threads: Threads.cores)
+    let peak1 = Probes.sgemmGFLOPS(M: T, N: shape.mlpHidden, K: shape.width, threads: 1) * Double(Threads.cores)
     let peak = max(peak1, peak2)
-    var results: [EncoderBenchResult] = []
-    if mode != "batched" && batch > 1 {
-      results.append(EncoderBenchmark.run(model: model, batch: batch, repeats: repeats, parallelImages: true))
+    var out: [String: Any] = ["arch": arch, "batch": batch, "sgemm_peak_gflops": peak, "cores": Threads.cores]
+    if !json {
+      print("arch         \(arch) (\(shape.depth) layers, width \(shape.width), \(T) tokens), batch \(batch), \(Threads.cores) cores")
+      print("sgemm peak   \(fmt(peak, 1)) GFLOP/s (encoder MLP shape; max of 1 thread x cores and \(Threads.cores)-thread)")
     }
-    if mode != "parallel" || batch == 1 {
-      results.append(EncoderBenchmark.run(model: model, batch: batch, repeats: repeats, parallelImages: false))
+    let mode = batch > 1 ? "one image per core" : "rows split across cores"
+    for p in precs {
+      let model = p == .fp32 ? fp32 : fp32.converted(to: p)
+      let r = EncoderBenchmark.run(model: model, shape: shape, batch: batch, repeats: repeats, mode: mode)
+      out["\(p.rawValue)_img_per_s"] = r.imagesPerSecond
+      out["\(p.rawValue)_gflops"] = r.gflops
+      if !json {
+        print(
+          "\(p.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0)) \(fmt(r.imagesPerSecond, 2)) img/s  \(fmt(r.gflops, 1)) GFLOP/s  \(fmt(r.gflops / peak, 2)) of sgemm peak (\(mode))"
+        )
+      }
+      if busyNeighbour {
+        let busy = Process()
+        busy.executableURL = URL(fileURLWithPath: "/bin/sh")
+        busy.arguments = ["-c", "while :; do :; done"]
+        try busy.run()
+        let b = EncoderBenchmark.run(model: model, shape: shape, batch: batch, repeats: repeats, mode: mode)
+        busy.terminate()
+        busy.waitUntilExit()
+        out["\(p.rawValue)_busy_img_per_s"] = b.imagesPerSecond
+        if !json {
+          print(
+            "  busy core  \(fmt(b.imagesPerSecond, 2)) img/s (\(fmt(b.imagesPerSecond / r.imagesPerSecond, 2))x of quiet), with a busy-loop process beside"
+          )
+        }
+      }
     }
-    let best = results.max { $0.imagesPerSecond < $1.imagesPerSecond }!
-    if json {
-      emitJSON([
-        "arch": arch, "batch": batch, "img_per_s": best.imagesPerSecond, "gflops": best.gflops, "sgemm_peak_gflops": peak,
-        "mode": best.mode,
-      ])
-      return
-    }
-    print(
-      "arch         \(arch) (\(v.numHiddenLayers) layers, width \(v.hiddenSize), \(T) tokens), batch \(batch), \(Threads.cores) cores"
-    )
-    print("sgemm peak   \(fmt(peak, 1)) GFLOP/s (encoder MLP shape; max of 1 thread x cores and \(Threads.cores)-thread)")
-    for r in results {
-      print(
-        "\(r.mode.padding(toLength: 28, withPad: " ", startingAt: 0)) \(fmt(r.imagesPerSecond, 2)) img/s  \(fmt(r.gflops, 1)) GFLOP/s  \(fmt(r.gflops / peak, 2)) of peak"
-      )
-    }
-    print("best         \(fmt(best.imagesPerSecond, 2)) img/s (\(best.mode))")
+    let best = precs.map { (out["\($0.rawValue)_img_per_s"] as! Double, $0.rawValue) }.max { $0.0 < $1.0 }!
+    out["img_per_s"] = best.0
+    out["precision"] = best.1
+    out["gflops"] = out["\(best.1)_gflops"]
+    out["mode"] = mode
+    if json { emitJSON(out) }
   }
 }
 

@@ -127,3 +127,26 @@ final class EncoderParityTests: XCTestCase {
     }
   }
 }
+
+/// bf16 inference against fp32 on every fixture: cosine >= 0.999 per image.
+final class BF16EncoderTests: XCTestCase {
+  func testBF16EmbeddingsStayWithinCosine0999() throws {
+    for name in ["timm-l16", "timm-h14-reg", "timm-g14-reg-dinov2", "hf-dinov2", "hf-vit", "openclip-vit", "openclip-coca"] {
+      let dir = EncoderParityTests.root + "/" + name
+      let enc = try VisionCheckpoint.load(dir)
+      let px = try SafeTensorsFile(path: dir + "/io.safetensors").tensor("pixels")
+      let B = px.shape[0], D = enc.encoder.featureDim
+      let a = enc.encoder.features(px.data, batch: B)
+      let b = enc.encoder.converted(to: .bf16).features(px.data, batch: B)
+      for i in 0..<B {
+        var dot: Float = 0, na: Float = 0, nb: Float = 0
+        for j in 0..<D {
+          dot += a[i * D + j] * b[i * D + j]
+          na += a[i * D + j] * a[i * D + j]
+          nb += b[i * D + j] * b[i * D + j]
+        }
+        XCTAssertGreaterThanOrEqual(dot / (na * nb).squareRoot(), 0.999, "\(name) image \(i)")
+      }
+    }
+  }
+}

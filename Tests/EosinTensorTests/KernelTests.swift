@@ -200,3 +200,26 @@ final class GemvTests: XCTestCase {
     XCTAssertTrue(hits.allSatisfy { $0 == 20_000 })
   }
 }
+
+/// The bf16 GEMM against its reference (operands rounded to bf16, sums in double), on shapes
+/// with row, column and k tails, and against fp32 within bf16's rounding.
+final class BF16GemmTests: XCTestCase {
+  func testMatchesReferenceOnTails() {
+    var rng = SystemRandomNumberGenerator()
+    for (N, K, OC) in [(1, 2, 1), (7, 33, 70), (13, 64, 64), (197, 96, 130), (64, 257, 16)] {
+      let a = (0..<(N * K)).map { _ in Float.random(in: -1...1, using: &rng) }
+      let w = (0..<(OC * K)).map { _ in Float.random(in: -1...1, using: &rng) }
+      let bias = (0..<OC).map { _ in Float.random(in: -1...1, using: &rng) }
+      var got = [Float](repeating: .nan, count: N * OC), ref = got, f32 = got
+      let m = w.withUnsafeBufferPointer { BF16Matrix($0.baseAddress!, outFeatures: OC, inFeatures: K) }
+      bf16MatmulForward(&got, a, m, bias, N)
+      bf16MatmulReference(&ref, a, w, bias, N, K, OC)
+      matmulForward(&f32, a, w, bias, N, K, OC)
+      let scale = Float(K).squareRoot()
+      for i in 0..<(N * OC) {
+        XCTAssertEqual(got[i], ref[i], accuracy: 1e-5 * scale * 4, "N=\(N) K=\(K) OC=\(OC) at \(i)")
+        XCTAssertEqual(got[i], f32[i], accuracy: 0.02 * scale, "bf16 rounding bound")
+      }
+    }
+  }
+}

@@ -53,6 +53,21 @@ void eq_gemv_q8(uint32_t type, const void *w, size_t row_bytes, eq_q8 xq, float 
 /* Rows [r0, r1) of W dequantised into dst (r1 - r0, n). */
 void eq_dequantize_rows(uint32_t type, const void *w, size_t row_bytes, float *dst, int64_t n, int64_t r0, int64_t r1);
 
+/* bf16 GEMM with fp32 accumulation (bf16gemm.c): out (n, oc) = a (n, k) @ w (oc, k)^T + bias.
+ * The weights are packed once by eq_bf16_pack into eq_bf16_packed_count(oc, k) values; each call
+ * rounds a to bf16 in `scratch` (eq_bf16_scratch_count(n, k) values). eq_bf16_simd is 1 when the
+ * AVX512-BF16 kernel is built (else a scalar loop runs). eq_bf16_gemm_ref rounds both operands to
+ * bf16 and accumulates in double, for tests. */
+int eq_bf16_simd(void);
+int64_t eq_bf16_padded_k(int64_t k);
+int64_t eq_bf16_padded_oc(int64_t oc);
+int64_t eq_bf16_packed_count(int64_t oc, int64_t k);
+int64_t eq_bf16_scratch_count(int64_t n, int64_t k);
+void eq_bf16_pack(const float *w, int64_t oc, int64_t k, uint16_t *out);
+void eq_bf16_gemm_rows(float *out, const float *a, const uint16_t *wp, const float *bias, int64_t n, int64_t k, int64_t oc,
+                       uint16_t *scratch);
+void eq_bf16_gemm_ref(float *out, const float *a, const float *w, const float *bias, int64_t n, int64_t k, int64_t oc);
+
 /* A CPU pause hint, for spin loops. */
 void eq_cpu_relax(void);
 /* Cores this process may run on (its CPU affinity mask), at least 1. */
