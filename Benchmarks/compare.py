@@ -1,7 +1,13 @@
 """Runs Eosin's encoder and decoder benchmarks, then PyTorch on the same shapes and thread count,
-right after, and prints the ratios. Random weights at real sizes; fp32; medians.
+right after, and prints the ratios. Random weights at real sizes; medians.
 
-    python3 Benchmarks/compare.py [--eosin .build/release/eosin] [--quick] [--only encoder|decoder|train]
+    python3 Benchmarks/compare.py [--eosin .build/release/eosin] [--quick] [--only encoder|decoder|train|busy]
+
+Encoders: Eosin fp32 and bf16 (`eosin bench encoder --precision both`) against PyTorch fp32 and
+PyTorch under `torch.autocast("cpu", dtype=torch.bfloat16)`, on ViT-B/16 (CLIP, batch 32 and 1),
+and, when timm is installed, ViT-L/16 (UNI's shape) and ViT-H/14 with SwiGLU and 4 registers
+(Virchow2's shape). `--only busy` reruns Eosin's benchmarks with a busy-loop process beside them
+and prints each one's share of its quiet speed.
 
 Training is measured as three alternating Eosin/PyTorch pairs; the ratio is the median of the
 three paired ratios, so a noisy moment on this machine hits both sides of one pair.
@@ -15,7 +21,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, GPT2Co
 p = argparse.ArgumentParser()
 p.add_argument("--eosin", default=".build/release/eosin")
 p.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
-p.add_argument("--only", choices=["encoder", "decoder", "train"], help="run one group")
+p.add_argument("--only", choices=["encoder", "decoder", "train", "busy"], help="run one group")
 a = p.parse_args()
 threads = os.cpu_count()
 torch.set_num_threads(threads)
@@ -27,16 +33,35 @@ def eosin(args):
 VIT = {"vit-b-16": dict(patch_size=16), "vit-b-32": dict(patch_size=32),
        "vit-s-16": dict(patch_size=16, hidden_size=384, intermediate_size=1536, num_attention_heads=6)}
 
-def torch_vit(arch, batch, repeats):
-    cfg = CLIPVisionConfig(image_size=224, hidden_act="quick_gelu", projection_dim=512, **VIT[arch])
-    m = CLIPVisionModelWithProjection(cfg).eval()
+def torch_model(arch):
+    if arch in VIT:
+        cfg = CLIPVisionConfig(image_size=224, hidden_act="quick_gelu", projection_dim=512, **VIT[arch])
+        m = CLIPVisionModelWithProjection(cfg).eval()
+        return lambda x: m(pixel_values=x)
+    import timm, timm.layers
+    if arch == "vit-l-16":
+        m = timm.create_model("vit_large_patch16_224", init_values=1e-5, num_classes=0)
+    else:  # vit-h-14-swiglu, Virchow2's configuration
+        m = timm.create_model("vit_huge_patch14_224", init_values=1e-5, num_classes=0, mlp_ratio=5.3375, reg_tokens=4,
+                              mlp_layer=timm.layers.SwiGLUPacked, act_layer=torch.nn.SiLU)
+    m = m.eval()
+    return lambda x: m(x)
+
+def torch_vit(arch, batch, repeats, bf16=False):
+    f = torch_model(arch)
     x = torch.randn(batch, 3, 224, 224)
     ts = []
-    with torch.inference_mode():
-        m(pixel_values=x)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        f(x)
         for _ in range(repeats):
-            t = time.perf_counter(); m(pixel_values=x); ts.append(time.perf_counter() - t)
+            t = time.perf_counter(); f(x); ts.append(time.perf_counter() - t)
     return batch / statistics.median(ts)
+
+try:
+    import timm  # noqa: F401
+    HAVE_TIMM = True
+except Exception:
+    HAVE_TIMM = False
 
 def torch_gpt2(prompt, tokens, repeats):
     m = GPT2LMHeadModel(GPT2Config()).eval()
@@ -55,13 +80,33 @@ def torch_gpt2(prompt, tokens, repeats):
 
 rows = []
 shapes = [("vit-b-16", 32), ("vit-b-16", 1)] if a.quick else [("vit-b-16", 32), ("vit-b-16", 1), ("vit-b-32", 32), ("vit-s-16", 32)]
+if HAVE_TIMM and not a.quick:
+    shapes += [("vit-l-16", 8), ("vit-l-16", 1), ("vit-h-14-swiglu", 4), ("vit-h-14-swiglu", 1)]
 if a.only not in (None, "encoder"): shapes = []
 for arch, batch in shapes:
     reps = 2 if batch > 1 else 5
-    e = eosin(["encoder", "--arch", arch, "--batch", str(batch), "--repeats", str(reps)])
+    e = eosin(["encoder", "--arch", arch, "--batch", str(batch), "--repeats", str(reps), "--precision", "both"])
     t = torch_vit(arch, batch, reps)
-    rows.append((f"{arch} batch {batch}", f"{e['img_per_s']:.2f} img/s", f"{t:.2f} img/s", e["img_per_s"] / t,
-                 f"{e['gflops']:.0f} GFLOP/s = {e['gflops'] / e['sgemm_peak_gflops']:.2f} of sgemm peak ({e['mode']})"))
+    tb = torch_vit(arch, batch, reps, bf16=True)
+    peak = e["sgemm_peak_gflops"]
+    rows.append((f"{arch} batch {batch}, fp32", f"{e['fp32_img_per_s']:.2f} img/s", f"{t:.2f} img/s", e["fp32_img_per_s"] / t,
+                 f"{e['fp32_gflops']:.0f} GFLOP/s = {e['fp32_gflops'] / peak:.2f} of sgemm peak ({e['mode']})"))
+    rows.append((f"{arch} batch {batch}, Eosin bf16 vs PyTorch fp32", f"{e['bf16_img_per_s']:.2f} img/s", f"{t:.2f} img/s",
+                 e["bf16_img_per_s"] / t, f"{e['bf16_gflops']:.0f} GFLOP/s"))
+    rows.append((f"{arch} batch {batch}, Eosin bf16 vs PyTorch autocast bf16", f"{e['bf16_img_per_s']:.2f} img/s",
+                 f"{tb:.2f} img/s", e["bf16_img_per_s"] / tb, "torch.autocast(\"cpu\", dtype=torch.bfloat16)"))
+if a.only == "busy":
+    for args, key in [(["encoder", "--arch", "vit-b-16", "--batch", "1", "--repeats", "5"], "img_per_s"),
+                      (["encoder", "--arch", "vit-b-16", "--batch", "32", "--repeats", "2"], "img_per_s")]:
+        e = eosin(args + ["--precision", "both", "--busy-neighbour"])
+        for prec in ("fp32", "bf16"):
+            q, b = e[f"{prec}_{key}"], e[f"{prec}_busy_{key}"]
+            rows.append((f"{' '.join(args[:5])} {prec}, one core busy", f"{b:.2f} img/s", f"quiet {q:.2f}", b / q,
+                         "share of the quiet speed (target >= 0.45)"))
+if a.only == "busy":
+  e = eosin(["decoder", "--arch", "gpt2-124m", "--repeats", "3", "--busy-neighbour"])
+  rows.append(("gpt2-124m decode, one core busy", f"{e['busy_tok_per_s']:.1f} tok/s", f"quiet {e['tok_per_s']:.1f}",
+               e["busy_tok_per_s"] / e["tok_per_s"], "share of the quiet speed (target >= 0.45)"))
 if a.only in (None, "decoder"):
   e = eosin(["decoder", "--arch", "gpt2-124m", "--repeats", "3"])
   t = torch_gpt2(16, 128, 3)

@@ -125,6 +125,8 @@ struct BenchDecoder: ParsableCommand {
   @Option(help: "Prompt tokens before decoding.") var prompt = 16
   @Option(help: "Tokens to decode.") var tokens = 128
   @Option(help: "Timed repeats (after one warm-up).") var repeats = 3
+  @Flag(help: "Also measure with a busy-loop process beside Eosin (one core taken), and print the ratio to the quiet speed.")
+  var busyNeighbour = false
   @Flag(help: "Print one JSON line.") var json = false
 
   func run() throws {
@@ -134,12 +136,28 @@ struct BenchDecoder: ParsableCommand {
     let r = try DecoderBenchmark.run(model: model, promptLength: prompt, newTokens: tokens, repeats: repeats)
     let bw = r.bandwidthGBs
     let bound = bw * 1e9 / r.bytesPerToken
+    var busyRate: Double?
+    if busyNeighbour {
+      let busy = Process()
+      busy.executableURL = URL(fileURLWithPath: "/bin/sh")
+      busy.arguments = ["-c", "while :; do :; done"]
+      try busy.run()
+      busyRate = try DecoderBenchmark.run(model: model, promptLength: prompt, newTokens: tokens, repeats: repeats)
+        .tokensPerSecond
+      busy.terminate()
+      busy.waitUntilExit()
+    }
     if json {
-      emitJSON([
+      var o: [String: Any] = [
         "arch": arch, "tok_per_s": r.tokensPerSecond, "bandwidth_gbs": bw, "bound_tok_per_s": bound,
         "bytes_per_token": r.bytesPerToken,
-      ])
+      ]
+      if let b = busyRate { o["busy_tok_per_s"] = b }
+      emitJSON(o)
       return
+    }
+    if let b = busyRate {
+      print("busy core    \(fmt(b, 1)) tok/s (\(fmt(b / r.tokensPerSecond, 2))x of quiet), with a busy-loop process beside")
     }
     print("arch         \(arch) (\(cfg.nLayer) layers, width \(cfg.nEmbd), vocab \(cfg.vocabSize)), fp32, \(Threads.cores) cores")
     print("weights/tok  \(fmt(r.bytesPerToken / 1e6, 1)) MB read per token")
