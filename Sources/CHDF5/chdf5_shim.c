@@ -3,6 +3,7 @@
 #include "chdf5_shim.h"
 #include <hdf5.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int fail(char *err, size_t errlen, const char *msg) {
@@ -113,5 +114,77 @@ int eosin_h5_read_coords_attribute(const char *path, const char *name, double *v
     H5Dclose(ds);
   }
   H5Fclose(f);
+  return rc;
+}
+
+/* Streaming writer: the file and both datasets are created at open (n and d are known from the
+ * tile grid), coords are written then, feature rows as they are encoded, attributes at close. */
+struct eosin_h5_writer {
+  hid_t f, fset, cset;
+  int64_t n, d;
+};
+
+eosin_h5_writer *eosin_h5_open(const char *path, int64_t n, int64_t d, const int64_t *coords, char *err, size_t errlen) {
+  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (f < 0) {
+    fail(err, errlen, "cannot create the HDF5 file");
+    return NULL;
+  }
+  hsize_t fd[2] = {(hsize_t)n, (hsize_t)d}, cd[2] = {(hsize_t)n, 2};
+  hid_t fs = H5Screate_simple(2, fd, NULL), cs = H5Screate_simple(2, cd, NULL);
+  hid_t fset = H5Dcreate2(f, "features", H5T_NATIVE_FLOAT, fs, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  hid_t cset = H5Dcreate2(f, "coords", H5T_NATIVE_INT64, cs, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  H5Sclose(fs);
+  H5Sclose(cs);
+  int ok = fset >= 0 && cset >= 0;
+  if (!ok) fail(err, errlen, "cannot create the datasets");
+  if (ok && n > 0 && H5Dwrite(cset, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, coords) < 0) {
+    ok = 0;
+    fail(err, errlen, "cannot write the coordinates (disk full?)");
+  }
+  if (!ok) {
+    if (fset >= 0) H5Dclose(fset);
+    if (cset >= 0) H5Dclose(cset);
+    H5Fclose(f);
+    return NULL;
+  }
+  eosin_h5_writer *w = (eosin_h5_writer *)calloc(1, sizeof *w);
+  w->f = f;
+  w->fset = fset;
+  w->cset = cset;
+  w->n = n;
+  w->d = d;
+  return w;
+}
+
+int eosin_h5_write_rows(eosin_h5_writer *w, int64_t row0, int64_t count, const float *rows, char *err, size_t errlen) {
+  if (count <= 0) return 0;
+  if (row0 < 0 || row0 + count > w->n) return fail(err, errlen, "rows outside the dataset");
+  hid_t fs = H5Dget_space(w->fset);
+  hsize_t start[2] = {(hsize_t)row0, 0}, cnt[2] = {(hsize_t)count, (hsize_t)w->d};
+  H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, cnt, NULL);
+  hid_t ms = H5Screate_simple(2, cnt, NULL);
+  int rc = H5Dwrite(w->fset, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, rows) < 0 ? fail(err, errlen, "cannot write the features (disk full?)") : 0;
+  H5Sclose(ms);
+  H5Sclose(fs);
+  return rc;
+}
+
+int eosin_h5_close(eosin_h5_writer *w, const char *const *num_names, const double *num_values, int num_count,
+                   const char *const *str_names, const char *const *str_values, int str_count, char *err, size_t errlen) {
+  int rc = 0;
+  for (int i = 0; rc == 0 && i < num_count; i++) {
+    if (num_attr(w->cset, num_names[i], num_values[i]) < 0 || num_attr(w->f, num_names[i], num_values[i]) < 0)
+      rc = fail(err, errlen, "cannot write an attribute");
+  }
+  for (int i = 0; rc == 0 && i < str_count; i++) {
+    if (str_attr(w->f, str_names[i], str_values[i]) < 0 || str_attr(w->fset, str_names[i], str_values[i]) < 0)
+      rc = fail(err, errlen, "cannot write an attribute");
+  }
+  H5Dclose(w->fset);
+  H5Dclose(w->cset);
+  if (H5Fclose(w->f) < 0 && rc == 0) rc = fail(err, errlen, "cannot close the HDF5 file (disk full?)");
+  free(w);
   return rc;
 }

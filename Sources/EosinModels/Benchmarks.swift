@@ -4,27 +4,6 @@ import Foundation
 
 /// Named architectures at real sizes, for benchmarks with random weights.
 public enum Architectures {
-  /// CLIP image towers: vit-b-16, vit-b-32, vit-s-16 (and vit-t-16 for quick checks).
-  public static func vision(_ name: String) -> CLIPConfig? {
-    var c = CLIPConfig()
-    c.textConfig.numHiddenLayers = 0  // the text tower is not timed
-    c.textConfig.vocabSize = 8
-    switch name {
-    case "vit-b-16": c.visionConfig.patchSize = 16
-    case "vit-b-32": c.visionConfig.patchSize = 32
-    case "vit-s-16":
-      c.visionConfig.hiddenSize = 384
-      c.visionConfig.intermediateSize = 1536
-      c.visionConfig.numAttentionHeads = 6
-    case "vit-t-16":
-      c.visionConfig.hiddenSize = 192
-      c.visionConfig.intermediateSize = 768
-      c.visionConfig.numAttentionHeads = 3
-    default: return nil
-    }
-    return c
-  }
-
   /// GPT-2 sizes: gpt2-124m (and gpt2-tiny for quick checks).
   public static func decoder(_ name: String) -> GPT2Config? {
     var c = GPT2Config()
@@ -38,14 +17,6 @@ public enum Architectures {
     default: return nil
     }
     return c
-  }
-
-  /// Forward FLOPs (2 per multiply-add) of the vision tower for one image.
-  public static func visionFLOPs(_ v: CLIPVisionConfig, projection: Int) -> Double {
-    let G = v.imageSize / v.patchSize, NP = Double(G * G), T = NP + 1
-    let C = Double(v.hiddenSize), I = Double(v.intermediateSize), K = Double(v.numChannels * v.patchSize * v.patchSize)
-    let perLayer = 2 * T * C * 3 * C + 2 * 2 * T * T * C + 2 * T * C * C + 2 * 2 * T * C * I
-    return 2 * NP * K * C + Double(v.numHiddenLayers) * perLayer + 2 * C * Double(projection)
   }
 }
 
@@ -78,26 +49,6 @@ public enum EncoderBenchmark {
       imagesPerSecond: Double(batch) / med, gflops: shape.flops * Double(batch) / med / 1e9, mode: mode, seconds: secs)
   }
 
-  /// - Parameters:
-  ///   - parallelImages: true runs one image per core with single-threaded BLAS; false runs the
-  ///     whole batch through one forward with BLAS on every core.
-  public static func run(model: CLIPModel, batch: Int, repeats: Int, parallelImages: Bool) -> EncoderBenchResult {
-    let S = model.imageSize
-    var px = [Float](repeating: 0, count: batch * 3 * S * S)
-    for i in 0..<px.count { px[i] = Float((i * 7919) % 255) / 128 - 1 }
-    var secs: [Double] = []
-    for r in 0...repeats {
-      let t0 = Probes.now()
-      _ = model.imageFeatures(px, batch: batch, parallel: parallelImages)
-      if r > 0 { secs.append(Probes.now() - t0) }
-    }
-    let med = medianOf(secs)
-    let flops = Architectures.visionFLOPs(model.config.visionConfig, projection: model.config.projectionDim) * Double(batch)
-    return EncoderBenchResult(
-      imagesPerSecond: Double(batch) / med, gflops: flops / med / 1e9,
-      mode: parallelImages ? "one image per core" : "batched, rows split across cores",
-      seconds: secs)
-  }
 }
 
 /// Results of timing decode.

@@ -9,14 +9,9 @@ import Foundation
 /// Thread-safe: encoding only reads weights, so several threads may encode at once.
 public struct CLIPModel: Sendable {
   public let config: CLIPConfig
-  // Vision tower.
-  let classEmbedding: Tensor  // (C)
-  let patchEmbedding: Tensor  // (C, 3*P*P), conv weight flattened
-  let visionPositions: Tensor  // (NP+1, C)
-  let preLayernorm: LayerNorm
-  let visionBlocks: [TransformerBlock]
-  let postLayernorm: LayerNorm
-  let visualProjection: Linear
+  /// The image tower: the one ``VisionTransformer`` every image encoder runs on (pre-norm,
+  /// class token through the post-norm and the projection, L2-normalised).
+  public private(set) var vision: VisionTransformer
   // Text tower.
   let tokenEmbedding: Tensor  // (V, C)
   let textPositions: Tensor  // (maxT, C)
@@ -42,19 +37,21 @@ public struct CLIPModel: Sendable {
     guard v.hiddenSize % v.numAttentionHeads == 0, x.hiddenSize % x.numAttentionHeads == 0, v.imageSize % v.patchSize == 0 else {
       throw ModelError.config("hidden size must divide by heads and image size by patch size")
     }
+    guard v.numChannels == 3 else { throw ModelError.config("only 3-channel (RGB) image towers are supported") }
     let C = v.hiddenSize, P = v.patchSize, NP = (v.imageSize / P) * (v.imageSize / P)
-    classEmbedding = try t.take("vision_model.embeddings.class_embedding", [C])
-    patchEmbedding = try t.take("vision_model.embeddings.patch_embedding.weight", [C, v.numChannels, P, P]).reshaped([
-      C, v.numChannels * P * P,
-    ])
-    visionPositions = try t.take("vision_model.embeddings.position_embedding.weight", [NP + 1, C])
-    preLayernorm = try LayerNorm.load(&t, "vision_model.pre_layrnorm", C, eps: v.layerNormEps)
-    visionBlocks = try (0..<v.numHiddenLayers).map {
+    vision = try VisionTransformer(
+      width: C, patch: P, inputSize: v.imageSize, pooling: .projected, antialias: false,
+      patch: (try t.take("vision_model.embeddings.patch_embedding.weight", [C, v.numChannels, P, P]), nil),
+      classToken: try t.take("vision_model.embeddings.class_embedding", [C]), registers: nil,
+      positions: try t.take("vision_model.embeddings.position_embedding.weight", [NP + 1, C]), positionedPrefix: 1,
+      file: "")
+    vision.preNorm = try LayerNorm.load(&t, "vision_model.pre_layrnorm", C, eps: v.layerNormEps)
+    vision.blocks = try (0..<v.numHiddenLayers).map {
       try CLIPModel.block(
         &t, "vision_model.encoder.layers.\($0)", C, v.intermediateSize, v.numAttentionHeads, v.hiddenAct, v.layerNormEps)
     }
-    postLayernorm = try LayerNorm.load(&t, "vision_model.post_layernorm", C, eps: v.layerNormEps)
-    visualProjection = try Linear.load(&t, "visual_projection", C, cfg.projectionDim, bias: false)
+    vision.finalNorm = try LayerNorm.load(&t, "vision_model.post_layernorm", C, eps: v.layerNormEps)
+    vision.projection = try Linear.load(&t, "visual_projection", C, cfg.projectionDim, bias: false)
     let TC = x.hiddenSize
     tokenEmbedding = try t.take("text_model.embeddings.token_embedding.weight", [x.vocabSize, TC])
     textPositions = try t.take("text_model.embeddings.position_embedding.weight", [x.maxPositionEmbeddings, TC])
@@ -65,6 +62,14 @@ public struct CLIPModel: Sendable {
     finalLayernorm = try LayerNorm.load(&t, "text_model.final_layer_norm", TC, eps: x.layerNormEps)
     textProjection = try Linear.load(&t, "text_projection", TC, cfg.projectionDim, bias: false)
     logitScale = try t.take("logit_scale", []).data[0]
+  }
+
+  /// The same model with its image tower's GEMMs at `precision` (the text tower, a few small
+  /// products per prompt, stays fp32).
+  public func converted(to precision: Precision) -> CLIPModel {
+    var m = self
+    m.vision = vision.converted(to: precision)
+    return m
   }
 
   /// HF CLIP encoder layer names -> a fused-QKV block. The one place q/k/v are concatenated.
@@ -89,83 +94,16 @@ public struct CLIPModel: Sendable {
   /// Width of the shared embedding space.
   public var embedDim: Int { config.projectionDim }
 
-  /// Projected image features (not normalised). pixels (B,3,S,S) preprocessed -> (B,D).
-  /// Runs one image per core (see ``parallelFor(_:workers:_:)``) when `parallel` and B > 1.
-  public func imageFeatures(_ pixels: [Float], batch B: Int, parallel: Bool = true) -> [Float] {
-    let S = imageSize, per = 3 * S * S, D = embedDim
-    precondition(pixels.count == B * per, "pixels must be (B,3,\(S),\(S))")
-    var out = [Float](repeating: 0, count: B * D)
-    if parallel && B > 1 {
-      let chunks = UnsafeMutableBufferPointer<Float>.allocate(capacity: B * D)
-      defer { chunks.deallocate() }
-      pixels.withUnsafeBufferPointer { px in
-        parallelFor(B) { b in
-          let f = encodeImages(UnsafeBufferPointer(rebasing: px[(b * per)..<((b + 1) * per)]), 1)
-          for i in 0..<D { chunks[b * D + i] = f[i] }
-        }
-      }
-      for i in 0..<(B * D) { out[i] = chunks[i] }
-    } else {
-      out = pixels.withUnsafeBufferPointer { encodeImages($0, B) }
-    }
-    return out
+  /// Projected image features (not normalised). pixels (B,3,S,S) preprocessed -> (B,D), one
+  /// image per core when B > 1.
+  public func imageFeatures(_ pixels: [Float], batch B: Int) -> [Float] {
+    var v = vision
+    v.normalizeOutput = false
+    return v.features(pixels, batch: B)
   }
 
   /// Normalised image embeddings (B,D).
-  public func imageEmbeddings(_ pixels: [Float], batch B: Int, parallel: Bool = true) -> [Float] {
-    var f = imageFeatures(pixels, batch: B, parallel: parallel)
-    f.withUnsafeMutableBufferPointer { l2normForward($0.baseAddress!, nil, $0.baseAddress!, B, embedDim) }
-    return f
-  }
-
-  /// The vision tower on B images at once: patch embed, class token, positions, pre-LN, blocks,
-  /// post-LN on the class token, projection.
-  func encodeImages(_ px: UnsafeBufferPointer<Float>, _ B: Int) -> [Float] {
-    let v = config.visionConfig
-    let S = v.imageSize, P = v.patchSize, G = S / P, NP = G * G, C = v.hiddenSize, K = v.numChannels * P * P
-    let T = NP + 1
-    // im2col: patches (B*NP, K) in (channel, py, px) order, matching the conv weight.
-    var cols = [Float](repeating: 0, count: B * NP * K)
-    cols.withUnsafeMutableBufferPointer { c in
-      for b in 0..<B {
-        for gy in 0..<G {
-          for gx in 0..<G {
-            let row = c.baseAddress! + ((b * NP) + gy * G + gx) * K
-            var k = 0
-            for ch in 0..<v.numChannels {
-              for py in 0..<P {
-                let src = px.baseAddress! + b * v.numChannels * S * S + ch * S * S + (gy * P + py) * S + gx * P
-                for pxx in 0..<P { row[k + pxx] = src[pxx] }
-                k += P
-              }
-            }
-          }
-        }
-      }
-    }
-    var pe = [Float](repeating: 0, count: B * NP * C)
-    pe.withUnsafeMutableBufferPointer { o in
-      cols.withUnsafeBufferPointer { c in
-        patchEmbedding.data.withUnsafeBufferPointer { w in
-          matmulForward(o.baseAddress!, c.baseAddress!, w.baseAddress!, nil, B * NP, K, C)
-        }
-      }
-    }
-    var x = [Float](repeating: 0, count: B * T * C)
-    for b in 0..<B {
-      for i in 0..<C { x[b * T * C + i] = classEmbedding.data[i] + visionPositions.data[i] }
-      for p in 0..<NP {
-        let dst = b * T * C + (p + 1) * C, src = (b * NP + p) * C, pos = (p + 1) * C
-        for i in 0..<C { x[dst + i] = pe[src + i] + visionPositions.data[pos + i] }
-      }
-    }
-    x = preLayernorm.forward(x, B * T)
-    for blk in visionBlocks { blk.forward(&x, B: B, T: T, causal: false) }
-    var cls = [Float](repeating: 0, count: B * C)
-    for b in 0..<B { for i in 0..<C { cls[b * C + i] = x[b * T * C + i] } }
-    let pooled = postLayernorm.forward(cls, B)
-    return visualProjection.forward(pooled, B)
-  }
+  public func imageEmbeddings(_ pixels: [Float], batch B: Int) -> [Float] { vision.features(pixels, batch: B) }
 
   /// Projected text features (not normalised). ids (B,T), each row holding its end token;
   /// pooled at the end token (HF's rule: argmax id for legacy eos 2, else the first eos).
@@ -229,5 +167,73 @@ public struct CLIPModel: Sendable {
       }
     }
     return out
+  }
+}
+
+extension CLIPModel {
+  /// Reads an open_clip ViT CLIP folder (`open_clip_config.json` and its weights): the image
+  /// tower through ``VisionCheckpoint`` and the text tower from open_clip's names
+  /// (`token_embedding`, `positional_embedding`, `transformer.resblocks.N`, `ln_final`,
+  /// `text_projection`, `logit_scale`). Text is pooled at the highest token id, open_clip's
+  /// `argmax` rule for the OpenAI tokenizer.
+  /// - Throws: ``WeightsError`` naming the file; CoCa folders are refused here (their text tower
+  ///   is a captioning decoder), though their image tower loads through ``VisionCheckpoint``.
+  public init(openCLIP dir: String) throws {
+    let cfgPath = (dir as NSString).appendingPathComponent("open_clip_config.json")
+    let top = try VisionCheckpoint.json(cfgPath)
+    guard let mc = top["model_cfg"] as? [String: Any], let tc = mc["text_cfg"] as? [String: Any] else {
+      throw WeightsError.io(file: cfgPath, message: "no model_cfg.text_cfg")
+    }
+    if mc["multimodal_cfg"] != nil {
+      throw WeightsError.io(file: cfgPath, message: "a CoCa model: only its image tower is supported (eosin embed)")
+    }
+    if tc["hf_model_name"] != nil {
+      throw WeightsError.io(file: cfgPath, message: "text towers from Hugging Face models (hf_model_name) are not supported")
+    }
+    let image = try VisionCheckpoint.load(dir)
+    let D = mc["embed_dim"] as? Int ?? 512
+    let C = tc["width"] as? Int ?? 512, L = tc["layers"] as? Int ?? 12
+    let heads = tc["heads"] as? Int ?? 8, ctx = tc["context_length"] as? Int ?? 77, V = tc["vocab_size"] as? Int ?? 49408
+    let quick = mc["quick_gelu"] as? Bool ?? false
+    var cfg = CLIPConfig()
+    cfg.projectionDim = D
+    cfg.visionConfig.imageSize = image.encoder.inputSize
+    cfg.visionConfig.hiddenSize = image.encoder.width
+    cfg.visionConfig.patchSize = image.encoder.patch
+    cfg.visionConfig.numHiddenLayers = image.encoder.blocks.count
+    cfg.textConfig.hiddenSize = C
+    cfg.textConfig.numHiddenLayers = L
+    cfg.textConfig.numAttentionHeads = heads
+    cfg.textConfig.maxPositionEmbeddings = ctx
+    cfg.textConfig.vocabSize = V
+    cfg.textConfig.eosTokenId = 2  // pooled at the highest id
+    cfg.textConfig.hiddenAct = quick ? "quick_gelu" : "gelu"
+    guard heads > 0, C % heads == 0 else { throw WeightsError.io(file: cfgPath, message: "text width must divide by heads") }
+    var t = TensorTable(try WeightsLocator.open(dir))
+    let blocks = try (0..<L).map {
+      try VisionCheckpoint.openCLIPBlock(&t, "transformer.resblocks.\($0)", C, heads, quick ? .quickGelu : .gelu)
+    }
+    cfg.textConfig.intermediateSize = blocks.first?.fc1.outFeatures ?? 4 * C
+    self.init(
+      config: cfg, vision: image.encoder, tokenEmbedding: try t.take("token_embedding.weight", [V, C]),
+      textPositions: try t.take("positional_embedding", [ctx, C]), textBlocks: blocks,
+      finalLayernorm: try LayerNorm.load(&t, "ln_final", C, eps: 1e-5),
+      textProjection: Linear(weight: VisionCheckpoint.transposed(try t.take("text_projection", [C, D])), bias: nil),
+      logitScale: try t.take("logit_scale", []).data[0])
+    try t.finish(ignoring: Set(t.store.shapes.keys.filter { $0.hasPrefix("visual.") || $0 == "attn_mask" }))
+  }
+
+  init(
+    config: CLIPConfig, vision: VisionTransformer, tokenEmbedding: Tensor, textPositions: Tensor, textBlocks: [TransformerBlock],
+    finalLayernorm: LayerNorm, textProjection: Linear, logitScale: Float
+  ) {
+    self.config = config
+    self.vision = vision
+    self.tokenEmbedding = tokenEmbedding
+    self.textPositions = textPositions
+    self.textBlocks = textBlocks
+    self.finalLayernorm = finalLayernorm
+    self.textProjection = textProjection
+    self.logitScale = logitScale
   }
 }

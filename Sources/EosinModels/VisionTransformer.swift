@@ -98,6 +98,9 @@ public struct VisionTransformer: ImageEncoder {
   var pooler: AttentionalPooler?
   var projection: Linear?
   public let pooling: ViTPooling
+  /// Whether the projected poolings (CLIP, CoCa) L2-normalise their output (their standard
+  /// embedding); off for CLIP's raw projected features.
+  public var normalizeOutput = true
   public let inputSize: Int
   public let width: Int
 
@@ -183,12 +186,12 @@ public struct VisionTransformer: ImageEncoder {
     case .projected:
       var f = finalNorm.map { $0.forward(Array(x[0..<C]), 1) } ?? Array(x[0..<C])
       if let p = projection { f = p.forward(f, 1) }
-      return VisionTransformer.normalized(f)
+      return normalizeOutput ? VisionTransformer.normalized(f) : f
     case .attentionalPool:
       var f = x.withUnsafeBufferPointer { pooler!.firstQuery($0.baseAddress!, T) }
       if let n = finalNorm { f = n.forward(f, 1) }
       if let p = projection { f = p.forward(f, 1) }
-      return VisionTransformer.normalized(f)
+      return normalizeOutput ? VisionTransformer.normalized(f) : f
     }
   }
 
@@ -320,9 +323,11 @@ public struct ViTShape: Sendable {
       return ViTShape(
         width: 768, depth: 12, heads: 12, patch: 32, inputSize: 224, mlpHidden: 3072, act: .quickGelu, projection: 512)
     case "vit-s-16":
-      return ViTShape(width: 384, depth: 12, heads: 6, patch: 16, inputSize: 224, mlpHidden: 1536, act: .quickGelu, projection: 512)
+      return ViTShape(
+        width: 384, depth: 12, heads: 6, patch: 16, inputSize: 224, mlpHidden: 1536, act: .quickGelu, projection: 512)
     case "vit-t-16":
-      return ViTShape(width: 192, depth: 12, heads: 3, patch: 16, inputSize: 224, mlpHidden: 768, act: .quickGelu, projection: 512)
+      return ViTShape(
+        width: 192, depth: 12, heads: 3, patch: 16, inputSize: 224, mlpHidden: 768, act: .quickGelu, projection: 512)
     case "vit-l-16":
       return ViTShape(width: 1024, depth: 24, heads: 16, patch: 16, inputSize: 224, mlpHidden: 4096, layerScale: true)
     case "vit-h-14-swiglu":

@@ -29,14 +29,17 @@ public struct FeatureEncoder: Sendable {
   public let tileSize: Int
   /// Microns per pixel the tiles are read at.
   public let mpp: Double
+  /// The GEMM precision the encoder runs at (part of the slide-index cache key).
+  public let precision: Precision
 
   /// Width of one feature row.
   public var dim: Int { encoder.featureDim }
 
   public init(
     encoder: any ImageEncoder, preprocess: ImagePreprocessor, name: String, family: String, sha256: String, tileSize: Int,
-    mpp: Double
+    mpp: Double, precision: Precision = .fp32
   ) {
+    self.precision = precision
     self.encoder = encoder
     self.preprocess = preprocess
     self.name = name
@@ -50,11 +53,20 @@ public struct FeatureEncoder: Sendable {
   /// ``VisionCheckpoint``). Tiles default to the encoder's input size at 0.5 µm/px (20x), the
   /// resolution the public pathology encoders were trained at.
   /// - Throws: the loader's error naming the file and the problem.
-  public static func open(_ dir: String, tileSize: Int? = nil, mpp: Double? = nil) throws -> FeatureEncoder {
+  public static func open(_ dir: String, tileSize: Int? = nil, mpp: Double? = nil, precision: Precision = .fp32) throws
+    -> FeatureEncoder
+  {
     let e = try VisionCheckpoint.load(dir)
     return FeatureEncoder(
-      encoder: e.encoder, preprocess: e.preprocess, name: e.name, family: e.family, sha256: try weightsSHA(e.weightsPath),
-      tileSize: tileSize ?? e.encoder.inputSize, mpp: mpp ?? 0.5)
+      encoder: e.encoder.converted(to: precision), preprocess: e.preprocess, name: e.name, family: e.family,
+      sha256: try weightsSHA(e.weightsPath), tileSize: tileSize ?? e.encoder.inputSize, mpp: mpp ?? 0.5, precision: precision)
+  }
+
+  /// The same encoder with other tiling (`--patch-size`, `--target-mpp`).
+  public func tiled(size: Int?, mpp newMPP: Double?) -> FeatureEncoder {
+    FeatureEncoder(
+      encoder: encoder, preprocess: preprocess, name: name, family: family, sha256: sha256, tileSize: size ?? tileSize,
+      mpp: newMPP ?? mpp, precision: precision)
   }
 
   /// The sha256 of a weights file, or for a shard index the sha256 of its shards' hashes.

@@ -1,4 +1,5 @@
 import CHDF5
+import EosinSlide
 import EosinTensor
 import EosinWeights
 import Foundation
@@ -80,6 +81,88 @@ public enum FeatureExport {
     }
     guard rename(tmp, path) == 0 else {
       throw PipelineError.file(path: path, message: "cannot write (\(String(cString: strerror(errno))))")
+    }
+  }
+
+  /// What ``stream(slide:encoder:overrideMPP:minTissue:to:safetensors:progress:)`` did.
+  public struct StreamResult: Sendable {
+    public var tiles: Int
+    public var dim: Int
+    public var readSeconds: Double
+    public var encodeSeconds: Double
+  }
+
+  /// Embeds a slide's tissue tiles straight into a feature file, batch by batch: memory is two
+  /// batches of tiles and the (N, 2) coordinates, whatever the slide's size. Written to a
+  /// temporary name, renamed when whole. Nothing is cached.
+  /// - Throws: the slide or tiling error, or ``PipelineError/file`` naming the output.
+  public static func stream(
+    slide s: Slide, encoder: FeatureEncoder, overrideMPP: Double? = nil, minTissue: Double = 0.25, to path: String,
+    safetensors: Bool = false, progress: (Int, Int) -> Void = { _, _ in }
+  ) throws -> StreamResult {
+    let tissue = try TissueDetector().detect(s)
+    let tiler = try Tiler(
+      slide: s, mpp: encoder.mpp, tileSize: encoder.tileSize, overrideMPP: overrideMPP, tissue: tissue, minTissue: minTissue)
+    let g = tiler.grid
+    let N = g.tiles.count, D = encoder.dim
+    let coords = g.tiles.flatMap { [Int64($0.x), Int64($0.y)] }
+    let num: [(String, Double)] = [
+      ("patch_size", Double(g.tileSize)), ("patch_size_level0", g.extent0.rounded()), ("level", 0), ("mpp", g.mpp),
+      ("target_mpp", encoder.mpp),
+    ]
+    let str: [(String, String)] = [
+      ("encoder", encoder.name), ("encoder_family", encoder.family), ("encoder_sha256", encoder.sha256),
+      ("eosin_version", eosinVersion), ("input", s.path), ("precision", encoder.precision.rawValue),
+    ]
+    try prepareFolder(path)
+    let tmp = path + ".tmp-\(getpid())"
+    defer { try? FileManager.default.removeItem(atPath: tmp) }
+    var times = (read: 0.0, encode: 0.0)
+    if safetensors {
+      var meta: [String: String] = [:]
+      for (k, v) in num { meta[k] = String(v) }
+      for (k, v) in str { meta[k] = v }
+      let w = try SafeTensorsStreamWriter(
+        path: tmp, tensors: [("coords", [N, 2]), ("features", [N, D])], metadata: meta)
+      do {
+        try w.append(coords.map { Float($0) })
+        times = try SlideIndex.encodeTiles(tiler, encoder: encoder, progress: progress) { _, rows in try w.append(rows) }
+        try w.close()
+      } catch let e as WeightsError { throw PipelineError.file(path: path, message: e.localizedDescription) }
+    } else {
+      var err = [CChar](repeating: 0, count: 256)
+      guard let w = eosin_h5_open(tmp, Int64(N), Int64(D), coords, &err, err.count) else {
+        throw PipelineError.file(path: path, message: String(cString: err))
+      }
+      var closed = false
+      defer { if !closed { _ = eosin_h5_close(w, nil, nil, 0, nil, nil, 0, nil, 0) } }
+      times = try SlideIndex.encodeTiles(tiler, encoder: encoder, progress: progress) { i, rows in
+        guard eosin_h5_write_rows(w, Int64(i), Int64(rows.count / max(D, 1)), rows, &err, err.count) == 0 else {
+          throw PipelineError.file(path: path, message: String(cString: err))
+        }
+      }
+      closed = true
+      let rc = withCStrings(num.map(\.0)) { nn in
+        withCStrings(str.map(\.0)) { sn in
+          withCStrings(str.map(\.1)) { sv in
+            eosin_h5_close(w, nn, num.map(\.1), Int32(num.count), sn, sv, Int32(str.count), &err, err.count)
+          }
+        }
+      }
+      guard rc == 0 else { throw PipelineError.file(path: path, message: String(cString: err)) }
+    }
+    guard rename(tmp, path) == 0 else {
+      throw PipelineError.file(path: path, message: "cannot write (\(String(cString: strerror(errno))))")
+    }
+    return StreamResult(tiles: N, dim: D, readSeconds: times.read, encodeSeconds: times.encode)
+  }
+
+  static func prepareFolder(_ path: String) throws {
+    let dir = (path as NSString).deletingLastPathComponent
+    if !dir.isEmpty {
+      do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
+        throw PipelineError.file(path: path, message: "cannot create its folder")
+      }
     }
   }
 

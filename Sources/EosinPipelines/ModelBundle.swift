@@ -1,4 +1,5 @@
 import EosinModels
+import EosinTensor
 import EosinTokenizer
 import EosinWeights
 import Foundation
@@ -60,7 +61,8 @@ public final class ModelBundle: @unchecked Sendable {
     FeatureEncoder(
       encoder: clip, preprocess: preprocess,
       name: manifest.name.isEmpty ? (directory as NSString).lastPathComponent : manifest.name,
-      family: manifest.version > 0 ? "eosin" : "transformers-clip", sha256: clipSHA256, tileSize: tileSize, mpp: mpp)
+      family: manifest.version > 0 ? "eosin" : "transformers-clip", sha256: clipSHA256, tileSize: tileSize, mpp: mpp,
+      precision: precision)
   }
 
   /// The decoder folder, when the bundle has one.
@@ -69,8 +71,14 @@ public final class ModelBundle: @unchecked Sendable {
     return FileManager.default.fileExists(atPath: d + "/config.json") ? d : nil
   }
 
+  /// The precision the image tower runs at.
+  public let precision: Precision
+
+  /// - Parameter precision: the image tower's GEMM precision (`--precision`); bf16 weights are
+  ///   packed once here.
   /// - Throws: ``PipelineError`` or the underlying weights/tokenizer error, naming the file.
-  public init(path: String) throws {
+  public init(path: String, precision: Precision = .fp32) throws {
+    self.precision = precision
     var isDir: ObjCBool = false
     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else {
       throw PipelineError.file(
@@ -84,7 +92,7 @@ public final class ModelBundle: @unchecked Sendable {
     }
     let clipDir = hasClipFolder ? path + "/clip" : path
     let ck = try Checkpoint(path: clipDir)
-    clip = try CLIPModel(checkpoint: ck)
+    clip = try CLIPModel(checkpoint: ck).converted(to: precision)
     tokenizer = try Tokenizer.load(clipDir)
     let outlierPath = clipDir + "/outlier.safetensors"
     outlier = FileManager.default.fileExists(atPath: outlierPath) ? try OutlierModel(file: outlierPath) : nil

@@ -56,7 +56,8 @@ public enum SlideIndex {
     let g = tiler.grid
     let D = encoder.dim
     let key = [
-      try contentHash(slide), encoder.sha256, "\(g.tileSize)", String(format: "%.4f", g.mpp),
+      try contentHash(slide), encoder.sha256 + (encoder.precision == .fp32 ? "" : "/" + encoder.precision.rawValue),
+      "\(g.tileSize)", String(format: "%.4f", g.mpp),
       String(format: "%.3f", minTissue), overrideMPP.map { String($0) } ?? "-",
     ].joined(separator: "|")
     let file = cacheDir.map { "\($0)/index/\(SHA256.hex(Array(key.utf8)).prefix(32)).safetensors" }
@@ -68,8 +69,29 @@ public enum SlideIndex {
         readSeconds: 0, encodeSeconds: 0)
     }
     var emb = [Float](repeating: 0, count: g.tiles.count * D)
+    let (readT, encT) = try encodeTiles(tiler, encoder: encoder, batch: batch, progress: progress) { i, e in
+      emb.replaceSubrange((i * D)..<(i * D + e.count), with: e)
+    }
+    if let f = file {
+      try? FileManager.default.createDirectory(
+        atPath: (f as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+      try? SafeTensorsWriter.write(["embeddings": Tensor(shape: [g.tiles.count, D], data: emb)], metadata: ["key": key], to: f)
+    }
+    return SlideEmbeddings(
+      tiles: g.tiles, embeddings: emb, dim: D, tileSize: g.tileSize, mpp: g.mpp, extent0: g.extent0, fromCache: false,
+      readSeconds: readT, encodeSeconds: encT)
+  }
+
+  /// Reads and encodes every tile of `tiler`'s grid in batches, handing each batch's features to
+  /// `sink` (first tile index, rows). Reading overlaps encoding: batch k+1 is read on another
+  /// thread while batch k is encoded. Memory: two batches of tiles. Returns the seconds spent
+  /// reading (on the reader's clock) and encoding.
+  public static func encodeTiles(
+    _ tiler: Tiler, encoder: FeatureEncoder, batch: Int = 32, progress: (Int, Int) -> Void = { _, _ in },
+    sink: (Int, [Float]) throws -> Void
+  ) throws -> (read: Double, encode: Double) {
+    let g = tiler.grid
     var readT = 0.0, encT = 0.0
-    // Reading overlaps encoding: batch k+1 is read on another thread while batch k is encoded.
     let starts = Array(stride(from: 0, to: g.tiles.count, by: batch))
     func read(_ i: Int) -> Result<([RGBImage], Double), Error> {
       let t0 = Probes.now()
@@ -87,20 +109,13 @@ public enum SlideIndex {
       }
       let t1 = Probes.now()
       let e = encoder.embed(imgs, batch: imgs.count)
-      emb.replaceSubrange((i * D)..<((i + imgs.count) * D), with: e)
       encT += Probes.now() - t1
       group.wait()
+      try sink(i, e)
       pending = next.value
       progress(i + imgs.count, g.tiles.count)
     }
-    if let f = file {
-      try? FileManager.default.createDirectory(
-        atPath: (f as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-      try? SafeTensorsWriter.write(["embeddings": Tensor(shape: [g.tiles.count, D], data: emb)], metadata: ["key": key], to: f)
-    }
-    return SlideEmbeddings(
-      tiles: g.tiles, embeddings: emb, dim: D, tileSize: g.tileSize, mpp: g.mpp, extent0: g.extent0, fromCache: false,
-      readSeconds: readT, encodeSeconds: encT)
+    return (readT, encT)
   }
 
   /// Embeds standalone images (tiles): each is preprocessed (resize, centre crop) and encoded,

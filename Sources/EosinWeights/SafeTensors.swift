@@ -235,3 +235,64 @@ public enum SafeTensorsWriter {
     }
   }
 }
+
+/// Writes a safetensors file of F32 tensors whose shapes are known up front, appending their
+/// data in name order as it is produced (memory: what the caller holds). The caller renames the
+/// file into place when ``close()`` returns.
+public final class SafeTensorsStreamWriter {
+  let path: String
+  let handle: FileHandle
+  let total: Int
+  var written = 0
+
+  /// Writes the header. `tensors` are (name, shape); data must then be appended in name order.
+  public init(path: String, tensors: [(String, [Int])], metadata: [String: String] = [:]) throws {
+    self.path = path
+    var header: [String: Any] = [:]
+    if !metadata.isEmpty { header["__metadata__"] = metadata }
+    var off = 0
+    for (n, shape) in tensors.sorted(by: { $0.0 < $1.0 }) {
+      let bytes = 4 * shape.reduce(1, *)
+      header[n] = ["dtype": "F32", "shape": shape, "data_offsets": [off, off + bytes]]
+      off += bytes
+    }
+    total = off
+    var h = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+    while (h.count + 8) % 8 != 0 { h.append(0x20) }
+    guard FileManager.default.createFile(atPath: path, contents: nil) else {
+      throw WeightsError.io(file: path, message: "cannot create")
+    }
+    guard let fh = FileHandle(forWritingAtPath: path) else {
+      throw WeightsError.io(file: path, message: "cannot open for writing")
+    }
+    handle = fh
+    var n = UInt64(h.count).littleEndian
+    var head = Data()
+    withUnsafeBytes(of: &n) { head.append(contentsOf: $0) }
+    head.append(h)
+    try write(head)
+  }
+
+  func write(_ d: Data) throws {
+    do { try handle.write(contentsOf: d) } catch {
+      throw WeightsError.io(file: path, message: "cannot write (disk full?)")
+    }
+  }
+
+  /// Appends values (the next part of the tensors' data, in name order).
+  public func append(_ values: [Float]) throws {
+    guard written + 4 * values.count <= total else {
+      throw WeightsError.io(file: path, message: "more data than the header declares")
+    }
+    try values.withUnsafeBytes { try write(Data($0)) }
+    written += 4 * values.count
+  }
+
+  /// Checks that every declared byte was written, and closes the file.
+  public func close() throws {
+    try? handle.close()
+    guard written == total else {
+      throw WeightsError.io(file: path, message: "\(written) of \(total) data bytes written")
+    }
+  }
+}

@@ -77,7 +77,8 @@ struct BenchEncoder: ParsableCommand {
     let peak = max(peak1, peak2)
     var out: [String: Any] = ["arch": arch, "batch": batch, "sgemm_peak_gflops": peak, "cores": Threads.cores]
     if !json {
-      print("arch         \(arch) (\(shape.depth) layers, width \(shape.width), \(T) tokens), batch \(batch), \(Threads.cores) cores")
+      print(
+        "arch         \(arch) (\(shape.depth) layers, width \(shape.width), \(T) tokens), batch \(batch), \(Threads.cores) cores")
       print("sgemm peak   \(fmt(peak, 1)) GFLOP/s (encoder MLP shape; max of 1 thread x cores and \(Threads.cores)-thread)")
     }
     let mode = batch > 1 ? "one image per core" : "rows split across cores"

@@ -12,6 +12,11 @@ struct ModelOptions: ParsableArguments {
   @Option(help: "Cache folder for text embeddings, slide indexes and calibrations (default: $XDG_CACHE_HOME/eosin).") var cache:
     String?
   @Flag(help: "Do not read or write the cache.") var noCache = false
+  @Option(
+    help:
+      "Image-encoder precision: fp32 (default) or bf16 (AVX512-BF16; about 2x faster here, embeddings within cosine 0.999 of fp32)."
+  )
+  var precision: String = "fp32"
 
   var cacheDir: String? {
     if noCache { return nil }
@@ -20,7 +25,13 @@ struct ModelOptions: ParsableArguments {
     return (env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSTemporaryDirectory()) + "/.cache")) + "/eosin"
   }
 
-  func bundle() throws -> ModelBundle { try ModelBundle(path: weights ?? ModelBundle.defaultPath()) }
+  func validate() throws {
+    if Precision(rawValue: precision) == nil { throw ValidationError("--precision must be fp32 or bf16") }
+  }
+
+  func bundle() throws -> ModelBundle {
+    try ModelBundle(path: weights ?? ModelBundle.defaultPath(), precision: Precision(rawValue: precision) ?? .fp32)
+  }
 }
 
 /// Options choosing the prompt set.

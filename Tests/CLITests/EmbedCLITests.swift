@@ -27,7 +27,7 @@ final class EmbedCLITests: XCTestCase {
     let img = d + "/tile.png"
     try ImageCodec.write(TestSupport.syntheticHE(width: 48, height: 48), to: img)
     let out = d + "/features"
-    let r = try CLITests.run(["embed", "--encoder", Self.bundle, "--out-dir", out, "--cache", d + "/cache", slide, img, img])
+    let r = try CLITests.run(["embed", "--encoder", Self.bundle, "--out-dir", out, slide, img, img])
     XCTAssertEqual(r.status, 0, r.stderr)
     let f = try Self.read(out + "/case one.h5", "features")
     XCTAssertGreaterThan(f.rows, 10)
@@ -43,16 +43,16 @@ final class EmbedCLITests: XCTestCase {
     XCTAssertEqual(v, 1, accuracy: 1e-9)
     let im = try Self.read(out + "/images.h5", "coords")
     XCTAssertEqual(im.rows, 2)
-    let again = try CLITests.run(["embed", "--encoder", Self.bundle, "--out-dir", out, "--cache", d + "/cache", slide])
+    let again = try CLITests.run(["embed", "--encoder", Self.bundle, "--out-dir", out, slide])
     XCTAssertEqual(again.status, 0)
     XCTAssertTrue(again.stderr.isEmpty || again.stderr.contains("up to date"), again.stderr)
     FileManager.default.createFile(atPath: d + "/a-file", contents: Data([1]))
-    let bad = try CLITests.run(["embed", "--encoder", Self.bundle, "--out", d + "/a-file/x.h5", "--cache", d + "/cache", slide])
+    let bad = try CLITests.run(["embed", "--encoder", Self.bundle, "--out", d + "/a-file/x.h5", slide])
     XCTAssertEqual(bad.status, 2)
     XCTAssertEqual(bad.stderr.split(separator: "\n").count, 1, bad.stderr)
     XCTAssertTrue(bad.stderr.contains("a-file/x.h5"), bad.stderr)
     let st = try CLITests.run([
-      "embed", "--encoder", Self.bundle, "--format", "safetensors", "--out", d + "/one.safetensors", "--cache", d + "/cache",
+      "embed", "--encoder", Self.bundle, "--format", "safetensors", "--out", d + "/one.safetensors",
       slide,
     ])
     XCTAssertEqual(st.status, 0, st.stderr)
@@ -76,7 +76,7 @@ final class EmbedEncoderCLITests: XCTestCase {
     ]
     for (name, D) in widths.sorted(by: { $0.key < $1.key }) {
       let out = d + "/\(name).h5"
-      let r = try CLITests.run(["embed", "--encoder", Self.encoders + "/" + name, "--out", out, "--cache", d + "/cache", slide])
+      let r = try CLITests.run(["embed", "--encoder", Self.encoders + "/" + name, "--out", out, slide])
       XCTAssertEqual(r.status, 0, "\(name): \(r.stderr)")
       let f = try EmbedCLITests.read(out, "features")
       XCTAssertEqual(f.cols, D, name)
@@ -114,7 +114,7 @@ final class EmbedEncoderCLITests: XCTestCase {
     let slide = try TestSupport.writeSyntheticSlide(at: d + "/s.tiff", width: 256, height: 256, levels: 1, mpp: 0.5)
     let out = d + "/out"
     try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-    func embed(_ enc: String) -> [String] { ["embed", "--encoder", enc, "--out", out + "/f.h5", "--cache", d + "/cache", slide] }
+    func embed(_ enc: String) -> [String] { ["embed", "--encoder", enc, "--out", out + "/f.h5", slide] }
 
     // A pickle calling os.system.
     let marker = "/tmp/eosin-evil-pickle-ran"
@@ -179,7 +179,7 @@ final class EmbedEncoderCLITests: XCTestCase {
     // An output path in a folder that cannot be written (a read-only file system, which holds
     // for root too).
     let r = try CLITests.run([
-      "embed", "--encoder", Self.encoders + "/hf-vit", "--out", "/proc/eosin-f.h5", "--cache", d + "/cache", slide,
+      "embed", "--encoder", Self.encoders + "/hf-vit", "--out", "/proc/eosin-f.h5", slide,
     ])
     XCTAssertEqual(r.status, 2, r.stderr)
     XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)

@@ -150,3 +150,20 @@ final class BF16EncoderTests: XCTestCase {
     }
   }
 }
+
+/// open_clip's text tower against open_clip's encode_text.
+final class OpenCLIPTextTests: XCTestCase {
+  func testTextTowerParity() throws {
+    let dir = EncoderParityTests.root + "/openclip-vit"
+    let m = try CLIPModel(openCLIP: dir)
+    let io = try SafeTensorsFile(path: dir + "/io.safetensors")
+    let ids = try io.tensor("text_ids"), ref = try io.tensor("text_embedding")
+    let T = ids.shape[1]
+    let rows = (0..<ids.shape[0]).map { r in (0..<T).map { Int32(ids.data[r * T + $0]) } }
+    let got = try m.textEmbeddings(rows)
+    XCTAssertLessThan(zip(got, ref.data).map { abs($0 - $1) }.max()!, 1e-4)
+    let img = m.imageEmbeddings(try io.tensor("pixels").data, batch: 2)
+    XCTAssertLessThan(zip(img, try io.tensor("embedding").data).map { abs($0 - $1) }.max()!, 1e-4)
+    XCTAssertThrowsError(try CLIPModel(openCLIP: EncoderParityTests.root + "/openclip-coca"))
+  }
+}
