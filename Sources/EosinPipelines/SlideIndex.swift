@@ -93,10 +93,8 @@ public enum SlideIndex {
     let g = tiler.grid
     var readT = 0.0, encT = 0.0
     let starts = Array(stride(from: 0, to: g.tiles.count, by: batch))
-    func read(_ i: Int) -> Result<([RGBImage], Double), Error> {
-      let t0 = Probes.now()
-      return Result { (try (i..<min(i + batch, g.tiles.count)).map { try tiler.read(g.tiles[$0]) }, Probes.now() - t0) }
-    }
+    let reader = TileReader(tiler: tiler, batch: batch)
+    let read = reader.read
     var pending: Result<([RGBImage], Double), Error>? = starts.isEmpty ? nil : read(starts[0])
     for (k, i) in starts.enumerated() {
       let (imgs, rt) = try pending!.get()
@@ -122,6 +120,22 @@ public enum SlideIndex {
   /// one image per core.
   public static func embedImages(_ imgs: [RGBImage], bundle: ModelBundle) -> [Float] {
     bundle.featureEncoder.embed(imgs, batch: max(imgs.count, 1))
+  }
+}
+
+/// Reads one batch of tiles (timed) on whichever thread calls it; OpenSlide handles are
+/// thread-safe and only one batch is read at a time.
+final class TileReader: @unchecked Sendable {
+  let tiler: Tiler
+  let batch: Int
+  init(tiler: Tiler, batch: Int) {
+    self.tiler = tiler
+    self.batch = batch
+  }
+  func read(_ i: Int) -> Result<([RGBImage], Double), Error> {
+    let t0 = Probes.now()
+    let g = tiler.grid
+    return Result { (try (i..<min(i + batch, g.tiles.count)).map { try tiler.read(g.tiles[$0]) }, Probes.now() - t0) }
   }
 }
 

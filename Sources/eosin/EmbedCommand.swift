@@ -88,7 +88,7 @@ struct Embed: ParsableCommand {
         log.succeeded(
           path,
           String(
-            format: "%d tiles x %d in %.2f s (%.0f tiles/s; encoding alone %.0f tiles/s) -> %@", r.tiles, r.dim, s,
+            format: "%d tiles x %d in %.2f s (%.1f tiles/s; encoding alone %.1f tiles/s) -> %@", r.tiles, r.dim, s,
             Double(r.tiles) / s, Double(r.tiles) / max(r.encodeSeconds, 1e-9), dest),
           alone: true)
       } catch {
