@@ -71,16 +71,17 @@ bench: build
 # safetensors headers, a tokenizer.json, a report manifest). New inputs go to .build/fuzz/NAME,
 # crashes to the working directory (crash-*). `make fuzz-smoke` runs each for 10 s. Leak
 # detection is off: Foundation leaks a 4 KB buffer when it reads an empty file.
-FUZZ_TARGETS := GGUF SafeTensors Tokenizer Documents Image
+FUZZ_TARGETS := GGUF SafeTensors Torch Tokenizer Documents Image
 # A single input slower than this is a finding (a slow unit), like a crash.
 FUZZ_TIMEOUT ?= 30
 FUZZ_SEED ?= 0
 FS := .build/fuzz-seeds
 fuzz-seeds:
-	@rm -rf $(FS) && mkdir -p $(FS)/gguf $(FS)/safetensors $(FS)/image $(FS)/tokenizer $(FS)/documents
+	@rm -rf $(FS) && mkdir -p $(FS)/gguf $(FS)/safetensors $(FS)/torch $(FS)/image $(FS)/tokenizer $(FS)/documents
 	@g=Tests/EosinModelsTests/Fixtures/gguf; cp $$g/quant-blocks.gguf $$g/tiny-llama-Q4_0.gguf $$g/tiny-qwen2-Q4_1.gguf $(FS)/gguf/; \
 	  head -c 4096 $$g/tiny-llama-Q4_0.gguf > $(FS)/gguf/header-only.gguf
-	@cp Fuzz/seeds/safetensors/* $(FS)/safetensors/ && cp Fuzz/seeds/image/* $(FS)/image/
+	@cp Fuzz/seeds/safetensors/* $(FS)/safetensors/ && cp Fuzz/seeds/image/* $(FS)/image/ && cp Fuzz/seeds/torch/* $(FS)/torch/ \
+	  && cp Tests/EosinModelsTests/Fixtures/encoders/evil/pytorch_model.bin $(FS)/torch/evil.bin
 	@# Tokenizer inputs: vocab NUL merges NUL special tokens NUL text, or 'T' tokenizer.json NUL text.
 	@b=Tests/EosinTokenizerTests/Fixtures/small-bpe; \
 	  { cat $$b/vocab.json; printf '\000'; cat $$b/merges.txt; printf '\000'; cat $$b/special_tokens.json; \

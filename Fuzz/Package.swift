@@ -16,6 +16,8 @@ let package = Package(
     .executableTarget(name: "FuzzTokenizer", dependencies: ["FuzzDriver", .product(name: "EosinEngine", package: "Eosin")]),
     // Prompt sets, report templates, report manifests, weights manifests.
     .executableTarget(name: "FuzzDocuments", dependencies: ["FuzzDriver", .product(name: "EosinEngine", package: "Eosin")]),
+    // PyTorch archives (.bin): zip directory, restricted unpickler, storage bounds.
+    .executableTarget(name: "FuzzTorch", dependencies: ["FuzzDriver", .product(name: "EosinEngine", package: "Eosin")]),
     // PNG, JPEG and TIFF decoders.
     .executableTarget(name: "FuzzImage", dependencies: ["FuzzDriver", .product(name: "EosinEngine", package: "Eosin")]),
   ]

@@ -218,7 +218,22 @@ def evil():
               open(os.path.join(d, "config.json"), "w"))
 
 
+def fuzz_seeds():
+    # Small PyTorch archives for `make fuzz` (FuzzTorch): f32, bf16 and f16 storages, a strided
+    # view (the transpose of a matrix), a parameter, and a nested state_dict.
+    d = os.path.join(os.path.dirname(__file__), "..", "..", "Fuzz", "seeds", "torch")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    g = torch.Generator().manual_seed(7)
+    m = torch.randn(3, 4, generator=g)
+    sd = {"w": m, "wt": m.t(), "b": torch.randn(4, generator=g).to(torch.bfloat16),
+          "h": torch.randn(2, 2, generator=g).half(), "p": torch.nn.Parameter(torch.ones(2)), "n": torch.tensor(3)}
+    torch.save(sd, os.path.join(d, "small.bin"))
+    torch.save({"state_dict": {"x": torch.zeros(2, 3)}}, os.path.join(d, "nested.bin"))
+
+
 if __name__ == "__main__":
+    fuzz_seeds()
     import timm.layers
 
     timm_fixture("timm-l16", "vit_large_patch16_224",

@@ -361,3 +361,30 @@ final class OutlierModelTests: XCTestCase {
     XCTAssertNil(OutlierModel.fit(embeddings: [1, 2], labels: [0], dim: 2))
   }
 }
+
+/// bf16 inference of the default weights on real tiles from every tile set in ../shared/data.
+final class BF16RealTileTests: XCTestCase {
+  func testDefaultWeightsBF16MatchFP32OnRealTiles() throws {
+    guard let data = TestSupport.sharedData else { throw XCTSkip("../shared/data is absent") }
+    let weights = TestSupport.projectRoot + "/Weights/eosin-small-v1"
+    let fp32 = try ModelBundle(path: weights), bf16 = try ModelBundle(path: weights, precision: .bf16)
+    let fm = FileManager.default
+    var paths: [String] = []
+    for set in (try? fm.contentsOfDirectory(atPath: data + "/tiles"))?.sorted() ?? [] {
+      guard let e = fm.enumerator(atPath: data + "/tiles/" + set) else { continue }
+      let files = (e.allObjects as? [String] ?? []).filter { $0.hasSuffix(".jpeg") || $0.hasSuffix(".jpg") || $0.hasSuffix(".png") }
+      paths += files.sorted().prefix(3).map { data + "/tiles/" + set + "/" + $0 }
+    }
+    guard !paths.isEmpty else { throw XCTSkip("no tiles under ../shared/data/tiles") }
+    let imgs = try paths.map { try ImageCodec.read($0) }
+    let a = SlideIndex.embedImages(imgs, bundle: fp32), b = SlideIndex.embedImages(imgs, bundle: bf16)
+    let D = fp32.clip.embedDim
+    var worst: Float = 1
+    for i in 0..<imgs.count {
+      var dot: Float = 0
+      for j in 0..<D { dot += a[i * D + j] * b[i * D + j] }  // both unit-norm
+      worst = min(worst, dot)
+    }
+    XCTAssertGreaterThanOrEqual(worst, 0.999, "worst cosine over \(imgs.count) tiles")
+  }
+}

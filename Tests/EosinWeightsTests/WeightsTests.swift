@@ -100,3 +100,34 @@ final class WeightsTests: XCTestCase {
       SHA256.hex([UInt8](repeating: 0x61, count: 1_000_000)), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
   }
 }
+
+/// PyTorch archives read without Python: storages of several types, a strided view, a
+/// parameter, a 0-d tensor and a nested state_dict (Fuzz/seeds/torch, written by
+/// Scripts/reference/make_encoder_fixtures.py).
+final class TorchArchiveTests: XCTestCase {
+  static let seeds = TestSupport.projectRoot + "/Fuzz/seeds/torch"
+
+  func testReadsTypesViewsAndNesting() throws {
+    let a = try TorchArchive(path: Self.seeds + "/small.bin")
+    XCTAssertEqual(a.shapes["w"], [3, 4])
+    XCTAssertEqual(a.shapes["wt"], [4, 3])
+    let w = try a.tensor("w", shape: [3, 4]), wt = try a.tensor("wt", shape: nil)
+    for r in 0..<3 { for c in 0..<4 { XCTAssertEqual(w.data[r * 4 + c], wt.data[c * 3 + r]) } }
+    XCTAssertEqual(try a.tensor("p", shape: [2]).data, [1, 1])
+    XCTAssertEqual(try a.tensor("n", shape: []).data, [3])
+    XCTAssertEqual(try a.tensor("b", shape: [4]).count, 4)
+    XCTAssertEqual(try a.tensor("h", shape: [2, 2]).count, 4)
+    XCTAssertThrowsError(try a.tensor("w", shape: [4, 3]))
+    let n = try TorchArchive(path: Self.seeds + "/nested.bin")
+    XCTAssertEqual(try n.tensor("x", shape: [2, 3]).data, [0, 0, 0, 0, 0, 0])
+  }
+
+  /// Not a zip, and a zip with no data.pkl: one clear error naming the file.
+  func testRefusesWhatIsNotAnArchive() throws {
+    let d = TestSupport.tempDir("eosin-torch-bad")
+    try Data(repeating: 7, count: 100).write(to: URL(fileURLWithPath: d + "/junk.bin"))
+    XCTAssertThrowsError(try TorchArchive(path: d + "/junk.bin")) { e in
+      XCTAssertTrue(e.localizedDescription.contains("junk.bin"))
+    }
+  }
+}
