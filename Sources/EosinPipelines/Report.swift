@@ -360,12 +360,22 @@ public struct ShardSpec: Equatable, Sendable {
   public func takes(_ k: Int) -> Bool { k % count == index }
 
   /// The shard from `--shard i/n` when given, else Slurm's `SLURM_ARRAY_TASK_ID` and
-  /// `SLURM_ARRAY_TASK_COUNT`, else the whole list (0/1).
+  /// `SLURM_ARRAY_TASK_COUNT`, else a Kubernetes indexed Job's `JOB_COMPLETION_INDEX` with the
+  /// count in `EOSIN_SHARD_COUNT` (Kubernetes does not export the Job's completions), else the
+  /// whole list (0/1).
+  /// - Throws: ``PipelineError/input`` for a bad spec, or a Kubernetes index without its count.
   public static func resolve(_ option: String?, environment env: [String: String] = ProcessInfo.processInfo.environment)
     throws -> ShardSpec
   {
     if let s = option { return try parse(s) }
     if let i = env["SLURM_ARRAY_TASK_ID"], let n = env["SLURM_ARRAY_TASK_COUNT"] { return try parse("\(i)/\(n)") }
+    if let i = env["JOB_COMPLETION_INDEX"] {
+      guard let n = env["EOSIN_SHARD_COUNT"] else {
+        throw PipelineError.input(
+          "JOB_COMPLETION_INDEX=\(i) is set but EOSIN_SHARD_COUNT is not: set it to the Job's completions (or pass --shard i/n)")
+      }
+      return try parse("\(i)/\(n)")
+    }
     return ShardSpec(index: 0, count: 1)
   }
 }

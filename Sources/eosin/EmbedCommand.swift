@@ -26,7 +26,10 @@ struct Embed: ParsableCommand {
   @Option(help: "Output folder: one file per slide, images in images.h5.") var outDir: String?
   @Option(help: "h5 (default) or safetensors.") var format = "h5"
   @Option(help: "The slides' level-0 mpp when the files lack it.") var mpp: Double?
-  @Option(help: "This process's shard, i/n with 0 <= i < n (default: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT when set).")
+  @Option(
+    help:
+      "This process's shard, i/n with 0 <= i < n (default: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX/EOSIN_SHARD_COUNT, when set)."
+  )
   var shard: String?
 
   func validate() throws {

@@ -27,7 +27,10 @@ struct ReportRun: ParsableCommand {
   var template: String
   @Option(help: "Manifest CSV with a 'slide' (or 'path') column and an optional 'mpp' column.") var manifest: String?
   @Option(help: "Output folder.") var out: String
-  @Option(help: "This process's shard, i/n with 0 <= i < n (default: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT when set).")
+  @Option(
+    help:
+      "This process's shard, i/n with 0 <= i < n (default: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX/EOSIN_SHARD_COUNT, when set)."
+  )
   var shard: String?
   @Option(help: "Level-0 mpp for slides whose file lacks it (a manifest's mpp column wins).") var mpp: Double?
   @Argument(help: "Slides (or use --manifest).") var slides: [String] = []

@@ -372,7 +372,9 @@ final class BF16RealTileTests: XCTestCase {
     var paths: [String] = []
     for set in (try? fm.contentsOfDirectory(atPath: data + "/tiles"))?.sorted() ?? [] {
       guard let e = fm.enumerator(atPath: data + "/tiles/" + set) else { continue }
-      let files = (e.allObjects as? [String] ?? []).filter { $0.hasSuffix(".jpeg") || $0.hasSuffix(".jpg") || $0.hasSuffix(".png") }
+      let files = (e.allObjects as? [String] ?? []).filter {
+        $0.hasSuffix(".jpeg") || $0.hasSuffix(".jpg") || $0.hasSuffix(".png")
+      }
       paths += files.sorted().prefix(3).map { data + "/tiles/" + set + "/" + $0 }
     }
     guard !paths.isEmpty else { throw XCTSkip("no tiles under ../shared/data/tiles") }
@@ -386,5 +388,20 @@ final class BF16RealTileTests: XCTestCase {
       worst = min(worst, dot)
     }
     XCTAssertGreaterThanOrEqual(worst, 0.999, "worst cosine over \(imgs.count) tiles")
+  }
+}
+
+/// Shards from --shard, Slurm and Kubernetes indexed Jobs.
+final class ShardSpecTests: XCTestCase {
+  func testSources() throws {
+    XCTAssertEqual(try ShardSpec.resolve("1/3", environment: [:]).index, 1)
+    let slurm = try ShardSpec.resolve(nil, environment: ["SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "4"])
+    XCTAssertEqual([slurm.index, slurm.count], [2, 4])
+    let k8s = try ShardSpec.resolve(nil, environment: ["JOB_COMPLETION_INDEX": "0", "EOSIN_SHARD_COUNT": "5"])
+    XCTAssertEqual([k8s.index, k8s.count], [0, 5])
+    XCTAssertThrowsError(try ShardSpec.resolve(nil, environment: ["JOB_COMPLETION_INDEX": "0"]))
+    XCTAssertThrowsError(try ShardSpec.resolve(nil, environment: ["JOB_COMPLETION_INDEX": "5", "EOSIN_SHARD_COUNT": "5"]))
+    let all = try ShardSpec.resolve(nil, environment: [:])
+    XCTAssertEqual([all.index, all.count], [0, 1])
   }
 }
