@@ -115,6 +115,31 @@ public struct QuantMatrix: @unchecked Sendable {
   /// F32 weights go straight to sgemm; other types are dequantised in blocks of rows into
   /// `scratch` (at least `min(rows, 512) * cols` floats) and multiplied by sgemm, so the
   /// weights are never expanded whole.
+  /// The product's input gradient: out (N, cols) = dout (N, rows) @ W, for backward passes
+  /// through a frozen matrix. Dequantises 512 rows at a time into `scratch` (512 * cols floats).
+  public func matmulTransposed(
+    _ out: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>, _ N: Int, scratch: UnsafeMutablePointer<Float>
+  ) {
+    let C = cols, R = rows
+    out.update(repeating: 0, count: N * C)
+    if type == .f32 {
+      cblas_sgemm(
+        CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(N), Int32(C), Int32(R), 1, dout, Int32(R),
+        data.assumingMemoryBound(to: Float.self), Int32(C), 0, out, Int32(C))
+      return
+    }
+    let chunk = 512
+    var r0 = 0
+    while r0 < R {
+      let r1 = min(R, r0 + chunk)
+      eq_dequantize_rows(type.rawValue, data, rowBytes, scratch, Int64(C), Int64(r0), Int64(r1))
+      cblas_sgemm(
+        CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(N), Int32(C), Int32(r1 - r0), 1, dout + r0, Int32(R), scratch, Int32(C),
+        1, out, Int32(C))
+      r0 = r1
+    }
+  }
+
   public func matmul(
     _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ N: Int, scratch: UnsafeMutablePointer<Float>
   ) {

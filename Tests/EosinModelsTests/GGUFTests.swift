@@ -185,3 +185,23 @@ final class GGUFTests: XCTestCase {
     XCTAssertEqual(logits.indices.max { logits[$0] < logits[$1] }, top[0])
   }
 }
+
+/// Gradient parity of the backward pass through a frozen LLaMA-family model with transformers
+/// (Scripts/reference/make_llama_grad_fixtures.py): loss and d loss / d input embeddings.
+final class LlamaGradientTests: XCTestCase {
+  func testInputGradientMatchesTransformers() throws {
+    let dir = TestSupport.projectRoot + "/Tests/EosinModelsTests/Fixtures/gguf"
+    for name in ["tiny-llama-F32", "tiny-qwen2-F32", "tiny-llama-Q4_1"] {
+      let m = try LlamaModel(file: try GGUFFile(path: "\(dir)/\(name).gguf"))
+      let f = try SafeTensorsFile(path: "\(dir)/grad-\(name).safetensors")
+      let x = try f.tensor("embeddings"), ref = try f.tensor("grad")
+      let targets = try f.tensor("targets").data.map { Int32($0) }
+      let r = try m.inputGradient(embeddings: x.data, count: x.shape[0], targets: targets)
+      XCTAssertEqual(r.count, 10, name)
+      XCTAssertEqual(r.loss, try f.tensor("loss").data[0], accuracy: 1e-4, name)
+      let scale = ref.data.map(abs).max()!
+      let diff = zip(r.grad, ref.data).map { abs($0 - $1) }.max()!
+      XCTAssertLessThan(diff, 1e-4 * max(1, scale), "\(name): max |grad diff| \(diff) (grad scale \(scale))")
+    }
+  }
+}

@@ -1,0 +1,259 @@
+import CBLAS
+import EosinTensor
+import Foundation
+
+/// What a training step needs from a frozen LLaMA-family model: the loss of next-token targets
+/// and its gradient with respect to the input embeddings (the slide tokens a projector makes,
+/// and the text tokens' embeddings), with no weight gradients.
+public struct LlamaInputGradient: Sendable {
+  /// Mean cross-entropy over the positions whose target is >= 0.
+  public var loss: Float
+  /// Positions that counted.
+  public var count: Int
+  /// d loss / d embeddings, (T, C).
+  public var grad: [Float]
+}
+
+extension LlamaModel {
+  /// Forward and backward through the frozen model on one sequence from position 0 (no cache):
+  /// `embeddings` (T, C) in, `targets` (T) the next token at each position (-1: not counted).
+  /// Activations are kept for the backward pass (memory about T * (8C + 3F) + NH * T * T floats
+  /// per block); weights are read as they are stored (dequantised a block of rows at a time).
+  /// - Throws: ``ModelError/input`` for a shape mismatch, a target outside the vocabulary, or
+  ///   more positions than the model's context.
+  public func inputGradient(embeddings x0: [Float], count T: Int, targets: [Int32]) throws -> LlamaInputGradient {
+    let c = config
+    let C = c.channels, NH = c.heads, NKV = c.kvHeads, HS = c.headSize, F = c.ffn, V = c.vocabSize
+    guard T > 0, x0.count == T * C, targets.count == T else {
+      throw ModelError.input("expected \(T) x \(C) embeddings and \(T) targets")
+    }
+    guard T <= c.contextLength else { throw ModelError.input("\(T) positions exceed the context of \(c.contextLength)") }
+    for t in targets where t >= V { throw ModelError.input("target \(t) is outside the vocabulary (\(V))") }
+    let QS = NH * HS, KS = NKV * HS
+    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 512 * max(C, F, QS))
+    defer { scratch.deallocate() }
+
+    struct Saved {
+      var xin: [Float], r1: [Float], h1: [Float], q: [Float], k: [Float], v: [Float], p: [Float], a: [Float]
+      var xmid: [Float], r2: [Float], h2: [Float], g: [Float], u: [Float]
+    }
+    var saved: [Saved] = []
+    var x = x0
+    for b in blocks {
+      var s = Saved(
+        xin: x, r1: [], h1: [], q: [], k: [], v: [], p: [], a: [], xmid: [], r2: [], h2: [], g: [], u: [])
+      (s.h1, s.r1) = LlamaModel.rmsnorm(x, b.attnNorm, T, C, c.rmsEps)
+      s.q = project(b.q, s.h1, T, b.qBias, scratch)
+      s.k = project(b.k, s.h1, T, b.kBias, scratch)
+      s.v = project(b.v, s.h1, T, b.vBias, scratch)
+      invFreq.withUnsafeBufferPointer { f in
+        ropeForward(&s.q, T, NH, HS, dims: c.ropeDims, invFreq: f.baseAddress!, pos0: 0, layout: c.architecture.rope)
+        ropeForward(&s.k, T, NKV, HS, dims: c.ropeDims, invFreq: f.baseAddress!, pos0: 0, layout: c.architecture.rope)
+      }
+      (s.a, s.p) = LlamaModel.causalAttention(s.q, s.k, s.v, T, NH, NKV, HS)
+      let o = project(b.o, s.a, T, nil, scratch)
+      for i in 0..<(T * C) { x[i] += o[i] }
+      s.xmid = x
+      (s.h2, s.r2) = LlamaModel.rmsnorm(x, b.ffnNorm, T, C, c.rmsEps)
+      s.g = project(b.gate, s.h2, T, nil, scratch)
+      s.u = project(b.up, s.h2, T, nil, scratch)
+      var m = [Float](repeating: 0, count: T * F)
+      s.g.withUnsafeBufferPointer { g in s.u.withUnsafeBufferPointer { swigluForward(&m, g.baseAddress!, $0.baseAddress!, T * F) }
+      }
+      let d = project(b.down, m, T, nil, scratch)
+      for i in 0..<(T * C) { x[i] += d[i] }
+      saved.append(s)
+    }
+    let (xf, rf) = LlamaModel.rmsnorm(x, outputNorm, T, C, c.rmsEps)
+    // Head and loss, one row at a time: (V) logits -> softmax - one-hot.
+    var dxf = [Float](repeating: 0, count: T * C)
+    var loss: Double = 0
+    let counted = targets.filter { $0 >= 0 }.count
+    var logits = [Float](repeating: 0, count: V)
+    for t in 0..<T where targets[t] >= 0 {
+      xf.withUnsafeBufferPointer { output.gemv(&logits, $0.baseAddress! + t * C) }
+      var mx = -Float.infinity
+      for j in 0..<V { mx = max(mx, logits[j]) }
+      var z: Double = 0
+      for j in 0..<V { z += Double(expf(logits[j] - mx)) }
+      let tgt = Int(targets[t])
+      loss += log(z) - Double(logits[tgt] - mx)
+      let scale = 1 / Float(counted)
+      for j in 0..<V { logits[j] = Float(Double(expf(logits[j] - mx)) / z) * scale }
+      logits[tgt] -= scale
+      // dxf[t] = dlogits (V) @ W_out (V, C).
+      logits.withUnsafeBufferPointer { dl in
+        dxf.withUnsafeMutableBufferPointer {
+          output.matmulTransposed($0.baseAddress! + t * C, dl.baseAddress!, 1, scratch: scratch)
+        }
+      }
+    }
+    var dx = LlamaModel.rmsnormBackward(dxf, x, outputNorm, rf, T, C)
+    for (l, b) in blocks.enumerated().reversed() {
+      let s = saved[l]
+      // Feed-forward: x_out = x_mid + down(silu(g) * u).
+      let dm = transposedProduct(b.down, dx, T, scratch)
+      var dg = [Float](repeating: 0, count: T * F), du = dg
+      for i in 0..<(T * F) {
+        let g = s.g[i], sg = 1 / (1 + expf(-g)), silu = g * sg
+        du[i] = dm[i] * silu
+        dg[i] = dm[i] * s.u[i] * sg * (1 + g * (1 - sg))
+      }
+      var dh2 = transposedProduct(b.gate, dg, T, scratch)
+      let dhu = transposedProduct(b.up, du, T, scratch)
+      for i in 0..<(T * C) { dh2[i] += dhu[i] }
+      let dmid = LlamaModel.rmsnormBackward(dh2, s.xmid, b.ffnNorm, s.r2, T, C)
+      for i in 0..<(T * C) { dx[i] += dmid[i] }
+      // Attention: x_mid = x_in + o(attn(rope(q), rope(k), v)).
+      let da = transposedProduct(b.o, dx, T, scratch)
+      var (dq, dk, dv) = LlamaModel.causalAttentionBackward(da, s.q, s.k, s.v, s.p, T, NH, NKV, HS)
+      invFreq.withUnsafeBufferPointer { f in
+        LlamaModel.ropeBackward(&dq, T, NH, HS, dims: c.ropeDims, invFreq: f.baseAddress!, layout: c.architecture.rope)
+        LlamaModel.ropeBackward(&dk, T, NKV, HS, dims: c.ropeDims, invFreq: f.baseAddress!, layout: c.architecture.rope)
+      }
+      var dh1 = transposedProduct(b.q, dq, T, scratch)
+      let dhk = transposedProduct(b.k, dk, T, scratch), dhv = transposedProduct(b.v, dv, T, scratch)
+      for i in 0..<(T * C) { dh1[i] += dhk[i] + dhv[i] }
+      let din = LlamaModel.rmsnormBackward(dh1, s.xin, b.attnNorm, s.r1, T, C)
+      for i in 0..<(T * C) { dx[i] += din[i] }
+      _ = QS
+      _ = KS
+    }
+    return LlamaInputGradient(loss: counted > 0 ? Float(loss / Double(counted)) : 0, count: counted, grad: dx)
+  }
+
+  /// out (T, rows) = inp (T, cols) @ W^T (+ bias).
+  func project(_ w: QuantMatrix, _ inp: [Float], _ T: Int, _ bias: [Float]?, _ scratch: UnsafeMutablePointer<Float>) -> [Float] {
+    var out = [Float](repeating: 0, count: T * w.rows)
+    inp.withUnsafeBufferPointer { i in
+      out.withUnsafeMutableBufferPointer { o in
+        if T == 1 {
+          w.gemv(o.baseAddress!, i.baseAddress!)
+        } else {
+          w.matmul(o.baseAddress!, i.baseAddress!, T, scratch: scratch)
+        }
+        if let b = bias { b.withUnsafeBufferPointer { biasAdd(o.baseAddress!, $0.baseAddress!, T, w.rows) } }
+      }
+    }
+    return out
+  }
+
+  /// d inp (T, cols) = d out (T, rows) @ W.
+  func transposedProduct(_ w: QuantMatrix, _ dout: [Float], _ T: Int, _ scratch: UnsafeMutablePointer<Float>) -> [Float] {
+    var out = [Float](repeating: 0, count: T * w.cols)
+    dout.withUnsafeBufferPointer { d in
+      out.withUnsafeMutableBufferPointer { w.matmulTransposed($0.baseAddress!, d.baseAddress!, T, scratch: scratch) }
+    }
+    return out
+  }
+
+  /// RMSNorm keeping each row's 1/rms for the backward pass.
+  static func rmsnorm(_ x: [Float], _ w: [Float], _ T: Int, _ C: Int, _ eps: Float) -> ([Float], [Float]) {
+    var out = [Float](repeating: 0, count: T * C), r = [Float](repeating: 0, count: T)
+    for t in 0..<T {
+      var ss: Float = 0
+      for j in 0..<C { ss += x[t * C + j] * x[t * C + j] }
+      r[t] = 1 / (ss / Float(C) + eps).squareRoot()
+      for j in 0..<C { out[t * C + j] = x[t * C + j] * r[t] * w[j] }
+    }
+    return (out, r)
+  }
+
+  /// y = x * r * w, r = (mean(x^2) + eps)^(-1/2): dx = r (dy w) - x r^3 / C * sum(dy w x).
+  static func rmsnormBackward(_ dy: [Float], _ x: [Float], _ w: [Float], _ r: [Float], _ T: Int, _ C: Int) -> [Float] {
+    var dx = [Float](repeating: 0, count: T * C)
+    for t in 0..<T {
+      var dot: Float = 0
+      for j in 0..<C { dot += dy[t * C + j] * w[j] * x[t * C + j] }
+      let k = r[t] * r[t] * r[t] / Float(C) * dot
+      for j in 0..<C { dx[t * C + j] = r[t] * dy[t * C + j] * w[j] - x[t * C + j] * k }
+    }
+    return dx
+  }
+
+  /// Causal grouped-query attention from position 0, keeping the softmax weights p (NH, T, T).
+  static func causalAttention(_ q: [Float], _ k: [Float], _ v: [Float], _ T: Int, _ NH: Int, _ NKV: Int, _ HS: Int)
+    -> ([Float], [Float])
+  {
+    let QS = NH * HS, KS = NKV * HS, group = NH / NKV, scale = 1 / Float(HS).squareRoot()
+    var a = [Float](repeating: 0, count: T * QS), p = [Float](repeating: 0, count: NH * T * T)
+    for h in 0..<NH {
+      let g = h / group
+      for t in 0..<T {
+        var m = -Float.infinity
+        let row = (h * T + t) * T
+        for j in 0...t {
+          var s: Float = 0
+          for i in 0..<HS { s += q[t * QS + h * HS + i] * k[j * KS + g * HS + i] }
+          p[row + j] = s * scale
+          m = max(m, p[row + j])
+        }
+        var z: Float = 0
+        for j in 0...t {
+          p[row + j] = expf(p[row + j] - m)
+          z += p[row + j]
+        }
+        for j in 0...t {
+          p[row + j] /= z
+          for i in 0..<HS { a[t * QS + h * HS + i] += p[row + j] * v[j * KS + g * HS + i] }
+        }
+      }
+    }
+    return (a, p)
+  }
+
+  /// The backward of ``causalAttention(_:_:_:_:_:_:_:)``: da (T, NH*HS) -> dq, dk, dv (key and
+  /// value gradients summed over the query heads of their group).
+  static func causalAttentionBackward(
+    _ da: [Float], _ q: [Float], _ k: [Float], _ v: [Float], _ p: [Float], _ T: Int, _ NH: Int, _ NKV: Int, _ HS: Int
+  ) -> ([Float], [Float], [Float]) {
+    let QS = NH * HS, KS = NKV * HS, group = NH / NKV, scale = 1 / Float(HS).squareRoot()
+    var dq = [Float](repeating: 0, count: T * QS), dk = [Float](repeating: 0, count: T * KS), dv = dk
+    var dp = [Float](repeating: 0, count: T)
+    for h in 0..<NH {
+      let g = h / group
+      for t in 0..<T {
+        let row = (h * T + t) * T
+        var sum: Float = 0
+        for j in 0...t {
+          var s: Float = 0
+          for i in 0..<HS {
+            s += da[t * QS + h * HS + i] * v[j * KS + g * HS + i]
+            dv[j * KS + g * HS + i] += p[row + j] * da[t * QS + h * HS + i]
+          }
+          dp[j] = s
+          sum += p[row + j] * s
+        }
+        for j in 0...t {
+          let ds = p[row + j] * (dp[j] - sum) * scale
+          for i in 0..<HS {
+            dq[t * QS + h * HS + i] += ds * k[j * KS + g * HS + i]
+            dk[j * KS + g * HS + i] += ds * q[t * QS + h * HS + i]
+          }
+        }
+      }
+    }
+    return (dq, dk, dv)
+  }
+
+  /// The backward of a rotary embedding from position 0: the transpose of a rotation is the
+  /// rotation by the opposite angle.
+  static func ropeBackward(
+    _ x: inout [Float], _ T: Int, _ NH: Int, _ HS: Int, dims: Int, invFreq: UnsafePointer<Float>, layout: RopeLayout
+  ) {
+    let half = dims / 2
+    for t in 0..<T {
+      for i in 0..<half {
+        let ang = Float(t) * invFreq[i]
+        let cs = cos(ang), sn = -sin(ang)
+        let (a, b) = layout == .interleaved ? (2 * i, 2 * i + 1) : (i, i + half)
+        for h in 0..<NH {
+          let o = (t * NH + h) * HS
+          let x0 = x[o + a], x1 = x[o + b]
+          x[o + a] = x0 * cs - x1 * sn
+          x[o + b] = x0 * sn + x1 * cs
+        }
+      }
+    }
+  }
+}
