@@ -189,6 +189,44 @@ public final class LlamaModel: @unchecked Sendable {
   /// Opens a GGUF file and loads its model.
   public convenience init(path: String) throws { try self.init(file: GGUFFile(path: path)) }
 
+  /// Dequantised copies of the matrices (F32, owned by this model), freed with it.
+  private var owned: [UnsafeMutableRawPointer] = []
+
+  deinit { owned.forEach { $0.deallocate() } }
+
+  /// The same model with every matrix dequantised to fp32 once (4 bytes per weight): for
+  /// training through the frozen model (``inputGradient(embeddings:count:targets:)``), where each
+  /// step would otherwise dequantise every weight twice.
+  public func dense() -> LlamaModel { LlamaModel(dense: self) }
+
+  private init(dense m: LlamaModel) {
+    file = m.file
+    config = m.config
+    invFreq = m.invFreq
+    outputNorm = m.outputNorm
+    weightBytesPerToken = m.weightBytesPerToken
+    var keep: [UnsafeMutableRawPointer] = []
+    var made: [UnsafeRawPointer: QuantMatrix] = [:]
+    func d(_ q: QuantMatrix) -> QuantMatrix {
+      if q.type == .f32 { return q }
+      if let e = made[q.data] { return e }
+      let buf = UnsafeMutablePointer<Float>.allocate(capacity: q.rows * q.cols)
+      q.dequantizeAll(into: buf)
+      keep.append(UnsafeMutableRawPointer(buf))
+      let r = QuantMatrix(type: .f32, rows: q.rows, cols: q.cols, data: UnsafeRawPointer(buf))
+      made[q.data] = r
+      return r
+    }
+    tokenEmbedding = d(m.tokenEmbedding)
+    blocks = m.blocks.map { b in
+      Block(
+        attnNorm: b.attnNorm, q: d(b.q), k: d(b.k), v: d(b.v), o: d(b.o), qBias: b.qBias, kBias: b.kBias, vBias: b.vBias,
+        ffnNorm: b.ffnNorm, gate: d(b.gate), up: d(b.up), down: d(b.down))
+    }
+    output = d(m.output)
+    owned = keep
+  }
+
   /// A fresh conversation state with room for `capacity` positions (default: the model's
   /// context length, at most 8192).
   public func makeState(capacity: Int? = nil, precision: Precision = .exact) -> LlamaState {

@@ -65,28 +65,29 @@ extension LlamaModel {
       saved.append(s)
     }
     let (xf, rf) = LlamaModel.rmsnorm(x, outputNorm, T, C, c.rmsEps)
-    // Head and loss, one row at a time: (V) logits -> softmax - one-hot.
-    var dxf = [Float](repeating: 0, count: T * C)
+    // Head and loss on the counted rows together (one pass over the head's weights each way).
+    let rows = (0..<T).filter { targets[$0] >= 0 }
+    let counted = rows.count
     var loss: Double = 0
-    let counted = targets.filter { $0 >= 0 }.count
-    var logits = [Float](repeating: 0, count: V)
-    for t in 0..<T where targets[t] >= 0 {
-      xf.withUnsafeBufferPointer { output.gemv(&logits, $0.baseAddress! + t * C) }
-      var mx = -Float.infinity
-      for j in 0..<V { mx = max(mx, logits[j]) }
-      var z: Double = 0
-      for j in 0..<V { z += Double(expf(logits[j] - mx)) }
-      let tgt = Int(targets[t])
-      loss += log(z) - Double(logits[tgt] - mx)
+    var dxf = [Float](repeating: 0, count: T * C)
+    if counted > 0 {
+      var xr = [Float](repeating: 0, count: counted * C)
+      for (k, t) in rows.enumerated() { xr.replaceSubrange((k * C)..<((k + 1) * C), with: xf[(t * C)..<((t + 1) * C)]) }
+      var logits = project(output, xr, counted, nil, scratch)
       let scale = 1 / Float(counted)
-      for j in 0..<V { logits[j] = Float(Double(expf(logits[j] - mx)) / z) * scale }
-      logits[tgt] -= scale
-      // dxf[t] = dlogits (V) @ W_out (V, C).
-      logits.withUnsafeBufferPointer { dl in
-        dxf.withUnsafeMutableBufferPointer {
-          output.matmulTransposed($0.baseAddress! + t * C, dl.baseAddress!, 1, scratch: scratch)
-        }
+      for (k, t) in rows.enumerated() {
+        let o = k * V
+        var mx = -Float.infinity
+        for j in 0..<V { mx = max(mx, logits[o + j]) }
+        var z: Double = 0
+        for j in 0..<V { z += Double(expf(logits[o + j] - mx)) }
+        let tgt = Int(targets[t])
+        loss += log(z) - Double(logits[o + tgt] - mx)
+        for j in 0..<V { logits[o + j] = Float(Double(expf(logits[o + j] - mx)) / z) * scale }
+        logits[o + tgt] -= scale
       }
+      let dr = transposedProduct(output, logits, counted, scratch)
+      for (k, t) in rows.enumerated() { dxf.replaceSubrange((t * C)..<((t + 1) * C), with: dr[(k * C)..<((k + 1) * C)]) }
     }
     var dx = LlamaModel.rmsnormBackward(dxf, x, outputNorm, rf, T, C)
     for (l, b) in blocks.enumerated().reversed() {
@@ -172,30 +173,44 @@ extension LlamaModel {
   }
 
   /// Causal grouped-query attention from position 0, keeping the softmax weights p (NH, T, T).
+  /// Scores and the weighted sum are sgemm products per head.
   static func causalAttention(_ q: [Float], _ k: [Float], _ v: [Float], _ T: Int, _ NH: Int, _ NKV: Int, _ HS: Int)
     -> ([Float], [Float])
   {
     let QS = NH * HS, KS = NKV * HS, group = NH / NKV, scale = 1 / Float(HS).squareRoot()
     var a = [Float](repeating: 0, count: T * QS), p = [Float](repeating: 0, count: NH * T * T)
-    for h in 0..<NH {
-      let g = h / group
-      for t in 0..<T {
-        var m = -Float.infinity
-        let row = (h * T + t) * T
-        for j in 0...t {
-          var s: Float = 0
-          for i in 0..<HS { s += q[t * QS + h * HS + i] * k[j * KS + g * HS + i] }
-          p[row + j] = s * scale
-          m = max(m, p[row + j])
-        }
-        var z: Float = 0
-        for j in 0...t {
-          p[row + j] = expf(p[row + j] - m)
-          z += p[row + j]
-        }
-        for j in 0...t {
-          p[row + j] /= z
-          for i in 0..<HS { a[t * QS + h * HS + i] += p[row + j] * v[j * KS + g * HS + i] }
+    q.withUnsafeBufferPointer { qb in
+      k.withUnsafeBufferPointer { kb in
+        v.withUnsafeBufferPointer { vb in
+          a.withUnsafeMutableBufferPointer { ab in
+            p.withUnsafeMutableBufferPointer { pb in
+              for h in 0..<NH {
+                let g = h / group
+                let P = pb.baseAddress! + h * T * T
+                // S = scale * Q_h K_g^T, then the causal softmax row by row.
+                cblas_sgemm(
+                  CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(HS), scale, qb.baseAddress! + h * HS, Int32(QS),
+                  kb.baseAddress! + g * HS, Int32(KS), 0, P, Int32(T))
+                for t in 0..<T {
+                  let row = P + t * T
+                  var m = -Float.infinity
+                  for j in 0...t { m = max(m, row[j]) }
+                  var z: Float = 0
+                  for j in 0...t {
+                    row[j] = expf(row[j] - m)
+                    z += row[j]
+                  }
+                  let inv = 1 / z
+                  for j in 0...t { row[j] *= inv }
+                  for j in (t + 1)..<T { row[j] = 0 }
+                }
+                // A_h = P V_g.
+                cblas_sgemm(
+                  CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(HS), Int32(T), 1, P, Int32(T),
+                  vb.baseAddress! + g * HS, Int32(KS), 0, ab.baseAddress! + h * HS, Int32(QS))
+              }
+            }
+          }
         }
       }
     }
@@ -203,32 +218,54 @@ extension LlamaModel {
   }
 
   /// The backward of ``causalAttention(_:_:_:_:_:_:_:)``: da (T, NH*HS) -> dq, dk, dv (key and
-  /// value gradients summed over the query heads of their group).
+  /// value gradients summed over the query heads of their group). sgemm products per head.
   static func causalAttentionBackward(
     _ da: [Float], _ q: [Float], _ k: [Float], _ v: [Float], _ p: [Float], _ T: Int, _ NH: Int, _ NKV: Int, _ HS: Int
   ) -> ([Float], [Float], [Float]) {
     let QS = NH * HS, KS = NKV * HS, group = NH / NKV, scale = 1 / Float(HS).squareRoot()
     var dq = [Float](repeating: 0, count: T * QS), dk = [Float](repeating: 0, count: T * KS), dv = dk
-    var dp = [Float](repeating: 0, count: T)
-    for h in 0..<NH {
-      let g = h / group
-      for t in 0..<T {
-        let row = (h * T + t) * T
-        var sum: Float = 0
-        for j in 0...t {
-          var s: Float = 0
-          for i in 0..<HS {
-            s += da[t * QS + h * HS + i] * v[j * KS + g * HS + i]
-            dv[j * KS + g * HS + i] += p[row + j] * da[t * QS + h * HS + i]
-          }
-          dp[j] = s
-          sum += p[row + j] * s
-        }
-        for j in 0...t {
-          let ds = p[row + j] * (dp[j] - sum) * scale
-          for i in 0..<HS {
-            dq[t * QS + h * HS + i] += ds * k[j * KS + g * HS + i]
-            dk[j * KS + g * HS + i] += ds * q[t * QS + h * HS + i]
+    var ds = [Float](repeating: 0, count: T * T)
+    da.withUnsafeBufferPointer { dab in
+      q.withUnsafeBufferPointer { qb in
+        k.withUnsafeBufferPointer { kb in
+          v.withUnsafeBufferPointer { vb in
+            p.withUnsafeBufferPointer { pb in
+              dq.withUnsafeMutableBufferPointer { dqb in
+                dk.withUnsafeMutableBufferPointer { dkb in
+                  dv.withUnsafeMutableBufferPointer { dvb in
+                    ds.withUnsafeMutableBufferPointer { dsb in
+                      let S = dsb.baseAddress!
+                      for h in 0..<NH {
+                        let g = h / group
+                        let P = pb.baseAddress! + h * T * T, dA = dab.baseAddress! + h * HS
+                        // dV_g += P^T dA_h.
+                        cblas_sgemm(
+                          CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(HS), Int32(T), 1, P, Int32(T), dA, Int32(QS), 1,
+                          dvb.baseAddress! + g * HS, Int32(KS))
+                        // dP = dA_h V_g^T, then dS = P * (dP - sum(P dP)) * scale.
+                        cblas_sgemm(
+                          CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(HS), 1, dA, Int32(QS),
+                          vb.baseAddress! + g * HS, Int32(KS), 0, S, Int32(T))
+                        for t in 0..<T {
+                          let row = S + t * T, pr = P + t * T
+                          var sum: Float = 0
+                          for j in 0...t { sum += pr[j] * row[j] }
+                          for j in 0...t { row[j] = pr[j] * (row[j] - sum) * scale }
+                          for j in (t + 1)..<T { row[j] = 0 }
+                        }
+                        // dQ_h = dS K_g; dK_g += dS^T Q_h.
+                        cblas_sgemm(
+                          CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(HS), Int32(T), 1, S, Int32(T),
+                          kb.baseAddress! + g * HS, Int32(KS), 0, dqb.baseAddress! + h * HS, Int32(QS))
+                        cblas_sgemm(
+                          CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(HS), Int32(T), 1, S, Int32(T),
+                          qb.baseAddress! + h * HS, Int32(QS), 1, dkb.baseAddress! + g * HS, Int32(KS))
+                      }
+                    }
+                  }
+                }
+              }
+            }
           }
         }
       }

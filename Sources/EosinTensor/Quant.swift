@@ -115,6 +115,18 @@ public struct QuantMatrix: @unchecked Sendable {
   /// F32 weights go straight to sgemm; other types are dequantised in blocks of rows into
   /// `scratch` (at least `min(rows, 512) * cols` floats) and multiplied by sgemm, so the
   /// weights are never expanded whole.
+  /// Every row dequantised into `out` (rows * cols floats).
+  public func dequantizeAll(into out: UnsafeMutablePointer<Float>) {
+    if type == .f32 {
+      out.update(from: data.assumingMemoryBound(to: Float.self), count: rows * cols)
+      return
+    }
+    let t = type.rawValue, rb = rowBytes, d = data, C = cols
+    SpinPool.shared.ranges(rows, minimum: 16) { r in
+      eq_dequantize_rows(t, d, rb, out + r.lowerBound * C, Int64(C), Int64(r.lowerBound), Int64(r.upperBound))
+    }
+  }
+
   /// The product's input gradient: out (N, cols) = dout (N, rows) @ W, for backward passes
   /// through a frozen matrix. Dequantises 512 rows at a time into `scratch` (512 * cols floats).
   public func matmulTransposed(

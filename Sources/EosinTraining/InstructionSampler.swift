@@ -98,8 +98,16 @@ public struct InstructionSampler: Sendable {
     return (labels[i], false, rows)
   }
 
-  /// The example for one batch slot of one step.
+  /// The example for one batch slot of one step, tokenized for the embedded decoder.
   public func example(step: Int, slot: Int) -> InstructionExample {
+    let c = conversation(step: step, slot: slot)
+    let (ids, tg) = ChatFormat.encode(question: c.question, answer: c.answer, tokenizer: tokenizer, length: length)
+    return InstructionExample(prefix: c.prefix, ids: ids, targets: tg)
+  }
+
+  /// The same example as text, for a language model with its own tokenizer: the slide tokens'
+  /// embeddings (``tileTokens`` tiles, then the mean), a question and its answer.
+  public func conversation(step: Int, slot: Int) -> SlideConversation {
     var r = rng(step, slot)
     let (cls, nt, rows) = draw(&r)
     let table = nt ? nonTissue : embeddings
@@ -112,7 +120,6 @@ public struct InstructionSampler: Sendable {
     prefix += mean.map { $0 / Float(rows.count) }
     let types = Instructions.questionTypes
     let (q, a) = Instructions.pair(classes[cls], type: types[Int(r.next() % UInt64(types.count))], rng: &r)
-    let (ids, tg) = ChatFormat.encode(question: q, answer: a, tokenizer: tokenizer, length: length)
-    return InstructionExample(prefix: prefix, ids: ids, targets: tg)
+    return SlideConversation(prefix: prefix, question: q, answer: a)
   }
 }

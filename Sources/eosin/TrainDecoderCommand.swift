@@ -77,46 +77,8 @@ struct TrainDecoderCommand: ParsableCommand {
     let after = trainer.heldOutLoss(stream: heldStream, windows: 64, length: 64)
     print(String(format: "held-out perplexity %.1f -> %.1f after pretraining", expf(before), expf(after)))
     // Instruction data: CLIP embeddings of training tiles and non-tissue images.
-    var index: [String: Int] = [:]
-    for (i, c) in classes.enumerated() { index[c.datasetLabel] = i }
-    let nt = classes.firstIndex { $0.id == "non_tissue" }!
-    var items: [TileItem] = []
-    for d in data {
-      let name = (d as NSString).lastPathComponent
-      let (it, _) = try TileManifest.load(d, dataset: name)
-      items += it.filter { TileManifest.split(dataset: name, group: $0.group) == .train && index[$0.label] != nil }
-    }
-    warn("embedding \(items.count) training tiles with the CLIP image encoder ...")
-    var emb: [Float] = [], labels: [Int] = [], groups: [String] = []
-    var k = 0
-    while k < items.count {
-      let chunk = items[k..<min(items.count, k + 64)]
-      var imgs: [RGBImage] = []
-      for it in chunk {
-        if let im = try? ImageCodec.read(it.path) {
-          imgs.append(im)
-          labels.append(index[it.label]!)
-          groups.append(it.dataset + "/" + it.group)
-        }
-      }
-      emb += SlideIndex.embedImages(imgs, bundle: bundle)
-      k += chunk.count
-    }
-    var rng = SeededRNG(seed: seed ^ 0x5EED)
-    var ntImgs: [RGBImage] = (0..<200).map { i in
-      let r = NonTissue.make(kind: i, size: 224, rng: &rng, blurSource: nil)
-      return RGBImage(width: 224, height: 224, pixels: r.pixels)
-    }
-    for s in backgroundSlide {
-      let s0 = try Slide(path: s)
-      let m = try TissueDetector().detect(s0)
-      let t = try Tiler(slide: s0, mpp: 0.5, tileSize: 224, tissue: nil, minTissue: 0)
-      for ref in t.grid.tiles
-      where m.fraction(x0: Double(ref.x), y0: Double(ref.y), width: t.grid.extent0, height: t.grid.extent0) == 0 {
-        ntImgs.append(try t.read(ref))
-      }
-    }
-    let ntEmb = SlideIndex.embedImages(ntImgs, bundle: bundle)
+    let inst = try InstructionData.collect(data: data, bundle: bundle, classes: classes, backgroundSlides: backgroundSlide, seed: seed)
+    let (emb, labels, groups, ntEmb, nt) = (inst.embeddings, inst.labels, inst.groups, inst.nonTissue, inst.nonTissueClass)
     var sampler = try InstructionSampler(
       embeddings: emb, labels: labels, groups: groups, nonTissue: ntEmb, nonTissueClass: nt, classes: classes, dim: D,
       tokenizer: tok)
@@ -145,7 +107,7 @@ struct TrainDecoderCommand: ParsableCommand {
       "pretrain_tokens": trainStream.count, "held_out_tokens": heldStream.count,
       "held_out_perplexity_before": Double(expf(before)),
       "held_out_perplexity_after_pretraining": Double(expf(after)), "instruction_tiles": labels.count,
-      "non_tissue_images": ntImgs.count,
+      "non_tissue_images": inst.nonTissueCount,
       "question_types": types, "prefix_tokens": P,
       "pseudo_slide_tiles": [sampler.pseudoSlideTiles.lowerBound, sampler.pseudoSlideTiles.upperBound],
       "pseudo_slide_share": Double(sampler.pseudoSlideShare), "non_tissue_share": Double(sampler.nonTissueShare),
@@ -156,5 +118,66 @@ struct TrainDecoderCommand: ParsableCommand {
     try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]).write(
       to: URL(fileURLWithPath: out + "/training.json"), options: .atomic)
     print("trained decoder in \(fmt((Probes.now() - t0) / 60, 1)) min -> \(out)")
+  }
+}
+
+/// The instruction-tuning inputs shared by `train decoder` and `train lm-projector`: CLIP
+/// embeddings of the training split's labelled tiles (with their knowledge class and group) and
+/// of non-tissue images (blank, noise, blur, and a slide's background tiles).
+struct InstructionData {
+  var embeddings: [Float]
+  var labels: [Int]
+  var groups: [String]
+  var nonTissue: [Float]
+  var nonTissueCount: Int
+  var nonTissueClass: Int
+
+  static func collect(data: [String], bundle: ModelBundle, classes: [KnowledgeClass], backgroundSlides: [String], seed: UInt64)
+    throws -> InstructionData
+  {
+    var index: [String: Int] = [:]
+    for (i, c) in classes.enumerated() { index[c.datasetLabel] = i }
+    guard let nt = classes.firstIndex(where: { $0.id == "non_tissue" }) else {
+      throw CLIError("the knowledge notes have no non_tissue class")
+    }
+    var items: [TileItem] = []
+    for d in data {
+      let name = (d as NSString).lastPathComponent
+      let (it, _) = try TileManifest.load(d, dataset: name)
+      items += it.filter { TileManifest.split(dataset: name, group: $0.group) == .train && index[$0.label] != nil }
+    }
+    warn("embedding \(items.count) training tiles with the CLIP image encoder ...")
+    var emb: [Float] = [], labels: [Int] = [], groups: [String] = []
+    var k = 0
+    while k < items.count {
+      let chunk = items[k..<min(items.count, k + 64)]
+      var imgs: [RGBImage] = []
+      for it in chunk {
+        if let im = try? ImageCodec.read(it.path) {
+          imgs.append(im)
+          labels.append(index[it.label]!)
+          groups.append(it.dataset + "/" + it.group)
+        }
+      }
+      emb += SlideIndex.embedImages(imgs, bundle: bundle)
+      k += chunk.count
+    }
+    var rng = SeededRNG(seed: seed ^ 0x5EED)
+    var ntImgs: [RGBImage] = (0..<200).map { i in
+      let r = NonTissue.make(kind: i, size: 224, rng: &rng, blurSource: nil)
+      return RGBImage(width: 224, height: 224, pixels: r.pixels)
+    }
+    for s in backgroundSlides {
+      let s0 = try Slide(path: s)
+      let m = try TissueDetector().detect(s0)
+      let t = try Tiler(slide: s0, mpp: 0.5, tileSize: 224, tissue: nil, minTissue: 0)
+      for ref in t.grid.tiles
+      where m.fraction(x0: Double(ref.x), y0: Double(ref.y), width: t.grid.extent0, height: t.grid.extent0) == 0 {
+        ntImgs.append(try t.read(ref))
+      }
+    }
+    return InstructionData(
+      embeddings: emb, labels: labels, groups: groups, nonTissue: SlideIndex.embedImages(ntImgs, bundle: bundle),
+      nonTissueCount: ntImgs.count, nonTissueClass: nt)
   }
 }

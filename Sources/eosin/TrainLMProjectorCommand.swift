@@ -1,0 +1,106 @@
+import ArgumentParser
+import EosinModels
+import EosinPipelines
+import EosinTensor
+import EosinTraining
+import EosinWeights
+import Foundation
+
+struct TrainLMProjectorCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "lm-projector",
+    abstract:
+      "Train the slide-token projector for the chat language model (SmolLM2 by default), the language model frozen: CLIP tile embeddings become slide tokens in the user turn, and the answers of instruction pairs built from the labels and the knowledge notes are the targets."
+  )
+
+  @Option(help: "Weights folder holding clip/ (its image embeddings become slide tokens).") var weights = "Weights/eosin-small-v1"
+  @Option(help: "The GGUF language model (default: the cached SmolLM2-135M-Instruct).") var lm: String?
+  @Option(parsing: .upToNextOption, help: "Labelled tile datasets.")
+  var data: [String] = ["../shared/data/tiles/lc25000-lung", "../shared/data/tiles/ebhi-seg"]
+  @Option(help: "Knowledge notes folder.") var knowledge = "Prompts/knowledge"
+  @Option(help: "Slides whose background tiles become non-tissue examples.") var backgroundSlide: [String] = []
+  @Option(help: "Optimizer steps.") var steps = 200
+  @Option(help: "Conversations per step.") var batch = 8
+  @Option(help: "Projector hidden width.") var hidden = 1024
+  @Option(help: "Peak learning rate.") var lr: Float = 1e-3
+  @Option(help: "Seed.") var seed: UInt64 = 1
+
+  func run() throws {
+    guard let path = lm ?? LanguageModel.Default.resolve(nil) else {
+      throw CLIError("no language model: pass --lm FILE.gguf or run `make lm`")
+    }
+    let model = try LanguageModel(path: path)
+    let lmSHA = try SHA256.hex(fileAt: path)
+    let bundle = try ModelBundle(path: weights)
+    let classes = try Knowledge.load(knowledge)
+    let inst = try InstructionData.collect(data: data, bundle: bundle, classes: classes, backgroundSlides: backgroundSlide, seed: seed)
+    let D = bundle.clip.embedDim
+    var sampler = try InstructionSampler(
+      embeddings: inst.embeddings, labels: inst.labels, groups: inst.groups, nonTissue: inst.nonTissue,
+      nonTissueClass: inst.nonTissueClass, classes: classes, dim: D, tokenizer: bundle.tokenizer)
+    sampler.seed = seed
+    let trainer = try LMProjectorTrainer(lm: model, imageDim: D, hidden: hidden, seed: seed)
+    // A fixed probe set (drawn with another seed from the same tiles) shows the loss falling.
+    var probeSampler = sampler
+    probeSampler.seed = seed &+ 7919
+    let probe = (0..<16).map { probeSampler.conversation(step: 0, slot: $0) }
+    let before = try trainer.loss(probe)
+    print(String(format: "probe loss before training %.4f (%d conversations)", before, probe.count))
+    signal(SIGINT) { _ in interrupted = true }
+    let t0 = Probes.now()
+    var losses: [Float] = [], curve: [Double] = []
+    var done = 0
+    for s in 0..<steps {
+      if interrupted { break }
+      trainer.params.zeroGrad()
+      losses.append(try trainer.step((0..<batch).map { sampler.conversation(step: s, slot: $0) }))
+      let rate = learningRate(step: s, total: steps, warmup: max(1, steps / 20), peak: lr)
+      _ = trainer.params.adamw(lr: rate, weightDecay: 0, clip: 1)
+      done = s + 1
+      if done % 10 == 0 || done == steps {
+        let m = losses.reduce(0, +) / Float(losses.count)
+        curve.append(Double(m))
+        print(
+          String(
+            format: "step %4d/%d  loss %.4f  lr %.2e  %.2f conversations/s", done, steps, m, rate,
+            Double(done * batch) / (Probes.now() - t0)))
+        fflush(stdout)
+        losses.removeAll()
+      }
+    }
+    let after = try trainer.loss(probe)
+    print(String(format: "probe loss after training %.4f", after))
+    let out = weights + "/lm-projector"
+    try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+    try SafeTensorsWriter.write(trainer.export(), metadata: ["language_model_sha256": lmSHA], to: out + "/model.safetensors")
+    let info: [String: Any] = [
+      "command": invocation(), "seed": Int(seed), "steps": done, "batch": batch, "peak_lr": Double(lr),
+      "language_model": (path as NSString).lastPathComponent, "language_model_sha256": lmSHA,
+      "projector": ["in": D, "hidden": hidden, "out": model.model.config.channels],
+      "slide_tokens": sampler.tileTokens + 1, "instruction_tiles": inst.labels.count,
+      "non_tissue_images": inst.nonTissueCount, "datasets": data.map { ($0 as NSString).lastPathComponent },
+      "probe_loss_before": Double(before), "probe_loss_after": Double(after), "loss_every_10_steps": curve,
+      "minutes": (Probes.now() - t0) / 60,
+    ]
+    try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]).write(
+      to: URL(fileURLWithPath: out + "/training.json"), options: .atomic)
+    // The manifest names the projector and pins the language model it was trained for.
+    let manPath = weights + "/manifest.json"
+    var man = try WeightsManifest.load(manPath)
+    if let pinned = man.languageModel?.sha256, pinned != lmSHA {
+      warn(
+        "the manifest pins another language model (\(pinned.prefix(12))…); the projector applies only to \((path as NSString).lastPathComponent) (\(lmSHA.prefix(12))…), as its metadata records"
+      )
+    }
+    man.languageModel?.projector = "lm-projector/model.safetensors"
+    for f in ["model.safetensors", "training.json"] {
+      let p = out + "/" + f
+      let size = (try FileManager.default.attributesOfItem(atPath: p)[.size] as? Int) ?? 0
+      man.files["lm-projector/" + f] = .init(sha256: try SHA256.hex(fileAt: p), bytes: size)
+    }
+    let tmp = manPath + ".tmp"
+    try man.encoded().write(to: URL(fileURLWithPath: tmp))
+    guard rename(tmp, manPath) == 0 else { throw CLIError("\(manPath): cannot write") }
+    print("trained the slide-token projector in \(fmt((Probes.now() - t0) / 60, 1)) min -> \(out)")
+  }
+}
