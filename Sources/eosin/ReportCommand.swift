@@ -66,7 +66,7 @@ struct ReportRun: ParsableCommand {
         bundle: bundle, chat: chat, promptSets: try PromptSet.loadAll(searchDirs: promptDirs("zero-shot")),
         cacheDir: model.cacheDir)
       if let path = LanguageModel.Default.resolve(lm) {
-        session?.grounded = try groundedLM(path)
+        session?.grounded = try groundedLM(path, bundle: bundle).0
         warn(
           "generated fields: \((path as NSString).lastPathComponent), grounded on the classifier and Eosin's notes, claim-gated")
       }

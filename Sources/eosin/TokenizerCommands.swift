@@ -11,7 +11,9 @@ let eosinSpecialTokens = ["<|endoftext|>", "<|user|>", "<|assistant|>", "<|image
 struct Train: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Train Eosin's models and vocabulary.",
-    subcommands: [TrainBPE.self, TrainCLIPCommand.self, TrainDecoderCommand.self, TrainLMProjectorCommand.self, TrainFinalize.self])
+    subcommands: [
+      TrainBPE.self, TrainCLIPCommand.self, TrainDecoderCommand.self, TrainLMProjectorCommand.self, TrainFinalize.self,
+    ])
 }
 
 struct TrainBPE: ParsableCommand {

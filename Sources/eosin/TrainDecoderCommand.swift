@@ -77,7 +77,8 @@ struct TrainDecoderCommand: ParsableCommand {
     let after = trainer.heldOutLoss(stream: heldStream, windows: 64, length: 64)
     print(String(format: "held-out perplexity %.1f -> %.1f after pretraining", expf(before), expf(after)))
     // Instruction data: CLIP embeddings of training tiles and non-tissue images.
-    let inst = try InstructionData.collect(data: data, bundle: bundle, classes: classes, backgroundSlides: backgroundSlide, seed: seed)
+    let inst = try InstructionData.collect(
+      data: data, bundle: bundle, classes: classes, backgroundSlides: backgroundSlide, seed: seed)
     let (emb, labels, groups, ntEmb, nt) = (inst.embeddings, inst.labels, inst.groups, inst.nonTissue, inst.nonTissueClass)
     var sampler = try InstructionSampler(
       embeddings: emb, labels: labels, groups: groups, nonTissue: ntEmb, nonTissueClass: nt, classes: classes, dim: D,

@@ -33,7 +33,8 @@ struct TrainLMProjectorCommand: ParsableCommand {
     let lmSHA = try SHA256.hex(fileAt: path)
     let bundle = try ModelBundle(path: weights)
     let classes = try Knowledge.load(knowledge)
-    let inst = try InstructionData.collect(data: data, bundle: bundle, classes: classes, backgroundSlides: backgroundSlide, seed: seed)
+    let inst = try InstructionData.collect(
+      data: data, bundle: bundle, classes: classes, backgroundSlides: backgroundSlide, seed: seed)
     let D = bundle.clip.embedDim
     var sampler = try InstructionSampler(
       embeddings: inst.embeddings, labels: inst.labels, groups: inst.groups, nonTissue: inst.nonTissue,

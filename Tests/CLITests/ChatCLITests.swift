@@ -1,4 +1,6 @@
 import EosinSlide
+import EosinTensor
+import EosinWeights
 import Foundation
 import TestSupport
 import XCTest
@@ -117,5 +119,53 @@ final class ChatCLITests: XCTestCase {
     let b = try chat("Describe the features.\n", args: [Self.slide]).stdout.split(separator: "\n").dropFirst()
     XCTAssertEqual(Array(a), Array(b))
     XCTAssertFalse(a.isEmpty)
+  }
+}
+
+/// Slide tokens in chat: the projector the manifest names is used only with the language model
+/// whose sha256 its metadata records; with another model chat says why slide tokens are off.
+final class ChatSlideTokenTests: XCTestCase {
+  func testProjectorAppliesOnlyToItsLanguageModel() throws {
+    let d = TestSupport.tempDir("eosin-chat-projector")
+    let bundle = try TestSupport.writeTinyBundle(at: d + "/w")
+    let gguf = TestSupport.projectRoot + "/Tests/EosinModelsTests/Fixtures/gguf"
+    let llama = gguf + "/tiny-llama-F32.gguf", qwen = gguf + "/tiny-qwen2-F32.gguf"
+    // A random projector from the bundle's 16-d embeddings to the tiny llama's 64 channels.
+    var r = RandomTensors(seed: 5)
+    let proj: [String: Tensor] = [
+      "mm_projector.0.weight": try r.take("a", [8, 16]), "mm_projector.0.bias": Tensor(zeros: [8]),
+      "mm_projector.2.weight": try r.take("b", [64, 8]), "mm_projector.2.bias": Tensor(zeros: [64]),
+    ]
+    try FileManager.default.createDirectory(atPath: bundle + "/lm-projector", withIntermediateDirectories: true)
+    let pf = bundle + "/lm-projector/model.safetensors"
+    try SafeTensorsWriter.write(proj, metadata: ["language_model_sha256": try SHA256.hex(fileAt: llama)], to: pf)
+    var man =
+      try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: bundle + "/manifest.json"))) as! [String: Any]
+    man["language_model"] = [
+      "file": "tiny-llama-F32.gguf", "sha256": try SHA256.hex(fileAt: llama), "source": "test fixture", "model": "tiny",
+      "licence": "none", "projector": "lm-projector/model.safetensors",
+    ]
+    var files = man["files"] as? [String: Any] ?? [:]
+    files["lm-projector/model.safetensors"] = ["sha256": try SHA256.hex(fileAt: pf), "bytes": 1]
+    man["files"] = files
+    try JSONSerialization.data(withJSONObject: man).write(to: URL(fileURLWithPath: bundle + "/manifest.json"))
+    let slide = try TestSupport.writeSyntheticSlide(at: d + "/case.tiff", width: 1536, height: 1024, levels: 2, mpp: 0.5)
+    func chat(_ lm: String) throws -> CLITests.Run {
+      try CLITests.run(
+        ["chat", "--weights", bundle, "--cache", d + "/cache", "--max-tokens", "6", "--lm", lm, slide],
+        stdin: "What is the diagnosis?\n", env: ["XDG_STATE_HOME": d + "/state", "XDG_CACHE_HOME": d + "/xdg"])
+    }
+    let on = try chat(llama)
+    XCTAssertEqual(on.status, 0, on.stderr)
+    XCTAssertTrue(on.stderr.contains("slide tokens from Eosin's projector"), on.stderr)
+    XCTAssertTrue(on.stdout.contains("confidence ") || on.stdout.contains("REVIEW"), on.stdout)
+    let off = try chat(qwen)
+    XCTAssertEqual(off.status, 0, off.stderr)
+    XCTAssertTrue(off.stderr.contains("trained for another language model"), off.stderr)
+    // A damaged projector is refused by its manifest hash: one line, exit 2.
+    try Data(repeating: 0, count: 64).write(to: URL(fileURLWithPath: pf))
+    let bad = try chat(llama)
+    XCTAssertEqual(bad.status, 2, bad.stderr)
+    XCTAssertTrue(bad.stderr.contains("lm-projector/model.safetensors"), bad.stderr)
   }
 }

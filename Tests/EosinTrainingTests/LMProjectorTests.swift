@@ -62,6 +62,7 @@ final class LMProjectorTests: XCTestCase {
       t.params.adamw(lr: 1e-2, weightDecay: 0, clip: 1)
     }
     XCTAssertLessThan(try t.loss(batch), first)
-    XCTAssertEqual(Set(t.export().keys), ["mm_projector.0.weight", "mm_projector.0.bias", "mm_projector.2.weight", "mm_projector.2.bias"])
+    XCTAssertEqual(
+      Set(t.export().keys), ["mm_projector.0.weight", "mm_projector.0.bias", "mm_projector.2.weight", "mm_projector.2.bias"])
   }
 }
