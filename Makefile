@@ -47,13 +47,15 @@ demo: build lm
 	echo "== eosin report --template lung-biopsy" && $(BIN) report --template lung-biopsy --out $(OUT)/reports "$$slide" && \
 	echo "(draft: $(OUT)/reports/CMU-1-Small-Region.md, .json, .html)"
 
-# Retrains the default weights from ../shared/data (about 60 minutes on 2 cores) and rewrites
-# Weights/eosin-small-v1/manifest.json and EVALUATION.md.
-weights: build
+# Retrains the default weights from ../shared/data (about 80 minutes on 2 cores) and rewrites
+# Weights/eosin-small-v1/manifest.json and EVALUATION.md. The slide-token projector is trained
+# through the chat language model (fetched by `make lm`), which stays frozen and is never committed.
+weights: build lm
 	$(BIN) train bpe --corpus ../shared/data/text Prompts/knowledge Prompts/zero-shot --vocab-size 8192 --out Vocab
 	$(BIN) train clip --steps 1300 --out Weights/eosin-small-v1/clip --background-slide ../shared/data/slides/CMU-1-Small-Region.svs
 	cp Vocab/vocab.json Vocab/merges.txt Vocab/special_tokens.json Weights/eosin-small-v1/clip/
 	$(BIN) train decoder --weights Weights/eosin-small-v1 --pretrain-steps 800 --instruct-steps 800 --background-slide ../shared/data/slides/CMU-1-Small-Region.svs
+	$(BIN) train lm-projector --weights Weights/eosin-small-v1 --lm "$(LM)" --steps 250 --batch 8 --background-slide ../shared/data/slides/CMU-1-Small-Region.svs
 	$(BIN) train finalize --weights Weights/eosin-small-v1
 
 bench: build

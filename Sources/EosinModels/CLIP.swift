@@ -38,8 +38,25 @@ public struct CLIPModel: Sendable {
       throw ModelError.config("hidden size must divide by heads and image size by patch size")
     }
     guard v.numChannels == 3 else { throw ModelError.config("only 3-channel (RGB) image towers are supported") }
+    vision = try CLIPModel.visionTower(cfg, &t)
+    let TC = x.hiddenSize
+    tokenEmbedding = try t.take("text_model.embeddings.token_embedding.weight", [x.vocabSize, TC])
+    textPositions = try t.take("text_model.embeddings.position_embedding.weight", [x.maxPositionEmbeddings, TC])
+    textBlocks = try (0..<x.numHiddenLayers).map {
+      try CLIPModel.block(
+        &t, "text_model.encoder.layers.\($0)", TC, x.intermediateSize, x.numAttentionHeads, x.hiddenAct, x.layerNormEps)
+    }
+    finalLayernorm = try LayerNorm.load(&t, "text_model.final_layer_norm", TC, eps: x.layerNormEps)
+    textProjection = try Linear.load(&t, "text_projection", TC, cfg.projectionDim, bias: false)
+    logitScale = try t.take("logit_scale", []).data[0]
+  }
+
+  /// The image tower's names in an HF `CLIPModel` checkpoint: patch embedding (no bias), class
+  /// token, positions, pre-norm, encoder layers, post-norm on the class token, projection.
+  static func visionTower<S: TensorSource>(_ cfg: CLIPConfig, _ t: inout S) throws -> VisionTransformer {
+    let v = cfg.visionConfig
     let C = v.hiddenSize, P = v.patchSize, NP = (v.imageSize / P) * (v.imageSize / P)
-    vision = try VisionTransformer(
+    var vision = try VisionTransformer(
       width: C, patch: P, inputSize: v.imageSize, pooling: .projected, antialias: false,
       patch: (try t.take("vision_model.embeddings.patch_embedding.weight", [C, v.numChannels, P, P]), nil),
       classToken: try t.take("vision_model.embeddings.class_embedding", [C]), registers: nil,
@@ -52,16 +69,7 @@ public struct CLIPModel: Sendable {
     }
     vision.finalNorm = try LayerNorm.load(&t, "vision_model.post_layernorm", C, eps: v.layerNormEps)
     vision.projection = try Linear.load(&t, "visual_projection", C, cfg.projectionDim, bias: false)
-    let TC = x.hiddenSize
-    tokenEmbedding = try t.take("text_model.embeddings.token_embedding.weight", [x.vocabSize, TC])
-    textPositions = try t.take("text_model.embeddings.position_embedding.weight", [x.maxPositionEmbeddings, TC])
-    textBlocks = try (0..<x.numHiddenLayers).map {
-      try CLIPModel.block(
-        &t, "text_model.encoder.layers.\($0)", TC, x.intermediateSize, x.numAttentionHeads, x.hiddenAct, x.layerNormEps)
-    }
-    finalLayernorm = try LayerNorm.load(&t, "text_model.final_layer_norm", TC, eps: x.layerNormEps)
-    textProjection = try Linear.load(&t, "text_projection", TC, cfg.projectionDim, bias: false)
-    logitScale = try t.take("logit_scale", []).data[0]
+    return vision
   }
 
   /// The same model with its image tower's GEMMs at `precision` (the text tower, a few small

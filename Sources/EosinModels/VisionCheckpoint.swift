@@ -260,6 +260,20 @@ public enum VisionCheckpoint {
     }
   }
 
+  /// transformers' ViT and Dinov2 embeddings: patch projection, class token, positions (for the
+  /// class token and the patch grid; Dinov2 resamples them plain bicubic). Pooled at the class
+  /// token after the final norm.
+  static func hfEmbeddings(_ t: inout TensorTable, _ C: Int, _ P: Int, _ S: Int) throws -> VisionTransformer {
+    try VisionTransformer(
+      width: C, patch: P, inputSize: S, pooling: .classToken, antialias: false,
+      patch: (
+        try t.take("embeddings.patch_embeddings.projection.weight", [C, 3, P, P]),
+        try t.take("embeddings.patch_embeddings.projection.bias", [C])
+      ), classToken: try t.take("embeddings.cls_token", [1, 1, C]), registers: nil,
+      positions: try takePositions(&t, "embeddings.position_embeddings", C, 1, leading: true), positionedPrefix: 1,
+      file: t.store.path)
+  }
+
   static func hfViT(_ dir: String, _ cfg: [String: Any], _ cfgPath: String) throws -> LoadedEncoder {
     let C = hfInt(cfg, "hidden_size", 768), depth = hfInt(cfg, "num_hidden_layers", 12)
     let heads = hfInt(cfg, "num_attention_heads", 12), I = hfInt(cfg, "intermediate_size", 3072)
@@ -274,14 +288,7 @@ public enum VisionCheckpoint {
     }
     let store = try WeightsLocator.open(dir)
     var t = TensorTable(store)
-    var vit = try VisionTransformer(
-      width: C, patch: P, inputSize: S, pooling: .classToken, antialias: false,
-      patch: (
-        try t.take("embeddings.patch_embeddings.projection.weight", [C, 3, P, P]),
-        try t.take("embeddings.patch_embeddings.projection.bias", [C])
-      ), classToken: try t.take("embeddings.cls_token", [1, 1, C]), registers: nil,
-      positions: try takePositions(&t, "embeddings.position_embeddings", C, 1, leading: true), positionedPrefix: 1,
-      file: store.path)
+    var vit = try hfEmbeddings(&t, C, P, S)
     // transformers 4 names (as Phikon is published) or transformers 5 names.
     let v4 = t.has("encoder.layer.0.attention.attention.query.weight")
     vit.blocks = try (0..<depth).map { i in
@@ -330,14 +337,7 @@ public enum VisionCheckpoint {
     }
     let store = try WeightsLocator.open(dir)
     var t = TensorTable(store)
-    var vit = try VisionTransformer(
-      width: C, patch: P, inputSize: S, pooling: .classToken, antialias: false,
-      patch: (
-        try t.take("embeddings.patch_embeddings.projection.weight", [C, 3, P, P]),
-        try t.take("embeddings.patch_embeddings.projection.bias", [C])
-      ), classToken: try t.take("embeddings.cls_token", [1, 1, C]), registers: nil,
-      positions: try takePositions(&t, "embeddings.position_embeddings", C, 1, leading: true), positionedPrefix: 1,
-      file: store.path)
+    var vit = try hfEmbeddings(&t, C, P, S)
     vit.blocks = try (0..<depth).map { i in
       let p = "encoder.layer.\(i)"
       let fc1Name = swiglu ? p + ".mlp.weights_in" : p + ".mlp.fc1"
@@ -369,23 +369,16 @@ public enum VisionCheckpoint {
     do { config = try JSONDecoder().decode(CLIPConfig.self, from: JSONSerialization.data(withJSONObject: cfg)) } catch {
       throw WeightsError.io(file: cfgPath, message: "not a CLIPConfig: \(error.localizedDescription)")
     }
-    let v = config.visionConfig
-    let C = v.hiddenSize, P = v.patchSize, S = v.imageSize
+    let S = config.visionConfig.imageSize
+    guard config.visionConfig.numChannels == 3, config.visionConfig.hiddenSize % config.visionConfig.numAttentionHeads == 0,
+      S % config.visionConfig.patchSize == 0
+    else {
+      throw WeightsError.io(
+        file: cfgPath, message: "vision_config: 3 channels, hidden_size dividing by heads, image_size by patch_size")
+    }
     let store = try WeightsLocator.open(dir)
     var t = TensorTable(store)
-    var vit = try VisionTransformer(
-      width: C, patch: P, inputSize: S, pooling: .projected, antialias: false,
-      patch: (try t.take("vision_model.embeddings.patch_embedding.weight", [C, 3, P, P]), nil),
-      classToken: try t.take("vision_model.embeddings.class_embedding", [C]), registers: nil,
-      positions: try takePositions(&t, "vision_model.embeddings.position_embedding.weight", C, 1, leading: false),
-      positionedPrefix: 1, file: store.path)
-    vit.preNorm = try LayerNorm.load(&t, "vision_model.pre_layrnorm", C, eps: v.layerNormEps)
-    vit.blocks = try (0..<v.numHiddenLayers).map {
-      try CLIPModel.block(
-        &t, "vision_model.encoder.layers.\($0)", C, v.intermediateSize, v.numAttentionHeads, v.hiddenAct, v.layerNormEps)
-    }
-    vit.finalNorm = try LayerNorm.load(&t, "vision_model.post_layernorm", C, eps: v.layerNormEps)
-    vit.projection = try Linear.load(&t, "visual_projection", C, config.projectionDim, bias: false)
+    let vit = try CLIPModel.visionTower(config, &t)
     // The text tower and logit scale belong to zero-shot, not to image features.
     try t.finish(
       ignoring: Set(
