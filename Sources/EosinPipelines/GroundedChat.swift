@@ -92,16 +92,17 @@ public final class GroundedLM {
     let slideCount = slide.map { $0.before.count + $0.tokens.count / C } ?? 0
     let need = prefix.count + slideCount + rest.count + maxTokens + 8
     let options = SamplingOptions(maxTokens: maxTokens, repeatPenalty: repeatPenalty)
-    // The user turn up to the slide tokens, then the tokens themselves, after the cached prefix.
-    func feedSlide(_ s: LlamaState) throws {
-      guard let sl = slide else { return }
-      if !sl.before.isEmpty { _ = try lm.model.forward(sl.before, state: s) }
-      _ = try lm.model.forward(embeddings: sl.tokens, count: sl.tokens.count / C, state: s)
+    // The user turn up to the slide tokens, the tokens themselves and the rest of the turn go in
+    // as one forward pass of embeddings after the cached prefix.
+    var embeddings: [Float]? = nil
+    var promptIDs = rest
+    if let sl = slide {
+      embeddings = lm.model.embed(sl.before) + sl.tokens + lm.model.embed(rest)
+      promptIDs = sl.before + [Int32](repeating: 0, count: sl.tokens.count / C) + rest
     }
     if let s = state, s.capacity >= need, !cachedPrefix.isEmpty, cachedPrefix == prefix, s.position >= prefix.count {
       s.truncate(to: prefix.count)
-      try feedSlide(s)
-      return try lm.generate(prompt: rest, state: s, options: options, onText: onText)
+      return try lm.generate(prompt: promptIDs, embeddings: embeddings, state: s, options: options, onText: onText)
     }
     let s = state.flatMap { $0.capacity >= need ? $0 : nil } ?? lm.model.makeState(capacity: max(1024, need))
     s.truncate(to: 0)
@@ -109,8 +110,7 @@ public final class GroundedLM {
     cachedPrefix = []
     _ = try lm.model.forward(prefix, state: s)
     cachedPrefix = prefix
-    try feedSlide(s)
-    return try lm.generate(prompt: rest, state: s, options: options, onText: onText)
+    return try lm.generate(prompt: promptIDs, embeddings: embeddings, state: s, options: options, onText: onText)
   }
 
 }

@@ -195,8 +195,20 @@ public final class LanguageModel: @unchecked Sendable {
   public func generate(
     prompt: [Int32], state: LlamaState, options: SamplingOptions = SamplingOptions(), onText: (String) -> Bool = { _ in true }
   ) throws -> Generation {
+    try generate(prompt: prompt, embeddings: nil, state: state, options: options, onText: onText)
+  }
+
+  /// As ``generate(prompt:state:options:onText:)``, with the prompt given as input embeddings
+  /// (T, C) when `embeddings` is set (token embeddings mixed with projected slide tokens); one
+  /// forward pass either way. `prompt` then only counts the positions.
+  public func generate(
+    prompt: [Int32], embeddings: [Float]?, state: LlamaState, options: SamplingOptions = SamplingOptions(),
+    onText: (String) -> Bool = { _ in true }
+  ) throws -> Generation {
     let t0 = Probes.now()
-    var logits = try model.forward(prompt, state: state)
+    var logits =
+      try embeddings.map { try model.forward(embeddings: $0, count: $0.count / model.config.channels, state: state) }
+      ?? model.forward(prompt, state: state)
     let tPrompt = Probes.now() - t0
     var sampler = Sampler(temperature: options.temperature, topP: options.topP, seed: options.seed)
     var out: [Int32] = []
