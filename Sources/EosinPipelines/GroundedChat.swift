@@ -121,13 +121,15 @@ public final class GroundedLM {
 /// quotes the claim.
 public enum ClaimGate {
   /// Diagnosis terms that are not classes of Eosin's prompt sets; naming one is a claim no
-  /// classifier supports.
+  /// classifier supports. The abbreviations pathologists write for specific diagnoses count
+  /// too (whole words only): a small model likes to add them ("Lung SCLC").
   public static let diagnosisTerms = [
     "melanoma", "lymphoma", "leukemia", "leukaemia", "sarcoma", "glioma", "glioblastoma", "mesothelioma", "carcinoid",
-    "neuroendocrine", "small cell carcinoma", "large cell carcinoma", "adenocarcinoma", "squamous cell carcinoma", "carcinoma",
-    "adenoma", "dysplasia", "neoplasia", "metastasis", "metastatic", "tuberculosis", "granuloma", "sarcoidosis", "infarct",
-    "hamartoma", "myeloma", "seminoma", "teratoma", "blastoma", "tumour", "tumor", "cancer", "malignancy", "lesion", "polyp",
-    "hyperplasia", "gleason",
+    "neuroendocrine", "small cell carcinoma", "small-cell carcinoma", "small cell lung cancer", "large cell carcinoma",
+    "adenocarcinoma", "squamous cell carcinoma", "carcinoma", "adenoma", "dysplasia", "neoplasia", "metastasis", "metastatic",
+    "tuberculosis", "granuloma", "sarcoidosis", "infarct", "hamartoma", "myeloma", "seminoma", "teratoma", "blastoma", "tumour",
+    "tumor", "cancer", "malignancy", "lesion", "polyp", "hyperplasia", "gleason", "sclc", "gist", "dlbcl", "hcc", "rcc", "dcis",
+    "lcis", "hsil", "lsil", "aml", "cll", "mds",
   ]
   static let malignantWords = ["malignant", "malignancy", "cancer", "carcinoma", "sarcoma", "metastatic", "invasive"]
   static let benignWords = ["benign", "normal tissue", "no malignancy", "non-neoplastic", "nonneoplastic", "reactive"]

@@ -52,6 +52,21 @@ final class GroundedChatTests: XCTestCase {
     XCTAssertEqual(f, [])
   }
 
+  /// Abbreviations of specific diagnoses are claims too: "Lung SCLC" on a squamous cell
+  /// carcinoma verdict is flagged with the claim quoted; NSCLC, which covers it, is not matched.
+  func testClaimGateAbbreviations() throws {
+    let set = try lungSet(), others = try otherSets()
+    func flags(_ a: String) -> [ReviewFlag] {
+      ClaimGate.check(
+        answer: a, question: "What is the diagnosis?", verdict: "lung squamous cell carcinoma", verdictSet: set,
+        otherSets: others
+      ).flags
+    }
+    let f = flags("The diagnosis is lung squamous cell carcinoma, also called Lung SCLC.")
+    XCTAssertTrue(f.contains { $0.code == "unsupported-claim" && $0.reason.contains("SCLC") }, "\(f)")
+    XCTAssertEqual(flags("The diagnosis is lung squamous cell carcinoma, a form of NSCLC."), [])
+  }
+
   /// Guards a malignant verdict: generic words for a tumour agree with it; "not malignant" is a
   /// benign claim and is flagged.
   func testClaimGateOnMalignantVerdict() throws {
