@@ -169,10 +169,16 @@ public enum ClaimGate {
   /// The sentence of `text` around a match, for quoting.
   static func sentence(_ text: String, around r: Range<String.Index>) -> String {
     let seps: Set<Character> = [".", "!", "?", "\n"]
+    // A separator ends a sentence unless it is a decimal point ("0.86").
+    func ends(at i: String.Index) -> Bool {
+      guard seps.contains(text[i]) else { return false }
+      guard text[i] == ".", i > text.startIndex, text.index(after: i) < text.endIndex else { return true }
+      return !(text[text.index(before: i)].isNumber && text[text.index(after: i)].isNumber)
+    }
     var a = r.lowerBound
-    while a > text.startIndex, !seps.contains(text[text.index(before: a)]) { a = text.index(before: a) }
+    while a > text.startIndex, !ends(at: text.index(before: a)) { a = text.index(before: a) }
     var b = r.upperBound
-    while b < text.endIndex, !seps.contains(text[b]) { b = text.index(after: b) }
+    while b < text.endIndex, !ends(at: b) { b = text.index(after: b) }
     let s = text[a..<b].trimmingCharacters(in: .whitespaces)
     return s.count > 160 ? String(s.prefix(157)) + "..." : s
   }

@@ -62,8 +62,12 @@ final class GroundedChatTests: XCTestCase {
         otherSets: others
       ).flags
     }
-    let f = flags("The diagnosis is lung squamous cell carcinoma, also called Lung SCLC.")
-    XCTAssertTrue(f.contains { $0.code == "unsupported-claim" && $0.reason.contains("SCLC") }, "\(f)")
+    let f = flags("The diagnosis is lung squamous cell carcinoma with probability 0.86, also called Lung SCLC.")
+    XCTAssertTrue(
+      f.contains {
+        $0.code == "unsupported-claim"
+          && $0.reason.contains("\"The diagnosis is lung squamous cell carcinoma with probability 0.86, also called Lung SCLC\"")
+      }, "\(f)")
     XCTAssertEqual(flags("The diagnosis is lung squamous cell carcinoma, a form of NSCLC."), [])
   }
 
