@@ -82,7 +82,7 @@ fuzz-seeds:
 	@rm -rf $(FS) && mkdir -p $(FS)/gguf $(FS)/safetensors $(FS)/torch $(FS)/image $(FS)/tokenizer $(FS)/documents
 	@g=Tests/EosinModelsTests/Fixtures/gguf; cp $$g/quant-blocks.gguf $$g/tiny-llama-Q4_0.gguf $$g/tiny-qwen2-Q4_1.gguf $(FS)/gguf/; \
 	  head -c 4096 $$g/tiny-llama-Q4_0.gguf > $(FS)/gguf/header-only.gguf
-	@cp Fuzz/seeds/safetensors/* $(FS)/safetensors/ && cp Fuzz/seeds/image/* $(FS)/image/ && cp Fuzz/seeds/torch/* $(FS)/torch/ \
+	@cp Fuzz/seeds/safetensors/* $(FS)/safetensors/ && cp Fuzz/seeds/image/* $(FS)/image/ && cp Tests/EosinWeightsTests/Fixtures/torch/* $(FS)/torch/ \
 	  && cp Tests/EosinModelsTests/Fixtures/encoders/evil/pytorch_model.bin $(FS)/torch/evil.bin
 	@# Tokenizer inputs: vocab NUL merges NUL special tokens NUL text, or 'T' tokenizer.json NUL text.
 	@b=Tests/EosinTokenizerTests/Fixtures/small-bpe; \

@@ -66,7 +66,7 @@ let package = Package(
     .testTarget(name: "EosinPipelinesTests", dependencies: ["EosinPipelines", "TestSupport"]),
     .testTarget(name: "EosinSlideTests", dependencies: ["EosinSlide", "TestSupport"]),
     .testTarget(name: "EosinTensorTests", dependencies: ["EosinTensor"]),
-    .testTarget(name: "EosinWeightsTests", dependencies: ["EosinWeights", "TestSupport"]),
+    .testTarget(name: "EosinWeightsTests", dependencies: ["EosinWeights", "TestSupport"], exclude: ["Fixtures"]),
     .testTarget(name: "EosinModelsTests", dependencies: ["EosinModels", "TestSupport"], exclude: ["Fixtures"]),
     .testTarget(name: "EosinTrainingTests", dependencies: ["EosinTraining", "TestSupport"]),
     .testTarget(name: "EosinTokenizerTests", dependencies: ["EosinTokenizer", "CZlib", "TestSupport"], exclude: ["Fixtures"]),

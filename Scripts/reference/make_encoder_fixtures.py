@@ -219,9 +219,10 @@ def evil():
 
 
 def fuzz_seeds():
-    # Small PyTorch archives for `make fuzz` (FuzzTorch): f32, bf16 and f16 storages, a strided
-    # view (the transpose of a matrix), a parameter, and a nested state_dict.
-    d = os.path.join(os.path.dirname(__file__), "..", "..", "Fuzz", "seeds", "torch")
+    # Small PyTorch archives for TorchArchiveTests, also the seeds of `make fuzz` (FuzzTorch):
+    # f32, bf16 and f16 storages, a strided view (the transpose of a matrix), a parameter, and a
+    # nested state_dict.
+    d = os.path.join(os.path.dirname(__file__), "..", "..", "Tests", "EosinWeightsTests", "Fixtures", "torch")
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
     g = torch.Generator().manual_seed(7)

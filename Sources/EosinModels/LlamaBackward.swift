@@ -29,8 +29,7 @@ extension LlamaModel {
     }
     guard T <= c.contextLength else { throw ModelError.input("\(T) positions exceed the context of \(c.contextLength)") }
     for t in targets where t >= V { throw ModelError.input("target \(t) is outside the vocabulary (\(V))") }
-    let QS = NH * HS, KS = NKV * HS
-    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 512 * max(C, F, QS))
+    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 512 * max(C, F, NH * HS))
     defer { scratch.deallocate() }
 
     struct Saved {
@@ -117,8 +116,6 @@ extension LlamaModel {
       for i in 0..<(T * C) { dh1[i] += dhk[i] + dhv[i] }
       let din = LlamaModel.rmsnormBackward(dh1, s.xin, b.attnNorm, s.r1, T, C)
       for i in 0..<(T * C) { dx[i] += din[i] }
-      _ = QS
-      _ = KS
     }
     return LlamaInputGradient(loss: counted > 0 ? Float(loss / Double(counted)) : 0, count: counted, grad: dx)
   }

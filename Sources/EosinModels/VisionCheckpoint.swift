@@ -135,14 +135,7 @@ public enum VisionCheckpoint {
     default: throw bad("model_args mlp_layer '\(mlpName)' is not supported (Mlp or SwiGLUPacked)")
     }
     let actName = (args["act_layer"] as? String ?? "gelu")
-    let act: Activation
-    switch actName.lowercased() {
-    case "gelu", "torch.nn.gelu", "nn.gelu": act = .gelu
-    case "silu", "swish", "torch.nn.silu", "nn.silu": act = .silu
-    case "gelu_tanh": act = .geluTanh
-    case "quick_gelu": act = .quickGelu
-    default: throw bad("model_args act_layer '\(actName)' is not supported")
-    }
+    guard let act = Activation(configName: actName) else { throw bad("model_args act_layer '\(actName)' is not supported") }
     let C = try int("embed_dim", 768), depth = try int("depth", 12), heads = try int("num_heads", 12)
     let P = try int("patch_size", 16)
     let pool = args["global_pool"] as? String ?? cfg["global_pool"] as? String ?? "token"
@@ -324,7 +317,6 @@ public enum VisionCheckpoint {
   static func hfDinov2(_ dir: String, _ cfg: [String: Any], _ cfgPath: String) throws -> LoadedEncoder {
     let C = hfInt(cfg, "hidden_size", 768), depth = hfInt(cfg, "num_hidden_layers", 12)
     let heads = hfInt(cfg, "num_attention_heads", 12), P = hfInt(cfg, "patch_size", 14)
-    let ratio = (cfg["mlp_ratio"] as? Double) ?? Double(cfg["mlp_ratio"] as? Int ?? 4)
     let eps = Float(cfg["layer_norm_eps"] as? Double ?? 1e-6)
     let swiglu = cfg["use_swiglu_ffn"] as? Bool ?? false
     guard let act = Activation(configName: cfg["hidden_act"] as? String ?? "gelu") else {
@@ -343,7 +335,6 @@ public enum VisionCheckpoint {
       let fc1Name = swiglu ? p + ".mlp.weights_in" : p + ".mlp.fc1"
       let fc2Name = swiglu ? p + ".mlp.weights_out" : p + ".mlp.fc2"
       let hidden = try mlpWidth(t, fc1Name + ".weight", C)
-      _ = ratio
       var b = TransformerBlock(
         ln1: try LayerNorm.load(&t, p + ".norm1", C, eps: eps),
         qkv: try fusedQKV(

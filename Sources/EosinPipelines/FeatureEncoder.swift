@@ -49,13 +49,19 @@ public struct FeatureEncoder: Sendable {
     self.mpp = mpp
   }
 
-  /// Opens a published checkpoint folder (timm, transformers, open_clip; see
-  /// ``VisionCheckpoint``). Tiles default to the encoder's input size at 0.5 µm/px (20x), the
-  /// resolution the public pathology encoders were trained at.
+  /// Opens an encoder folder: Eosin's weights (a folder with `clip/` or a `manifest.json`) as a
+  /// ``ModelBundle`` at their native tile size and mpp, anything else as a published checkpoint
+  /// (timm, transformers, open_clip; see ``VisionCheckpoint``) with tiles of the encoder's input
+  /// size at 0.5 µm/px (20x), the resolution the public pathology encoders were trained at.
+  /// `tileSize` and `mpp` override either.
   /// - Throws: the loader's error naming the file and the problem.
   public static func open(_ dir: String, tileSize: Int? = nil, mpp: Double? = nil, precision: Precision = .fp32) throws
     -> FeatureEncoder
   {
+    let fm = FileManager.default
+    if fm.fileExists(atPath: dir + "/clip") || fm.fileExists(atPath: dir + "/manifest.json") {
+      return try ModelBundle(path: dir, precision: precision).featureEncoder.tiled(size: tileSize, mpp: mpp)
+    }
     let e = try VisionCheckpoint.load(dir)
     return FeatureEncoder(
       encoder: e.encoder.converted(to: precision), preprocess: e.preprocess, name: e.name, family: e.family,

@@ -12,25 +12,34 @@ import Foundation
 /// then 0). Numeric attributes on the file and on `coords`: `patch_size` (tile side in pixels at
 /// the encoder's resolution), `patch_size_level0` (its side at level 0), `level`, `mpp` (the
 /// tiles' microns per pixel, 0 when unknown), `target_mpp`; string attributes on the file and on
-/// `features`: `encoder`, `encoder_family`, `encoder_sha256`, `eosin_version`, `input`. Safetensors (`--format
+/// `features`: `encoder`, `encoder_family`, `encoder_sha256`, `eosin_version`, `input`, `precision`. Safetensors (`--format
 /// safetensors`): the same two tensors, the attributes as metadata.
 public enum FeatureExport {
   /// The version written into every feature file.
   public static let eosinVersion = "0.1.0"
 
-  /// Attributes of a feature file for `input` encoded by `bundle`.
-  static func attributes(_ input: AnalyzedSlide, encoder: FeatureEncoder) -> (num: [(String, Double)], str: [(String, String)]) {
-    let e = input.embeddings
+  /// Attributes of a feature file: tiles of `tileSize` pixels (`extent0` at level 0) read at
+  /// `mpp` (0 for images) from `input`, encoded by `encoder`.
+  static func attributes(tileSize: Int, extent0: Double, mpp: Double, input: String, encoder: FeatureEncoder)
+    -> (num: [(String, Double)], str: [(String, String)])
+  {
     let num: [(String, Double)] = [
-      ("patch_size", Double(e.tileSize)), ("patch_size_level0", e.extent0.rounded()), ("level", 0),
-      ("mpp", input.kind == .slide ? e.mpp : 0), ("target_mpp", encoder.mpp),
+      ("patch_size", Double(tileSize)), ("patch_size_level0", extent0.rounded()), ("level", 0), ("mpp", mpp),
+      ("target_mpp", encoder.mpp),
     ]
     let str: [(String, String)] = [
       ("encoder", encoder.name), ("encoder_family", encoder.family), ("encoder_sha256", encoder.sha256),
-      ("eosin_version", eosinVersion),
-      ("input", input.kind == .slide ? input.paths[0] : "\(input.paths.count) images in input order"),
+      ("eosin_version", eosinVersion), ("input", input), ("precision", encoder.precision.rawValue),
     ]
     return (num, str)
+  }
+
+  /// The attributes as safetensors metadata.
+  static func metadata(_ num: [(String, Double)], _ str: [(String, String)]) -> [String: String] {
+    var meta: [String: String] = [:]
+    for (k, v) in num { meta[k] = String(v) }
+    for (k, v) in str { meta[k] = v }
+    return meta
   }
 
   /// The coordinates of each tile (level-0 x, y; image index and 0 for image sets).
@@ -44,27 +53,21 @@ public enum FeatureExport {
   /// at all: to a temporary name, then renamed.
   /// - Throws: ``PipelineError/file`` naming the path.
   public static func write(_ input: AnalyzedSlide, encoder: FeatureEncoder, to path: String, safetensors: Bool = false) throws {
-    let dir = (path as NSString).deletingLastPathComponent
-    if !dir.isEmpty {
-      do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
-        throw PipelineError.file(path: path, message: "cannot create its folder")
-      }
-    }
+    try prepareFolder(path)
     let tmp = path + ".tmp-\(getpid())"
     defer { try? FileManager.default.removeItem(atPath: tmp) }
     let e = input.embeddings
-    let (num, str) = attributes(input, encoder: encoder)
+    let (num, str) = attributes(
+      tileSize: e.tileSize, extent0: e.extent0, mpp: input.kind == .slide ? e.mpp : 0,
+      input: input.kind == .slide ? input.paths[0] : "\(input.paths.count) images in input order", encoder: encoder)
     let c = coords(input)
     if safetensors {
-      var meta: [String: String] = [:]
-      for (k, v) in num { meta[k] = String(v) }
-      for (k, v) in str { meta[k] = v }
       do {
         try SafeTensorsWriter.write(
           [
             "features": Tensor(shape: [e.tiles.count, e.dim], data: e.embeddings),
             "coords": Tensor(shape: [e.tiles.count, 2], data: c.map { Float($0) }),
-          ], metadata: meta, to: tmp)
+          ], metadata: metadata(num, str), to: tmp)
       } catch { throw PipelineError.file(path: path, message: "cannot write: \(error.localizedDescription)") }
     } else {
       var err = [CChar](repeating: 0, count: 256)
@@ -106,24 +109,14 @@ public enum FeatureExport {
     let g = tiler.grid
     let N = g.tiles.count, D = encoder.dim
     let coords = g.tiles.flatMap { [Int64($0.x), Int64($0.y)] }
-    let num: [(String, Double)] = [
-      ("patch_size", Double(g.tileSize)), ("patch_size_level0", g.extent0.rounded()), ("level", 0), ("mpp", g.mpp),
-      ("target_mpp", encoder.mpp),
-    ]
-    let str: [(String, String)] = [
-      ("encoder", encoder.name), ("encoder_family", encoder.family), ("encoder_sha256", encoder.sha256),
-      ("eosin_version", eosinVersion), ("input", s.path), ("precision", encoder.precision.rawValue),
-    ]
+    let (num, str) = attributes(tileSize: g.tileSize, extent0: g.extent0, mpp: g.mpp, input: s.path, encoder: encoder)
     try prepareFolder(path)
     let tmp = path + ".tmp-\(getpid())"
     defer { try? FileManager.default.removeItem(atPath: tmp) }
     var times = (read: 0.0, encode: 0.0)
     if safetensors {
-      var meta: [String: String] = [:]
-      for (k, v) in num { meta[k] = String(v) }
-      for (k, v) in str { meta[k] = v }
       let w = try SafeTensorsStreamWriter(
-        path: tmp, tensors: [("coords", [N, 2]), ("features", [N, D])], metadata: meta)
+        path: tmp, tensors: [("coords", [N, 2]), ("features", [N, D])], metadata: metadata(num, str))
       do {
         try w.append(coords.map { Float($0) })
         times = try SlideIndex.encodeTiles(tiler, encoder: encoder, progress: progress) { _, rows in try w.append(rows) }

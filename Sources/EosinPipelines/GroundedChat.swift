@@ -1,5 +1,6 @@
 import EosinModels
 import EosinTokenizer
+import EosinWeights
 import Foundation
 
 /// A pretrained GGUF language model answering chat questions, grounded on the open slide's facts,
@@ -28,6 +29,35 @@ public final class GroundedLM {
   public init(lm: LanguageModel, notes: KnowledgeNotes) {
     self.lm = lm
     self.notes = notes
+  }
+
+  /// Sets ``projector`` from the weights' manifest (`language_model.projector`) when the
+  /// projector was trained for this very file: its metadata records the language model's sha256,
+  /// compared with the file's (``LanguageModel/Default/cachedSHA256(_:)``).
+  /// - Returns: nil when slide tokens are on, else why they are off.
+  /// - Throws: ``PipelineError/file`` when the projector file does not match its manifest hash.
+  public func loadProjector(from b: ModelBundle) throws -> String? {
+    projector = nil
+    guard let rel = b.manifest.languageModel?.projector else { return "Eosin has trained no projector for it" }
+    let file = b.directory + "/" + rel
+    _ = try ModelBundle.verifiedSHA(b.manifest, rel, file)
+    let st = try SafeTensorsFile(path: file)
+    guard st.metadata["language_model_sha256"] == (try LanguageModel.Default.cachedSHA256(lm.path)) else {
+      return "the projector in \(rel) was trained for another language model"
+    }
+    let hidden = st.tensors["mm_projector.0.weight"]?.shape.first ?? 0
+    projector = try Projector(file: st, inDim: b.clip.embedDim, hidden: hidden, outDim: lm.model.config.channels)
+    return nil
+  }
+
+  /// The token ids of a rendered turn on either side of ``ChatSession/slideMarker``, where the
+  /// slide tokens go; training (`train lm-projector`) and chat split the same way.
+  public static func encodeAroundSlide(_ text: String, _ tok: Tokenizer, addSpecial: Bool) -> (before: [Int32], after: [Int32]) {
+    let parts = text.components(separatedBy: ChatSession.slideMarker)
+    return (
+      tok.encodeLlama(parts[0], addSpecial: addSpecial, parseSpecial: true),
+      tok.encodeLlama(parts.dropFirst().joined(separator: ChatSession.slideMarker), addSpecial: false, parseSpecial: true)
+    )
   }
 
   /// The mean probability of the generated tokens that overlap the first occurrence of `phrase`
@@ -373,9 +403,9 @@ extension ChatSession {
     var slide: (before: [Int32], tokens: [Float])? = nil
     var rest: [Int32]
     if let st = slideTokens {
-      let parts = restText.components(separatedBy: Self.slideMarker)
-      slide = (tok.encodeLlama(parts[0], addSpecial: false, parseSpecial: true), st)
-      rest = tok.encodeLlama(parts.dropFirst().joined(separator: Self.slideMarker), addSpecial: false, parseSpecial: true)
+      let (before, after) = GroundedLM.encodeAroundSlide(restText, tok, addSpecial: false)
+      slide = (before, st)
+      rest = after
     } else {
       rest = tok.encodeLlama(restText, addSpecial: false, parseSpecial: true)
     }

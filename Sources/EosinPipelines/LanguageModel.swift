@@ -109,6 +109,21 @@ public final class LanguageModel: @unchecked Sendable {
     }
     public static var cachePath: String { cacheDirectory + "/" + fileName }
 
+    /// The sha256 of a (large) model file, remembered in the cache folder under its path, size
+    /// and modification time, so only the first start-up after a change hashes it.
+    public static func cachedSHA256(_ path: String) throws -> String {
+      let a = try FileManager.default.attributesOfItem(atPath: path)
+      let size = (a[.size] as? Int) ?? 0
+      let mtime = ((a[.modificationDate] as? Date) ?? Date.distantPast).timeIntervalSince1970
+      let key = SHA256.hex(Array("\(URL(fileURLWithPath: path).standardizedFileURL.path)|\(size)|\(mtime)".utf8))
+      let memo = cacheDirectory + "/sha256/" + key
+      if let d = FileManager.default.contents(atPath: memo), let s = String(data: d, encoding: .utf8), s.count == 64 { return s }
+      let h = try SHA256.hex(fileAt: path)
+      try? FileManager.default.createDirectory(atPath: cacheDirectory + "/sha256", withIntermediateDirectories: true)
+      try? Data(h.utf8).write(to: URL(fileURLWithPath: memo), options: .atomic)
+      return h
+    }
+
     /// The language model chat should use: `explicit` (a path, or "none"), else `$EOSIN_LM`, else
     /// the cached default when present; nil means none (the embedded small decoder answers).
     public static func resolve(_ explicit: String?) -> String? {

@@ -111,7 +111,7 @@ public enum Activation: String, Codable, Sendable {
   /// Accepts the names HF configs use for each.
   public init?(configName: String) {
     switch configName {
-    case "gelu", "gelu_python": self = .gelu
+    case "gelu", "gelu_python", "GELU", "nn.GELU", "torch.nn.GELU": self = .gelu
     case "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_tanh": self = .geluTanh
     case "quick_gelu": self = .quickGelu
     case "silu", "swish", "torch.nn.SiLU", "nn.SiLU", "SiLU": self = .silu

@@ -65,10 +65,8 @@ public final class LMProjectorTrainer {
     let text = tmpl.render(
       [(role: "system", content: system), (role: "user", content: "Slide tiles: \(Self.slideMarker)\n\(question)")],
       generationPrompt: true)
-    let parts = text.components(separatedBy: Self.slideMarker)
     let tok = lm.tokenizer
-    let before = tok.encodeLlama(parts[0], addSpecial: true, parseSpecial: true)
-    let after = tok.encodeLlama(parts.dropFirst().joined(separator: Self.slideMarker), addSpecial: false, parseSpecial: true)
+    let (before, after) = GroundedLM.encodeAroundSlide(text, tok, addSpecial: true)
     var ans = tok.encodeLlama(answer, addSpecial: false, parseSpecial: false)
     if let end = tok.special["<|im_end|>"] ?? tok.special["<|eot_id|>"] ?? tok.eos { ans.append(end) }
     return (before, after, ans)

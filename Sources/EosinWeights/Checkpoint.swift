@@ -107,9 +107,14 @@ public struct RandomTensors: TensorSource {
 public struct TensorTable: TensorSource {
   /// Where the tensors come from: a safetensors file, shards, or a PyTorch archive.
   public let store: any TensorStore
+  /// The store's names and shapes, read once (a safetensors file builds them on each access).
+  let shapes: [String: [Int]]
   private(set) var used: Set<String> = []
 
-  public init(_ store: any TensorStore) { self.store = store }
+  public init(_ store: any TensorStore) {
+    self.store = store
+    shapes = store.shapes
+  }
 
   /// Takes a tensor, checking its shape.
   public mutating func take(_ name: String, _ shape: [Int]) throws -> Tensor {
@@ -118,14 +123,14 @@ public struct TensorTable: TensorSource {
   }
 
   /// Whether the store holds `name` (for optional tensors such as biases and LayerScale).
-  public func has(_ name: String) -> Bool { store.shapes[name] != nil }
+  public func has(_ name: String) -> Bool { shapes[name] != nil }
 
   /// The shape of `name`, when the store holds it.
-  public func shape(_ name: String) -> [Int]? { store.shapes[name] }
+  public func shape(_ name: String) -> [Int]? { shapes[name] }
 
   /// Throws on any tensor in the file that was not taken and is not in `ignoring`.
   public func finish(ignoring: Set<String> = []) throws {
-    let extra = Set(store.shapes.keys).subtracting(used).subtracting(ignoring)
+    let extra = Set(shapes.keys).subtracting(used).subtracting(ignoring)
     if let e = extra.sorted().first {
       throw WeightsError.tensor(
         file: store.path, tensor: e, message: "unexpected tensor (\(extra.count) unknown in all); is this the right architecture?"

@@ -43,20 +43,10 @@ struct Embed: ParsableCommand {
     if Precision(rawValue: precision) == nil { throw ValidationError("--precision must be fp32 or bf16") }
   }
 
-  /// Eosin's weights (a folder with clip/ or a manifest) load as a bundle; anything else is read
-  /// in its published layout.
-  static func openEncoder(_ spec: String, patchSize: Int?, targetMpp: Double?, precision: Precision) throws -> FeatureEncoder {
-    let path = spec == "default" ? ModelBundle.defaultPath() : spec
-    let fm = FileManager.default
-    if spec == "default" || fm.fileExists(atPath: path + "/clip") || fm.fileExists(atPath: path + "/manifest.json") {
-      return try ModelBundle(path: path, precision: precision).featureEncoder.tiled(size: patchSize, mpp: targetMpp)
-    }
-    return try FeatureEncoder.open(path, tileSize: patchSize, mpp: targetMpp, precision: precision)
-  }
-
   func run() throws {
-    let enc = try Embed.openEncoder(
-      encoder, patchSize: patchSize, targetMpp: targetMpp, precision: Precision(rawValue: precision) ?? .fp32)
+    let enc = try FeatureEncoder.open(
+      encoder == "default" ? ModelBundle.defaultPath() : encoder, tileSize: patchSize, mpp: targetMpp,
+      precision: Precision(rawValue: precision) ?? .fp32)
     var items: [(String, InputCollector.Kind)] = []
     var missing: [(String, Error)] = []
     for i in inputs {

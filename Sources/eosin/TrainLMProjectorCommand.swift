@@ -30,7 +30,7 @@ struct TrainLMProjectorCommand: ParsableCommand {
       throw CLIError("no language model: pass --lm FILE.gguf or run `make lm`")
     }
     let model = try LanguageModel(path: path)
-    let lmSHA = try SHA256.hex(fileAt: path)
+    let lmSHA = try LanguageModel.Default.cachedSHA256(path)
     let bundle = try ModelBundle(path: weights)
     let classes = try Knowledge.load(knowledge)
     let inst = try InstructionData.collect(

@@ -54,46 +54,14 @@ struct PromptOptions: ParsableArguments {
 }
 
 /// Prompts/<sub> under the working directory and the project holding the executable.
-/// The grounded chat model for a GGUF file: the model, and Eosin's notes from
-/// `Prompts/knowledge` and `Prompts/notes` (the first copy found of each).
-///
-/// With `bundle`, the slide-token projector its manifest names (`language_model.projector`) is
-/// loaded when it was trained for this very file: the projector's metadata records the language
-/// model's sha256, compared with the file's (hashed once, then remembered beside the cache by
-/// size and modification time). The second value says why slide tokens are off, when they are.
+/// The grounded chat model for a GGUF file: the model, Eosin's notes from `Prompts/knowledge`
+/// and `Prompts/notes` (the first copy found of each), and with `bundle` its slide-token
+/// projector when it was trained for this file. The second value says why slide tokens are off.
 func groundedLM(_ path: String, bundle: ModelBundle? = nil) throws -> (GroundedLM, String?) {
   let dirs = ["knowledge", "notes"].compactMap { sub in promptDirs(sub).first { FileManager.default.fileExists(atPath: $0) } }
   let g = GroundedLM(lm: try LanguageModel(path: path), notes: try KnowledgeNotes(directories: dirs))
-  guard let b = bundle, let rel = b.manifest.languageModel?.projector else {
-    return (g, "Eosin has trained no projector for it")
-  }
-  let file = b.directory + "/" + rel
-  _ = try ModelBundle.verifiedSHA(b.manifest, rel, file)
-  let st = try SafeTensorsFile(path: file)
-  let lmSHA = try cachedSHA256(path)
-  guard st.metadata["language_model_sha256"] == lmSHA else {
-    return (g, "the projector in \(rel) was trained for another language model")
-  }
-  let w = try st.tensor("mm_projector.0.weight")
-  g.projector = try Projector(
-    file: st, inDim: b.clip.embedDim, hidden: w.shape[0], outDim: g.lm.model.config.channels)
-  return (g, nil)
-}
-
-/// The sha256 of a large file, remembered in the cache folder under its path, size and
-/// modification time, so a second start-up does not hash it again.
-func cachedSHA256(_ path: String) throws -> String {
-  let a = try FileManager.default.attributesOfItem(atPath: path)
-  let size = (a[.size] as? Int) ?? 0
-  let mtime = ((a[.modificationDate] as? Date) ?? Date.distantPast).timeIntervalSince1970
-  let key = SHA256.hex(Array("\(URL(fileURLWithPath: path).standardizedFileURL.path)|\(size)|\(mtime)".utf8))
-  let dir = LanguageModel.Default.cacheDirectory + "/sha256"
-  let memo = dir + "/" + key
-  if let d = FileManager.default.contents(atPath: memo), let s = String(data: d, encoding: .utf8), s.count == 64 { return s }
-  let h = try SHA256.hex(fileAt: path)
-  try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-  try? Data(h.utf8).write(to: URL(fileURLWithPath: memo), options: .atomic)
-  return h
+  guard let b = bundle else { return (g, "no weights given") }
+  return (g, try g.loadProjector(from: b))
 }
 
 func promptDirs(_ sub: String) -> [String] {

@@ -102,10 +102,10 @@ final class WeightsTests: XCTestCase {
 }
 
 /// PyTorch archives read without Python: storages of several types, a strided view, a
-/// parameter, a 0-d tensor and a nested state_dict (Fuzz/seeds/torch, written by
-/// Scripts/reference/make_encoder_fixtures.py).
+/// parameter, a 0-d tensor and a nested state_dict (Tests/EosinWeightsTests/Fixtures/torch,
+/// written by Scripts/reference/make_encoder_fixtures.py; also the FuzzTorch seeds).
 final class TorchArchiveTests: XCTestCase {
-  static let seeds = TestSupport.projectRoot + "/Fuzz/seeds/torch"
+  static let seeds = TestSupport.projectRoot + "/Tests/EosinWeightsTests/Fixtures/torch"
 
   func testReadsTypesViewsAndNesting() throws {
     let a = try TorchArchive(path: Self.seeds + "/small.bin")
