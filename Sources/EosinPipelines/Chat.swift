@@ -326,6 +326,13 @@ public final class ChatSession {
         firstDiagnosis = d
       }
     }
+    // A diagnostic question whose answer names no class the classifier can check: unverified.
+    if let r, named == nil, !cancelled, ClaimGate.asksForDiagnosis(question) {
+      flags.append(
+        ReviewFlag(
+          code: "unverified-answer",
+          reason: "the answer names no diagnosis the classifier can check (it sees \(r.classNames[r.verdict]))"))
+    }
     if genConf < 0.5 {
       flags.append(
         ReviewFlag(

@@ -181,6 +181,18 @@ public enum ClaimGate {
     return (diagnosisTerms + malignantWords + ["benign"]).contains { asserted($0, in: t, original: text) != nil }
   }
 
+  /// Whether a question asks for the diagnosis itself ("What is the diagnosis?", "What does
+  /// this show?"), not a yes/no or a feature question: its answer must name a class the
+  /// classifier can check.
+  public static func asksForDiagnosis(_ question: String) -> Bool {
+    let q = " " + question.lowercased().replacingOccurrences(of: "?", with: " ") + " "
+    return [
+      "diagnos", "what is this ", "what is it ", "what is shown", "what does this show", "what does it show",
+      "what do you see", "what tissue", "what type of", "what kind of", "which tumour", "which tumor", "what lesion",
+      "classify", "what is the lesion", "what is the tumour", "what is the tumor",
+    ].contains { q.contains($0) }
+  }
+
   /// Whether a question is about the open slide (or tiles), judged by its words.
   public static func isAboutSlide(_ question: String) -> Bool {
     let q = " " + question.lowercased() + " "

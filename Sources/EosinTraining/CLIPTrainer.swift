@@ -30,6 +30,8 @@ public final class CLIPTrainer {
   public let config: CLIPTrainConfig
   let images: [RawImage]
   let labels: [Int]
+  /// Cumulative sampling weights of `images` (organ- and class-balanced draws).
+  let cumulative: [Double]
   let nonTissue: [RawImage]
   let nonTissueClass: Int
   let captions: CaptionBuilder
@@ -37,14 +39,25 @@ public final class CLIPTrainer {
   let augmenter: Augmenter
   let pad: Int32, eos: Int32
 
+  /// - Parameter weights: each image's relative chance of being drawn (``TileSampling/weights``);
+  ///   empty for uniform draws.
   public init(
-    model: TrainCLIP, images: [RawImage], labels: [Int], nonTissue: [RawImage], nonTissueClass: Int, captions: CaptionBuilder,
-    tokenizer: Tokenizer, config: CLIPTrainConfig
+    model: TrainCLIP, images: [RawImage], labels: [Int], weights: [Double] = [], nonTissue: [RawImage], nonTissueClass: Int,
+    captions: CaptionBuilder, tokenizer: Tokenizer, config: CLIPTrainConfig
   ) throws {
     guard !images.isEmpty else { throw TrainingError.data("no training images: the dataset is empty") }
+    guard weights.isEmpty || (weights.count == images.count && weights.allSatisfy { $0 >= 0 && $0.isFinite }) else {
+      throw TrainingError.data("sampling weights: \(weights.count) for \(images.count) images, or a negative weight")
+    }
     self.model = model
     self.images = images
     self.labels = labels
+    var acc = 0.0
+    cumulative = (weights.isEmpty ? [Double](repeating: 1, count: images.count) : weights).map {
+      acc += $0
+      return acc
+    }
+    guard acc > 0 else { throw TrainingError.data("sampling weights are all zero") }
     self.nonTissue = nonTissue
     self.nonTissueClass = nonTissueClass
     self.captions = captions
@@ -89,7 +102,7 @@ public final class CLIPTrainer {
         if !nonTissue.isEmpty && rng.uniform() < config.nonTissueShare {
           picks.append((nonTissue[Int(rng.next() % UInt64(nonTissue.count))], nonTissueClass))
         } else {
-          let i = Int(rng.next() % UInt64(images.count))
+          let i = TileSampling.draw(cumulative, Double(rng.uniform()))
           picks.append((images[i], labels[i]))
         }
       }
@@ -121,5 +134,34 @@ public final class CLIPTrainer {
       if model.params.step % config.checkpointEvery == 0 { try save(model.params.step) }
     }
     try save(model.params.step)
+  }
+}
+
+/// Organ- and class-balanced sampling for contrastive training.
+public enum TileSampling {
+  /// Per-tile weights: every dataset gets its share of the draws (`datasetShare`, default equal),
+  /// split among its classes in proportion to the square root of their sizes (rare classes are
+  /// seen more often than their share of tiles, without repeating a few tiles endlessly), and
+  /// evenly among a class's tiles.
+  public static func weights(datasets: [String], labels: [Int], datasetShare: [String: Double] = [:]) -> [Double] {
+    var count: [String: [Int: Int]] = [:]
+    for (d, l) in zip(datasets, labels) { count[d, default: [:]][l, default: 0] += 1 }
+    var classMass: [String: Double] = [:]
+    for (d, cs) in count { classMass[d] = cs.values.reduce(0) { $0 + Double($1).squareRoot() } }
+    return zip(datasets, labels).map { d, l in
+      let n = Double(count[d]![l]!)
+      return (datasetShare[d] ?? 1) * (n.squareRoot() / classMass[d]!) / n
+    }
+  }
+
+  /// The index whose cumulative weight first exceeds `u` x total (`u` in [0, 1)).
+  public static func draw(_ cumulative: [Double], _ u: Double) -> Int {
+    let target = u * cumulative[cumulative.count - 1]
+    var lo = 0, hi = cumulative.count - 1
+    while lo < hi {
+      let mid = (lo + hi) / 2
+      if cumulative[mid] > target { hi = mid } else { lo = mid + 1 }
+    }
+    return lo
   }
 }

@@ -70,6 +70,8 @@ public struct CaptionBuilder: Sendable {
       for _ in 0..<nf { fs.append(k.features[Int(rng.next() % UInt64(k.features.count))]) }
       s += ", with " + fs.joined(separator: " and ")
     }
+    // Now and then the organ, so organ words meet every organ's images (organ recognition).
+    if !["none", "several", ""].contains(k.organ) && rng.uniform() < 0.25 { s += ", from the " + k.organ }
     return s
   }
 }

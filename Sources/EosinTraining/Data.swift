@@ -1,4 +1,5 @@
 import EosinModels
+import EosinSlide
 import EosinTokenizer
 import Foundation
 
@@ -90,13 +91,35 @@ public struct Augmenter: Sendable {
   public var mean: [Float] = [0.48145466, 0.4578275, 0.40821073]
   public var std: [Float] = [0.26862954, 0.26130258, 0.27577711]
   public var minScale: Float = 0.5
-  /// Stain jitter strength in HED optical-density space.
-  public var hed: Float = 0.05
+  /// Stain jitter in HED optical-density space: each stain's concentration is scaled by
+  /// 1 ± `hed` and shifted by ± `hedShift` (uniform). 0.15 spans the H x0.85 / E x1.15
+  /// difference between two laboratories that the robustness table applies.
+  public var hed: Float = 0.15
+  public var hedShift: Float = 0.03
+  /// Chance of a Gaussian blur (sigma uniform in 0.3...1.5 px), like an out-of-focus scan.
+  public var blurChance: Float = 0.2
+  /// Chance of JPEG re-encoding at a quality uniform in 30...90.
+  public var jpegChance: Float = 0.2
 
   public init(size: Int) { self.size = size }
 
-  /// Random resized crop, flips, 90° rotations and HED stain jitter; writes (3,S,S) floats.
-  public func augment(_ img: RawImage, rng: inout SeededRNG, into out: UnsafeMutablePointer<Float>) {
+  /// Random resized crop (scale jitter), flips, 90° rotations, HED stain jitter, and now and
+  /// then blur or JPEG re-encoding; writes (3,S,S) floats.
+  public func augment(_ source: RawImage, rng: inout SeededRNG, into out: UnsafeMutablePointer<Float>) {
+    var img = source
+    if rng.uniform() < blurChance {
+      let sigma = 0.3 + 1.2 * rng.uniform()
+      let b = ImageShift.gaussian(RGBImage(width: img.width, height: img.height, pixels: img.pixels), sigma: sigma)
+      img = RawImage(width: b.width, height: b.height, pixels: b.pixels)
+    }
+    if rng.uniform() < jpegChance {
+      let q = 30 + Int(rng.next() % 61)
+      if let b = try? ImageCodec.encodeJPEG(RGBImage(width: img.width, height: img.height, pixels: img.pixels), quality: q),
+        let d = try? ImageCodec.decodeJPEG(b), d.width == img.width, d.height == img.height
+      {
+        img = RawImage(width: d.width, height: d.height, pixels: d.pixels)
+      }
+    }
     let area = Float(img.width * img.height) * (minScale + (1 - minScale) * rng.uniform())
     let ratio = expf(logf(3.0 / 4) + (logf(4.0 / 3) - logf(3.0 / 4)) * rng.uniform())
     let cw = min(Float(img.width), (area * ratio).squareRoot()), ch = min(Float(img.height), (area / ratio).squareRoot())
@@ -106,7 +129,7 @@ public struct Augmenter: Sendable {
     var alpha = [Float](repeating: 1, count: 3), beta = [Float](repeating: 0, count: 3)
     for c in 0..<3 {
       alpha[c] = 1 + hed * (2 * rng.uniform() - 1)
-      beta[c] = hed * (2 * rng.uniform() - 1)
+      beta[c] = hedShift * (2 * rng.uniform() - 1)
     }
     render(img, x0: x0, y0: y0, w: cw, h: ch, flip: flip, rot: rot, alpha: alpha, beta: beta, into: out)
   }

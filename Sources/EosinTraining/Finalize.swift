@@ -6,15 +6,50 @@ import EosinTokenizer
 import EosinWeights
 import Foundation
 
+/// One labelled tile set that ``WeightsFinalizer`` evaluates.
+public struct FinalizeDataset: Sendable {
+  /// The name in EVALUATION.md ("LC25000 lung").
+  public var name: String
+  /// The folder with manifest.csv; its last path component names the dataset in the split rule.
+  public var dir: String
+  /// Prompt sets scored on it: its own set first (calibration, review threshold, shifts and chat
+  /// use it), then coarser or finer sets over the same labels.
+  public var promptSets: [String]
+  /// Its licence and citation, for the weights manifest.
+  public var terms: String
+
+  public init(name: String, dir: String, promptSets: [String], terms: String) {
+    self.name = name
+    self.dir = dir
+    self.promptSets = promptSets
+    self.terms = terms
+  }
+
+  /// The dataset's folder name, as the split rule hashes it.
+  public var folder: String { (dir as NSString).lastPathComponent }
+}
+
 /// Fits calibration, review thresholds and the out-of-domain model on the validation split,
 /// evaluates on the test split, and writes the weights manifest: the whole of `eosin train
 /// finalize`. Every number in EVALUATION.md comes from here.
 public struct WeightsFinalizer {
   public var weights: String
-  public var lung: String
-  public var ebhi: String
+  /// The weights' name in the manifest and the report ("eosin-small-v2").
+  public var name: String
+  /// The diagnostic tile sets: their classes are prompt-set classes.
+  public var datasets: [FinalizeDataset]
+  /// The small organ-recognition sets (organ captions in training, not diagnostic classes):
+  /// scored with the organ prompt set, and against the out-of-domain limits.
+  public var organData: [FinalizeDataset]
   /// Unflagged accuracy the review threshold aims for on val.
   public var targetAccuracy: Double
+  /// A previous version's recorded test metrics (`Weights/records/NAME.json`), shown beside
+  /// these; nil for none.
+  public var record: String?
+  /// The leave-one-dataset-out result (`eosin eval lodo` writes it), reported when present.
+  public var lodo: String?
+  /// The chat language model (GGUF) for the chat section; nil leaves that section out.
+  public var languageModel: String?
   /// Prompts/<sub> folders to search (zero-shot, knowledge, eval).
   public var dirs: (String) -> [String]
   /// The grounded language model for the chat section, from a GGUF path; with the bundle, its
@@ -24,13 +59,18 @@ public struct WeightsFinalizer {
   public var log: (String) -> Void
 
   public init(
-    weights: String, lung: String, ebhi: String, targetAccuracy: Double, dirs: @escaping (String) -> [String],
+    weights: String, name: String, datasets: [FinalizeDataset], organData: [FinalizeDataset], targetAccuracy: Double,
+    record: String?, lodo: String?, languageModel: String?, dirs: @escaping (String) -> [String],
     makeGrounded: @escaping (String, ModelBundle?) throws -> GroundedLM, log: @escaping (String) -> Void
   ) {
     self.weights = weights
-    self.lung = lung
-    self.ebhi = ebhi
+    self.name = name
+    self.datasets = datasets
+    self.organData = organData
     self.targetAccuracy = targetAccuracy
+    self.record = record
+    self.lodo = lodo
+    self.languageModel = languageModel
     self.dirs = dirs
     self.makeGrounded = makeGrounded
     self.log = log
@@ -46,42 +86,49 @@ public struct WeightsFinalizer {
 
   /// Runs every step; returns the manifest written and the EVALUATION.md text.
   public func run() throws -> (manifest: WeightsManifest, report: String) {
+    guard !datasets.isEmpty else { throw TrainingError.data("finalize: no datasets to evaluate") }
     var bundle = try ModelBundle(path: weights)
     let know = LabeledTiles.knowledge(
       dirs("knowledge").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/knowledge")
     func set(_ n: String) throws -> PromptSet { try PromptSet.load(n, searchDirs: dirs("zero-shot")) }
-    func items(_ dir: String, _ sp: Split) throws -> [LabeledTiles.Item] {
-      let name = (dir as NSString).lastPathComponent
-      return try LabeledTiles.load(dir).filter { TileManifest.split(dataset: name, group: $0.group) == sp }
+    func items(_ ds: FinalizeDataset, _ sp: Split) throws -> [LabeledTiles.Item] {
+      try LabeledTiles.load(ds.dir).filter { TileManifest.split(dataset: ds.folder, group: $0.group) == sp }
     }
     // Embed each split once.
     var cache: [String: ([Float], [String])] = [:]
-    func embedded(_ dir: String, _ sp: Split) throws -> ([Float], [String]) {
-      let key = dir + sp.rawValue
+    func embedded(_ ds: FinalizeDataset, _ sp: Split) throws -> ([Float], [String]) {
+      let key = ds.dir + "|" + sp.rawValue
       if let c = cache[key] { return c }
-      let its = try items(dir, sp)
+      let its = try items(ds, sp)
       var emb: [Float] = [], labels: [String] = []
       var i = 0
       while i < its.count {
         let chunk = its[i..<min(its.count, i + 64)]
         var imgs: [RGBImage] = []
-        for it in chunk { if let im = try? ImageCodec.read(it.path) { imgs.append(im); labels.append(it.label) } }
+        for it in chunk {
+          if let im = try? ImageCodec.read(it.path) {
+            imgs.append(im)
+            labels.append(it.label)
+          }
+        }
         emb += SlideIndex.embedImages(imgs, bundle: bundle)
         i += chunk.count
       }
-      log("embedded \(labels.count) \(sp.rawValue) tiles of \((dir as NSString).lastPathComponent)")
+      log("embedded \(labels.count) \(sp.rawValue) tiles of \(ds.folder)")
       cache[key] = (emb, labels)
       return (emb, labels)
     }
-    // Cross-dataset check: the generic malignant-vs-benign set on both datasets. Premalignant
-    // EBHI classes (intraepithelial neoplasia, serrated adenoma) have no place in it and are left out.
-    let malignancyMap = [
-      "lung_aca": "malignant tumour", "lung_scc": "malignant tumour", "lung_n": "benign tissue",
-      "Adenocarcinoma": "malignant tumour",
-      "Normal": "benign tissue", "Polyp": "benign tissue",
-    ]
-    func score(_ dir: String, _ sp: Split, _ ps: PromptSet, temperature: Float) throws -> Scored {
-      var (emb, labels) = try embedded(dir, sp)
+    // The generic malignant-vs-benign set on every dataset: labels whose knowledge class is
+    // malignant or benign; premalignant classes have no place in it and are left out.
+    var behaviour: [String: String] = [:]
+    for k in know {
+      if let l = k["dataset_label"] as? String, let b = k["behaviour"] as? String { behaviour[l] = b }
+    }
+    let malignancyMap = behaviour.compactMapValues {
+      $0 == "malignant" ? "malignant tumour" : ($0 == "benign" ? "benign tissue" : nil)
+    }
+    func score(_ ds: FinalizeDataset, _ sp: Split, _ ps: PromptSet, temperature: Float) throws -> Scored {
+      var (emb, labels) = try embedded(ds, sp)
       let clf = try ZeroShotClassifier(bundle: bundle, promptSet: ps, cacheDir: nil, temperature: temperature)
       if ps.name == "malignancy" {
         let D = bundle.clip.embedDim
@@ -94,38 +141,37 @@ public struct WeightsFinalizer {
       return Scored(
         logits: clf.logits(emb), truth: labels.map { map[$0]! }, preds: clf.predict(emb), classifier: clf, embeddings: emb)
     }
-    let lungSet = try set("lung"), crcSet = try set("colorectal"), coarseSet = try set("colorectal-coarse")
-    // 1. Temperature on val (lung + colorectal pooled), by NLL.
+    let own = try datasets.map { try set($0.promptSets.first ?? $0.folder) }
+    // 1. Temperature on val (every dataset with its own set, pooled), by NLL.
     var pooled: [(logits: [Float], truth: [Int], classes: Int)] = []
-    for (d, ps) in [(lung, lungSet), (ebhi, crcSet)] {
-      let s = try score(d, .val, ps, temperature: 1)
+    for (ds, ps) in zip(datasets, own) {
+      let s = try score(ds, .val, ps, temperature: 1)
       pooled.append((s.logits, s.truth, ps.allClasses.count))
     }
     let T = Metrics.fitTemperature(pooled: pooled)
     let valNLL = Metrics.nll(pooled: pooled, temperature: T)
     // 2. Review threshold on val: the lowest min_probability whose unflagged accuracy reaches the target.
     var valConf: [Float] = [], valOK: [Bool] = []
-    for (d, ps) in [(lung, lungSet), (ebhi, crcSet)] {
-      let s = try score(d, .val, ps, temperature: T)
+    for (ds, ps) in zip(datasets, own) {
+      let s = try score(ds, .val, ps, temperature: T)
       for (p, t) in zip(s.preds, s.truth) {
         valConf.append(p.probs[p.top])
         valOK.append(p.top == t)
       }
     }
     let chosen = Metrics.reviewThreshold(confidence: valConf, correct: valOK, targetAccuracy: targetAccuracy)
-    // 3. Out-of-domain model: class means and shared covariance of the train embeddings;
-    //    limits at the 99th percentile of val tiles and of val group means (up to 10 tiles).
+    // 3. Out-of-domain model: class means and shared covariance of the diagnostic sets' train
+    //    embeddings; limits at the 99th percentile of val tiles and of val group means (up to
+    //    10 tiles). The organ sets stay out: they are what it must flag.
     let D = bundle.clip.embedDim
     var trainEmb: [Float] = [], trainLab: [Int] = [], labelIndex: [String: Int] = [:]
-    for d in [lung, ebhi] {
-      let (e, l) = try embedded(d, .train)
+    for ds in datasets {
+      let (e, l) = try embedded(ds, .train)
       trainEmb += e
       for x in l {
-        trainLab.append(
-          labelIndex[x]
-            ?? {
-              labelIndex[x] = labelIndex.count; return labelIndex.count - 1
-            }())
+        let key = ds.folder + "/" + x
+        if labelIndex[key] == nil { labelIndex[key] = labelIndex.count }
+        trainLab.append(labelIndex[key]!)
       }
     }
     guard let outlier = OutlierModel.fit(embeddings: trainEmb, labels: trainLab, dim: D) else {
@@ -133,12 +179,12 @@ public struct WeightsFinalizer {
     }
     try SafeTensorsWriter.write(outlier.tensors, to: "\(weights)/clip/outlier.safetensors")
     var valDist: [Float] = [], valGroups: [String] = []
-    for d in [lung, ebhi] {
-      let its = try items(d, .val)
-      let (e, _) = try embedded(d, .val)
+    for ds in datasets {
+      let its = try items(ds, .val)
+      let (e, _) = try embedded(ds, .val)
       guard its.count * D == e.count else { continue }  // an unreadable tile would misalign groups
       valDist += outlier.distances(e)
-      valGroups += its.map { d + "/" + $0.group }
+      valGroups += its.map { ds.folder + "/" + $0.group }
     }
     let limits = OutlierModel.limits(distances: valDist, groups: valGroups)
     var thr = ReviewThresholds()
@@ -148,45 +194,49 @@ public struct WeightsFinalizer {
     thr.minDomainSimilarity = 0.05
     thr.maxOutlierDistance = limits.tile
     thr.maxSlideOutlierDistance = limits.slide
-    // The organs of the classes the captions taught (Prompts/knowledge), for the class-support check.
-    // Only classes the CLIP saw images of count (the labels of the train splits).
+    // The organs of the diagnostic classes the model saw images of (their knowledge notes), for
+    // the class-support check. The organ-recognition sets do not count: the model learned to
+    // name those organs, not to diagnose in them.
     var trainLabels: Set<String> = []
-    for d in [lung, ebhi] { trainLabels.formUnion(try embedded(d, .train).1) }
+    for ds in datasets { trainLabels.formUnion(try embedded(ds, .train).1) }
     thr.trainedOrgans = Array(
       Set(
         know.filter { trainLabels.contains($0["dataset_label"] as? String ?? "") }.compactMap { $0["organ"] as? String }
           .flatMap { OrganLexicon.organs(in: $0) })
     ).sorted()
     // 4. Write the manifest (metrics filled below), reload the bundle with it.
-    var manifest = WeightsManifest(name: "eosin-small-v1", version: 1)
+    let v = bundle.clip.config.visionConfig, t = bundle.clip.config.textConfig
+    var manifest = WeightsManifest(name: name, version: Int(name.split(separator: "v").last.map(String.init) ?? "") ?? 1)
     manifest.description =
-      "Eosin's default models, trained by Eosin on this 2-core CPU: a CLIP pair (ViT 6x192, 112 px input; text transformer 4x192) and a GPT-style decoder (4x256) with a slide-token projector."
+      "Eosin's default models, trained by Eosin on this 2-core CPU: a CLIP pair (ViT \(v.numHiddenLayers)x\(v.hiddenSize), \(v.imageSize) px input; text transformer \(t.numHiddenLayers)x\(t.hiddenSize)) and a GPT-style decoder with a slide-token projector."
     manifest.native = .init(
       tileSize: 224, mpp: 0.5,
       note:
-        "LC25000 and EBHI-Seg state no magnification (LC25000 high power; EBHI 400x); tiles are assumed to be 224 px at 0.5 µm/px for slides. Expect a domain shift on 20x slides."
+        "LC25000, EBHI-Seg and the endometrium set state no microns per pixel (LC25000 high power, EBHI 400x); PANDA patches are about 0.5 µm/px. Slides are tiled at 224 px and 0.5 µm/px, then resized to the model's input."
     )
     manifest.calibration = .init(
       temperature: Double(T),
-      fittedOn: "val split of LC25000 (lung prompt set) and EBHI-Seg (colorectal prompt set), NLL", valNLL: valNLL)
+      fittedOn: "val split of " + zip(datasets, own).map { "\($0.name) (\($1.name))" }.joined(separator: ", ") + ", pooled NLL",
+      valNLL: valNLL)
     manifest.review = thr
     manifest.reviewFitting = .init(
-      rule: "lowest min_probability whose unflagged val accuracy is >= \(targetAccuracy)", valCoverage: chosen.coverage,
-      valAccuracy: chosen.accuracy)
-    manifest.data = [
-      .init(
-        name: "LC25000 lung", tiles: 2959,
-        terms: "No licence stated upstream; cite Borkowski et al. 2019 (arXiv:1912.12142). Research use."),
-      .init(name: "EBHI-Seg", tiles: 2228, terms: "CC BY 4.0 (MIaMIA group, figshare 10.6084/m9.figshare.21540159)."),
-      .init(name: "ARCH captions", terms: "CC BY-NC-SA 4.0 (Gamper & Rajpoot 2021): non-commercial."),
-      .init(name: "PathGen-1.6M sample", terms: "CC BY 4.0, research use; model-written descriptions."),
-      .init(name: "PatchGastricADC22 captions", terms: "Research use."),
-      .init(name: "CMU-1-Small-Region.svs background tiles", terms: "OpenSlide test data, freely redistributable."),
-    ]
+      rule: "lowest min_probability whose unflagged val accuracy is >= \(targetAccuracy), every dataset's val split pooled",
+      valCoverage: chosen.coverage, valAccuracy: chosen.accuracy)
+    var sources: [WeightsManifest.DataSource] = []
+    for ds in datasets + organData {
+      sources.append(.init(name: ds.name, tiles: (try? LabeledTiles.load(ds.dir).count) ?? 0, terms: ds.terms))
+    }
+    manifest.data =
+      sources + [
+        .init(name: "ARCH captions", terms: "CC BY-NC-SA 4.0 (Gamper & Rajpoot 2021): non-commercial."),
+        .init(name: "PathGen-1.6M sample", terms: "CC BY 4.0, research use; model-written descriptions."),
+        .init(name: "PatchGastricADC22 captions", terms: "Research use."),
+        .init(name: "CMU-1-Small-Region.svs background tiles", terms: "OpenSlide test data, freely redistributable."),
+      ]
     manifest.terms =
-      "RESEARCH AND NON-COMMERCIAL USE ONLY: trained on data with research and non-commercial terms. Not a medical device; every output is a draft for review by a pathologist."
+      "RESEARCH AND NON-COMMERCIAL USE ONLY: trained on data with research and non-commercial terms (among them CC BY-NC-SA 4.0). Not a medical device; every output is a draft for review by a pathologist."
     manifest.splits =
-      "FNV-1a(dataset/group) mod 100: <70 train, <80 val, else test; group = LC25000 near-duplicate group or EBHI case_id. Never random per tile."
+      "FNV-1a(dataset/group) mod 100: <70 train, <80 val, else test; group = the manifest's group or case_id (LC25000 near-duplicate group, EBHI case, PANDA slide, endometrium case, MoNuSeg patient). Never random per tile."
     for sub in ["clip", "decoder"] {
       if let d = FileManager.default.contents(atPath: "\(weights)/\(sub)/training.json"),
         let o = try? JSONDecoder().decode(JSONValue.self, from: d)
@@ -207,7 +257,7 @@ public struct WeightsFinalizer {
     bundle = try ModelBundle(path: weights)
     // 5. Test-split metrics.
     var md =
-      "# Evaluation of eosin-small-v1\n\nAll numbers are on the **test** splits (by LC25000 group and EBHI case, never per tile), produced by\n`eosin train finalize` (run by `make weights`). Zero-shot prompts use the held-out templates and synonyms of\n`Prompts/zero-shot/*.json`, which never appear in training captions. Temperature and review threshold were fitted on\nthe val split. *Unflagged* means no review flag under the full review policy (probability, margin, prompt\nspread, domain similarity, out-of-domain distance, the organ check), as a user of `eosin classify` sees it.\n\n"
+      "# Evaluation of \(name)\n\nAll numbers are on the **test** splits (by group: LC25000 near-duplicate group, EBHI case, PANDA slide, endometrium case; never per tile), produced by\n`eosin train finalize` (run by `make weights`). Zero-shot prompts use the held-out templates and synonyms of\n`Prompts/zero-shot/*.json`, which never appear in training captions. Temperature and review threshold were fitted on\nthe val splits. *Unflagged* means no review flag under the full review policy (probability, margin, prompt\nspread, domain similarity, out-of-domain distance, class support, the organ check), as a user of `eosin classify` sees it.\n\n"
     var metrics: [String: JSONValue] = [:]
     md +=
       "## Zero-shot tile classification\n\n| dataset | prompt set | classes | tiles | balanced accuracy | accuracy | ECE (T=1) | ECE (T=\(fmt(Double(T), 2))) | unflagged share | unflagged accuracy |\n|---|---|---|---|---|---|---|---|---|---|\n"
@@ -215,41 +265,84 @@ public struct WeightsFinalizer {
     // the set's are flagged, and a malignancy verdict the organ classifier contradicts.
     let organs = try OrganCheck(organSets: PromptSet.loadAll(searchDirs: dirs("zero-shot")), bundle: bundle, cacheDir: nil)
     var conf: [String: [[Int]]] = [:]
+    var recall: [String: [(String, Double?)]] = [:]
     var selective: [String: [(threshold: Float, coverage: Double, accuracy: Double)]] = [:]
-    for (name, d, ps) in [
-      ("LC25000 lung", lung, lungSet), ("EBHI-Seg", ebhi, crcSet), ("EBHI-Seg coarse", ebhi, coarseSet),
-      ("LC25000 lung (cross: malignancy set)", lung, try set("malignancy")),
-      ("EBHI-Seg (cross: malignancy set)", ebhi, try set("malignancy")),
-    ] {
+    var rows: [(String, FinalizeDataset, PromptSet)] = []
+    for (ds, ps) in zip(datasets, own) {
+      rows.append((ds.name, ds, ps))
+      for extra in ds.promptSets.dropFirst() { rows.append(("\(ds.name) (\(extra))", ds, try set(extra))) }
+    }
+    let malignancy = try set("malignancy")
+    for ds in datasets { rows.append(("\(ds.name) (cross: malignancy set)", ds, malignancy)) }
+    for (rowName, ds, ps) in rows {
       let s: Scored
-      do { s = try score(d, .test, ps, temperature: bundle.temperature) } catch {
-        log("skipping \(name): \(error.localizedDescription)")
+      do { s = try score(ds, .test, ps, temperature: bundle.temperature) } catch {
+        log("skipping \(rowName): \(error.localizedDescription)")
         continue
       }
       let sc = ZeroShotScores(
         logits: s.logits, predictions: s.preds, truth: s.truth, classifier: s.classifier,
         policy: ReviewPolicy(thresholds: bundle.thresholds), organs: organs.map { ($0, s.embeddings) })
       md +=
-        "| \(name) | \(ps.name) | \(sc.classes) | \(sc.count) | \(fmt(sc.balancedAccuracy, 3)) | \(fmt(sc.accuracy, 3)) | \(fmt(sc.eceUncalibrated, 3)) | \(fmt(sc.ece, 3)) | \(fmt(sc.unflaggedShare, 3)) | \(fmt(sc.unflaggedAccuracy, 3)) |\n"
-      metrics[name] = JSONValue(any: sc.json)
-      conf[name] = sc.confusion
-      if name == "LC25000 lung" || name == "EBHI-Seg" { selective[name] = sc.selective }
+        "| \(rowName) | \(ps.name) | \(sc.classes) | \(sc.count) | \(fmt(sc.balancedAccuracy, 3)) | \(fmt(sc.accuracy, 3)) | \(fmt(sc.eceUncalibrated, 3)) | \(fmt(sc.ece, 3)) | \(fmt(sc.unflaggedShare, 3)) | \(fmt(sc.unflaggedAccuracy, 3)) |\n"
+      metrics[rowName] = JSONValue(any: sc.json)
+      conf[rowName] = sc.confusion
+      recall[rowName] = zip(s.classifier.classNames, sc.recall).map { ($0, $1) }
+      if rowName == ds.name { selective[rowName] = sc.selective }
     }
     md +=
-      "\nThe review threshold on calibrated probability is **\(fmt(Double(bundle.thresholds.minProbability), 2))** (fitted on val for \(Int(targetAccuracy * 100))% unflagged accuracy; val coverage \(fmt(chosen.coverage, 3)), val accuracy \(fmt(chosen.accuracy, 3))).\n\n"
-    md += "### Selective accuracy against coverage (test)\n\n| dataset | threshold | coverage | accuracy |\n|---|---|---|---|\n"
-    for n in ["LC25000 lung", "EBHI-Seg"] {
-      for row in selective[n] ?? [] {
-        md += "| \(n) | \(fmt(Double(row.threshold), 1)) | \(fmt(row.coverage, 3)) | \(fmt(row.accuracy, 3)) |\n"
+      "\nThe review threshold on calibrated probability is **\(fmt(Double(bundle.thresholds.minProbability), 2))** (fitted on the pooled val splits for \(Int(targetAccuracy * 100))% unflagged accuracy; val coverage \(fmt(chosen.coverage, 3)), val accuracy \(fmt(chosen.accuracy, 3))).\n\n"
+    md += "### Per-class recall (test)\n\n| dataset | class | recall |\n|---|---|---|\n"
+    for (rowName, _, _) in rows {
+      for (c, r) in recall[rowName] ?? [] where r != nil { md += "| \(rowName) | \(c) | \(fmt(r!, 3)) |\n" }
+    }
+    md += "\n### Selective accuracy against coverage (test)\n\n| dataset | threshold | coverage | accuracy |\n|---|---|---|---|\n"
+    for ds in datasets {
+      for row in selective[ds.name] ?? [] {
+        md += "| \(ds.name) | \(fmt(Double(row.threshold), 1)) | \(fmt(row.coverage, 3)) | \(fmt(row.accuracy, 3)) |\n"
       }
     }
     md +=
-      "\nThe two *cross* rows use the generic malignant-vs-benign prompt set, which no training caption mentions, on both datasets: LC25000 adenocarcinoma and squamous carcinoma and EBHI adenocarcinoma count as malignant; benign lung, normal mucosa and polyps as benign. The premalignant EBHI classes are left out.\n"
+      "\nThe *cross* rows use the generic malignant-vs-benign prompt set, which no training caption mentions, on every dataset: each label counts as malignant or benign by its knowledge note's behaviour (carcinomas, Gleason patterns 3 and 4 malignant; normal tissue, polyps, hyperplasia without atypia benign). Premalignant classes (the EBHI intraepithelial neoplasias and serrated adenoma) are left out.\n"
+    md += try recordTable(metrics)
+    // Organ recognition: the organ prompt set on every dataset's test tiles and on the organ
+    // sets' val and test tiles (their train split taught organ captions).
+    if let organSet = try? set("organ") {
+      md +=
+        "\n### Organ recognition (`--prompts organ`)\n\nEach label's organ comes from its knowledge note. Diagnostic sets: test split; organ-recognition sets (few images each): val and test splits.\n\n| dataset | tiles | accuracy | unflagged share | unflagged accuracy |\n|---|---|---|---|---|\n"
+      let clf = try ZeroShotClassifier(bundle: bundle, promptSet: organSet, cacheDir: nil)
+      var organOf: [String: Int] = [:]
+      for k in know {
+        guard let l = k["dataset_label"] as? String, let o = k["organ"] as? String else { continue }
+        let want = OrganLexicon.organs(in: o)
+        if let i = organSet.classes.firstIndex(where: { !OrganLexicon.organs(in: $0.name).isDisjoint(with: want) }) {
+          organOf[l] = i
+        }
+      }
+      for (ds, splits) in datasets.map({ ($0, [Split.test]) }) + organData.map({ ($0, [Split.val, .test]) }) {
+        var emb: [Float] = [], labels: [String] = []
+        for sp in splits {
+          let (e, l) = try embedded(ds, sp)
+          emb += e
+          labels += l
+        }
+        let keep = labels.indices.filter { organOf[labels[$0]] != nil }
+        guard !keep.isEmpty else { continue }
+        let e = keep.flatMap { emb[($0 * D)..<(($0 + 1) * D)] }
+        let truth = keep.map { organOf[labels[$0]]! }
+        let sc = ZeroShotScores(
+          logits: clf.logits(e), predictions: clf.predict(e), truth: truth, classifier: clf,
+          policy: ReviewPolicy(thresholds: bundle.thresholds), organs: organs.map { ($0, e) })
+        md +=
+          "| \(ds.name) | \(sc.count) | \(fmt(sc.accuracy, 3)) | \(fmt(sc.unflaggedShare, 3)) | \(fmt(sc.unflaggedAccuracy, 3)) |\n"
+        metrics["\(ds.name) organ accuracy"] = JSONValue(any: sc.accuracy)
+      }
+    }
     // Robustness: the same test tiles under fixed stain, blur and JPEG shifts.
     md +=
       "\n### Stain, blur and JPEG shifts (test)\n\nThe test tiles again, each shifted the same way before encoding (`eosin eval zero-shot --shift`): balanced accuracy and its change from the unshifted tiles.\n\n| dataset | prompt set | shift | balanced accuracy | change | unflagged share | unflagged accuracy |\n|---|---|---|---|---|---|---|\n"
-    for (name, d, ps) in [("LC25000 lung", lung, lungSet), ("EBHI-Seg", ebhi, crcSet)] {
-      let its = try items(d, .test)
+    for (ds, ps) in zip(datasets, own) {
+      let its = try items(ds, .test)
       let map = try LabeledTiles.mapLabels(Set(its.map { $0.label }), to: ps, knowledge: know)
       let clf = try ZeroShotClassifier(bundle: bundle, promptSet: ps, cacheDir: nil)
       var base = 0.0
@@ -260,10 +353,10 @@ public struct WeightsFinalizer {
           policy: ReviewPolicy(thresholds: bundle.thresholds), organs: organs.map { ($0, t.embeddings) })
         if sh == .none { base = sc.balancedAccuracy }
         md +=
-          "| \(name) | \(ps.name) | \(sh.summary) | \(fmt(sc.balancedAccuracy, 3)) | \(sh == .none ? "" : String(format: "%+.3f", sc.balancedAccuracy - base)) | \(fmt(sc.unflaggedShare, 3)) | \(fmt(sc.unflaggedAccuracy, 3)) |\n"
-        metrics["\(name) shift \(sh.rawValue) balanced accuracy"] = JSONValue(any: sc.balancedAccuracy)
+          "| \(ds.name) | \(ps.name) | \(sh.summary) | \(fmt(sc.balancedAccuracy, 3)) | \(sh == .none ? "" : String(format: "%+.3f", sc.balancedAccuracy - base)) | \(fmt(sc.unflaggedShare, 3)) | \(fmt(sc.unflaggedAccuracy, 3)) |\n"
+        metrics["\(ds.name) shift \(sh.rawValue) balanced accuracy"] = JSONValue(any: sc.balancedAccuracy)
       }
-      log("shifts done for \(name)")
+      log("shifts done for \(ds.name)")
     }
     md += "\n### Confusion matrices (rows: truth, columns: predicted; the last column is the background class)\n\n"
     for (n, cm) in conf.sorted(by: { $0.key < $1.key }) { md += "- \(n): `\(cm)`\n" }
@@ -273,40 +366,60 @@ public struct WeightsFinalizer {
       let r = NonTissue.make(kind: i % 3, size: 224, rng: &rng, blurSource: nil)
       return RGBImage(width: 224, height: 224, pixels: r.pixels)
     }
-    let clfL = try ZeroShotClassifier(bundle: bundle, promptSet: lungSet, cacheDir: nil)
-    let bp = clfL.predict(SlideIndex.embedImages(blanks, bundle: bundle))
-    let confidentDx = bp.filter {
-      $0.top != clfL.backgroundIndex
-        && ReviewPolicy(thresholds: bundle.thresholds).tileFlags($0, classifier: clfL).isEmpty
-    }.count
-    let anyDx = bp.filter { $0.top != clfL.backgroundIndex }.count
-    md +=
-      "\n## Blank, noise and pen-mark inputs\n\n60 synthetic images (blank glass, noise, pen marks; unseen seeds), lung prompt set: **\(anyDx)/60** get a tissue class as top class, **\(confidentDx)/60** get an *unflagged* tissue diagnosis (must be 0).\n\n"
-    metrics["non_tissue_top_class_tissue"] = JSONValue(any: anyDx)
-    metrics["non_tissue_unflagged_diagnosis"] = JSONValue(any: confidentDx)
-    // Out-of-domain check: test tiles over the tile limit, and the sample slide (skin, a
-    // tissue the models never saw) when it is present.
-    md +=
-      "## Out-of-domain check\n\nMahalanobis distance of a tile's embedding to the nearest training class mean (shared covariance, `clip/outlier.safetensors`). Limits at the 99th percentile on val: **\(fmt(Double(thr.maxOutlierDistance!), 1))** for a tile, **\(fmt(Double(thr.maxSlideOutlierDistance!), 1))** for a slide verdict (mean over its evidence tiles).\n\n"
-    for (name, d) in [("LC25000 lung", lung), ("EBHI-Seg", ebhi)] {
-      let (e, _) = try embedded(d, .test)
-      let dist = outlier.distances(e)
-      let over = dist.filter { $0 > thr.maxOutlierDistance! }.count
+    let blankEmb = SlideIndex.embedImages(blanks, bundle: bundle)
+    md += "\n## Blank, noise and pen-mark inputs\n\n60 synthetic images (blank glass, noise, pen marks; unseen seeds):\n\n"
+    for ps in own {
+      let clf = try ZeroShotClassifier(bundle: bundle, promptSet: ps, cacheDir: nil)
+      let bp = clf.predict(blankEmb)
+      let confidentDx = bp.filter {
+        $0.top != clf.backgroundIndex && ReviewPolicy(thresholds: bundle.thresholds).tileFlags($0, classifier: clf).isEmpty
+      }.count
+      let anyDx = bp.filter { $0.top != clf.backgroundIndex }.count
       md +=
-        "- \(name) test tiles over the tile limit: \(over)/\(dist.count) (\(fmt(100 * Double(over) / Double(max(1, dist.count)), 1))%).\n"
-      metrics["\(name) test tiles out of domain"] = JSONValue(any: Double(over) / Double(max(1, dist.count)))
+        "- \(ps.name) prompt set: **\(anyDx)/60** get a tissue class as top class, **\(confidentDx)/60** get an *unflagged* tissue diagnosis (must be 0).\n"
+      metrics["non_tissue_top_class_tissue \(ps.name)"] = JSONValue(any: anyDx)
+      metrics["non_tissue_unflagged_diagnosis \(ps.name)"] = JSONValue(any: confidentDx)
     }
+    // Out-of-domain check: test tiles over the tile limit, the organ sets, and the sample slide
+    // (skin, a tissue the models never saw) when it is present.
+    md +=
+      "\n## Out-of-domain check\n\nMahalanobis distance of a tile's embedding to the nearest training class mean (shared covariance over the diagnostic sets' train tiles, `clip/outlier.safetensors`). Limits at the 99th percentile on val: **\(fmt(Double(thr.maxOutlierDistance!), 1))** for a tile, **\(fmt(Double(thr.maxSlideOutlierDistance!), 1))** for a slide verdict (mean over its tissue tiles).\n\n| tiles | split | over the tile limit | share |\n|---|---|---|---|\n"
+    var missed: [String] = []
+    for (ds, splits, label) in datasets.map({ ($0, [Split.test], "test") })
+      + organData.map({ ($0, [Split.val, .test], "val + test") })
+    {
+      var dist: [Float] = []
+      for sp in splits { dist += outlier.distances(try embedded(ds, sp).0) }
+      guard !dist.isEmpty else { continue }
+      let over = dist.filter { $0 > thr.maxOutlierDistance! }.count
+      md += "| \(ds.name) | \(label) | \(over)/\(dist.count) | \(fmt(Double(over) / Double(dist.count), 3)) |\n"
+      metrics["\(ds.name) tiles out of domain"] = JSONValue(any: Double(over) / Double(dist.count))
+      if label != "test" && 2 * over < dist.count {
+        missed.append("\(ds.name) (\(dist.count - over) of \(dist.count) tiles pass)")
+      }
+    }
+    md +=
+      missed.isEmpty
+      ? "\nThe tile limit flags most tiles of every organ-recognition set.\n\n"
+      : "\nWhat the tile limit misses: \(missed.joined(separator: "; ")). Their verdicts still face the probability threshold, the class-support check (their organs are not among the trained diagnostic organs) and the organ check.\n\n"
     let sample = "../shared/data/slides/CMU-1-Small-Region.svs"
     if FileManager.default.fileExists(atPath: sample) {
-      // As `eosin classify --prompts lung` sees it: the analysed slide, the full review policy.
+      // As `eosin classify` sees it: the analysed slide, the full review policy, each organ set.
       let a = try AnalyzedSlide.analyze([sample], bundle: bundle, cacheDir: nil)
-      let clf = try ZeroShotClassifier(bundle: bundle, promptSet: lungSet, cacheDir: nil)
-      let r = a.classify(clf, policy: ReviewPolicy(thresholds: bundle.thresholds), organs: organs)
-      let flagged = r.flags.contains { $0.code == "out-of-domain" }
-      md +=
-        "- CMU-1-Small-Region.svs (skin, never seen in training), lung prompt set: verdict \(r.classNames[r.verdict]) at \(fmt(Double(r.probs[r.verdict]), 2)); mean distance of its \(r.tiles.count) tissue tiles \(fmt(Double(r.confidence.outlier ?? 0), 1)): **\(flagged ? "flagged out of domain" : "not flagged")**; its flags: \(r.flags.map(\.reason).joined(separator: "; ")).\n"
-      metrics["sample_slide_out_of_domain_flag"] = JSONValue(any: flagged)
+      md += "The sample slide CMU-1-Small-Region.svs (skin, never seen in training), as `eosin classify` reports it:\n\n"
+      for ps in own {
+        let clf = try ZeroShotClassifier(bundle: bundle, promptSet: ps, cacheDir: nil)
+        let r = a.classify(clf, policy: ReviewPolicy(thresholds: bundle.thresholds), organs: organs)
+        let ood = r.flags.contains { $0.code == "out-of-domain" }
+        md +=
+          "- \(ps.name): verdict \(r.classNames[r.verdict]) at \(fmt(Double(r.probs[r.verdict]), 2)), mean distance of its \(r.tiles.count) tissue tiles \(fmt(Double(r.confidence.outlier ?? 0), 1)): **\(r.flags.isEmpty ? "not flagged" : "flagged")**; \(r.flags.map(\.reason).joined(separator: "; ")).\n"
+        if ps.name == own[0].name {
+          metrics["sample_slide_out_of_domain_flag"] = JSONValue(any: ood)
+          metrics["sample_slide_flagged"] = JSONValue(any: !r.flags.isEmpty)
+        }
+      }
     }
+    md += try lodoSection()
     md += "\n"
     // 6. Decoder.
     if let dd = bundle.decoderDirectory {
@@ -318,17 +431,17 @@ public struct WeightsFinalizer {
         "## Decoder\n\n- Held-out perplexity (5% of the text corpus by hash, 64-token windows): \(fmt(info["held_out_perplexity_before"] as? Double ?? 0, 1)) at initialisation, \(fmt(info["held_out_perplexity_after_pretraining"] as? Double ?? 0, 1)) after language pretraining, \(fmt(info["held_out_perplexity_final"] as? Double ?? 0, 1)) after instruction tuning.\n"
       // Closed-question diagnosis accuracy on test tiles, asked through the chat session (the
       // same slide tokens and the same claim parsing as `eosin chat`), and on pseudo-slides.
-      let session = ChatSession(bundle: bundle, chat: chat, promptSets: [lungSet, crcSet], cacheDir: nil)
+      let session = ChatSession(bundle: bundle, chat: chat, promptSets: own, cacheDir: nil)
       session.maxTokens = 24
       func asserted(_ text: String, _ ps: PromptSet) -> Int? {
         ClaimGate.assertedClass(text.lowercased(), text, ps).flatMap { n in ps.allClasses.firstIndex { $0.name == n.0 } }
       }
       var correct = 0, named = 0, total = 0
       var noDx = 0
-      for (d, ps) in [(lung, lungSet), (ebhi, crcSet)] {
-        let its = try items(d, .test)
+      for (ds, ps) in zip(datasets, own) {
+        let its = try items(ds, .test)
         let map = try LabeledTiles.mapLabels(Set(its.map { $0.label }), to: ps, knowledge: know)
-        for i in stride(from: 0, to: its.count, by: max(1, its.count / 150)) {
+        for i in stride(from: 0, to: its.count, by: max(1, its.count / 100)) {
           guard let im = try? ImageCodec.read(its[i].path) else { continue }
           session.load(AnalyzedSlide.images([im], names: [its[i].path], bundle: bundle))
           let text = try session.ask("What is the diagnosis?").text
@@ -339,18 +452,18 @@ public struct WeightsFinalizer {
           }
         }
       }
-      // Pseudo-slides: 4-16 test tiles of one LC25000 group or EBHI case, opened together the
-      // way `eosin chat a.jpg b.jpg ...` opens several images (question-guided tile tokens plus
-      // the slide mean), asked the same closed question.
+      // Pseudo-slides: 4-16 test tiles of one group or case, opened together the way `eosin
+      // chat a.jpg b.jpg ...` opens several images (question-guided tile tokens plus the slide
+      // mean), asked the same closed question.
       var slideTotal = 0, slideCorrect = 0, slideTiles = 0
       var prng = SeededRNG(seed: 2024)
-      for (d, ps) in [(lung, lungSet), (ebhi, crcSet)] {
-        let its = try items(d, .test)
+      for (ds, ps) in zip(datasets, own) {
+        let its = try items(ds, .test)
         let labelMap = try LabeledTiles.mapLabels(Set(its.map { $0.label }), to: ps, knowledge: know)
         var byGroup: [String: [LabeledTiles.Item]] = [:]
         for it in its { byGroup[it.group, default: []].append(it) }
         let groups = byGroup.keys.sorted().filter { byGroup[$0]!.count >= 4 }
-        for g in stride(from: 0, to: groups.count, by: max(1, groups.count / 40)).map({ groups[$0] }) {
+        for g in stride(from: 0, to: groups.count, by: max(1, groups.count / 30)).map({ groups[$0] }) {
           let members = byGroup[g]!.shuffled(using: &prng)
           let n = min(members.count, 4 + Int(prng.next() % 13))
           try session.open(members.prefix(n).map { $0.path })
@@ -366,34 +479,74 @@ public struct WeightsFinalizer {
         if ClaimGate.namesDiagnosis(text) && !text.lowercased().contains("no interpretable tissue") { noDx += 1 }
       }
       md +=
-        "- Closed question \"What is the diagnosis?\" on \(total) test tiles (LC25000 + EBHI, every n-th tile), answer parsed for a class name: **\(fmt(Double(correct) / Double(max(1, total)), 3))** correct (\(named) answers named a class).\n"
+        "- Closed question \"What is the diagnosis?\" on \(total) test tiles (every n-th tile of each dataset), answer parsed for a class name: **\(fmt(Double(correct) / Double(max(1, total)), 3))** correct (\(named) answers named a class).\n"
       md +=
-        "- The same question on \(slideTotal) test pseudo-slides (4-16 tiles of one LC25000 group or EBHI case, mean \(fmt(Double(slideTiles) / Double(max(1, slideTotal)), 1)) tiles, opened together as `eosin chat` opens several images): **\(fmt(Double(slideCorrect) / Double(max(1, slideTotal)), 3))** correct.\n"
+        "- The same question on \(slideTotal) test pseudo-slides (4-16 tiles of one group or case, mean \(fmt(Double(slideTiles) / Double(max(1, slideTotal)), 1)) tiles, opened together as `eosin chat` opens several images): **\(fmt(Double(slideCorrect) / Double(max(1, slideTotal)), 3))** correct.\n"
       metrics["decoder_pseudo_slide_accuracy"] = JSONValue(any: Double(slideCorrect) / Double(max(1, slideTotal)))
       md +=
         "- Blank/noise/pen inputs answered with a diagnosis by the decoder alone: \(noDx)/30. In `eosin chat` any such answer is also checked against the classifier, which flags it.\n"
       metrics["decoder_closed_question_accuracy"] = JSONValue(any: Double(correct) / Double(max(1, total)))
       metrics["decoder_blank_diagnoses"] = JSONValue(any: noDx)
       // 7. Chat answers: the grounded language model against the embedded decoder, same questions.
-      if let lmPath = LanguageModel.Default.resolve(nil) {
+      if let lmPath = languageModel {
         md += try chatSection(bundle: bundle, chat: chat, lmPath: lmPath, metrics: &metrics) { sp in
           var cases: [ChatEvaluation.Case] = []
-          for (d, ps) in [(lung, lungSet), (ebhi, crcSet)] {
-            let its = try items(d, sp)
+          for (ds, ps) in zip(datasets, own) {
+            let its = try items(ds, sp)
             let map = try LabeledTiles.mapLabels(Set(its.map { $0.label }), to: ps, knowledge: know)
-            for i in stride(from: 0, to: its.count, by: max(1, its.count / 60)) {
+            for i in stride(from: 0, to: its.count, by: max(1, its.count / 30)) {
               cases.append(ChatEvaluation.Case(paths: [its[i].path], set: ps, truth: map[its[i].label]!))
             }
           }
-          return (cases, [lungSet, crcSet] + ["colorectal-coarse", "tissue", "malignancy"].compactMap { try? set($0) })
+          var sets = own
+          for n in datasets.flatMap({ $0.promptSets.dropFirst() }) + ["tissue", "malignancy", "organ"] {
+            if !sets.contains(where: { $0.name == n }), let s = try? set(n) { sets.append(s) }
+          }
+          return (cases, sets)
         }
       }
     }
     md +=
-      "\n## How to reproduce\n\n```sh\nmake weights        # trains clip, then decoder, then runs eosin train finalize\neosin train finalize --weights Weights/eosin-small-v1\neosin eval zero-shot --prompts lung --data ../shared/data/tiles/lc25000-lung --split test\neosin eval zero-shot --prompts colorectal --data ../shared/data/tiles/ebhi-seg --split test\n```\n"
+      "\n## How to reproduce\n\n```sh\nmake weights        # trains clip, decoder and lm-projector, then runs eosin train finalize\neosin train finalize --weights \(weights)\n"
+    for (ds, ps) in zip(datasets, own) { md += "eosin eval zero-shot --prompts \(ps.name) --data \(ds.dir) --split test\n" }
+    md += "```\n"
     manifest.metrics = metrics
     try writeManifest(&manifest)
     return (manifest, md)
+  }
+
+  /// The previous version's recorded rows beside these: balanced accuracy, unflagged share and
+  /// unflagged accuracy, for every row both have.
+  func recordTable(_ metrics: [String: JSONValue]) throws -> String {
+    guard let path = record, let data = FileManager.default.contents(atPath: path),
+      let rec = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+      let old = rec["metrics"] as? [String: Any]
+    else { return "" }
+    let oldName = rec["name"] as? String ?? "previous"
+    var md =
+      "\n### \(name) beside \(oldName) (as recorded)\n\n\(rec["note"] as? String ?? "") Rows \(oldName) did not have are left out.\n\n| dataset | \(oldName) balanced accuracy | \(name) balanced accuracy | \(oldName) unflagged share / accuracy | \(name) unflagged share / accuracy |\n|---|---|---|---|---|\n"
+    for (k, v) in metrics.sorted(by: { $0.key < $1.key }) {
+      guard let o = old[k] as? [String: Any], let ob = o["balanced_accuracy"] as? Double,
+        case .object(let n) = v, case .number(let nb)? = n["balanced_accuracy"]
+      else { continue }
+      var nu = 0.0, na = 0.0
+      if case .number(let x)? = n["unflagged_share"] { nu = x }
+      if case .number(let x)? = n["unflagged_accuracy"] { na = x }
+      md +=
+        "| \(k) | \(fmt(ob, 3)) | \(fmt(nb, 3)) | \(fmt(o["unflagged_share"] as? Double ?? 0, 3)) / \(fmt(o["unflagged_accuracy"] as? Double ?? 0, 3)) | \(fmt(nu, 3)) / \(fmt(na, 3)) |\n"
+    }
+    return md
+  }
+
+  /// The leave-one-dataset-out section, from the file `eosin eval lodo` wrote.
+  func lodoSection() throws -> String {
+    guard let path = lodo, let data = FileManager.default.contents(atPath: path),
+      let o = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+    else {
+      return
+        "\n## Leave one dataset out\n\nNot measured for these weights yet: `make weights-lodo` trains the same recipe without one dataset and writes `\(lodo ?? "lodo.json")`.\n"
+    }
+    return "\n## Leave one dataset out\n\n" + (o["markdown"] as? String ?? "") + "\n"
   }
 
   /// Writes manifest.json with the sha256 and size of every weights file.

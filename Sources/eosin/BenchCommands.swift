@@ -190,9 +190,8 @@ struct BenchChat: ParsableCommand {
     let bundle = try model.bundle()
     guard let dec = bundle.decoderDirectory else { throw CLIError("\(bundle.directory): no decoder") }
     let chat = try ChatModel(directory: dec, imageDim: bundle.clip.embedDim, manifest: bundle.manifest)
-    let sets = ["lung", "colorectal", "colorectal-coarse", "tissue", "malignancy"].compactMap {
-      try? PromptSet.load($0, searchDirs: promptDirs("zero-shot"))
-    }
+    // Every prompt set, as `eosin chat` loads them.
+    let sets = try PromptSet.loadAll(searchDirs: promptDirs("zero-shot"))
     var grounded: GroundedLM? = nil
     if let path = LanguageModel.Default.resolve(lm) {
       grounded = try groundedLM(path, bundle: bundle).0

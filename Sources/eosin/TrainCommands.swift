@@ -15,13 +15,22 @@ struct TrainCLIPCommand: ParsableCommand {
     commandName: "clip",
     abstract: "Train the CLIP pair (ViT image encoder + text transformer) on labelled tiles, natively on the CPU.")
 
-  @Option(parsing: .upToNextOption, help: "Dataset folders, each with manifest.csv (path,label,group|case_id).")
-  var data: [String] = ["../shared/data/tiles/lc25000-lung", "../shared/data/tiles/ebhi-seg"]
+  @Option(
+    parsing: .upToNextOption,
+    help: "Diagnostic dataset folders, each with manifest.csv (path,label,group|case_id); each gets an equal share of the draws.")
+  var data: [String] = defaultDiagnosticData
+  @Option(
+    parsing: .upToNextOption,
+    help:
+      "Small organ-recognition sets (captioned by organ or tissue, not diagnostic classes); together they get --organ-share of the draws."
+  )
+  var organData: [String] = defaultOrganData
+  @Option(help: "Share of the tissue draws that go to the --organ-data sets together.") var organShare = 0.12
   @Option(help: "Knowledge notes folder.") var knowledge = "Prompts/knowledge"
   @Option(help: "Zero-shot prompt sets whose synonyms are held out of training.") var prompts = "Prompts/zero-shot"
   @Option(help: "Vocabulary folder.") var vocab = "Vocab"
   @Option(help: "Slides whose background tiles become non-tissue examples.") var backgroundSlide: [String] = []
-  @Option(help: "Output folder for the checkpoint.") var out = "Weights/eosin-small-v1/clip"
+  @Option(help: "Output folder for the checkpoint.") var out = "\(defaultWeights)/clip"
   @Option(help: "Optimizer steps.") var steps = 2000
   @Option(help: "Images per step.") var batch = 64
   @Option(help: "Peak learning rate.") var lr: Float = 5e-4
@@ -33,6 +42,7 @@ struct TrainCLIPCommand: ParsableCommand {
   @Option(help: "Attention heads.") var heads = 3
   @Option(help: "Embedding dimension of the shared space.") var embedDim = 128
   @Option(help: "Synthetic non-tissue images to add.") var syntheticNonTissue = 240
+  @Option(help: "Input size of the image tower in pixels (a multiple of 16).") var imageSize = 160
 
   func run() throws {
     let classes = try Knowledge.load(knowledge)
@@ -56,7 +66,10 @@ struct TrainCLIPCommand: ParsableCommand {
     // Load and split.
     var train: [TileItem] = []
     var splitCounts: [String: [String: Int]] = [:]
-    for d in data {
+    guard imageSize >= 32, imageSize % 16 == 0 else {
+      throw CLIError("--image-size \(imageSize): must be a multiple of 16, at least 32")
+    }
+    for d in data + organData {
       let name = (d as NSString).lastPathComponent
       let (items, skipped) = try TileManifest.load(d, dataset: name)
       for s in skipped { warn("eosin: warning: skipped \(s)") }
@@ -70,16 +83,25 @@ struct TrainCLIPCommand: ParsableCommand {
         }
       }
     }
-    let size = 144
+    // Decoded a little larger than the input, so random crops keep detail.
+    let size = imageSize * 5 / 4
     warn("decoding \(train.count) training tiles ...")
     let (imgs, bad) = decodeTiles(train.map { $0.path }, size: size)
-    var images: [RawImage] = [], labels: [Int] = []
+    var images: [RawImage] = [], labels: [Int] = [], sources: [String] = []
     for (i, im) in imgs.enumerated() {
       if let im = im {
         images.append(im)
         labels.append(index[train[i].label]!)
+        sources.append(train[i].dataset)
       }
     }
+    // Every diagnostic set an equal share; the organ sets `organShare` together.
+    let diagnostic = Set(data.map { ($0 as NSString).lastPathComponent })
+    let organ = Set(organData.map { ($0 as NSString).lastPathComponent }).subtracting(diagnostic)
+    var share: [String: Double] = [:]
+    for d in diagnostic { share[d] = (organ.isEmpty ? 1 : 1 - organShare) / Double(diagnostic.count) }
+    for d in organ { share[d] = (diagnostic.isEmpty ? 1 : organShare) / Double(organ.count) }
+    let weights = TileSampling.weights(datasets: sources, labels: labels, datasetShare: share)
     for b in bad { warn("eosin: warning: skipped undecodable tile \(b)") }
     if !bad.isEmpty { warn("eosin: warning: \(bad.count) tiles could not be decoded and were skipped") }
     // Non-tissue examples.
@@ -93,8 +115,7 @@ struct TrainCLIPCommand: ParsableCommand {
     // Model.
     let cfg = CLIPConfig.eosin(
       vocabSize: tok.vocabSize, eos: Int(tok.eos!), width: width, visionLayers: visionLayers, textLayers: textLayers,
-      heads: heads,
-      embedDim: embedDim)
+      heads: heads, embedDim: embedDim, imageSize: imageSize)
     let model = try TrainCLIP(config: cfg, seed: seed)
     try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
     let state = out + "/train-state.safetensors"
@@ -110,7 +131,7 @@ struct TrainCLIPCommand: ParsableCommand {
     tc.warmup = max(1, min(100, steps / 10))
     tc.checkpointEvery = max(1, min(100, steps / 5))
     let trainer = try CLIPTrainer(
-      model: model, images: images, labels: labels, nonTissue: nonTissue, nonTissueClass: ntClass,
+      model: model, images: images, labels: labels, weights: weights, nonTissue: nonTissue, nonTissueClass: ntClass,
       captions: CaptionBuilder(classes: classes, heldOutSynonyms: heldOut), tokenizer: tok, config: tc)
     signal(SIGINT) { _ in interrupted = true }
     let t0 = Probes.now()
@@ -125,15 +146,16 @@ struct TrainCLIPCommand: ParsableCommand {
         try writeJSON(cfg, to: out + "/config.json")
         let pre: [String: Any] = [
           "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
-          "size": ["shortest_edge": 112], "crop_size": ["height": 112, "width": 112],
+          "size": ["shortest_edge": imageSize], "crop_size": ["height": imageSize, "width": imageSize],
         ]
         try JSONSerialization.data(withJSONObject: pre, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]).write(
           to: URL(fileURLWithPath: out + "/preprocessor_config.json"), options: .atomic)
         let info: [String: Any] = [
           "command": invocation(), "seed": Int(seed), "steps": step, "batch": batch,
-          "peak_lr": lr,
+          "peak_lr": lr, "image_size": imageSize, "dataset_share": share, "augmentation": augmentationSummary,
           "train_tiles": images.count, "non_tissue_images": nonTissue.count, "splits": splitCounts,
-          "split_rule": "FNV-1a(dataset/group) mod 100: <70 train, <80 val, else test; group = LC25000 group or EBHI case_id",
+          "split_rule":
+            "FNV-1a(dataset/group) mod 100: <70 train, <80 val, else test; group = the manifest's group or case_id (LC25000 group, EBHI case, PANDA slide, endometrium case, MoNuSeg patient)",
           "held_out_synonyms": heldOut.sorted(), "training_templates": CaptionBuilder.trainingTemplates,
           "minutes": (Probes.now() - t0) / 60,
         ]
@@ -144,6 +166,18 @@ struct TrainCLIPCommand: ParsableCommand {
     print("trained \(model.params.step) steps in \(fmt((Probes.now() - t0) / 60, 1)) min -> \(out)")
   }
 }
+
+/// The default weights folder that training writes and every command reads.
+let defaultWeights = "Weights/eosin-small-v2"
+/// The diagnostic tile sets of ../shared/data (their classes are prompt-set classes).
+let defaultDiagnosticData = ["lc25000-lung", "ebhi-seg", "prostate-panda", "endometrium"].map { "../shared/data/tiles/" + $0 }
+/// The small organ sets: organ and tissue recognition, and the out-of-domain checks.
+let defaultOrganData = ["monuseg-organs", "brain-glioma", "breakhis-400x", "camelyon16-lymph"].map {
+  "../shared/data/tiles/" + $0
+}
+/// What the training augmentation does, for training.json.
+let augmentationSummary =
+  "random resized crop (scale 0.5-1, ratio 3/4-4/3), flips, 90-degree rotations, HED stain jitter (scale 1±0.15, shift ±0.03 in optical density), Gaussian blur (p 0.2, sigma 0.3-1.5 px), JPEG re-encoding (p 0.2, quality 30-90)"
 
 /// Encodes a Codable value as pretty, key-sorted JSON, atomically.
 /// The command line as recorded in training.json: `eosin` and the arguments, without the path

@@ -19,9 +19,9 @@ struct TrainDecoderCommand: ParsableCommand {
     "../shared/data/text", "Prompts/knowledge",
   ]
   @Option(parsing: .upToNextOption, help: "Labelled tile datasets for instruction tuning.")
-  var data: [String] = ["../shared/data/tiles/lc25000-lung", "../shared/data/tiles/ebhi-seg"]
+  var data: [String] = defaultDiagnosticData
   @Option(help: "Weights folder holding the trained clip/ (its image embeddings become slide tokens).") var weights =
-    "Weights/eosin-small-v1"
+    defaultWeights
   @Option(help: "Knowledge notes folder.") var knowledge = "Prompts/knowledge"
   @Option(help: "Slides whose background tiles become non-tissue examples.") var backgroundSlide: [String] = []
   @Option(help: "Pretraining steps (batch 32 x 64 tokens).") var pretrainSteps = 1200

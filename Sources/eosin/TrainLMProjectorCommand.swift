@@ -13,10 +13,10 @@ struct TrainLMProjectorCommand: ParsableCommand {
       "Train the slide-token projector for the chat language model (SmolLM2 by default), the language model frozen: CLIP tile embeddings become slide tokens in the user turn, and the answers of instruction pairs built from the labels and the knowledge notes are the targets."
   )
 
-  @Option(help: "Weights folder holding clip/ (its image embeddings become slide tokens).") var weights = "Weights/eosin-small-v1"
+  @Option(help: "Weights folder holding clip/ (its image embeddings become slide tokens).") var weights = defaultWeights
   @Option(help: "The GGUF language model (default: the cached SmolLM2-135M-Instruct).") var lm: String?
   @Option(parsing: .upToNextOption, help: "Labelled tile datasets.")
-  var data: [String] = ["../shared/data/tiles/lc25000-lung", "../shared/data/tiles/ebhi-seg"]
+  var data: [String] = defaultDiagnosticData
   @Option(help: "Knowledge notes folder.") var knowledge = "Prompts/knowledge"
   @Option(help: "Slides whose background tiles become non-tissue examples.") var backgroundSlide: [String] = []
   @Option(help: "Optimizer steps.") var steps = 200

@@ -38,7 +38,9 @@ struct ModelOptions: ParsableArguments {
 /// Options choosing the prompt set.
 struct PromptOptions: ParsableArguments {
   @Option(
-    help: "Prompt set: a JSON file, or a name in Prompts/zero-shot (lung, colorectal, colorectal-coarse, tissue, malignancy).")
+    help:
+      "Prompt set: a JSON file, or a name in Prompts/zero-shot (lung, colorectal, colorectal-coarse, prostate, endometrium, endometrium-subtypes, organ, tissue, malignancy)."
+  )
   var prompts: String?
   @Option(help: "An inline class list, \"a,b,c\", with default templates.") var classes: String?
 
@@ -380,7 +382,8 @@ struct Calibrate: ParsableCommand {
 }
 
 struct Eval: ParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Evaluate models.", subcommands: [EvalZeroShot.self])
+  static let configuration = CommandConfiguration(
+    abstract: "Evaluate models.", subcommands: [EvalZeroShot.self, EvalLeaveOut.self])
 }
 
 struct EvalZeroShot: ParsableCommand {
@@ -456,5 +459,70 @@ struct EvalZeroShot: ParsableCommand {
     for s in sc.selective {
       print("  confidence >= \(fmt(Double(s.threshold), 1)): coverage \(fmt(s.coverage, 3)), accuracy \(fmt(s.accuracy, 4))")
     }
+  }
+}
+
+/// `eosin eval lodo`: zero-shot on a dataset the weights never saw (left out of training, with
+/// nothing fitted on it), under the full review policy; writes the result for EVALUATION.md.
+struct EvalLeaveOut: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "lodo",
+    abstract:
+      "Leave-one-dataset-out: zero-shot accuracy and review flags on a dataset left out of training (make weights-lodo).")
+
+  @OptionGroup var model: ModelOptions
+  @Option(help: "The left-out tile folder (every split: nothing was fitted on it).") var data: String
+  @Option(parsing: .upToNextOption, help: "Prompt sets to score it with (default: the dataset's own, as finalize knows it).")
+  var prompts: [String] = []
+  @Option(help: "The command that trained the weights, for the record.") var trainedBy = ""
+  @Option(help: "Where to write the result (JSON with a markdown section).") var out = "Weights/records/lodo.json"
+
+  func run() throws {
+    let bundle = try model.bundle()
+    let items = try LabeledTiles.load(data)
+    let organs = try OrganCheck(
+      organSets: PromptSet.loadAll(searchDirs: promptDirs("zero-shot")), bundle: bundle, cacheDir: model.cacheDir)
+    // The same policy without the class-support check: what the image-side checks (probability,
+    // margin, out-of-domain distance, organ check) catch on their own.
+    var imageOnly = bundle.thresholds
+    imageOnly.trainedOrgans = nil
+    let folder = (data as NSString).lastPathComponent
+    var md =
+      "The recipe of `make weights`, trained without **\(folder)** (`make weights-lodo`: \(trainedBy.isEmpty ? "see Makefile" : "`" + trainedBy + "`")); temperature, review threshold and out-of-domain limits fitted on the other datasets' val splits; all \(items.count) \(folder) tiles scored, nothing fitted on them. Trained organs of that model: \((bundle.thresholds.trainedOrgans ?? []).joined(separator: ", ")).\n\n| prompt set | classes | tiles | balanced accuracy | flagged share | unflagged accuracy | flagged share without the class-support check | unflagged accuracy without it | over the out-of-domain tile limit |\n|---|---|---|---|---|---|---|---|---|\n"
+    var rows: [[String: Any]] = []
+    let sets = prompts.isEmpty ? (knownDatasets[folder]?.sets ?? []) : prompts
+    guard !sets.isEmpty else { throw CLIError("\(data): no prompt set known for '\(folder)'; pass --prompts SET...") }
+    for name in sets {
+      let set = try PromptSet.load(name, searchDirs: promptDirs("zero-shot"))
+      let clf = try ZeroShotClassifier(bundle: bundle, promptSet: set, cacheDir: model.cacheDir)
+      let t = try scoreLabelled(items, set: set, clf: clf, labelMap: nil)
+      let full = ZeroShotScores(
+        logits: t.logits, predictions: t.predictions, truth: t.truth, classifier: clf,
+        policy: ReviewPolicy(thresholds: bundle.thresholds), organs: organs.map { ($0, t.embeddings) })
+      let image = ZeroShotScores(
+        logits: t.logits, predictions: t.predictions, truth: t.truth, classifier: clf,
+        policy: ReviewPolicy(thresholds: imageOnly), organs: organs.map { ($0, t.embeddings) })
+      var ood = 0.0
+      if let o = bundle.outlier, let lim = bundle.thresholds.maxOutlierDistance {
+        let d = o.distances(t.embeddings)
+        ood = Double(d.filter { $0 > lim }.count) / Double(max(1, d.count))
+      }
+      md +=
+        "| \(set.name) | \(full.classes) | \(full.count) | \(fmt(full.balancedAccuracy, 3)) | \(fmt(1 - full.unflaggedShare, 3)) | \(full.unflaggedShare > 0 ? fmt(full.unflaggedAccuracy, 3) : "none unflagged") | \(fmt(1 - image.unflaggedShare, 3)) | \(image.unflaggedShare > 0 ? fmt(image.unflaggedAccuracy, 3) : "none unflagged") | \(fmt(ood, 3)) |\n"
+      rows.append([
+        "prompt_set": set.name, "tiles": full.count, "balanced_accuracy": full.balancedAccuracy,
+        "flagged_share": 1 - full.unflaggedShare, "unflagged_accuracy": full.unflaggedAccuracy,
+        "flagged_share_without_class_support": 1 - image.unflaggedShare,
+        "unflagged_accuracy_without_class_support": image.unflaggedAccuracy, "out_of_domain_share": ood,
+      ])
+    }
+    let o: [String: Any] = [
+      "left_out": folder, "weights": model.weights ?? "", "trained_by": trainedBy, "rows": rows, "markdown": md,
+    ]
+    let d = try JSONSerialization.data(withJSONObject: o, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+    try FileManager.default.createDirectory(
+      atPath: (out as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+    try writeAtomically(d, to: out)
+    print(md)
   }
 }

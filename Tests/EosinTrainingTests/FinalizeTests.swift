@@ -1,0 +1,74 @@
+import EosinPipelines
+import EosinSlide
+import EosinTraining
+import EosinWeights
+import TestSupport
+import XCTest
+
+final class FinalizeTests: XCTestCase {
+  /// Writes a labelled tile folder: `groups` groups of one 48-px JPEG each, labels in turn, each
+  /// label with its own tint so a random encoder still sees differences.
+  func tileSet(_ root: String, _ name: String, labels: [String], groups: Int) throws -> String {
+    let dir = root + "/" + name
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    var csv = "path,label,group\n"
+    for g in 0..<groups {
+      let l = labels[g % labels.count], k = g % labels.count
+      var img = TestSupport.syntheticHE(width: 48, height: 48)
+      for i in stride(from: 0, to: img.pixels.count, by: 3) {
+        img.pixels[i + k % 3] = UInt8(min(255, Int(img.pixels[i + k % 3]) + 30 * (k + 1) + g % 7))
+      }
+      let f = "\(l)-\(g).jpg"
+      try Data(ImageCodec.encodeJPEG(img, quality: 90)).write(to: URL(fileURLWithPath: dir + "/" + f))
+      csv += "\(f),\(l),\(name)-g\(g)\n"
+    }
+    try csv.write(toFile: dir + "/manifest.csv", atomically: true, encoding: .utf8)
+    return dir
+  }
+
+  /// Finalize over two diagnostic sets and one organ set, on a tiny random bundle: calibration
+  /// and thresholds come from both sets' val splits, every set gets its own, extra and
+  /// malignancy rows, the organ set gets organ and out-of-domain rows, the trained organs are
+  /// the diagnostic sets' organs only, and the manifest lists the outlier model with its hash.
+  func testFinalizeCoversEveryDataset() throws {
+    let root = TestSupport.tempDir("finalize")
+    defer { try? FileManager.default.removeItem(atPath: root) }
+    let w = try TestSupport.writeTinyBundle(at: root + "/weights")
+    let lung = try tileSet(root, "tiny-lung", labels: ["lung_aca", "lung_scc", "lung_n"], groups: 45)
+    let prostate = try tileSet(root, "tiny-prostate", labels: ["stroma_or_benign", "gleason3", "gleason4"], groups: 45)
+    let organs = try tileSet(root, "tiny-organs", labels: ["kidney", "brain"], groups: 20)
+    let prompts = TestSupport.projectRoot + "/Prompts"
+    var lines: [String] = []
+    let f = WeightsFinalizer(
+      weights: w, name: "tiny-v2",
+      datasets: [
+        FinalizeDataset(name: "Tiny lung", dir: lung, promptSets: ["lung", "malignancy"], terms: "test"),
+        FinalizeDataset(name: "Tiny prostate", dir: prostate, promptSets: ["prostate"], terms: "test"),
+      ],
+      organData: [FinalizeDataset(name: "Tiny organs", dir: organs, promptSets: ["organ"], terms: "test")],
+      targetAccuracy: 0.9, record: nil, lodo: nil, languageModel: nil, dirs: { [prompts + "/" + $0] },
+      makeGrounded: { _, _ in throw TrainingError.data("no language model in this test") }, log: { lines.append($0) })
+    let (manifest, md) = try f.run()
+    for row in [
+      "| Tiny lung | lung |", "| Tiny lung (malignancy) | malignancy |", "| Tiny prostate | prostate |",
+      "| Tiny prostate (cross: malignancy set) | malignancy |", "| Tiny organs | val + test |",
+      "| Tiny lung | lung | H&E stain shift", "| Tiny prostate | prostate | JPEG re-encoding",
+    ] {
+      XCTAssertTrue(md.contains(row), "EVALUATION lacks the row \(row)")
+    }
+    XCTAssertTrue(md.contains("### Organ recognition"))
+    XCTAssertTrue(md.contains("| Tiny organs | "), "no organ-recognition row for the organ set")
+    XCTAssertTrue(md.contains("## Leave one dataset out"))
+    XCTAssertEqual(manifest.review?.trainedOrgans, ["lung", "prostate"])
+    XCTAssertTrue(manifest.calibration?.fittedOn?.contains("Tiny prostate (prostate)") ?? false)
+    XCTAssertEqual(manifest.name, "tiny-v2")
+    XCTAssertEqual(manifest.version, 2)
+    let outlier = try XCTUnwrap(manifest.files["clip/outlier.safetensors"])
+    XCTAssertEqual(outlier.sha256, try SHA256.hex(fileAt: w + "/clip/outlier.safetensors"))
+    XCTAssertEqual(manifest.data?.prefix(3).map(\.name), ["Tiny lung", "Tiny prostate", "Tiny organs"])
+    // The bundle reloads with what finalize wrote.
+    let b = try ModelBundle(path: w)
+    XCTAssertEqual(b.thresholds.trainedOrgans, ["lung", "prostate"])
+    XCTAssertNotNil(b.outlier)
+  }
+}
