@@ -75,7 +75,7 @@ public enum SlidePooling {
     if preds.isEmpty { conf.probability = 0 }
     var flags = policy.flags(
       conf, verdict: classifier.classNames[verdict], runnerUp: K > 1 ? classifier.classNames[order[1]] : nil, facts: facts,
-      slide: true)
+      slide: true, set: classifier.promptSet)
     if preds.isEmpty { flags.append(ReviewFlag(code: "no-tiles", reason: "no tissue tiles were found")) }
     if verdict == bg { flags.append(ReviewFlag(code: "no-tissue", reason: "no interpretable tissue")) }
     if let f = policy.support(classifier.classNames[verdict], classifier) { flags.append(f) }

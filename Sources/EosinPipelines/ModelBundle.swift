@@ -25,12 +25,24 @@ public struct ReviewThresholds: Codable, Equatable, Sendable {
   /// The organs the model was trained on (``OrganLexicon`` names); a class naming only other
   /// organs is flagged `class-unsupported`. nil: not stated, no check.
   public var trainedOrgans: [String]? = nil
+  /// `min_probability` fitted for one prompt set on its own val tiles, keyed by
+  /// ``key(for:)`` (its name and the first 12 hex digits of its sha256, so an edited set falls
+  /// back to the pooled threshold). nil or absent: ``minProbability``.
+  public var minProbabilityBySet: [String: Float]? = nil
+
+  /// The key of a prompt set in ``minProbabilityBySet``.
+  public static func key(for set: PromptSet) -> String { set.name + "@" + set.sha256.prefix(12) }
+
+  /// The probability threshold for verdicts of `set`: its own when fitted, else the pooled one.
+  public func minProbability(for set: PromptSet?) -> Float {
+    set.flatMap { minProbabilityBySet?[Self.key(for: $0)] } ?? minProbability
+  }
 
   enum CodingKeys: String, CodingKey {
     case minProbability = "min_probability", minMargin = "min_margin", maxPromptSpread = "max_prompt_spread"
     case minDomainSimilarity = "min_domain_similarity", minTissueFraction = "min_tissue_fraction"
     case maxOutlierDistance = "max_outlier_distance", maxSlideOutlierDistance = "max_slide_outlier_distance"
-    case trainedOrgans = "trained_organs"
+    case trainedOrgans = "trained_organs", minProbabilityBySet = "min_probability_by_set"
   }
 
   public init() {}

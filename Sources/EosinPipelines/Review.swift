@@ -67,9 +67,13 @@ public struct ReviewPolicy: Sendable {
   public var thresholds: ReviewThresholds
   public init(thresholds: ReviewThresholds) { self.thresholds = thresholds }
 
-  /// - Parameter slide: the confidence is a slide verdict's (the outlier check then uses the
-  ///   slide threshold, fitted on means over several tiles).
-  public func flags(_ c: Confidence, verdict: String, runnerUp: String?, facts: InputFacts, slide: Bool = false) -> [ReviewFlag] {
+  /// - Parameters:
+  ///   - slide: the confidence is a slide verdict's (the outlier check then uses the slide
+  ///     threshold, fitted on means over several tiles).
+  ///   - set: the prompt set of the verdict, for its own probability threshold when one was fitted.
+  public func flags(
+    _ c: Confidence, verdict: String, runnerUp: String?, facts: InputFacts, slide: Bool = false, set: PromptSet? = nil
+  ) -> [ReviewFlag] {
     var f: [ReviewFlag] = []
     let t = thresholds
     let finite = [c.probability, c.margin, c.promptSpread, c.domain, c.outlier ?? 0, c.generator ?? 0].allSatisfy(\.isFinite)
@@ -84,9 +88,9 @@ public struct ReviewPolicy: Sendable {
           code: "out-of-domain",
           reason: String(format: "the tissue lies far from the training tiles (distance %.1f, limit %.1f)", d, limit)))
     }
-    if c.probability < t.minProbability {
-      f.append(
-        .init(code: "low-probability", reason: String(format: "probability %.2f is below %.2f", c.probability, t.minProbability)))
+    let minP = t.minProbability(for: set)
+    if c.probability < minP {
+      f.append(.init(code: "low-probability", reason: String(format: "probability %.2f is below %.2f", c.probability, minP)))
     }
     if c.margin < t.minMargin, let r = runnerUp {
       f.append(.init(code: "small-margin", reason: String(format: "%@ vs %@ differ by only %.2f", verdict, r, c.margin)))
@@ -130,7 +134,8 @@ public struct ReviewPolicy: Sendable {
     var tf = facts
     tf.tissueFraction = nil
     var f = flags(
-      conf, verdict: classifier.classNames[p.top], runnerUp: order.count > 1 ? classifier.classNames[order[1]] : nil, facts: tf)
+      conf, verdict: classifier.classNames[p.top], runnerUp: order.count > 1 ? classifier.classNames[order[1]] : nil, facts: tf,
+      set: classifier.promptSet)
     if bg { f.append(ReviewFlag(code: "no-tissue", reason: "no interpretable tissue")) }
     if let s = support(classifier.classNames[p.top], classifier) { f.append(s) }
     return f

@@ -160,6 +160,34 @@ public struct WeightsFinalizer {
       }
     }
     let chosen = Metrics.reviewThreshold(confidence: valConf, correct: valOK, targetAccuracy: targetAccuracy)
+    // 2b. Each prompt set's own threshold on its own val tiles (every dataset that uses it,
+    //     pooled): calibration differs between tasks, so one pooled threshold would flag an easy
+    //     set's right answers and pass a hard set's wrong ones. At least 20 val tiles must be
+    //     kept at the threshold; a set that cannot reach the target anywhere gets 1.01 (every
+    //     verdict flagged).
+    var bySet: [String: Float] = [:]
+    var setFits: [(set: String, threshold: Float, coverage: Double, accuracy: Double, tiles: Int)] = []
+    var setNames: [String] = []
+    for ds in datasets { for n in ds.promptSets + ["malignancy"] where !setNames.contains(n) { setNames.append(n) } }
+    for n in setNames {
+      let ps = try set(n)
+      var conf: [Float] = [], ok: [Bool] = []
+      for ds in datasets where ds.promptSets.contains(n) || n == "malignancy" {
+        guard let s = try? score(ds, .val, ps, temperature: T) else { continue }
+        for (p, t) in zip(s.preds, s.truth) {
+          conf.append(p.probs[p.top])
+          ok.append(p.top == t)
+        }
+      }
+      guard !conf.isEmpty else { continue }
+      let grid = stride(from: Float(0.3), through: 0.99, by: 0.01).map { $0 }
+      let sel = Metrics.selective(confidence: conf, correct: ok, thresholds: grid)
+      let fit =
+        sel.first { $0.accuracy >= targetAccuracy && $0.coverage * Double(conf.count) >= 20 }
+        ?? (threshold: 1.01, coverage: 0, accuracy: 1)
+      bySet[ReviewThresholds.key(for: ps)] = fit.threshold
+      setFits.append((n, fit.threshold, fit.coverage, fit.accuracy, conf.count))
+    }
     // 3. Out-of-domain model: class means and shared covariance of the diagnostic sets' train
     //    embeddings; limits at the 99th percentile of val tiles and of val group means (up to
     //    10 tiles). The organ sets stay out: they are what it must flag.
@@ -189,6 +217,7 @@ public struct WeightsFinalizer {
     let limits = OutlierModel.limits(distances: valDist, groups: valGroups)
     var thr = ReviewThresholds()
     thr.minProbability = chosen.threshold
+    thr.minProbabilityBySet = bySet
     thr.minMargin = 0
     thr.maxPromptSpread = 0.25
     thr.minDomainSimilarity = 0.05
@@ -291,7 +320,11 @@ public struct WeightsFinalizer {
       if rowName == ds.name { selective[rowName] = sc.selective }
     }
     md +=
-      "\nThe review threshold on calibrated probability is **\(fmt(Double(bundle.thresholds.minProbability), 2))** (fitted on the pooled val splits for \(Int(targetAccuracy * 100))% unflagged accuracy; val coverage \(fmt(chosen.coverage, 3)), val accuracy \(fmt(chosen.accuracy, 3))).\n\n"
+      "\nThe review threshold on calibrated probability is fitted on val for \(Int(targetAccuracy * 100))% unflagged accuracy, for each prompt set on its own val tiles (at least 20 kept; 1.01 means the target was out of reach and every verdict is flagged), and pooled over every dataset for any other prompt set (**\(fmt(Double(bundle.thresholds.minProbability), 2))**; val coverage \(fmt(chosen.coverage, 3)), val accuracy \(fmt(chosen.accuracy, 3))).\n\n| prompt set | threshold | val tiles | val coverage | val accuracy |\n|---|---|---|---|---|\n"
+      + setFits.map {
+        "| \($0.set) | \(fmt(Double($0.threshold), 2)) | \($0.tiles) | \(fmt($0.coverage, 3)) | \(fmt($0.accuracy, 3)) |\n"
+      }
+      .joined() + "\n"
     md += "### Per-class recall (test)\n\n| dataset | class | recall |\n|---|---|---|\n"
     for (rowName, _, _) in rows {
       for (c, r) in recall[rowName] ?? [] where r != nil { md += "| \(rowName) | \(c) | \(fmt(r!, 3)) |\n" }

@@ -54,7 +54,7 @@ struct TrainFinalize: ParsableCommand {
   @Option(help: "A previous version's recorded metrics to show beside these.") var record = "Weights/records/eosin-small-v1.json"
   @Option(help: "The leave-one-dataset-out result (make weights-lodo).") var lodo = "Weights/records/lodo.json"
   @Option(help: "Where to write the evaluation report.") var report = "EVALUATION.md"
-  @Option(help: "Unflagged accuracy the review threshold aims for on val.") var targetAccuracy: Double = 0.9
+  @Option(help: "Unflagged accuracy the review threshold aims for on val.") var targetAccuracy: Double = 0.95
 
   func run() throws {
     var table: [String: [String]] = [:]

@@ -60,6 +60,10 @@ final class FinalizeTests: XCTestCase {
     XCTAssertTrue(md.contains("| Tiny organs | "), "no organ-recognition row for the organ set")
     XCTAssertTrue(md.contains("## Leave one dataset out"))
     XCTAssertEqual(manifest.review?.trainedOrgans, ["lung", "prostate"])
+    // Each prompt set the datasets use gets its own threshold, keyed by name and content hash.
+    let sets = try ["lung", "prostate", "malignancy"].map { try PromptSet.load($0, searchDirs: [prompts + "/zero-shot"]) }
+    XCTAssertEqual(Set(manifest.review?.minProbabilityBySet?.keys ?? [:].keys), Set(sets.map { ReviewThresholds.key(for: $0) }))
+    XCTAssertTrue(md.contains("| prostate | "), "no threshold row for the prostate set")
     XCTAssertTrue(manifest.calibration?.fittedOn?.contains("Tiny prostate (prostate)") ?? false)
     XCTAssertEqual(manifest.name, "tiny-v2")
     XCTAssertEqual(manifest.version, 2)
