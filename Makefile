@@ -62,8 +62,8 @@ weights: build lm
 
 # Leave one dataset out (LODO, default endometrium): the same CLIP recipe without it, calibrated
 # and thresholded on the other datasets' val splits, then scored on every LODO tile with nothing
-# fitted on them. Writes Weights/records/lodo.json, which `eosin train finalize` reports in
-# EVALUATION.md (rerun it, or `make weights`, afterwards). About 50 minutes on 2 cores.
+# fitted on them. Writes Weights/records/lodo.json and replaces the "Leave one dataset out"
+# section of EVALUATION.md (`eosin train finalize` reports the same file). About 50 minutes on 2 cores.
 LODO       ?= endometrium
 DIAG_SETS  := lc25000-lung ebhi-seg prostate-panda endometrium
 LODO_DIR   := $(OUT)/lodo-$(LODO)
@@ -111,7 +111,7 @@ fuzz-seeds:
 	@{ printf '\000'; cat Prompts/zero-shot/lung.json; } > $(FS)/documents/prompt-set; \
 	  { printf '\001'; cat Prompts/reports/lung-biopsy.json; } > $(FS)/documents/template; \
 	  { printf '\002'; cat Fuzz/seeds/documents/manifest.csv; } > $(FS)/documents/manifest; \
-	  { printf '\003'; cat Weights/eosin-small-v1/manifest.json; } > $(FS)/documents/weights-manifest
+	  { printf '\003'; cat Weights/eosin-small-v2/manifest.json; } > $(FS)/documents/weights-manifest
 
 fuzz: fuzz-seeds
 	$(SWIFT) build --package-path Fuzz -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library

@@ -46,17 +46,46 @@ public enum TileManifest {
     return (items, skipped)
   }
 
-  /// The split of a group: FNV-1a of "dataset/group" mod 100; below 70 train, below 80 val,
-  /// else test. Every tile of a group (LC25000) or case (EBHI) lands in one split, so
-  /// near-duplicates never straddle train and test.
+  /// The split of a text or an unlabelled group: FNV-1a of "dataset/group" mod 100; below 70
+  /// train, below 80 val, else test.
   public static func split(dataset: String, group: String) -> Split {
+    let r = hash(dataset, group) % 100
+    return r < 70 ? .train : (r < 80 ? .val : .test)
+  }
+
+  /// FNV-1a of "dataset/group".
+  static func hash(_ dataset: String, _ group: String) -> UInt64 {
     var h: UInt64 = 0xcbf2_9ce4_8422_2325
     for b in "\(dataset)/\(group)".utf8 {
       h ^= UInt64(b)
       h = h &* 0x100_0000_01b3
     }
-    let r = h % 100
-    return r < 70 ? .train : (r < 80 ? .val : .test)
+    return h
+  }
+
+  /// The split of every group of a labelled dataset, stratified by label: each group counts
+  /// under its most frequent label (ties: the first by name); a label's groups, ordered by
+  /// FNV-1a of "dataset/group", go 70% to train, 10% to val and 20% to test by rank (the group
+  /// at rank i of n sits at (i + 0.5) / n). Every tile of a group (slide, case, patient,
+  /// near-duplicate set) lands in one split, so nothing straddles train and test, and a label
+  /// with only a few groups (PANDA has 7 slides of Gleason pattern 4) still reaches val and test.
+  public static func splits(dataset: String, groups: [String], labels: [String]) -> [String: Split] {
+    var counts: [String: [String: Int]] = [:]
+    for (g, l) in zip(groups, labels) { counts[g, default: [:]][l, default: 0] += 1 }
+    var byLabel: [String: [String]] = [:]
+    for (g, c) in counts {
+      let top = c.max { a, b in a.value < b.value || (a.value == b.value && a.key > b.key) }!.key
+      byLabel[top, default: []].append(g)
+    }
+    var out: [String: Split] = [:]
+    for (_, gs) in byLabel {
+      let ordered = gs.sorted { (hash(dataset, $0), $0) < (hash(dataset, $1), $1) }
+      for (i, g) in ordered.enumerated() {
+        let f = (Double(i) + 0.5) / Double(ordered.count)
+        out[g] = f < 0.7 ? .train : (f < 0.8 ? .val : .test)
+      }
+    }
+    return out
   }
 }
 

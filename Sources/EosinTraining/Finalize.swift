@@ -92,7 +92,9 @@ public struct WeightsFinalizer {
       dirs("knowledge").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/knowledge")
     func set(_ n: String) throws -> PromptSet { try PromptSet.load(n, searchDirs: dirs("zero-shot")) }
     func items(_ ds: FinalizeDataset, _ sp: Split) throws -> [LabeledTiles.Item] {
-      try LabeledTiles.load(ds.dir).filter { TileManifest.split(dataset: ds.folder, group: $0.group) == sp }
+      let all = try LabeledTiles.load(ds.dir)
+      let splits = TileManifest.splits(dataset: ds.folder, groups: all.map(\.group), labels: all.map(\.label))
+      return all.filter { splits[$0.group] == sp }
     }
     // Embed each split once.
     var cache: [String: ([Float], [String])] = [:]
@@ -265,7 +267,7 @@ public struct WeightsFinalizer {
     manifest.terms =
       "RESEARCH AND NON-COMMERCIAL USE ONLY: trained on data with research and non-commercial terms (among them CC BY-NC-SA 4.0). Not a medical device; every output is a draft for review by a pathologist."
     manifest.splits =
-      "FNV-1a(dataset/group) mod 100: <70 train, <80 val, else test; group = the manifest's group or case_id (LC25000 near-duplicate group, EBHI case, PANDA slide, endometrium case, MoNuSeg patient). Never random per tile."
+      "By group, stratified by label (TileManifest.splits): each group counts under its most frequent label; a label's groups, ordered by FNV-1a(dataset/group), go 70% train, 10% val, 20% test by rank. Group = the manifest's group or case_id (LC25000 near-duplicate set, EBHI case, PANDA slide, endometrium case, MoNuSeg patient). Never random per tile."
     for sub in ["clip", "decoder"] {
       if let d = FileManager.default.contents(atPath: "\(weights)/\(sub)/training.json"),
         let o = try? JSONDecoder().decode(JSONValue.self, from: d)

@@ -74,8 +74,9 @@ struct TrainCLIPCommand: ParsableCommand {
       let (items, skipped) = try TileManifest.load(d, dataset: name)
       for s in skipped { warn("eosin: warning: skipped \(s)") }
       if !skipped.isEmpty { warn("eosin: warning: \(skipped.count) manifest rows skipped in \(d)") }
+      let splits = TileManifest.splits(dataset: name, groups: items.map(\.group), labels: items.map(\.label))
       for it in items {
-        let sp = TileManifest.split(dataset: name, group: it.group)
+        let sp = splits[it.group]!
         splitCounts[name, default: [:]][sp.rawValue, default: 0] += 1
         if sp == .train {
           guard index[it.label] != nil else { throw CLIError("\(d): label '\(it.label)' has no knowledge class (dataset_label)") }
@@ -155,7 +156,7 @@ struct TrainCLIPCommand: ParsableCommand {
           "peak_lr": lr, "image_size": imageSize, "dataset_share": share, "augmentation": augmentationSummary,
           "train_tiles": images.count, "non_tissue_images": nonTissue.count, "splits": splitCounts,
           "split_rule":
-            "FNV-1a(dataset/group) mod 100: <70 train, <80 val, else test; group = the manifest's group or case_id (LC25000 group, EBHI case, PANDA slide, endometrium case, MoNuSeg patient)",
+            splitRule,
           "held_out_synonyms": heldOut.sorted(), "training_templates": CaptionBuilder.trainingTemplates,
           "minutes": (Probes.now() - t0) / 60,
         ]
@@ -175,6 +176,9 @@ let defaultDiagnosticData = ["lc25000-lung", "ebhi-seg", "prostate-panda", "endo
 let defaultOrganData = ["monuseg-organs", "brain-glioma", "breakhis-400x", "camelyon16-lymph"].map {
   "../shared/data/tiles/" + $0
 }
+/// The split rule, for training.json.
+let splitRule =
+  "by group, stratified by label (TileManifest.splits): each group under its most frequent label; a label's groups ordered by FNV-1a(dataset/group), 70% train, 10% val, 20% test by rank; group = the manifest's group or case_id (LC25000 near-duplicate set, EBHI case, PANDA slide, endometrium case, MoNuSeg patient)"
 /// What the training augmentation does, for training.json.
 let augmentationSummary =
   "random resized crop (scale 0.5-1, ratio 3/4-4/3), flips, 90-degree rotations, HED stain jitter (scale 1±0.15, shift ±0.03 in optical density), Gaussian blur (p 0.2, sigma 0.3-1.5 px), JPEG re-encoding (p 0.2, quality 30-90)"

@@ -145,7 +145,8 @@ struct InstructionData {
     for d in data {
       let name = (d as NSString).lastPathComponent
       let (it, _) = try TileManifest.load(d, dataset: name)
-      items += it.filter { TileManifest.split(dataset: name, group: $0.group) == .train && index[$0.label] != nil }
+      let splits = TileManifest.splits(dataset: name, groups: it.map(\.group), labels: it.map(\.label))
+      items += it.filter { splits[$0.group] == .train && index[$0.label] != nil }
     }
     warn("embedding \(items.count) training tiles with the CLIP image encoder ...")
     var emb: [Float] = [], labels: [Int] = [], groups: [String] = []

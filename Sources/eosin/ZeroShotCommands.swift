@@ -9,7 +9,7 @@ import Foundation
 
 /// Options naming the weights and the cache, shared by commands that run models.
 struct ModelOptions: ParsableArguments {
-  @Option(help: "Weights folder (default: $EOSIN_WEIGHTS or Weights/eosin-small-v1).") var weights: String?
+  @Option(help: "Weights folder (default: $EOSIN_WEIGHTS or Weights/eosin-small-v2).") var weights: String?
   @Option(help: "Cache folder for text embeddings, slide indexes and calibrations (default: $XDG_CACHE_HOME/eosin).") var cache:
     String?
   @Flag(help: "Do not read or write the cache.") var noCache = false
@@ -409,7 +409,8 @@ struct EvalZeroShot: ParsableCommand {
     let dsName = (data as NSString).lastPathComponent
     if split != "all" {
       guard let sp = Split(rawValue: split) else { throw ValidationError("--split must be train, val, test or all") }
-      items = items.filter { TileManifest.split(dataset: dsName, group: $0.group) == sp }
+      let splits = TileManifest.splits(dataset: dsName, groups: items.map(\.group), labels: items.map(\.label))
+      items = items.filter { splits[$0.group] == sp }
     }
     guard let sh = ImageShift(rawValue: shift) else { throw ValidationError("--shift must be none, stain, blur or jpeg") }
     let scored = try scoreLabelled(items, set: set, clf: clf, labelMap: labelMap, transform: sh.apply)
@@ -476,6 +477,8 @@ struct EvalLeaveOut: ParsableCommand {
   var prompts: [String] = []
   @Option(help: "The command that trained the weights, for the record.") var trainedBy = ""
   @Option(help: "Where to write the result (JSON with a markdown section).") var out = "Weights/records/lodo.json"
+  @Option(help: "An evaluation report whose \"Leave one dataset out\" section is replaced with this result (none: leave it).")
+  var report = "EVALUATION.md"
 
   func run() throws {
     let bundle = try model.bundle()
@@ -523,6 +526,15 @@ struct EvalLeaveOut: ParsableCommand {
     try FileManager.default.createDirectory(
       atPath: (out as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
     try writeAtomically(d, to: out)
+    // The report's section, as finalize would write it from the same file.
+    if report != "none", let old = FileManager.default.contents(atPath: report) {
+      let text = String(decoding: old, as: UTF8.self), head = "\n## Leave one dataset out\n"
+      if let a = text.range(of: head) {
+        let end = text.range(of: "\n## ", range: a.upperBound..<text.endIndex)?.lowerBound ?? text.endIndex
+        let updated = text.replacingCharacters(in: a.lowerBound..<end, with: head + "\n" + md)
+        try writeAtomically(Data(updated.utf8), to: report)
+      }
+    }
     print(md)
   }
 }

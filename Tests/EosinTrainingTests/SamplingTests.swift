@@ -49,4 +49,27 @@ final class SamplingTests: XCTestCase {
     plain.withUnsafeMutableBufferPointer { a.plain(img, into: $0.baseAddress!) }
     XCTAssertNotEqual(out, plain)
   }
+
+  /// Guards the stratified group split: a label with 7 groups (PANDA's Gleason 4) still has
+  /// groups in val and test; every tile of a group lands in one split; a group counts under its
+  /// most frequent label; the result depends only on the data.
+  func testStratifiedGroupSplit() {
+    var groups: [String] = [], labels: [String] = []
+    for g in 0..<7 { for _ in 0..<5 { groups.append("rare-\(g)"); labels.append("g4") } }
+    for g in 0..<40 { for _ in 0..<3 { groups.append("common-\(g)"); labels.append("benign") } }
+    // A mixed group: two benign tiles, one g4 tile; it counts as benign.
+    groups += ["mixed", "mixed", "mixed"]
+    labels += ["benign", "g4", "benign"]
+    let s = TileManifest.splits(dataset: "panda", groups: groups, labels: labels)
+    XCTAssertEqual(s.count, 48)
+    let rare = (0..<7).map { s["rare-\($0)"]! }
+    XCTAssertEqual(rare.filter { $0 == .train }.count, 5)
+    XCTAssertEqual(rare.filter { $0 == .val }.count, 1)
+    XCTAssertEqual(rare.filter { $0 == .test }.count, 1)
+    let common = s.filter { $0.key.hasPrefix("common") || $0.key == "mixed" }.map(\.value)
+    XCTAssertEqual(common.filter { $0 == .train }.count, 29)  // ranks with (i + 0.5) / 41 < 0.7
+    XCTAssertEqual(common.filter { $0 == .test }.count, 8)
+    XCTAssertEqual(TileManifest.splits(dataset: "panda", groups: groups.reversed(), labels: labels.reversed()), s)
+    XCTAssertNotEqual(TileManifest.splits(dataset: "other", groups: groups, labels: labels), s)
+  }
 }
