@@ -65,16 +65,17 @@ weights: build lm
 # fitted on them. Writes Weights/records/lodo.json and replaces the "Leave one dataset out"
 # section of EVALUATION.md (`eosin train finalize` reports the same file). About 50 minutes on 2 cores.
 LODO       ?= endometrium
+LODO_STEPS ?= 2000
 DIAG_SETS  := lc25000-lung ebhi-seg prostate-panda endometrium
 LODO_DIR   := $(OUT)/lodo-$(LODO)
 weights-lodo: build
-	$(BIN) train clip --steps 2000 --out $(LODO_DIR)/clip --background-slide $(BG_SLIDE) \
+	$(BIN) train clip --steps $(LODO_STEPS) --out $(LODO_DIR)/clip --background-slide $(BG_SLIDE) \
 	  --data $(addprefix ../shared/data/tiles/,$(filter-out $(LODO),$(DIAG_SETS)))
 	cp Vocab/vocab.json Vocab/merges.txt Vocab/special_tokens.json $(LODO_DIR)/clip/
 	$(BIN) train finalize --weights $(LODO_DIR) --record none --lodo none --report $(LODO_DIR)/EVALUATION.md \
 	  --data $(addprefix ../shared/data/tiles/,$(filter-out $(LODO),$(DIAG_SETS))) > /dev/null
 	$(BIN) eval lodo --weights $(LODO_DIR) --no-cache --data ../shared/data/tiles/$(LODO) --out Weights/records/lodo.json \
-	  --trained-by "make weights-lodo LODO=$(LODO)"
+	  --trained-by "make weights-lodo LODO=$(LODO) LODO_STEPS=$(LODO_STEPS)"
 
 bench: build
 	@slide=$$($(BIN) sample) || exit 2; $(BIN) bench slide "$$slide"

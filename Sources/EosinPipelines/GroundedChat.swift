@@ -208,6 +208,19 @@ public enum ClaimGate {
     return nil
   }
 
+  /// The Gleason patterns (3, 4 or 5) a lower-cased text names ("Gleason pattern 4", "pattern
+  /// 3", "Gleason 4"; not the sum of a score such as "3+4=7"), each with where it stands.
+  static func gleasonPatterns(in t: String) -> [(Int, Range<String.Index>)] {
+    guard let re = try? NSRegularExpression(pattern: "(gleason(?: pattern| grade)?|pattern) ([345])(?![0-9+])") else {
+      return []
+    }
+    let ns = t as NSString
+    return re.matches(in: t, range: NSRange(location: 0, length: ns.length)).compactMap { m in
+      guard let r = Range(m.range, in: t), let d = Range(m.range(at: 2), in: t), let n = Int(t[d]) else { return nil }
+      return (n, r)
+    }
+  }
+
   /// The sentence of `text` around a match, for quoting.
   static func sentence(_ text: String, around r: Range<String.Index>) -> String {
     let seps: Set<Character> = [".", "!", "?", "\n"]
@@ -329,6 +342,18 @@ public enum ClaimGate {
           flags.append(ReviewFlag(code: "wrong-grade", reason: "\"\(q)\" says \(other), but the classifier sees \(v)"))
           break
         }
+      }
+    }
+    // Gleason pattern: "pattern 4", "Gleason 4", "Gleason pattern 4" against the verdict's pattern.
+    if let vp = gleasonPatterns(in: vl).first {
+      let original = answer.count == t.count ? answer : t
+      for (p, q) in gleasonPatterns(in: t) where p != vp.0 {
+        consistent = false
+        let o = original.index(original.startIndex, offsetBy: t.distance(from: t.startIndex, to: q.lowerBound))
+        let quote = sentence(original, around: o..<original.index(o, offsetBy: t.distance(from: q.lowerBound, to: q.upperBound)))
+        flags.append(
+          ReviewFlag(code: "wrong-grade", reason: "\"\(quote)\" says Gleason pattern \(p), but the classifier sees \(v)"))
+        break
       }
     }
     // Polarity.

@@ -57,7 +57,7 @@ public final class KnowledgeNotes: @unchecked Sendable {
             guard let name = c["name"] as? String else { continue }
             var t = name
             if let s = c["synonyms"] as? [String], !s.isEmpty { t += " (also: \(s.joined(separator: ", ")))" }
-            if let b = c["behaviour"] as? String { t += "; \(b)" }
+            if let b = c["behaviour"] as? String, b != "not stated" { t += "; \(b)" }
             if let f = c["features"] as? [String], !f.isEmpty { t += ". Features: \(f.joined(separator: "; "))" }
             if let x = c["next_steps"] as? String { t += ". Next steps: \(x)" }
             ps.append(NotePassage(source: "\(n)#\(c["id"] as? String ?? name)", title: name, text: t + "."))

@@ -100,6 +100,27 @@ final class GroundedChatTests: XCTestCase {
 
   /// Guards questions that are not about the slide: no diagnosis may appear unless the
   /// question is a general pathology one that Eosin's notes answer.
+  /// Gleason patterns are grades: "pattern 4" on a pattern-3 verdict is flagged with the claim
+  /// quoted; the verdict's own pattern, and a score such as 3+4=7, are not.
+  func testClaimGateGleasonPattern() throws {
+    let set = try PromptSet.load("prostate", searchDirs: [Self.root + "/Prompts/zero-shot"]), others = try otherSets()
+    func flags(_ a: String) -> [ReviewFlag] {
+      ClaimGate.check(
+        answer: a, question: "What is the diagnosis?", verdict: "prostate adenocarcinoma Gleason pattern 3", verdictSet: set,
+        otherSets: others
+      ).flags
+    }
+    let f = flags("Prostate adenocarcinoma. The glands are fused, Gleason pattern 4.")
+    XCTAssertTrue(
+      f.contains { $0.code == "wrong-grade" && $0.reason.contains("The glands are fused, Gleason pattern 4") }, "\(f)")
+    XCTAssertTrue(flags("This is Gleason 4 carcinoma.").contains { $0.code == "wrong-grade" })
+    XCTAssertFalse(flags("This is prostate adenocarcinoma Gleason pattern 3.").contains { $0.code == "wrong-grade" })
+    XCTAssertFalse(
+      flags("Small discrete glands, pattern 3; a Gleason score of 3+4=7 needs the whole core.").contains {
+        $0.code == "wrong-grade"
+      })
+  }
+
   func testClaimGateOffTopic() throws {
     let others = try otherSets()
     XCTAssertFalse(ClaimGate.isAboutSlide("What is the capital of France?"))
