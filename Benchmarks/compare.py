@@ -114,13 +114,13 @@ if a.only in (None, "decoder"):
              f"{e['tok_per_s'] / e['bound_tok_per_s']:.2f} of read-bandwidth bound ({e['bandwidth_gbs']:.1f} GB/s)"))
 # CLIP training at Eosin's default architecture and batch.
 from transformers import CLIPConfig, CLIPModel
-def torch_train(batch, steps):
+def torch_train(batch, steps, size=160):
     cfg = CLIPConfig(projection_dim=128,
-                     vision_config=dict(hidden_size=192, intermediate_size=768, num_hidden_layers=6, num_attention_heads=3, image_size=112, patch_size=16, hidden_act="quick_gelu"),
+                     vision_config=dict(hidden_size=192, intermediate_size=768, num_hidden_layers=6, num_attention_heads=3, image_size=size, patch_size=16, hidden_act="quick_gelu"),
                      text_config=dict(vocab_size=8192, hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=3, max_position_embeddings=40, hidden_act="quick_gelu", eos_token_id=8187))
     m = CLIPModel(cfg).train()
     opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
-    px = torch.randn(batch, 3, 112, 112)
+    px = torch.randn(batch, 3, size, size)
     ids = torch.randint(0, 8000, (batch, 40)); ids[:, -1] = 8187
     lab = torch.arange(batch)
     rates = []
@@ -134,11 +134,11 @@ def torch_train(batch, steps):
 if a.only in (None, "train"):
   pairs = []
   for _ in range(3):
-    e = eosin(["train-clip", "--batch", "64", "--steps", "3"])["img_per_s"]
+    e = eosin(["train-clip", "--batch", "64", "--steps", "3", "--image-size", "160"])["img_per_s"]
     pairs.append((e, torch_train(64, 3)))
   e, t = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
   rows.append(("CLIP training, batch 64", f"{e:.1f} img/s", f"{t:.1f} img/s", statistics.median(p[0] / p[1] for p in pairs),
-               "ViT 6x192 @112 px + text 4x192, forward + backward + AdamW; median of 3 alternating pairs"))
+               "ViT 6x192 @160 px (eosin-small-v2) + text 4x192, forward + backward + AdamW; median of 3 alternating pairs"))
 print(f"torch {torch.__version__}, {threads} threads\n")
 print("| shape | Eosin | PyTorch | ratio | note |\n|---|---|---|---|---|")
 for r in rows:

@@ -252,13 +252,14 @@ struct BenchTrain: ParsableCommand {
 
   @Option(help: "Images per step.") var batch = 64
   @Option(help: "Timed steps (after one warm-up).") var steps = 5
+  @Option(help: "Input size of the image tower (eosin-small-v2: 160, v1: 112).") var imageSize = 160
   @Flag(help: "Print one JSON line.") var json = false
 
   func run() throws {
-    let cfg = CLIPConfig.eosin(vocabSize: 8192, eos: 8187)
+    let cfg = CLIPConfig.eosin(vocabSize: 8192, eos: 8187, imageSize: imageSize)
     let m = try TrainCLIP(config: cfg, seed: 1)
     var rng = SeededRNG(seed: 5)
-    let px = (0..<(batch * 3 * 112 * 112)).map { _ in rng.uniform() * 2 - 1 }
+    let px = (0..<(batch * 3 * imageSize * imageSize)).map { _ in rng.uniform() * 2 - 1 }
     let ids: [[Int32]] = (0..<batch).map { _ in (0..<39).map { _ in Int32(rng.next() % 8000) } + [8187] }
     var rates: [Double] = []
     for s in 0...steps {
@@ -269,11 +270,11 @@ struct BenchTrain: ParsableCommand {
       if s > 0 { rates.append(Double(batch) / (Probes.now() - t0)) }
     }
     if json {
-      emitJSON(["img_per_s": medianOf(rates), "batch": batch])
+      emitJSON(["img_per_s": medianOf(rates), "batch": batch, "image_size": imageSize])
       return
     }
     print(
-      "train clip   \(fmt(medianOf(rates), 1)) img/s (median of \(steps) steps, batch \(batch), ViT 6x192 @112 px + text 4x192 x 40 tokens, AdamW)"
+      "train clip   \(fmt(medianOf(rates), 1)) img/s (median of \(steps) steps, batch \(batch), ViT 6x192 @\(imageSize) px + text 4x192 x 40 tokens, AdamW)"
     )
   }
 }

@@ -181,7 +181,7 @@ let splitRule =
   "by group, stratified by label (TileManifest.splits): each group under its most frequent label; a label's groups ordered by FNV-1a(dataset/group), 70% train, 10% val, 20% test by rank; group = the manifest's group or case_id (LC25000 near-duplicate set, EBHI case, PANDA slide, endometrium case, MoNuSeg patient)"
 /// What the training augmentation does, for training.json.
 let augmentationSummary =
-  "random resized crop (scale 0.5-1, ratio 3/4-4/3), flips, 90-degree rotations, HED stain jitter (scale 1±0.15, shift ±0.03 in optical density), Gaussian blur (p 0.2, sigma 0.3-1.5 px), JPEG re-encoding (p 0.2, quality 30-90)"
+  "centre square of non-square images (as inference crops them), then random resized crop (scale 0.5-1, ratio 3/4-4/3), flips, 90-degree rotations, HED stain jitter (scale 1±0.15, shift ±0.03 in optical density), Gaussian blur (p 0.2, sigma 0.3-1.5 px), JPEG re-encoding (p 0.2, quality 30-90)"
 
 /// Encodes a Codable value as pretty, key-sorted JSON, atomically.
 /// The command line as recorded in training.json: `eosin` and the arguments, without the path
@@ -194,8 +194,10 @@ func writeJSON<T: Encodable>(_ v: T, to path: String) throws {
   try e.encode(v).write(to: URL(fileURLWithPath: path), options: .atomic)
 }
 
-/// Decodes tiles in parallel and area-resizes each to size x size. Undecodable files come back
-/// nil and are listed with their error.
+/// Decodes tiles in parallel, takes the centred square of a non-square image (the view the
+/// image preprocessor gives the model at inference: shortest side, centre crop), and
+/// area-resizes it to size x size. Undecodable files come back nil and are listed with their
+/// error.
 func decodeTiles(_ paths: [String], size: Int) -> ([RawImage?], [String]) {
   let out = UnsafeMutableBufferPointer<RawImage?>.allocate(capacity: paths.count)
   out.initialize(repeating: nil)
@@ -205,7 +207,7 @@ func decodeTiles(_ paths: [String], size: Int) -> ([RawImage?], [String]) {
   defer { errs.deallocate() }
   parallelFor(paths.count) { i in
     do {
-      let img = try ImageCodec.read(paths[i])
+      let img = centreSquare(try ImageCodec.read(paths[i]))
       let r = resample(img, outWidth: size, outHeight: size)
       out[i] = RawImage(width: size, height: size, pixels: r.pixels)
     } catch {
@@ -213,6 +215,19 @@ func decodeTiles(_ paths: [String], size: Int) -> ([RawImage?], [String]) {
     }
   }
   return (Array(out), errs.compactMap { $0 })
+}
+
+/// The centred square of an image, as wide as its shorter side (the image itself when square).
+func centreSquare(_ img: RGBImage) -> RGBImage {
+  let n = min(img.width, img.height)
+  guard img.width != img.height else { return img }
+  let x0 = (img.width - n) / 2, y0 = (img.height - n) / 2
+  var px = [UInt8](repeating: 0, count: n * n * 3)
+  for y in 0..<n {
+    let src = ((y0 + y) * img.width + x0) * 3
+    px[(y * n * 3)..<((y + 1) * n * 3)] = img.pixels[src..<(src + n * 3)]
+  }
+  return RGBImage(width: n, height: n, pixels: px)
 }
 
 /// Background tiles (no tissue) of a slide at 0.5 µm/px, 224 px, resized to size x size.
