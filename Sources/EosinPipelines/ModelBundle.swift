@@ -94,7 +94,7 @@ public final class ModelBundle: @unchecked Sendable {
     var isDir: ObjCBool = false
     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else {
       throw PipelineError.file(
-        path: path, message: "weights folder not found; pass --weights DIR (default Weights/eosin-small-v2)")
+        path: path, message: "weights folder not found; pass --weights DIR (default Weights/eosin-small-v1)")
     }
     directory = path
     var sub: ObjCBool = false
@@ -149,11 +149,11 @@ public final class ModelBundle: @unchecked Sendable {
     return h
   }
 
-  /// The default weights: `$EOSIN_WEIGHTS`, else `Weights/eosin-small-v2` under the working
+  /// The default weights: `$EOSIN_WEIGHTS`, else `Weights/eosin-small-v1` under the working
   /// directory or the project that holds the executable.
   public static func defaultPath(executable: String = CommandLine.arguments[0]) -> String {
     if let e = ProcessInfo.processInfo.environment["EOSIN_WEIGHTS"], !e.isEmpty { return e }
-    let rel = "Weights/eosin-small-v2"
+    let rel = "Weights/eosin-small-v1"
     if FileManager.default.fileExists(atPath: rel) { return rel }
     var url = URL(fileURLWithPath: executable).resolvingSymlinksInPath()
     while url.path != "/" {

@@ -292,7 +292,7 @@ final class WeightsManifestTests: XCTestCase {
   /// Guards the Codable manifest: the committed manifest decodes and re-encodes to the same JSON
   /// (every field kept), without escaped slashes.
   func testCommittedManifestRoundTrips() throws {
-    let p = TestSupport.projectRoot + "/Weights/eosin-small-v2/manifest.json"
+    let p = TestSupport.projectRoot + "/Weights/eosin-small-v1/manifest.json"
     let m = try WeightsManifest.load(p)
     XCTAssertFalse(m.files.isEmpty)
     XCTAssertNotNil(m.review?.maxOutlierDistance)
@@ -366,7 +366,7 @@ final class OutlierModelTests: XCTestCase {
 final class BF16RealTileTests: XCTestCase {
   func testDefaultWeightsBF16MatchFP32OnRealTiles() throws {
     guard let data = TestSupport.sharedData else { throw XCTSkip("../shared/data is absent") }
-    let weights = TestSupport.projectRoot + "/Weights/eosin-small-v2"
+    let weights = TestSupport.projectRoot + "/Weights/eosin-small-v1"
     let fp32 = try ModelBundle(path: weights), bf16 = try ModelBundle(path: weights, precision: .bf16)
     let fm = FileManager.default
     var paths: [String] = []
