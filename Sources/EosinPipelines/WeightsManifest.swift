@@ -142,6 +142,10 @@ public struct WeightsManifest: Codable, Equatable, Sendable {
   public var data: [DataSource]?
   public var terms: String?
   public var splits: String?
+  /// How the labelled tile sets were split, for tools that evaluate these weights on a split:
+  /// `group-stratified-by-label` (``splitsStratifiedByLabel``) or `group-hash` (v1's rule). A
+  /// manifest without it whose `splits` text names the "mod 100" hash rule used the hash rule.
+  public var splitRule: String?
   public var trainingCLIP: JSONValue?
   public var trainingDecoder: JSONValue?
   public var languageModel: LanguageModelEntry?
@@ -152,7 +156,15 @@ public struct WeightsManifest: Codable, Equatable, Sendable {
   enum CodingKeys: String, CodingKey {
     case name, version, description, native, calibration, review, data, terms, splits, files, metrics
     case reviewFitting = "review_fitting", trainingCLIP = "training_clip", trainingDecoder = "training_decoder"
-    case languageModel = "language_model"
+    case languageModel = "language_model", splitRule = "split_rule"
+  }
+
+  /// Whether these weights' splits are the label-stratified group splits (else the plain
+  /// group hash of eosin-small-v1): evaluating on the other rule's test split would score
+  /// training tiles.
+  public var splitsStratifiedByLabel: Bool {
+    if let r = splitRule { return r == "group-stratified-by-label" }
+    return !(splits?.contains("mod 100") ?? false)
   }
 
   public init(name: String, version: Int) {
@@ -173,6 +185,7 @@ public struct WeightsManifest: Codable, Equatable, Sendable {
     data = try c.decodeIfPresent([DataSource].self, forKey: .data)
     terms = try c.decodeIfPresent(String.self, forKey: .terms)
     splits = try c.decodeIfPresent(String.self, forKey: .splits)
+    splitRule = try c.decodeIfPresent(String.self, forKey: .splitRule)
     trainingCLIP = try c.decodeIfPresent(JSONValue.self, forKey: .trainingCLIP)
     trainingDecoder = try c.decodeIfPresent(JSONValue.self, forKey: .trainingDecoder)
     languageModel = try c.decodeIfPresent(LanguageModelEntry.self, forKey: .languageModel)

@@ -69,7 +69,14 @@ public enum TileManifest {
   /// at rank i of n sits at (i + 0.5) / n). Every tile of a group (slide, case, patient,
   /// near-duplicate set) lands in one split, so nothing straddles train and test, and a label
   /// with only a few groups (PANDA has 7 slides of Gleason pattern 4) still reaches val and test.
-  public static func splits(dataset: String, groups: [String], labels: [String]) -> [String: Split] {
+  /// - Parameter stratified: false gives every group its plain hash split
+  ///   (``split(dataset:group:)``), the rule eosin-small-v1 was trained with.
+  public static func splits(dataset: String, groups: [String], labels: [String], stratified: Bool = true) -> [String: Split] {
+    if !stratified {
+      var out: [String: Split] = [:]
+      for g in groups where out[g] == nil { out[g] = split(dataset: dataset, group: g) }
+      return out
+    }
     var counts: [String: [String: Int]] = [:]
     for (g, l) in zip(groups, labels) { counts[g, default: [:]][l, default: 0] += 1 }
     var byLabel: [String: [String]] = [:]

@@ -266,6 +266,7 @@ public struct WeightsFinalizer {
       ]
     manifest.terms =
       "RESEARCH AND NON-COMMERCIAL USE ONLY: trained on data with research and non-commercial terms (among them CC BY-NC-SA 4.0). Not a medical device; every output is a draft for review by a pathologist."
+    manifest.splitRule = "group-stratified-by-label"
     manifest.splits =
       "By group, stratified by label (TileManifest.splits): each group counts under its most frequent label; a label's groups, ordered by FNV-1a(dataset/group), go 70% train, 10% val, 20% test by rank. Group = the manifest's group or case_id (LC25000 near-duplicate set, EBHI case, PANDA slide, endometrium case, MoNuSeg patient). Never random per tile."
     for sub in ["clip", "decoder"] {

@@ -394,7 +394,10 @@ struct EvalZeroShot: ParsableCommand {
   @OptionGroup var model: ModelOptions
   @OptionGroup var promptOptions: PromptOptions
   @Option(help: "Folder of labelled tiles: class subfolders or manifest.csv.") var data: String
-  @Option(help: "Which split of a manifest with groups to use: train, val, test or all (Eosin's group split).") var split = "all"
+  @Option(
+    help:
+      "Which split of a manifest with groups to use: train, val, test or all (Eosin's group split, by the rule the weights were trained with: the manifest's split_rule)."
+  ) var split = "all"
   @Option(help: "Map dataset labels to classes: \"label=class,...\".") var labelMap: String?
   @Option(help: "Use this temperature instead of the manifest's.") var temperature: Float?
   @Option(help: "Apply a fixed shift to every tile first: none, stain, blur or jpeg (robustness).") var shift = "none"
@@ -409,7 +412,10 @@ struct EvalZeroShot: ParsableCommand {
     let dsName = (data as NSString).lastPathComponent
     if split != "all" {
       guard let sp = Split(rawValue: split) else { throw ValidationError("--split must be train, val, test or all") }
-      let splits = TileManifest.splits(dataset: dsName, groups: items.map(\.group), labels: items.map(\.label))
+      // The split rule the weights were trained with: another rule's test split holds training tiles.
+      let splits = TileManifest.splits(
+        dataset: dsName, groups: items.map(\.group), labels: items.map(\.label),
+        stratified: bundle.manifest.splitsStratifiedByLabel)
       items = items.filter { splits[$0.group] == sp }
     }
     guard let sh = ImageShift(rawValue: shift) else { throw ValidationError("--shift must be none, stain, blur or jpeg") }

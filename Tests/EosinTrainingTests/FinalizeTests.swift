@@ -70,6 +70,14 @@ final class FinalizeTests: XCTestCase {
     let outlier = try XCTUnwrap(manifest.files["clip/outlier.safetensors"])
     XCTAssertEqual(outlier.sha256, try SHA256.hex(fileAt: w + "/clip/outlier.safetensors"))
     XCTAssertEqual(manifest.data?.prefix(3).map(\.name), ["Tiny lung", "Tiny prostate", "Tiny organs"])
+    // Weights finalized now record the stratified rule; eosin-small-v1's manifest, the hash rule.
+    XCTAssertEqual(manifest.splitRule, "group-stratified-by-label")
+    XCTAssertTrue(manifest.splitsStratifiedByLabel)
+    let v1 = try WeightsManifest.load(TestSupport.projectRoot + "/Weights/eosin-small-v1/manifest.json")
+    XCTAssertFalse(v1.splitsStratifiedByLabel)
+    let groups = (0..<30).map { "g\($0)" }, labels = groups.map { _ in "a" }
+    let hashed = TileManifest.splits(dataset: "d", groups: groups, labels: labels, stratified: false)
+    XCTAssertEqual(hashed, Dictionary(uniqueKeysWithValues: groups.map { ($0, TileManifest.split(dataset: "d", group: $0)) }))
     // The bundle reloads with what finalize wrote.
     let b = try ModelBundle(path: w)
     XCTAssertEqual(b.thresholds.trainedOrgans, ["lung", "prostate"])
