@@ -326,8 +326,9 @@ public final class ChatSession {
         firstDiagnosis = d
       }
     }
-    // A diagnostic question whose answer names no class the classifier can check: unverified.
-    if let r, named == nil, !cancelled, ClaimGate.asksForDiagnosis(question) {
+    // A diagnostic question whose answer names no class the classifier can check (and asserts
+    // nothing the gate could check against it): unverified.
+    if let r, named == nil, consistent == nil, !cancelled, ClaimGate.asksForDiagnosis(question) {
       flags.append(
         ReviewFlag(
           code: "unverified-answer",

@@ -26,7 +26,8 @@ final class UnverifiedAnswerTests: XCTestCase {
     let bundle = try ModelBundle(path: dir)
     let chat = try ChatModel(directory: dir + "/decoder", imageDim: bundle.clip.embedDim)
     let lung = try PromptSet.load("lung", searchDirs: [TestSupport.projectRoot + "/Prompts/zero-shot"])
-    let s = ChatSession(bundle: bundle, chat: chat, promptSets: [lung], cacheDir: nil)
+    let malignancy = try PromptSet.load("malignancy", searchDirs: [TestSupport.projectRoot + "/Prompts/zero-shot"])
+    let s = ChatSession(bundle: bundle, chat: chat, promptSets: [lung, malignancy], cacheDir: nil)
     s.load(AnalyzedSlide.images([TestSupport.syntheticHE(width: 64, height: 64)], names: ["tile"], bundle: bundle))
     let (clf, r) = try s.verdict(lung)
     let verdict = clf.classNames[r.verdict]
@@ -40,6 +41,12 @@ final class UnverifiedAnswerTests: XCTestCase {
     XCTAssertTrue(flag.reason.contains(verdict), flag.reason)
     let named = review("What is the diagnosis?", "The diagnosis is \(verdict).")
     XCTAssertFalse(named.flags.contains { $0.code == "unverified-answer" }, "\(named.flags)")
+    // A claim the gate already checked (a malignancy-set class against the verdict, as in "The
+    // diagnosis is colorectal cancer") is flagged as such, not as unverified.
+    let claim = ClaimGate.polarity(ofClass: verdict) == true ? "This is benign tissue." : "This is a malignant tumour."
+    let checked = review("What is the diagnosis?", claim)
+    XCTAssertTrue(checked.flags.contains { $0.code == "inconsistent" }, "\(checked.flags)")
+    XCTAssertFalse(checked.flags.contains { $0.code == "unverified-answer" }, "\(checked.flags)")
     let features = review("Describe the features.", "The tissue shows some cells and a few glands.")
     XCTAssertFalse(features.flags.contains { $0.code == "unverified-answer" }, "\(features.flags)")
   }
