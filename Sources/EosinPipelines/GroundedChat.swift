@@ -240,8 +240,6 @@ public enum ClaimGate {
 
   /// Non-negated occurrences of `term` in lower-cased `t`, with the quoted sentence.
   public static func asserted(_ term: String, in t: String, original o0: String) -> String? {
-    // Lower-casing can change the length of a few characters; then quote the lower-cased text.
-    let original = o0.count == t.count ? o0 : t
     var from = t.startIndex
     while let r = t.range(of: term, range: from..<t.endIndex) {
       from = r.upperBound
@@ -251,11 +249,17 @@ public enum ClaimGate {
       let before = String(
         t[t.index(r.lowerBound, offsetBy: -min(t.distance(from: t.startIndex, to: r.lowerBound), 24))..<r.lowerBound])
       if negations.contains(where: { before.contains($0) }) { continue }
-      let o = original.index(original.startIndex, offsetBy: t.distance(from: t.startIndex, to: r.lowerBound))
-      let oe = original.index(o, offsetBy: term.count)
-      return sentence(original, around: o..<oe)
+      return quoted(r, in: t, original: o0)
     }
     return nil
+  }
+
+  /// The sentence around a match `r` of lower-cased `t`, quoted from the original text (from `t`
+  /// when lower-casing changed the length of a character).
+  static func quoted(_ r: Range<String.Index>, in t: String, original o0: String) -> String {
+    let original = o0.count == t.count ? o0 : t
+    let o = original.index(original.startIndex, offsetBy: t.distance(from: t.startIndex, to: r.lowerBound))
+    return sentence(original, around: o..<original.index(o, offsetBy: t.distance(from: r.lowerBound, to: r.upperBound)))
   }
 
   /// The one class of `set` that the text asserts (by name or synonym, longest first, not
@@ -346,11 +350,9 @@ public enum ClaimGate {
     }
     // Gleason pattern: "pattern 4", "Gleason 4", "Gleason pattern 4" against the verdict's pattern.
     if let vp = gleasonPatterns(in: vl).first {
-      let original = answer.count == t.count ? answer : t
       for (p, q) in gleasonPatterns(in: t) where p != vp.0 {
         consistent = false
-        let o = original.index(original.startIndex, offsetBy: t.distance(from: t.startIndex, to: q.lowerBound))
-        let quote = sentence(original, around: o..<original.index(o, offsetBy: t.distance(from: q.lowerBound, to: q.upperBound)))
+        let quote = quoted(q, in: t, original: answer)
         flags.append(
           ReviewFlag(code: "wrong-grade", reason: "\"\(quote)\" says Gleason pattern \(p), but the classifier sees \(v)"))
         break

@@ -91,9 +91,14 @@ public struct WeightsFinalizer {
     let know = LabeledTiles.knowledge(
       dirs("knowledge").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/knowledge")
     func set(_ n: String) throws -> PromptSet { try PromptSet.load(n, searchDirs: dirs("zero-shot")) }
+    // Each dataset's tiles and group splits, read once.
+    var loaded: [String: ([LabeledTiles.Item], [String: Split])] = [:]
     func items(_ ds: FinalizeDataset, _ sp: Split) throws -> [LabeledTiles.Item] {
-      let all = try LabeledTiles.load(ds.dir)
-      let splits = TileManifest.splits(dataset: ds.folder, groups: all.map(\.group), labels: all.map(\.label))
+      if loaded[ds.dir] == nil {
+        let all = try LabeledTiles.load(ds.dir)
+        loaded[ds.dir] = (all, TileManifest.splits(dataset: ds.folder, groups: all.map(\.group), labels: all.map(\.label)))
+      }
+      let (all, splits) = loaded[ds.dir]!
       return all.filter { splits[$0.group] == sp }
     }
     // Embed each split once.
@@ -255,7 +260,9 @@ public struct WeightsFinalizer {
       valCoverage: chosen.coverage, valAccuracy: chosen.accuracy)
     var sources: [WeightsManifest.DataSource] = []
     for ds in datasets + organData {
-      sources.append(.init(name: ds.name, tiles: (try? LabeledTiles.load(ds.dir).count) ?? 0, terms: ds.terms))
+      let tiles =
+        ((try? items(ds, .train))?.count ?? 0) + ((try? items(ds, .val))?.count ?? 0) + ((try? items(ds, .test))?.count ?? 0)
+      sources.append(.init(name: ds.name, tiles: tiles, terms: ds.terms))
     }
     manifest.data =
       sources + [
@@ -576,13 +583,10 @@ public struct WeightsFinalizer {
 
   /// The leave-one-dataset-out section, from the file `eosin eval lodo` wrote.
   func lodoSection() throws -> String {
-    guard let path = lodo, let data = FileManager.default.contents(atPath: path),
-      let o = try JSONSerialization.jsonObject(with: data) as? [String: Any]
-    else {
-      return
-        "\n## Leave one dataset out\n\nNot measured for these weights yet: `make weights-lodo` trains the same recipe without one dataset and writes `\(lodo ?? "lodo.json")`.\n"
+    let o = lodo.flatMap { FileManager.default.contents(atPath: $0) }.flatMap {
+      try? JSONSerialization.jsonObject(with: $0) as? [String: Any]
     }
-    return "\n## Leave one dataset out\n\n" + (o["markdown"] as? String ?? "") + "\n"
+    return LeaveOneOut.section(o?["markdown"] as? String, file: lodo ?? "lodo.json")
   }
 
   /// Writes manifest.json with the sha256 and size of every weights file.

@@ -220,14 +220,7 @@ func decodeTiles(_ paths: [String], size: Int) -> ([RawImage?], [String]) {
 /// The centred square of an image, as wide as its shorter side (the image itself when square).
 func centreSquare(_ img: RGBImage) -> RGBImage {
   let n = min(img.width, img.height)
-  guard img.width != img.height else { return img }
-  let x0 = (img.width - n) / 2, y0 = (img.height - n) / 2
-  var px = [UInt8](repeating: 0, count: n * n * 3)
-  for y in 0..<n {
-    let src = ((y0 + y) * img.width + x0) * 3
-    px[(y * n * 3)..<((y + 1) * n * 3)] = img.pixels[src..<(src + n * 3)]
-  }
-  return RGBImage(width: n, height: n, pixels: px)
+  return img.width == img.height ? img : img.crop(x: (img.width - n) / 2, y: (img.height - n) / 2, width: n, height: n)
 }
 
 /// Background tiles (no tissue) of a slide at 0.5 µm/px, 224 px, resized to size x size.

@@ -491,55 +491,30 @@ struct EvalLeaveOut: ParsableCommand {
     let items = try LabeledTiles.load(data)
     let organs = try OrganCheck(
       organSets: PromptSet.loadAll(searchDirs: promptDirs("zero-shot")), bundle: bundle, cacheDir: model.cacheDir)
-    // The same policy without the class-support check: what the image-side checks (probability,
-    // margin, out-of-domain distance, organ check) catch on their own.
-    var imageOnly = bundle.thresholds
-    imageOnly.trainedOrgans = nil
     let folder = (data as NSString).lastPathComponent
-    var md =
-      "The recipe of `make weights`, trained without **\(folder)** (`make weights-lodo`: \(trainedBy.isEmpty ? "see Makefile" : "`" + trainedBy + "`")); temperature, review threshold and out-of-domain limits fitted on the other datasets' val splits; all \(items.count) \(folder) tiles scored, nothing fitted on them. Trained organs of that model: \((bundle.thresholds.trainedOrgans ?? []).joined(separator: ", ")).\n\n| prompt set | classes | tiles | balanced accuracy | flagged share | unflagged accuracy | flagged share without the class-support check | unflagged accuracy without it | over the out-of-domain tile limit |\n|---|---|---|---|---|---|---|---|---|\n"
-    var rows: [[String: Any]] = []
     let sets = prompts.isEmpty ? (knownDatasets[folder]?.sets ?? []) : prompts
     guard !sets.isEmpty else { throw CLIError("\(data): no prompt set known for '\(folder)'; pass --prompts SET...") }
+    var rows: [LeaveOneOut.Row] = []
     for name in sets {
       let set = try PromptSet.load(name, searchDirs: promptDirs("zero-shot"))
       let clf = try ZeroShotClassifier(bundle: bundle, promptSet: set, cacheDir: model.cacheDir)
-      let t = try scoreLabelled(items, set: set, clf: clf, labelMap: nil)
-      let full = ZeroShotScores(
-        logits: t.logits, predictions: t.predictions, truth: t.truth, classifier: clf,
-        policy: ReviewPolicy(thresholds: bundle.thresholds), organs: organs.map { ($0, t.embeddings) })
-      let image = ZeroShotScores(
-        logits: t.logits, predictions: t.predictions, truth: t.truth, classifier: clf,
-        policy: ReviewPolicy(thresholds: imageOnly), organs: organs.map { ($0, t.embeddings) })
-      var ood = 0.0
-      if let o = bundle.outlier, let lim = bundle.thresholds.maxOutlierDistance {
-        let d = o.distances(t.embeddings)
-        ood = Double(d.filter { $0 > lim }.count) / Double(max(1, d.count))
-      }
-      md +=
-        "| \(set.name) | \(full.classes) | \(full.count) | \(fmt(full.balancedAccuracy, 3)) | \(fmt(1 - full.unflaggedShare, 3)) | \(full.unflaggedShare > 0 ? fmt(full.unflaggedAccuracy, 3) : "none unflagged") | \(fmt(1 - image.unflaggedShare, 3)) | \(image.unflaggedShare > 0 ? fmt(image.unflaggedAccuracy, 3) : "none unflagged") | \(fmt(ood, 3)) |\n"
-      rows.append([
-        "prompt_set": set.name, "tiles": full.count, "balanced_accuracy": full.balancedAccuracy,
-        "flagged_share": 1 - full.unflaggedShare, "unflagged_accuracy": full.unflaggedAccuracy,
-        "flagged_share_without_class_support": 1 - image.unflaggedShare,
-        "unflagged_accuracy_without_class_support": image.unflaggedAccuracy, "out_of_domain_share": ood,
-      ])
+      rows.append(
+        LeaveOneOut.row(
+          try scoreLabelled(items, set: set, clf: clf, labelMap: nil), classifier: clf, bundle: bundle, organs: organs))
     }
+    let md = LeaveOneOut.markdown(
+      rows, leftOut: folder, tiles: items.count, trainedBy: trainedBy, trainedOrgans: bundle.thresholds.trainedOrgans ?? [])
     let o: [String: Any] = [
-      "left_out": folder, "weights": model.weights ?? "", "trained_by": trainedBy, "rows": rows, "markdown": md,
+      "left_out": folder, "weights": model.weights ?? "", "trained_by": trainedBy, "rows": rows.map(\.json), "markdown": md,
     ]
     let d = try JSONSerialization.data(withJSONObject: o, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
     try FileManager.default.createDirectory(
       atPath: (out as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
     try writeAtomically(d, to: out)
-    // The report's section, as finalize would write it from the same file.
-    if report != "none", let old = FileManager.default.contents(atPath: report) {
-      let text = String(decoding: old, as: UTF8.self), head = "\n## Leave one dataset out\n"
-      if let a = text.range(of: head) {
-        let end = text.range(of: "\n## ", range: a.upperBound..<text.endIndex)?.lowerBound ?? text.endIndex
-        let updated = text.replacingCharacters(in: a.lowerBound..<end, with: head + "\n" + md)
-        try writeAtomically(Data(updated.utf8), to: report)
-      }
+    if report != "none", let old = FileManager.default.contents(atPath: report),
+      let updated = LeaveOneOut.replacingSection(in: String(decoding: old, as: UTF8.self), with: md)
+    {
+      try writeAtomically(Data(updated.utf8), to: report)
     }
     print(md)
   }

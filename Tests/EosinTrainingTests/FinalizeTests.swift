@@ -59,6 +59,14 @@ final class FinalizeTests: XCTestCase {
     XCTAssertTrue(md.contains("### Organ recognition"))
     XCTAssertTrue(md.contains("| Tiny organs | "), "no organ-recognition row for the organ set")
     XCTAssertTrue(md.contains("## Leave one dataset out"))
+    // eval lodo replaces that section only, as finalize would write it from lodo.json.
+    let replaced = try XCTUnwrap(LeaveOneOut.replacingSection(in: md, with: "| endometrium | 5 | 1516 |\n"))
+    XCTAssertEqual(
+      replaced,
+      md.replacingOccurrences(
+        of: LeaveOneOut.section(nil, file: "lodo.json"), with: LeaveOneOut.section("| endometrium | 5 | 1516 |\n", file: "")))
+    XCTAssertTrue(replaced.contains("## Decoder"))
+    XCTAssertNil(LeaveOneOut.replacingSection(in: "# no such section\n", with: "x"))
     XCTAssertEqual(manifest.review?.trainedOrgans, ["lung", "prostate"])
     // Each prompt set the datasets use gets its own threshold, keyed by name and content hash.
     let sets = try ["lung", "prostate", "malignancy"].map { try PromptSet.load($0, searchDirs: [prompts + "/zero-shot"]) }
