@@ -11,15 +11,15 @@ public struct CLIPModel: Sendable {
   public let config: CLIPConfig
   /// The image tower: the one ``VisionTransformer`` every image encoder runs on (pre-norm,
   /// class token through the post-norm and the projection, L2-normalised).
-  public private(set) var vision: VisionTransformer
+  public internal(set) var vision: VisionTransformer
   // Text tower.
-  let tokenEmbedding: Tensor  // (V, C)
-  let textPositions: Tensor  // (maxT, C)
-  let textBlocks: [TransformerBlock]
-  let finalLayernorm: LayerNorm
-  let textProjection: Linear
+  var tokenEmbedding: Tensor  // (V, C)
+  var textPositions: Tensor  // (maxT, C)
+  var textBlocks: [TransformerBlock]
+  var finalLayernorm: LayerNorm
+  var textProjection: Linear
   /// The learned temperature, stored as its log.
-  public let logitScale: Float
+  public internal(set) var logitScale: Float
 
   /// Loads an HF CLIPModel checkpoint. Takes exactly the names in the table below; any other
   /// tensor (except `position_ids` buffers) is an error naming it.
@@ -29,47 +29,98 @@ public struct CLIPModel: Sendable {
     try t.finish(ignoring: ["text_model.embeddings.position_ids", "vision_model.embeddings.position_ids"])
   }
 
-  /// The tensor-name table: every tensor an HF CLIPModel checkpoint holds, with its shape, taken
-  /// from `source` (a checkpoint, or ``RandomTensors`` for fresh weights).
+  /// Builds the model from `source` (a checkpoint's table, or ``RandomTensors`` for fresh
+  /// weights) through ``visitParameters(_:)``, which checks every shape.
   public init<S: TensorSource>(config cfg: CLIPConfig, source t: inout S) throws {
-    config = cfg
+    self = try CLIPModel(shapesFor: cfg)
+    var loader = SourceLoader(t)
+    try visitParameters(&loader)
+    t = loader.source
+  }
+
+  /// The structure for `cfg`, every tensor a placeholder of its shape.
+  init(shapesFor cfg: CLIPConfig) throws {
     let v = cfg.visionConfig, x = cfg.textConfig
     guard v.hiddenSize % v.numAttentionHeads == 0, x.hiddenSize % x.numAttentionHeads == 0, v.imageSize % v.patchSize == 0 else {
       throw ModelError.config("hidden size must divide by heads and image size by patch size")
     }
     guard v.numChannels == 3 else { throw ModelError.config("only 3-channel (RGB) image towers are supported") }
-    vision = try CLIPModel.visionTower(cfg, &t)
     let TC = x.hiddenSize
-    tokenEmbedding = try t.take("text_model.embeddings.token_embedding.weight", [x.vocabSize, TC])
-    textPositions = try t.take("text_model.embeddings.position_embedding.weight", [x.maxPositionEmbeddings, TC])
-    textBlocks = try (0..<x.numHiddenLayers).map {
-      try CLIPModel.block(
-        &t, "text_model.encoder.layers.\($0)", TC, x.intermediateSize, x.numAttentionHeads, x.hiddenAct, x.layerNormEps)
-    }
-    finalLayernorm = try LayerNorm.load(&t, "text_model.final_layer_norm", TC, eps: x.layerNormEps)
-    textProjection = try Linear.load(&t, "text_projection", TC, cfg.projectionDim, bias: false)
-    logitScale = try t.take("logit_scale", []).data[0]
+    self.init(
+      config: cfg, vision: try CLIPModel.visionShapes(cfg),
+      tokenEmbedding: .placeholder([x.vocabSize, TC]), textPositions: .placeholder([x.maxPositionEmbeddings, TC]),
+      textBlocks: try (0..<x.numHiddenLayers).map { _ in
+        TransformerBlock.placeholder(
+          C: TC, I: x.intermediateSize, heads: x.numAttentionHeads, act: try activation(x.hiddenAct), eps: x.layerNormEps)
+      },
+      finalLayernorm: .placeholder(TC, eps: x.layerNormEps),
+      textProjection: .placeholder(TC, cfg.projectionDim, bias: false), logitScale: 0)
+  }
+
+  /// The one table of HF `CLIPModel` tensor names (the image tower's in
+  /// ``visitVisionTower(_:_:_:)``). Loading, training and export all go through it.
+  public mutating func visitParameters<V: ParameterVisitor>(_ v: inout V) throws {
+    try CLIPModel.visitVisionTower(&vision, config, &v)
+    try v.visit("text_model.embeddings.token_embedding.weight", &tokenEmbedding)
+    try v.visit("text_model.embeddings.position_embedding.weight", &textPositions)
+    for l in textBlocks.indices { try CLIPModel.visitBlock(&textBlocks[l], "text_model.encoder.layers.\(l)", &v) }
+    try v.visit("text_model.final_layer_norm", &finalLayernorm)
+    try v.visit("text_projection", &textProjection)
+    try v.visitScalar("logit_scale", &logitScale)
   }
 
   /// The image tower's names in an HF `CLIPModel` checkpoint: patch embedding (no bias), class
   /// token, positions, pre-norm, encoder layers, post-norm on the class token, projection.
-  static func visionTower<S: TensorSource>(_ cfg: CLIPConfig, _ t: inout S) throws -> VisionTransformer {
+  static func visitVisionTower<V: ParameterVisitor>(_ vit: inout VisionTransformer, _ cfg: CLIPConfig, _ v: inout V) throws {
+    let c = cfg.visionConfig
+    try v.visitReshaped(
+      "vision_model.embeddings.patch_embedding.weight", [c.hiddenSize, c.numChannels, c.patchSize, c.patchSize],
+      &vit.patchLinear.weight)
+    try v.visit("vision_model.embeddings.class_embedding", &vit.classToken!)
+    try v.visit("vision_model.embeddings.position_embedding.weight", &vit.positions)
+    try v.visit("vision_model.pre_layrnorm", &vit.preNorm!)
+    for l in vit.blocks.indices { try visitBlock(&vit.blocks[l], "vision_model.encoder.layers.\(l)", &v) }
+    try v.visit("vision_model.post_layernorm", &vit.finalNorm!)
+    try v.visit("visual_projection", &vit.projection!)
+  }
+
+  /// An HF CLIP encoder layer: q, k and v are separate in the checkpoint and fused here.
+  static func visitBlock<V: ParameterVisitor>(_ b: inout TransformerBlock, _ p: String, _ v: inout V) throws {
+    try v.visit(p + ".layer_norm1", &b.ln1)
+    let qkv = ["q_proj", "k_proj", "v_proj"].map { p + ".self_attn." + $0 }
+    try v.visitFused(qkv.map { $0 + ".weight" }, &b.qkv.weight)
+    try v.visitFused(qkv.map { $0 + ".bias" }, &b.qkv.bias!)
+    try v.visit(p + ".self_attn.out_proj", &b.proj)
+    try v.visit(p + ".layer_norm2", &b.ln2)
+    try v.visit(p + ".mlp.fc1", &b.fc1)
+    try v.visit(p + ".mlp.fc2", &b.fc2)
+  }
+
+  /// The image tower with placeholder tensors.
+  static func visionShapes(_ cfg: CLIPConfig) throws -> VisionTransformer {
     let v = cfg.visionConfig
     let C = v.hiddenSize, P = v.patchSize, NP = (v.imageSize / P) * (v.imageSize / P)
     var vision = try VisionTransformer(
       width: C, patch: P, inputSize: v.imageSize, pooling: .projected, antialias: false,
-      patch: (try t.take("vision_model.embeddings.patch_embedding.weight", [C, v.numChannels, P, P]), nil),
-      classToken: try t.take("vision_model.embeddings.class_embedding", [C]), registers: nil,
-      positions: try t.take("vision_model.embeddings.position_embedding.weight", [NP + 1, C]), positionedPrefix: 1,
-      file: "")
-    vision.preNorm = try LayerNorm.load(&t, "vision_model.pre_layrnorm", C, eps: v.layerNormEps)
-    vision.blocks = try (0..<v.numHiddenLayers).map {
-      try CLIPModel.block(
-        &t, "vision_model.encoder.layers.\($0)", C, v.intermediateSize, v.numAttentionHeads, v.hiddenAct, v.layerNormEps)
+      patch: (.placeholder([C, v.numChannels, P, P]), nil), classToken: .placeholder([C]), registers: nil,
+      positions: .placeholder([NP + 1, C]), positionedPrefix: 1, file: "")
+    vision.preNorm = .placeholder(C, eps: v.layerNormEps)
+    vision.blocks = try (0..<v.numHiddenLayers).map { _ in
+      TransformerBlock.placeholder(
+        C: C, I: v.intermediateSize, heads: v.numAttentionHeads, act: try activation(v.hiddenAct), eps: v.layerNormEps)
     }
-    vision.finalNorm = try LayerNorm.load(&t, "vision_model.post_layernorm", C, eps: v.layerNormEps)
-    vision.projection = try Linear.load(&t, "visual_projection", C, cfg.projectionDim, bias: false)
+    vision.finalNorm = .placeholder(C, eps: v.layerNormEps)
+    vision.projection = .placeholder(C, cfg.projectionDim, bias: false)
     return vision
+  }
+
+  /// An HF CLIP image tower read from `t` (for `eosin embed` on a transformers CLIP folder).
+  static func visionTower<S: TensorSource>(_ cfg: CLIPConfig, _ t: inout S) throws -> VisionTransformer {
+    var vit = try visionShapes(cfg)
+    var loader = SourceLoader(t)
+    try visitVisionTower(&vit, cfg, &loader)
+    t = loader.source
+    return vit
   }
 
   /// The same model with its image tower's GEMMs at `precision` (the text tower, a few small
@@ -78,23 +129,6 @@ public struct CLIPModel: Sendable {
     var m = self
     m.vision = vision.converted(to: precision)
     return m
-  }
-
-  /// HF CLIP encoder layer names -> a fused-QKV block. The one place q/k/v are concatenated.
-  static func block<S: TensorSource>(_ t: inout S, _ p: String, _ C: Int, _ I: Int, _ NH: Int, _ act: String, _ eps: Float) throws
-    -> TransformerBlock
-  {
-    let q = try Linear.load(&t, p + ".self_attn.q_proj", C, C)
-    let k = try Linear.load(&t, p + ".self_attn.k_proj", C, C)
-    let v = try Linear.load(&t, p + ".self_attn.v_proj", C, C)
-    let qkv = Linear(
-      weight: Tensor(shape: [3 * C, C], data: q.weight.data + k.weight.data + v.weight.data),
-      bias: Tensor(shape: [3 * C], data: q.bias!.data + k.bias!.data + v.bias!.data))
-    return TransformerBlock(
-      ln1: try LayerNorm.load(&t, p + ".layer_norm1", C, eps: eps), qkv: qkv,
-      proj: try Linear.load(&t, p + ".self_attn.out_proj", C, C),
-      ln2: try LayerNorm.load(&t, p + ".layer_norm2", C, eps: eps), fc1: try Linear.load(&t, p + ".mlp.fc1", C, I),
-      fc2: try Linear.load(&t, p + ".mlp.fc2", I, C), act: try activation(act), heads: NH)
   }
 
   /// Image side the vision tower expects.
@@ -118,42 +152,17 @@ public struct CLIPModel: Sendable {
   /// - Throws: ``ModelError/input`` when T exceeds the context or an id is out of range.
   public func textFeatures(_ ids: [[Int32]]) throws -> [Float] {
     let x = config.textConfig
-    let B = ids.count
     guard let T = ids.first?.count, ids.allSatisfy({ $0.count == T }), T > 0 else {
       throw ModelError.input("token rows must be non-empty and equal length")
     }
     guard T <= x.maxPositionEmbeddings else {
       throw ModelError.input("\(T) tokens exceed the context of \(x.maxPositionEmbeddings)")
     }
-    let C = x.hiddenSize
-    let flat = ids.flatMap { $0 }
-    guard flat.allSatisfy({ $0 >= 0 && Int($0) < x.vocabSize }) else {
+    guard ids.joined().allSatisfy({ $0 >= 0 && Int($0) < x.vocabSize }) else {
       throw ModelError.input("token id outside the vocabulary of \(x.vocabSize)")
     }
-    var h = [Float](repeating: 0, count: B * T * C)
-    h.withUnsafeMutableBufferPointer { o in
-      flat.withUnsafeBufferPointer { i in
-        tokenEmbedding.data.withUnsafeBufferPointer { w in
-          textPositions.data.withUnsafeBufferPointer { p in
-            embeddingForward(o.baseAddress!, i.baseAddress!, w.baseAddress!, p.baseAddress!, B, T, C)
-          }
-        }
-      }
-    }
-    for blk in textBlocks { blk.forward(&h, B: B, T: T, causal: true) }
-    h = finalLayernorm.forward(h, B * T)
-    var pooled = [Float](repeating: 0, count: B * C)
-    for b in 0..<B {
-      let row = ids[b]
-      let pos: Int
-      if x.eosTokenId == 2 {
-        pos = row.indices.max { row[$0] < row[$1] || (row[$0] == row[$1] && $0 > $1) }!
-      } else {
-        pos = row.firstIndex(of: Int32(x.eosTokenId)) ?? (T - 1)
-      }
-      for i in 0..<C { pooled[b * C + i] = h[(b * T + pos) * C + i] }
-    }
-    return textProjection.forward(pooled, B)
+    var tape = TextTape()
+    return textForward(ids, tape: &tape)
   }
 
   /// Normalised text embeddings (B,D).

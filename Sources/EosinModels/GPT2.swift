@@ -9,10 +9,12 @@ import Foundation
 /// cache; the model itself is read-only and may be shared.
 public struct GPT2Model: Sendable {
   public let config: GPT2Config
-  let wte: Tensor  // (V, C), also the LM head
-  let wpe: Tensor  // (maxT, C)
-  let blocks: [TransformerBlock]
-  let lnF: LayerNorm
+  var wte: Tensor  // (V, C), also the LM head
+  var wpe: Tensor  // (maxT, C)
+  var blocks: [TransformerBlock]
+  var lnF: LayerNorm
+  /// "transformer." for `GPT2LMHeadModel` checkpoints, "" for bare `GPT2Model` ones.
+  var prefix = "transformer."
 
   public var channels: Int { config.nEmbd }
   public var vocabSize: Int { config.vocabSize }
@@ -31,33 +33,44 @@ public struct GPT2Model: Sendable {
     try t.finish(ignoring: ignore)
   }
 
-  /// The tensor-name table (HF GPT2LMHeadModel), taken from `source`.
+  /// Builds the model from `source` (a checkpoint's table, or fresh weights) through
+  /// ``visitParameters(_:)``, which checks every shape.
   public init<S: TensorSource>(config cfg: GPT2Config, source t: inout S, prefix pre: String = "transformer.") throws {
-    config = cfg
     let C = cfg.nEmbd, I = cfg.nInner ?? 4 * cfg.nEmbd
     guard C % cfg.nHead == 0 else { throw ModelError.config("n_embd \(C) must divide by n_head \(cfg.nHead)") }
-    wte = try t.take(pre + "wte.weight", [cfg.vocabSize, C])
-    wpe = try t.take(pre + "wpe.weight", [cfg.nPositions, C])
     let act = try activation(cfg.activationFunction)
-    blocks = try (0..<cfg.nLayer).map { l in
-      let p = "\(pre)h.\(l)"
-      return TransformerBlock(
-        ln1: try LayerNorm.load(&t, p + ".ln_1", C, eps: cfg.layerNormEpsilon),
-        qkv: try GPT2Model.conv1D(&t, p + ".attn.c_attn", C, 3 * C),
-        proj: try GPT2Model.conv1D(&t, p + ".attn.c_proj", C, C),
-        ln2: try LayerNorm.load(&t, p + ".ln_2", C, eps: cfg.layerNormEpsilon),
-        fc1: try GPT2Model.conv1D(&t, p + ".mlp.c_fc", C, I),
-        fc2: try GPT2Model.conv1D(&t, p + ".mlp.c_proj", I, C), act: act, heads: cfg.nHead)
+    config = cfg
+    wte = .placeholder([cfg.vocabSize, C])
+    wpe = .placeholder([cfg.nPositions, C])
+    blocks = (0..<cfg.nLayer).map { _ in
+      TransformerBlock.placeholder(C: C, I: I, heads: cfg.nHead, act: act, eps: cfg.layerNormEpsilon)
     }
-    lnF = try LayerNorm.load(&t, pre + "ln_f", C, eps: cfg.layerNormEpsilon)
+    lnF = .placeholder(C, eps: cfg.layerNormEpsilon)
+    prefix = pre
+    var loader = SourceLoader(t)
+    try visitParameters(&loader)
+    t = loader.source
   }
 
-  /// HF Conv1D (weight (C,OC), bias (OC)) -> Linear (weight (OC,C)). The one transpose.
-  static func conv1D<S: TensorSource>(_ t: inout S, _ p: String, _ C: Int, _ OC: Int) throws -> Linear {
-    let w = try t.take(p + ".weight", [C, OC])
-    var tr = [Float](repeating: 0, count: C * OC)
-    for i in 0..<C { for o in 0..<OC { tr[o * C + i] = w.data[i * OC + o] } }
-    return Linear(weight: Tensor(shape: [OC, C], data: tr), bias: try t.take(p + ".bias", [OC]))
+  /// The one table of HF `GPT2LMHeadModel` tensor names. GPT-2 stores its projections as
+  /// `Conv1D` weights (C, OC); they are visited transposed, so the model keeps (OC, C).
+  public mutating func visitParameters<V: ParameterVisitor>(_ v: inout V) throws {
+    func conv1D(_ name: String, _ l: inout Linear) throws {
+      try v.visitTransposed(name + ".weight", &l.weight)
+      try v.visit(name + ".bias", &l.bias!)
+    }
+    try v.visit(prefix + "wte.weight", &wte)
+    try v.visit(prefix + "wpe.weight", &wpe)
+    for l in blocks.indices {
+      let p = "\(prefix)h.\(l)"
+      try v.visit(p + ".ln_1", &blocks[l].ln1)
+      try conv1D(p + ".attn.c_attn", &blocks[l].qkv)
+      try conv1D(p + ".attn.c_proj", &blocks[l].proj)
+      try v.visit(p + ".ln_2", &blocks[l].ln2)
+      try conv1D(p + ".mlp.c_fc", &blocks[l].fc1)
+      try conv1D(p + ".mlp.c_proj", &blocks[l].fc2)
+    }
+    try v.visit(prefix + "ln_f", &lnF)
   }
 
   /// A KV cache sized for this model.

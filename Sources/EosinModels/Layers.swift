@@ -67,6 +67,11 @@ public struct Linear: Sendable {
     return l
   }
 
+  /// A layer of shape (OC, C) with placeholder tensors, filled by a ``ParameterVisitor``.
+  public static func placeholder(_ C: Int, _ OC: Int, bias: Bool = true) -> Linear {
+    Linear(weight: .placeholder([OC, C]), bias: bias ? .placeholder([OC]) : nil)
+  }
+
   /// Loads `prefix.weight` (OC,C) and, when `bias`, `prefix.bias` (OC).
   static func load<S: TensorSource>(_ t: inout S, _ prefix: String, _ C: Int, _ OC: Int, bias: Bool = true) throws -> Linear {
     Linear(weight: try t.take(prefix + ".weight", [OC, C]), bias: bias ? try t.take(prefix + ".bias", [OC]) : nil)
@@ -93,6 +98,11 @@ public struct LayerNorm: Sendable {
       }
     }
     return out
+  }
+
+  /// A norm over C channels with placeholder tensors.
+  public static func placeholder(_ C: Int, eps: Float) -> LayerNorm {
+    LayerNorm(weight: .placeholder([C]), bias: .placeholder([C]), eps: eps)
   }
 
   static func load<S: TensorSource>(_ t: inout S, _ prefix: String, _ C: Int, eps: Float) throws -> LayerNorm {
@@ -145,21 +155,18 @@ public struct TransformerBlock: Sendable {
 
   var C: Int { proj.outFeatures }
 
-  /// x (B,T,C) updated in place. Full (or causal) self-attention, no cache.
+  /// A plain block (C channels, MLP width I, biases everywhere) with placeholder tensors.
+  public static func placeholder(C: Int, I: Int, heads: Int, act: Activation, eps: Float) -> TransformerBlock {
+    TransformerBlock(
+      ln1: .placeholder(C, eps: eps), qkv: .placeholder(C, 3 * C), proj: .placeholder(C, C), ln2: .placeholder(C, eps: eps),
+      fc1: .placeholder(C, I), fc2: .placeholder(I, C), act: act, heads: heads)
+  }
+
+  /// x (B,T,C) updated in place. Full (or causal) self-attention, no cache. The same forward
+  /// as training's, with its activations dropped.
   public func forward(_ x: inout [Float], B: Int, T: Int, causal: Bool) {
-    let N = B * T
-    let h = ln1.forward(x, N)
-    let q = qkv.forward(h, N)
-    var a = [Float](repeating: 0, count: N * C)
-    var att = [Float](repeating: 0, count: B * heads * T * T)
-    a.withUnsafeMutableBufferPointer { ap in
-      att.withUnsafeMutableBufferPointer { atp in
-        q.withUnsafeBufferPointer { qp in
-          attentionForward(ap.baseAddress!, atp.baseAddress!, qp.baseAddress!, B, T, C, heads, causal: causal)
-        }
-      }
-    }
-    mlpAndResidual(&x, attended: a, N)
+    var tape = BlockTape()
+    forward(&x, B: B, T: T, causal: causal, tape: &tape)
   }
 
   /// x (T,C) for new tokens at positions cache.length..., attending to the cache and
@@ -204,34 +211,14 @@ public struct TransformerBlock: Sendable {
   }
 
   private func mlpAndResidual(_ x: inout [Float], attended a: [Float], _ N: Int) {
-    var o = proj.forward(a, N)
-    if let g = ls1 { TransformerBlock.scaleChannels(&o, g, N) }
+    var tape = BlockTape()
+    buf(&tape.o, N * C)
+    proj.forward(into: &tape.o, a, N)
+    if let g = ls1 { TransformerBlock.scaleChannels(&tape.o, g, N) }
     x.withUnsafeMutableBufferPointer { xp in
-      o.withUnsafeBufferPointer { residualForward(xp.baseAddress!, $0.baseAddress!, N * C) }
+      tape.o.withUnsafeBufferPointer { residualForward(xp.baseAddress!, $0.baseAddress!, N * C) }
     }
-    let h2 = ln2.forward(x, N)
-    var f = fc1.forward(h2, N)
-    if glu {
-      let H = fc1.outFeatures / 2
-      var g = [Float](repeating: 0, count: N * H)
-      f.withUnsafeBufferPointer { fp in
-        g.withUnsafeMutableBufferPointer { gp in
-          for n in 0..<N { activationForward(gp.baseAddress! + n * H, fp.baseAddress! + n * 2 * H, H, act) }
-          for n in 0..<N {
-            let gate = fp.baseAddress! + n * 2 * H + H, row = gp.baseAddress! + n * H
-            for i in 0..<H { row[i] *= gate[i] }
-          }
-        }
-      }
-      f = g
-    } else {
-      f.withUnsafeMutableBufferPointer { activationForward($0.baseAddress!, $0.baseAddress!, $0.count, act) }
-    }
-    var o2 = fc2.forward(f, N)
-    if let g = ls2 { TransformerBlock.scaleChannels(&o2, g, N) }
-    x.withUnsafeMutableBufferPointer { xp in
-      o2.withUnsafeBufferPointer { residualForward(xp.baseAddress!, $0.baseAddress!, N * C) }
-    }
+    mlp(&x, N, tape: &tape)
   }
 
   /// This block with its four projections at `precision`.

@@ -140,31 +140,45 @@ public struct VisionTransformer: ImageEncoder {
     return Array(out)
   }
 
-  /// One image (3,S,S) -> its feature row.
-  func encode(_ px: UnsafePointer<Float>) -> [Float] {
+  /// B images (3,S,S) -> their tokens (B,T,C) before any norm: class token, registers, then the
+  /// patches, each with its position. `cols` and `pe` are scratch (kept by training's tape).
+  func embed(_ px: UnsafePointer<Float>, _ B: Int, cols: inout [Float], pe: inout [Float]) -> [Float] {
     let S = inputSize, P = patch, G = S / P, NP = G * G, C = width, K = 3 * P * P
     let R = registers?.shape[0] ?? 0, NPre = prefix, T = NPre + NP
-    var cols = [Float](repeating: 0, count: NP * K)
-    im2col(px, &cols, S, P)
-    var pe = [Float](repeating: 0, count: NP * C)
-    patchLinear.forward(into: &pe, cols, NP)
-    var x = [Float](repeating: 0, count: T * C)
-    let pos = positions.data
-    var row = 0
-    if let c = classToken {
-      for i in 0..<C { x[i] = c.data[i] + (positionedPrefix >= 1 ? pos[i] : 0) }
-      row = 1
+    buf(&cols, B * NP * K)
+    cols.withUnsafeMutableBufferPointer { c in
+      for b in 0..<B { im2col(px + b * 3 * S * S, c.baseAddress! + b * NP * K, S, P) }
     }
-    if let r = registers {
-      let has = positionedPrefix == NPre
-      for j in 0..<R {
-        for i in 0..<C { x[(row + j) * C + i] = r.data[j * C + i] + (has ? pos[(row + j) * C + i] : 0) }
+    buf(&pe, B * NP * C)
+    patchLinear.forward(into: &pe, cols, B * NP)
+    var x = [Float](repeating: 0, count: B * T * C)
+    let pos = positions.data
+    for b in 0..<B {
+      let base = b * T * C
+      var row = 0
+      if let c = classToken {
+        for i in 0..<C { x[base + i] = c.data[i] + (positionedPrefix >= 1 ? pos[i] : 0) }
+        row = 1
+      }
+      if let r = registers {
+        let has = positionedPrefix == NPre
+        for j in 0..<R {
+          for i in 0..<C { x[base + (row + j) * C + i] = r.data[j * C + i] + (has ? pos[(row + j) * C + i] : 0) }
+        }
+      }
+      for p in 0..<NP {
+        let dst = base + (NPre + p) * C, src = (b * NP + p) * C, prow = (positionedPrefix + p) * C
+        for i in 0..<C { x[dst + i] = pe[src + i] + pos[prow + i] }
       }
     }
-    for p in 0..<NP {
-      let dst = (NPre + p) * C, src = p * C, prow = (positionedPrefix + p) * C
-      for i in 0..<C { x[dst + i] = pe[src + i] + pos[prow + i] }
-    }
+    return x
+  }
+
+  /// One image (3,S,S) -> its feature row.
+  func encode(_ px: UnsafePointer<Float>) -> [Float] {
+    let NP = (inputSize / patch) * (inputSize / patch), C = width, NPre = prefix, T = NPre + NP
+    var cols: [Float] = [], pe: [Float] = []
+    var x = embed(px, 1, cols: &cols, pe: &pe)
     if let n = preNorm { x = n.forward(x, T) }
     for b in blocks { b.forward(&x, B: 1, T: T, causal: false) }
     switch pooling {
@@ -205,19 +219,17 @@ public struct VisionTransformer: ImageEncoder {
 
 /// Patches of one image (3,S,S) as rows (NP, 3*P*P) in (channel, row, column) order, matching a
 /// conv weight (C, 3, P, P) flattened.
-func im2col(_ px: UnsafePointer<Float>, _ cols: inout [Float], _ S: Int, _ P: Int) {
+func im2col(_ px: UnsafePointer<Float>, _ cols: UnsafeMutablePointer<Float>, _ S: Int, _ P: Int) {
   let G = S / P, K = 3 * P * P
-  cols.withUnsafeMutableBufferPointer { c in
-    for gy in 0..<G {
-      for gx in 0..<G {
-        let row = c.baseAddress! + (gy * G + gx) * K
-        var k = 0
-        for ch in 0..<3 {
-          for py in 0..<P {
-            let src = px + ch * S * S + (gy * P + py) * S + gx * P
-            for q in 0..<P { row[k + q] = src[q] }
-            k += P
-          }
+  for gy in 0..<G {
+    for gx in 0..<G {
+      let row = cols + (gy * G + gx) * K
+      var k = 0
+      for ch in 0..<3 {
+        for py in 0..<P {
+          let src = px + ch * S * S + (gy * P + py) * S + gx * P
+          for q in 0..<P { row[k + q] = src[q] }
+          k += P
         }
       }
     }

@@ -25,7 +25,15 @@ public struct Tensor: Equatable, Sendable {
   public var count: Int { data.count }
 
   /// A copy with a new shape of the same element count (cheap: storage is shared until written).
-  public func reshaped(_ s: [Int]) -> Tensor { Tensor(shape: s, data: data) }
+  /// A tensor with no data (a shape placeholder, see `Tensor.placeholder`) stays one.
+  public func reshaped(_ s: [Int]) -> Tensor {
+    if data.isEmpty && shape.reduce(1, *) != 0 {
+      var t = self
+      t.shape = s
+      return t
+    }
+    return Tensor(shape: s, data: data)
+  }
 
   /// Rows `r` of a tensor seen as (N, rest): a copy of the slice along the first axis.
   public func rows(_ r: Range<Int>) -> Tensor {

@@ -33,7 +33,9 @@ public final class LMProjectorTrainer {
   public let params = ParameterSet()
   public let imageDim: Int
   public let hidden: Int
-  let w1: Int, b1: Int, w2: Int, b2: Int
+  /// The inference projector the steps run; its weights are copied from ``params`` first.
+  var projector: Projector
+  var grads: Projector
   /// Where the slide tokens go in the user turn: chat's marker.
   public static let slideMarker = ChatSession.slideMarker
   /// The system turn every conversation starts with (chat uses the same opening).
@@ -50,11 +52,16 @@ public final class LMProjectorTrainer {
     var r = RandomTensors(seed: seed)
     // Xavier-like scales, so the slide tokens start near the size of token embeddings.
     r.std = 1 / Float(imageDim).squareRoot()
-    w1 = params.add("mm_projector.0.weight", try r.take("mm_projector.0.weight", [hidden, imageDim]))
-    b1 = params.add("mm_projector.0.bias", Tensor(zeros: [hidden]))
+    let w1 = try r.take("mm_projector.0.weight", [hidden, imageDim])
     r.std = 0.5 / Float(hidden).squareRoot()
-    w2 = params.add("mm_projector.2.weight", try r.take("mm_projector.2.weight", [C, hidden]))
-    b2 = params.add("mm_projector.2.bias", Tensor(zeros: [C]))
+    let w2 = try r.take("mm_projector.2.weight", [C, hidden])
+    projector = Projector(
+      fc1: Linear(weight: w1, bias: Tensor(zeros: [hidden])), fc2: Linear(weight: w2, bias: Tensor(zeros: [C])))
+    var adder = ParameterAdder(params: params)
+    try projector.visitParameters(&adder)
+    grads = projector
+    var z = Zeroer()
+    try grads.visitParameters(&z)
   }
 
   /// The token ids around the slide tokens and the answer's targets for one conversation:
@@ -72,28 +79,18 @@ public final class LMProjectorTrainer {
     return (before, after, ans)
   }
 
-  /// The slide tokens for `prefix` (P, imageDim): (P, C), with the hidden pre-activations.
-  func project(_ x: [Float], _ P: Int) -> (h: [Float], a: [Float], y: [Float]) {
-    let C = lm.model.config.channels, H = hidden, D = imageDim
-    var h = [Float](repeating: 0, count: P * H), a = h, y = [Float](repeating: 0, count: P * C)
-    params.data.withUnsafeBufferPointer { wb in
-      let W = wb.baseAddress!
-      matmulForward(&h, x, W + w1, W + b1, P, D, H)
-      activationForward(&a, h, P * H, .gelu)
-      matmulForward(&y, a, W + w2, W + b2, P, H, C)
-    }
-    return (h, a, y)
-  }
-
   /// Forward and backward on conversations; projector gradients accumulate in ``params`` (mean
   /// over the conversations). Returns the mean loss.
   public func step(_ batch: [SlideConversation]) throws -> Float {
-    let C = lm.model.config.channels, H = hidden, D = imageDim
+    let C = lm.model.config.channels, D = imageDim
+    var reader = ParameterReader(params: params)
+    try projector.visitParameters(&reader)
+    var tape = ProjectorTape()
     var total: Float = 0
     for ex in batch {
       let P = ex.prefix.count / D
       let (before, after, answer) = tokens(question: ex.question, answer: ex.answer)
-      let (h, a, y) = project(ex.prefix, P)
+      let y = projector.forward(ex.prefix, P, tape: &tape)
       let ids = before + after + answer
       let embedded = model.embed(ids)
       let nb = before.count, T = ids.count + P
@@ -109,16 +106,10 @@ public final class LMProjectorTrainer {
       total += r.loss
       let scale = 1 / Float(batch.count)
       let dy = r.grad[(nb * C)..<((nb + P) * C)].map { $0 * scale }
-      var da = [Float](repeating: 0, count: P * H), dh = da
-      params.data.withUnsafeBufferPointer { wb in
-        params.grad.withUnsafeMutableBufferPointer { gb in
-          let W = wb.baseAddress!, G = gb.baseAddress!
-          matmulBackward(&da, G + w2, G + b2, dy, a, W + w2, P, H, C)
-          activationBackward(&dh, h, da, P * H, .gelu)
-          matmulBackward(nil, G + w1, G + b1, dh, ex.prefix, W + w1, P, D, H)
-        }
-      }
+      projector.backward(dy, tape: &tape, into: &grads)
     }
+    var gather = GradientGatherer(params: params)
+    try grads.visitParameters(&gather)
     return total / Float(max(batch.count, 1))
   }
 
@@ -131,10 +122,11 @@ public final class LMProjectorTrainer {
 
   /// The projector under LLaVA's names, for ``Projector/init(file:inDim:hidden:outDim:)``.
   public func export() -> [String: Tensor] {
-    var out: [String: Tensor] = [:]
-    for n in ["mm_projector.0.weight", "mm_projector.0.bias", "mm_projector.2.weight", "mm_projector.2.bias"] {
-      out[n] = params.tensor(n)
-    }
-    return out
+    var p = projector
+    var reader = ParameterReader(params: params)
+    try! p.visitParameters(&reader)
+    var recorder = TensorRecorder()
+    try! p.visitParameters(&recorder)
+    return recorder.tensors
   }
 }

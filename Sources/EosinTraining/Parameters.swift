@@ -1,3 +1,4 @@
+import EosinModels
 import EosinTensor
 import EosinWeights
 import Foundation
@@ -153,6 +154,72 @@ public final class ParameterSet {
       throw TrainingError.resume(file: f.path, message: "unexpected tensor '\(e)': the checkpoint is of another architecture")
     }
     step = f.tensors["optimizer.step"] != nil ? Int(try f.tensor("optimizer.step").data[0]) : 0
+  }
+}
+
+/// Copies a model's tensors into a ``ParameterSet`` in visiting order, under their checkpoint
+/// names (building the optimizer's flat buffers).
+struct ParameterAdder: ParameterVisitor {
+  let params: ParameterSet
+  mutating func visit(_ name: String, _ t: inout Tensor) throws { params.add(name, t) }
+}
+
+/// Copies a ``ParameterSet``'s values (or gradients) into the visited tensors: the model a step
+/// runs always holds the optimizer's current weights.
+struct ParameterReader: ParameterVisitor {
+  let params: ParameterSet
+  var gradients = false
+  mutating func visit(_ name: String, _ t: inout Tensor) throws {
+    let o = params.offset(name), n = t.shape.reduce(1, *)
+    precondition(params.shapes[name] == t.shape, "\(name): shape differs from the parameter set's")
+    let src = gradients ? params.grad : params.data
+    if t.data.count == n {
+      t.data.withUnsafeMutableBufferPointer { d in
+        src.withUnsafeBufferPointer { s in d.baseAddress!.update(from: s.baseAddress! + o, count: n) }
+      }
+    } else {
+      t.data = Array(src[o..<(o + n)])
+    }
+  }
+}
+
+/// Adds the visited tensors (a gradient accumulator shaped like the model) into a
+/// ``ParameterSet``'s gradients, then zeroes them for the next step.
+struct GradientGatherer: ParameterVisitor {
+  let params: ParameterSet
+  mutating func visit(_ name: String, _ t: inout Tensor) throws {
+    let o = params.offset(name)
+    params.grad.withUnsafeMutableBufferPointer { g in
+      t.data.withUnsafeMutableBufferPointer { d in
+        let G = g.baseAddress! + o
+        for i in 0..<d.count {
+          G[i] += d[i]
+          d[i] = 0
+        }
+      }
+    }
+  }
+}
+
+/// Fresh weights for training, deterministic for a seed: ``RandomTensors``' rules (normal(0,
+/// 0.02) weights, zero biases, unit norm weights), with the residual output projections and the
+/// CLIP projections scaled by 1/sqrt(2 * layers), as in GPT-2.
+struct TrainingInit: TensorSource {
+  var rng: RandomTensors
+  /// The depth of the stack a tensor belongs to, by its name.
+  let layers: (String) -> Int
+  init(seed: UInt64, layers: @escaping (String) -> Int) {
+    rng = RandomTensors(seed: seed)
+    self.layers = layers
+  }
+  mutating func take(_ name: String, _ shape: [Int]) throws -> Tensor {
+    var t = try rng.take(name, shape)
+    let residual = ["out_proj.weight", "fc2.weight", "c_proj.weight", "_projection.weight"]
+    if residual.contains(where: { name.hasSuffix($0) }) {
+      let s = 1 / Float(2 * max(1, layers(name))).squareRoot()
+      t.data = t.data.map { $0 * s }
+    }
+    return t
   }
 }
 

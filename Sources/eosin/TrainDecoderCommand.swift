@@ -63,7 +63,7 @@ struct TrainDecoderCommand: ParsableCommand {
     cfg.bosTokenId = Int(eos)
     cfg.eosTokenId = Int(eos)
     let D = bundle.clip.embedDim
-    let model = TrainGPT(config: cfg, imageDim: D, projectorHidden: 512, seed: seed)
+    let model = try TrainGPT(config: cfg, imageDim: D, projectorHidden: 512, seed: seed)
     let trainer = DecoderTrainer(model: model)
     trainer.seed = seed
     signal(SIGINT) { _ in interrupted = true }

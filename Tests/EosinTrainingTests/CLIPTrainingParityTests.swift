@@ -13,8 +13,7 @@ final class CLIPTrainingParityTests: XCTestCase {
 
   func loadModel() throws -> (TrainCLIP, [Float], [[Int32]]) {
     let ck = try Checkpoint(path: Self.fixtures + "/tiny-clip")
-    let m = try TrainCLIP(config: try ck.config(CLIPConfig.self), seed: 1)
-    try m.importHF(ck.weights)
+    let m = try TrainCLIP(model: CLIPModel(checkpoint: ck))
     let io = try SafeTensorsFile(path: Self.fixtures + "/tiny-clip-io.safetensors")
     let px = try io.tensor("pixel_values").data
     let idt = try io.tensor("input_ids")

@@ -13,8 +13,7 @@ final class GPTTrainingParityTests: XCTestCase {
 
   func load() throws -> (TrainGPT, [Int32], SafeTensorsFile) {
     let ck = try Checkpoint(path: Self.fixtures + "/tiny-gpt2")
-    let m = TrainGPT(config: try ck.config(GPT2Config.self), imageDim: 8, projectorHidden: 8, seed: 1)
-    try m.importHF(ck.weights)
+    let m = try TrainGPT(decoder: GPT2Model(checkpoint: ck), imageDim: 8, projectorHidden: 8, seed: 1)
     let g = try SafeTensorsFile(path: Self.fixtures + "/tiny-gpt2-grads.safetensors")
     return (m, try g.tensor("seq").data.map { Int32($0) }, g)
   }
