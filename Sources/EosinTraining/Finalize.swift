@@ -532,21 +532,19 @@ public struct WeightsFinalizer {
       metrics["decoder_blank_diagnoses"] = JSONValue(any: noDx)
       // 7. Chat answers: the grounded language model against the embedded decoder, same questions.
       if let lmPath = languageModel {
-        md += try chatSection(bundle: bundle, chat: chat, lmPath: lmPath, metrics: &metrics) { sp in
-          var cases: [ChatEvaluation.Case] = []
-          for (ds, ps) in zip(datasets, own) {
-            let its = try items(ds, sp)
-            let map = try LabeledTiles.mapLabels(Set(its.map { $0.label }), to: ps, knowledge: know)
-            for i in stride(from: 0, to: its.count, by: max(1, its.count / 30)) {
-              cases.append(ChatEvaluation.Case(paths: [its[i].path], set: ps, truth: map[its[i].label]!))
-            }
-          }
-          var sets = own
-          for n in datasets.flatMap({ $0.promptSets.dropFirst() }) + ["tissue", "malignancy", "organ"] {
-            if !sets.contains(where: { $0.name == n }), let s = try? set(n) { sets.append(s) }
-          }
-          return (cases, sets)
+        let qfile =
+          (dirs("eval").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/eval") + "/general-questions.json"
+        let cmp = ChatComparison(
+          bundle: bundle, chat: chat, languageModel: lmPath, questions: try ChatComparison.questions(qfile),
+          makeGrounded: makeGrounded, log: log)
+        let cases = try ChatComparison.cases(try zip(datasets, own).map { (try items($0, .test), $1) }, knowledge: know)
+        var sets = own
+        for n in datasets.flatMap({ $0.promptSets.dropFirst() }) + ["tissue", "malignancy", "organ"] {
+          if !sets.contains(where: { $0.name == n }), let s = try? set(n) { sets.append(s) }
         }
+        let (section, m) = try cmp.run(cases: cases, sets: sets)
+        md += section
+        metrics.merge(m) { $1 }
       }
     }
     md +=
@@ -587,53 +585,6 @@ public struct WeightsFinalizer {
       try? JSONSerialization.jsonObject(with: $0) as? [String: Any]
     }
     return LeaveOneOut.section(o?["markdown"] as? String, file: lodo ?? "lodo.json")
-  }
-
-  /// Writes manifest.json with the sha256 and size of every weights file.
-  /// The chat-evaluation section: each model answers the same closed questions on test tiles,
-  /// off-topic questions and general pathology questions (`Prompts/eval/general-questions.json`).
-  func chatSection(
-    bundle: ModelBundle, chat: ChatModel, lmPath: String, metrics: inout [String: JSONValue],
-    cases make: (Split) throws -> ([ChatEvaluation.Case], [PromptSet])
-  ) throws -> String {
-    let (cases, sets) = try make(.test)
-    guard let first = cases.first else { return "" }
-    let qfile =
-      (dirs("eval").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/eval") + "/general-questions.json"
-    let qs = try JSONDecoder().decode(ChatEvaluation.QuestionSet.self, from: Data(contentsOf: URL(fileURLWithPath: qfile)))
-    let g = try makeGrounded(lmPath, nil)
-    let withTokens = try makeGrounded(lmPath, bundle)
-    var md =
-      "\n## Chat answers\n\nThe same questions to each chat model, through `ChatSession` as `eosin chat` asks them: \"What is the diagnosis?\" on \(cases.count) test tiles (every n-th LC25000 and EBHI test tile; the answer's asserted class, negations aside, against the tile's label), \(qs.off_topic.count) off-topic questions and \(qs.questions.count) general pathology questions with key facts (`Prompts/eval/general-questions.json`). Flags are the chat's own review flags.\n\n| chat model | closed-question accuracy (n) | answers contradicting the classifier that are flagged (n) | unflagged answers that are wrong | off-topic answered without a diagnosis (n) | general: states the key facts | general: contradicts them (n) |\n|---|---|---|---|---|---|---|\n"
-    var rows: [(String, String, GroundedLM?)] = [
-      ("embedded decoder (GPT-2 4x256, slide tokens)", "decoder", nil as GroundedLM?),
-      ("\((lmPath as NSString).lastPathComponent), grounded on the classifier and notes (no slide tokens)", "lm", g),
-    ]
-    if withTokens.projector != nil {
-      rows.append(
-        (
-          "\((lmPath as NSString).lastPathComponent) with slide tokens (`train lm-projector`), grounded likewise",
-          "lm_slide_tokens",
-          withTokens
-        ))
-    }
-    for (name, key, grounded) in rows {
-      let s = ChatSession(bundle: bundle, chat: chat, promptSets: sets, cacheDir: nil)
-      s.grounded = grounded
-      let r = try ChatEvaluation.run(session: s, cases: cases, questions: qs, offTopicInput: first.paths) {
-        log("chat \(key): \($0)")
-      }
-      log("chat \(key): evaluated in \(fmt(r.seconds, 1)) s")
-      md += r.row(name) + "\n"
-      metrics["chat_\(key)_closed_accuracy"] = JSONValue(any: Double(r.closedCorrect) / Double(max(1, r.closed)))
-      metrics["chat_\(key)_contradictions_flagged"] = JSONValue(
-        any: r.contradicting == 0 ? 1 : Double(r.contradictingFlagged) / Double(r.contradicting))
-      metrics["chat_\(key)_unflagged_wrong"] = JSONValue(any: Double(r.unflaggedWrong) / Double(max(1, r.unflagged)))
-      metrics["chat_\(key)_off_topic_without_diagnosis"] = JSONValue(
-        any: Double(r.offTopicWithoutDiagnosis) / Double(max(1, r.offTopic)))
-      metrics["chat_\(key)_general_key_facts"] = JSONValue(any: Double(r.generalFacts) / Double(max(1, r.general)))
-    }
-    return md
   }
 
   /// Writes manifest.json with the sha256 and size of every weights file.

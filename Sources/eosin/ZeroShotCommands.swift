@@ -383,7 +383,7 @@ struct Calibrate: ParsableCommand {
 
 struct Eval: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Evaluate models.", subcommands: [EvalZeroShot.self, EvalLeaveOut.self])
+    abstract: "Evaluate models.", subcommands: [EvalZeroShot.self, EvalLeaveOut.self, EvalChat.self])
 }
 
 struct EvalZeroShot: ParsableCommand {

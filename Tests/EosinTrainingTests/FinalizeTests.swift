@@ -91,4 +91,36 @@ final class FinalizeTests: XCTestCase {
     XCTAssertEqual(b.thresholds.trainedOrgans, ["lung", "prostate"])
     XCTAssertNotNil(b.outlier)
   }
+
+  /// The chat table `eval chat` and finalize share: every n-th tile of each dataset becomes a
+  /// closed-question case judged against the dataset's own set, and the embedded decoder's row
+  /// holds every case, the off-topic and the general questions, with its metrics.
+  func testChatComparisonAsksEveryDataset() throws {
+    let root = TestSupport.tempDir("chat-comparison")
+    defer { try? FileManager.default.removeItem(atPath: root) }
+    let w = try TestSupport.writeTinyBundle(at: root + "/weights")
+    let prompts = TestSupport.projectRoot + "/Prompts"
+    let lung = try LabeledTiles.load(try tileSet(root, "tiny-lung", labels: ["lung_aca", "lung_scc", "lung_n"], groups: 12))
+    let prostate = try LabeledTiles.load(
+      try tileSet(root, "tiny-prostate", labels: ["stroma_or_benign", "gleason3", "gleason4"], groups: 9))
+    let sets = try ["lung", "prostate"].map { try PromptSet.load($0, searchDirs: [prompts + "/zero-shot"]) }
+    let know = LabeledTiles.knowledge(prompts + "/knowledge")
+    let cases = try ChatComparison.cases([(lung, sets[0]), (prostate, sets[1])], knowledge: know, perDataset: 3)
+    XCTAssertEqual(cases.count, 6)
+    XCTAssertEqual(cases.filter { $0.set.name == "prostate" }.count, 3)
+    let bundle = try ModelBundle(path: w)
+    let qs = try ChatComparison.questions(prompts + "/eval/general-questions.json")
+    let cmp = ChatComparison(
+      bundle: bundle, chat: try ChatModel(directory: bundle.decoderDirectory!, imageDim: bundle.clip.embedDim),
+      languageModel: nil, questions: qs,
+      makeGrounded: { _, _ in throw TrainingError.data("no language model in this test") }, log: { _ in })
+    let (md, metrics) = try cmp.run(cases: cases, sets: sets)
+    XCTAssertTrue(md.contains("on 6 test tiles"), md)
+    let row = try XCTUnwrap(md.split(separator: "\n").first { $0.hasPrefix("| embedded decoder") })
+    XCTAssertTrue(row.contains("(6)"), String(row))
+    XCTAssertTrue(row.hasSuffix("(\(qs.questions.count)) |"), String(row))
+    XCTAssertNotNil(metrics["chat_decoder_closed_accuracy"])
+    // Answers that contradict the classifier are always flagged.
+    XCTAssertEqual(metrics["chat_decoder_contradictions_flagged"], JSONValue(any: 1.0))
+  }
 }

@@ -1,0 +1,92 @@
+import EosinModels
+import EosinPipelines
+import Foundation
+
+/// The chat-evaluation table of EVALUATION.md: each chat model (the embedded decoder, the
+/// grounded language model without and with slide tokens) answers the same closed questions on
+/// test tiles, off-topic questions and general pathology questions, through ``ChatSession`` as
+/// `eosin chat` asks them. `eosin train finalize` and `eosin eval chat` both run it.
+public struct ChatComparison {
+  public var bundle: ModelBundle
+  /// The embedded decoder, the offline fallback.
+  public var chat: ChatModel
+  /// The language model (GGUF); nil leaves its rows out.
+  public var languageModel: String?
+  /// The grounded language model from a GGUF path; with the bundle, its slide-token projector
+  /// when one was trained for that model.
+  public var makeGrounded: (String, ModelBundle?) throws -> GroundedLM
+  public var questions: ChatEvaluation.QuestionSet
+  /// Progress lines.
+  public var log: (String) -> Void
+
+  public init(
+    bundle: ModelBundle, chat: ChatModel, languageModel: String?, questions: ChatEvaluation.QuestionSet,
+    makeGrounded: @escaping (String, ModelBundle?) throws -> GroundedLM, log: @escaping (String) -> Void
+  ) {
+    self.bundle = bundle
+    self.chat = chat
+    self.languageModel = languageModel
+    self.questions = questions
+    self.makeGrounded = makeGrounded
+    self.log = log
+  }
+
+  /// Reads the general and off-topic questions (`Prompts/eval/general-questions.json`).
+  public static func questions(_ path: String) throws -> ChatEvaluation.QuestionSet {
+    try JSONDecoder().decode(ChatEvaluation.QuestionSet.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+  }
+
+  /// Closed-question cases: about `perDataset` tiles of each dataset (every n-th), each judged
+  /// against its dataset's own prompt set through the knowledge notes' label mapping.
+  public static func cases(
+    _ datasets: [(items: [LabeledTiles.Item], set: PromptSet)], knowledge: [[String: Any]], perDataset: Int = 30
+  ) throws -> [ChatEvaluation.Case] {
+    var cases: [ChatEvaluation.Case] = []
+    for (its, ps) in datasets {
+      let map = try LabeledTiles.mapLabels(Set(its.map { $0.label }), to: ps, knowledge: knowledge)
+      for i in stride(from: 0, to: its.count, by: max(1, its.count / perDataset)) {
+        cases.append(ChatEvaluation.Case(paths: [its[i].path], set: ps, truth: map[its[i].label]!))
+      }
+    }
+    return cases
+  }
+
+  /// Runs every row; returns the markdown section and its metrics (`chat_<row>_...`).
+  /// - Parameter sets: the prompt sets the chat chooses among, as `eosin chat` loads them.
+  public func run(cases: [ChatEvaluation.Case], sets: [PromptSet], split: String = "test") throws -> (
+    markdown: String, metrics: [String: JSONValue]
+  ) {
+    guard let first = cases.first else { return ("", [:]) }
+    let qs = questions
+    var md =
+      "\n## Chat answers\n\nThe same questions to each chat model, through `ChatSession` as `eosin chat` asks them: \"What is the diagnosis?\" on \(cases.count) \(split) tiles (every n-th tile of each dataset; the answer's asserted class, negations aside, against the tile's label), \(qs.off_topic.count) off-topic questions and \(qs.questions.count) general pathology questions with key facts (`Prompts/eval/general-questions.json`). Flags are the chat's own review flags.\n\n| chat model | closed-question accuracy (n) | answers contradicting the classifier that are flagged (n) | unflagged answers that are wrong | off-topic answered without a diagnosis (n) | general: states the key facts | general: contradicts them (n) |\n|---|---|---|---|---|---|---|\n"
+    var rows: [(String, String, GroundedLM?)] = [("embedded decoder (GPT-2 4x256, slide tokens)", "decoder", nil)]
+    if let lmPath = languageModel {
+      let name = (lmPath as NSString).lastPathComponent
+      rows.append(("\(name), grounded on the classifier and notes (no slide tokens)", "lm", try makeGrounded(lmPath, nil)))
+      let withTokens = try makeGrounded(lmPath, bundle)
+      if withTokens.projector != nil {
+        rows.append(
+          ("\(name) with slide tokens (`train lm-projector`), grounded likewise", "lm_slide_tokens", withTokens))
+      }
+    }
+    var metrics: [String: JSONValue] = [:]
+    for (name, key, grounded) in rows {
+      let s = ChatSession(bundle: bundle, chat: chat, promptSets: sets, cacheDir: nil)
+      s.grounded = grounded
+      let r = try ChatEvaluation.run(session: s, cases: cases, questions: qs, offTopicInput: first.paths) {
+        log("chat \(key): \($0)")
+      }
+      log("chat \(key): evaluated in \(String(format: "%.1f", r.seconds)) s")
+      md += r.row(name) + "\n"
+      metrics["chat_\(key)_closed_accuracy"] = JSONValue(any: Double(r.closedCorrect) / Double(max(1, r.closed)))
+      metrics["chat_\(key)_contradictions_flagged"] = JSONValue(
+        any: r.contradicting == 0 ? 1 : Double(r.contradictingFlagged) / Double(r.contradicting))
+      metrics["chat_\(key)_unflagged_wrong"] = JSONValue(any: Double(r.unflaggedWrong) / Double(max(1, r.unflagged)))
+      metrics["chat_\(key)_off_topic_without_diagnosis"] = JSONValue(
+        any: Double(r.offTopicWithoutDiagnosis) / Double(max(1, r.offTopic)))
+      metrics["chat_\(key)_general_key_facts"] = JSONValue(any: Double(r.generalFacts) / Double(max(1, r.general)))
+    }
+    return (md, metrics)
+  }
+}

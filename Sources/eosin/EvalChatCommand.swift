@@ -1,0 +1,67 @@
+import ArgumentParser
+import EosinPipelines
+import EosinTraining
+import Foundation
+
+/// `eosin eval chat`: the chat-evaluation table of EVALUATION.md for any weights, on the split the
+/// weights were trained with. Parses, calls ``ChatComparison``, prints the markdown.
+struct EvalChat: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "chat",
+    abstract:
+      "Chat answers against the classifier: closed questions on labelled tiles, off-topic and general pathology questions, for the embedded decoder and the language model without and with slide tokens."
+  )
+
+  @OptionGroup var model: ModelOptions
+  @Option(parsing: .upToNextOption, help: "Labelled tile folders (each judged against its own prompt set, as finalize knows it).")
+  var data: [String] = defaultDiagnosticData
+  @Option(parsing: .upToNextOption, help: "Prompt sets of a dataset folder, FOLDER=SET[,SET...] (its own set first).")
+  var sets: [String] = []
+  @Option(help: "Split to ask about (train, val, test), by the rule the weights were trained with.") var split = "test"
+  @Option(help: "Tiles asked about per dataset (every n-th).") var perDataset = 30
+  @Option(help: "Language model (GGUF; none: only the embedded decoder; default: $EOSIN_LM or the fetched SmolLM2).")
+  var lm: String?
+  @Option(help: "Also write the markdown section here.") var out: String?
+
+  func run() throws {
+    guard let sp = Split(rawValue: split) else { throw ValidationError("--split must be train, val or test") }
+    var table: [String: [String]] = [:]
+    for s in sets {
+      let kv = s.split(separator: "=", maxSplits: 1).map(String.init)
+      guard kv.count == 2, !kv[1].isEmpty else { throw CLIError("--sets \(s): expected FOLDER=SET[,SET...]") }
+      table[kv[0]] = kv[1].split(separator: ",").map(String.init)
+    }
+    let bundle = try model.bundle()
+    guard let dd = bundle.decoderDirectory else {
+      throw CLIError("\(model.weights ?? ModelBundle.defaultPath()): the weights have no decoder")
+    }
+    let chat = try ChatModel(directory: dd, imageDim: bundle.clip.embedDim)
+    let know = LabeledTiles.knowledge(promptDirs("knowledge").first { FileManager.default.fileExists(atPath: $0) } ?? "")
+    var perSet: [([LabeledTiles.Item], PromptSet)] = []
+    var chosen: [PromptSet] = []
+    for dir in data {
+      let ds = try finalizeDataset(dir, sets: table)
+      let all = try LabeledTiles.load(dir)
+      let splits = TileManifest.splits(
+        dataset: ds.folder, groups: all.map(\.group), labels: all.map(\.label),
+        stratified: bundle.manifest.splitsStratifiedByLabel)
+      let own = try PromptSet.load(ds.promptSets[0], searchDirs: promptDirs("zero-shot"))
+      perSet.append((all.filter { splits[$0.group] == sp }, own))
+      for n in ds.promptSets where !chosen.contains(where: { $0.name == n }) {
+        chosen.append(try PromptSet.load(n, searchDirs: promptDirs("zero-shot")))
+      }
+    }
+    for n in ["tissue", "malignancy", "organ"] where !chosen.contains(where: { $0.name == n }) {
+      if let s = try? PromptSet.load(n, searchDirs: promptDirs("zero-shot")) { chosen.append(s) }
+    }
+    let qfile =
+      (promptDirs("eval").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/eval") + "/general-questions.json"
+    let cmp = ChatComparison(
+      bundle: bundle, chat: chat, languageModel: LanguageModel.Default.resolve(lm),
+      questions: try ChatComparison.questions(qfile), makeGrounded: { try groundedLM($0, bundle: $1).0 }, log: warn)
+    let cases = try ChatComparison.cases(perSet.map { (items: $0.0, set: $0.1) }, knowledge: know, perDataset: perDataset)
+    let (md, _) = try cmp.run(cases: cases, sets: chosen, split: split)
+    if let o = out { try writeAtomically(Data(md.utf8), to: o) }
+    print(md)
+  }
+}
