@@ -25,12 +25,7 @@ struct EvalChat: ParsableCommand {
 
   func run() throws {
     guard let sp = Split(rawValue: split) else { throw ValidationError("--split must be train, val or test") }
-    var table: [String: [String]] = [:]
-    for s in sets {
-      let kv = s.split(separator: "=", maxSplits: 1).map(String.init)
-      guard kv.count == 2, !kv[1].isEmpty else { throw CLIError("--sets \(s): expected FOLDER=SET[,SET...]") }
-      table[kv[0]] = kv[1].split(separator: ",").map(String.init)
-    }
+    let table = try setsTable(sets)
     let bundle = try model.bundle()
     guard let dd = bundle.decoderDirectory else {
       throw CLIError("\(model.weights ?? ModelBundle.defaultPath()): the weights have no decoder")

@@ -25,6 +25,17 @@ let knownDatasets: [String: (name: String, sets: [String], terms: String)] = [
   "camelyon16-lymph": ("CAMELYON16 lymph node", ["organ"], "CC0 (CAMELYON16)."),
 ]
 
+/// `--sets FOLDER=SET[,SET...]` options as a table from folder name to prompt sets.
+func setsTable(_ sets: [String]) throws -> [String: [String]] {
+  var table: [String: [String]] = [:]
+  for s in sets {
+    let kv = s.split(separator: "=", maxSplits: 1).map(String.init)
+    guard kv.count == 2, !kv[1].isEmpty else { throw CLIError("--sets \(s): expected FOLDER=SET[,SET...]") }
+    table[kv[0]] = kv[1].split(separator: ",").map(String.init)
+  }
+  return table
+}
+
 /// A folder as a ``FinalizeDataset``: known folders by name, others by `--sets FOLDER=SET,SET`.
 func finalizeDataset(_ dir: String, sets: [String: [String]]) throws -> FinalizeDataset {
   let folder = (dir as NSString).lastPathComponent
@@ -57,12 +68,7 @@ struct TrainFinalize: ParsableCommand {
   @Option(help: "Unflagged accuracy the review threshold aims for on val.") var targetAccuracy: Double = 0.95
 
   func run() throws {
-    var table: [String: [String]] = [:]
-    for s in sets {
-      let kv = s.split(separator: "=", maxSplits: 1).map(String.init)
-      guard kv.count == 2, !kv[1].isEmpty else { throw CLIError("--sets \(s): expected FOLDER=SET[,SET...]") }
-      table[kv[0]] = kv[1].split(separator: ",").map(String.init)
-    }
+    let table = try setsTable(sets)
     let f = WeightsFinalizer(
       weights: weights, name: (weights as NSString).lastPathComponent,
       datasets: try data.map { try finalizeDataset($0, sets: table) },
