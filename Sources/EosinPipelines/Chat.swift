@@ -101,6 +101,9 @@ public final class ChatSession {
   public var preferredSet: String?
   /// Why ``preferredSet`` was chosen, for the answer's record ("you chose it with :classify").
   public var preferredReason = "chosen"
+  /// The organ set a question on the open slide named ("... in this prostate biopsy"): it judges
+  /// the later answers on that slide whose question names no organ.
+  public private(set) var statedSet: PromptSet?
   /// The joint classifier's prompt set over the organ sets, built once.
   var jointSet: PromptSet?
   /// The first diagnosis an answer named on the open slide (class name), for the cross-turn
@@ -144,6 +147,7 @@ public final class ChatSession {
     verdicts = [:]
     lastAnswer = nil
     firstDiagnosis = nil
+    statedSet = nil
   }
 
   /// The classifier and slide verdict for a prompt set (computed once per slide).
@@ -170,26 +174,31 @@ public final class ChatSession {
   }
 
   /// The prompt set that judges an answer to `question`, with the reason, in this order:
-  /// 1. the organ set whose organ words the question uses ("... in this colon biopsy");
+  /// 1. the organ set whose organ words the question uses ("... in this colon biopsy"),
+  ///    remembered for the slide's later questions;
   /// 2. the set the user chose with `:classify SET`, or the report template's set
   ///    (``preferredSet``);
-  /// 3. the organ set whose classes best match the open input: one joint classifier over every
-  ///    organ set's classes (their similarities are comparable, unlike probabilities normalised
-  ///    within each set), and the set that owns its verdict. Measured on test tiles: EBHI 60/60
-  ///    colorectal, LC25000 58/59 lung.
+  /// 3. the organ set an earlier question on this slide named (``statedSet``);
+  /// 4. a guess: the organ set whose classes best match the open input (one joint classifier over
+  ///    every organ set's classes, whose similarities are comparable, unlike probabilities
+  ///    normalised within each set), and the set that owns its verdict. Measured on test tiles:
+  ///    EBHI 60/60 colorectal, LC25000 58/59 lung. A guess is only among the organs the model
+  ///    was trained on, so `guessed` is true and the answer's review says so.
   /// Never a silent default: the reason goes into the answer's record.
-  public func choosePromptSet(for question: String) throws -> (set: PromptSet, reason: String) {
+  public func choosePromptSet(for question: String) throws -> (set: PromptSet, reason: String, guessed: Bool) {
     let q = question.lowercased()
     for s in organSets {
       if let w = s.organWords?.first(where: { q.contains($0.lowercased()) }) {
-        return (s, "the question says \"\(w)\"")
+        if input != nil { statedSet = s }
+        return (s, "the question says \"\(w)\"", false)
       }
     }
-    if let p = preferredSet, let s = promptSets.first(where: { $0.name == p }) { return (s, preferredReason) }
+    if let p = preferredSet, let s = promptSets.first(where: { $0.name == p }) { return (s, preferredReason, false) }
+    if let s = statedSet { return (s, "an earlier question named the organ", false) }
     let organ = trainedOrganSets
     let cands = organ.isEmpty ? promptSets : organ
     guard let first = cands.first else { throw PipelineError.input("no prompt sets loaded") }
-    if cands.count == 1 { return (first, "the only organ set") }
+    if cands.count == 1 { return (first, "the only organ set", true) }
     let name = "organ-choice(" + cands.map(\.name).joined(separator: "+") + ")"
     let joint =
       try jointSet.flatMap { $0.name == name ? $0 : nil }
@@ -198,11 +207,11 @@ public final class ChatSession {
     let (clf, r) = try verdict(joint)
     let best = clf.classNames[r.verdict]
     if let s = cands.first(where: { $0.classes.contains { $0.name == best } }) {
-      return (s, "its classes best match the slide (\(best))")
+      return (s, "its classes best match the slide (\(best))", true)
     }
     // The joint verdict is the background: keep the most confident organ set's verdict.
     let s = try cands.max { try verdict($0).1.confidence.probability < verdict($1).1.confidence.probability }!
-    return (s, "no organ set's classes match well; its verdict is the most confident")
+    return (s, "no organ set's classes match well; its verdict is the most confident", true)
   }
 
   /// The prompt set that judges an answer to `question` (see ``choosePromptSet(for:)``).
@@ -282,11 +291,11 @@ public final class ChatSession {
     }
     let answer = text.trimmingCharacters(in: .whitespaces)
     let genConf = Self.wordingConfidence(gen.tokens, gen.probs) { eos.contains($0) ? "" : chat.tokenizer.decode([$0]) }
-    let (set, why) = try choosePromptSet(for: question)
+    let (set, why, guessed) = try choosePromptSet(for: question)
     let (clf, r) = try verdict(set)
     let a = review(
-      question: question, answer: answer, set: set, judgedBy: why, classifier: clf, result: r, picks: picks,
-      generator: genConf, cancelled: cancelled, general: false, extraFlags: [])
+      question: question, answer: answer, set: set, judgedBy: why, organGuessed: guessed, classifier: clf, result: r,
+      picks: picks, generator: genConf, cancelled: cancelled, general: false, extraFlags: [])
     lastAnswer = a
     return a
   }
@@ -304,9 +313,11 @@ public final class ChatSession {
   /// The review of one answer, the same for the embedded decoder and a language model: the
   /// slide verdict's flags, the claim gate (asserted classes, unsupported diagnoses, grade,
   /// polarity), a diagnosis that differs from an earlier answer's on this slide, an unsure
-  /// wording, cancellation. `result` is nil when the question was not about the slide.
+  /// wording, cancellation, and a diagnosis judged against a set Eosin guessed (`organGuessed`).
+  /// `result` is nil when the question was not about the slide.
   func review(
-    question: String, answer: String, set: PromptSet?, judgedBy: String, classifier clf: ZeroShotClassifier?,
+    question: String, answer: String, set: PromptSet?, judgedBy: String, organGuessed: Bool = false,
+    classifier clf: ZeroShotClassifier?,
     result r: SlideResult?, picks: [Int], generator genConf: Float, cancelled: Bool, general: Bool, extraFlags: [ReviewFlag]
   ) -> ChatAnswer {
     let verdictName = r.map { $0.classNames[$0.verdict] }
@@ -333,6 +344,19 @@ public final class ChatSession {
         ReviewFlag(
           code: "unverified-answer",
           reason: "the answer names no diagnosis the classifier can check (it sees \(r.classNames[r.verdict]))"))
+    }
+    // A diagnosis judged against a set Eosin guessed: the model can only guess among the organs it
+    // was trained on, so tissue of any other organ would be judged as one of them, however
+    // confident the verdict. The organ must come from the user.
+    if organGuessed, r != nil, let set, named != nil || ClaimGate.asksForDiagnosis(question) {
+      let known = bundle.thresholds.trainedOrgans.map { " (it knows " + $0.joined(separator: ", ") + ")" } ?? ""
+      let word = set.organWords?.first ?? set.name
+      flags.append(
+        ReviewFlag(
+          code: "organ-unconfirmed",
+          reason:
+            "the organ was not stated: Eosin guessed the \(set.name) set, and a model cannot tell tissue of organs it was not trained on from the ones it was\(known); name the organ (\"in this \(word) biopsy\") or choose a set with :classify"
+        ))
     }
     if genConf < 0.5 {
       flags.append(

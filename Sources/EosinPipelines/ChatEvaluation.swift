@@ -60,17 +60,25 @@ public enum ChatEvaluation {
     }
   }
 
+  /// The closed question for a case: "What is the diagnosis?", naming the organ of the case's set
+  /// as a pathologist who knows the specimen would ("... in this lung tissue?"). Without the
+  /// organ, chat judges against a set it guessed and flags every diagnosis as unconfirmed.
+  public static func closedQuestion(_ set: PromptSet) -> String {
+    guard let w = set.organWords?.first else { return "What is the diagnosis?" }
+    return "What is the diagnosis in this \(w) tissue?"
+  }
+
   /// Runs every part on `session` (whose model answers). `offTopicInput` is opened for the
   /// off-topic questions.
   public static func run(
     session: ChatSession, cases: [Case], questions: QuestionSet, offTopicInput: [String],
-    progress: (String) -> Void = { _ in }
+    progress: (String) -> Void = { _ in }, onClosed: (Case, ChatAnswer, _ correct: Bool) -> Void = { _, _, _ in }
   ) throws -> Result {
     var r = Result()
     let t0 = Date()
     for (i, c) in cases.enumerated() {
       try session.open(c.paths)
-      let a = try session.ask("What is the diagnosis?")
+      let a = try session.ask(closedQuestion(c.set))
       let t = a.text.lowercased()
       let named = ClaimGate.assertedClass(t, a.text, c.set).flatMap { n in c.set.allClasses.firstIndex { $0.name == n.0 } }
       r.closed += 1
@@ -85,6 +93,7 @@ public enum ChatEvaluation {
         r.unflagged += 1
         if !right { r.unflaggedWrong += 1 }
       }
+      onClosed(c, a, right)
       if i % 20 == 19 { progress("closed questions: \(i + 1)/\(cases.count)") }
     }
     try session.open(offTopicInput)

@@ -392,9 +392,11 @@ extension ChatSession {
     var verdictName: String? = nil
     var picks: [Int] = []
     var why = ""
+    var guessed = false
     var classifier: ZeroShotClassifier? = nil
     if about, let e = embeddings {
-      let (s, reason) = try choosePromptSet(for: question)
+      let (s, reason, g) = try choosePromptSet(for: question)
+      guessed = g
       let (clf, r) = try verdict(s)
       set = s
       why = reason
@@ -509,8 +511,8 @@ extension ChatSession {
       if !cancelled { _ = onToken("\n" + src) }
     }
     var a = review(
-      question: question, answer: answer, set: set, judgedBy: why, classifier: classifier, result: result, picks: picks,
-      generator: genConf, cancelled: cancelled, general: !hits.isEmpty, extraFlags: flags)
+      question: question, answer: answer, set: set, judgedBy: why, organGuessed: guessed, classifier: classifier,
+      result: result, picks: picks, generator: genConf, cancelled: cancelled, general: !hits.isEmpty, extraFlags: flags)
     a.source = cited?.0.source
     lastAnswer = a
     return a

@@ -18,6 +18,9 @@ public struct ChatComparison {
   public var questions: ChatEvaluation.QuestionSet
   /// Progress lines.
   public var log: (String) -> Void
+  /// Where to write every closed-question answer as a JSON line (model, tile, truth, verdict,
+  /// answer, flags, correct); nil for nowhere.
+  public var answersFile: String? = nil
 
   public init(
     bundle: ModelBundle, chat: ChatModel, languageModel: String?, questions: ChatEvaluation.QuestionSet,
@@ -59,7 +62,7 @@ public struct ChatComparison {
     guard let first = cases.first else { return ("", [:]) }
     let qs = questions
     var md =
-      "\n## Chat answers\n\nThe same questions to each chat model, through `ChatSession` as `eosin chat` asks them: \"What is the diagnosis?\" on \(cases.count) \(split) tiles (every n-th tile of each dataset; the answer's asserted class, negations aside, against the tile's label), \(qs.off_topic.count) off-topic questions and \(qs.questions.count) general pathology questions with key facts (`Prompts/eval/general-questions.json`). Flags are the chat's own review flags.\n\n| chat model | closed-question accuracy (n) | answers contradicting the classifier that are flagged (n) | unflagged answers that are wrong | off-topic answered without a diagnosis (n) | general: states the key facts | general: contradicts them (n) |\n|---|---|---|---|---|---|---|\n"
+      "\n## Chat answers\n\nThe same questions to each chat model, through `ChatSession` as `eosin chat` asks them: \"What is the diagnosis in this lung (prostate, ...) tissue?\" on \(cases.count) \(split) tiles (every n-th tile of each dataset, naming the dataset's organ as a pathologist who knows the specimen would; the answer's asserted class, negations aside, against the tile's label; without the organ, every diagnosis is flagged `organ-unconfirmed`), \(qs.off_topic.count) off-topic questions and \(qs.questions.count) general pathology questions with key facts (`Prompts/eval/general-questions.json`). Flags are the chat's own review flags.\n\n| chat model | closed-question accuracy (n) | answers contradicting the classifier that are flagged (n) | unflagged answers that are wrong | off-topic answered without a diagnosis (n) | general: states the key facts | general: contradicts them (n) |\n|---|---|---|---|---|---|---|\n"
     var rows: [(String, String, GroundedLM?)] = [("embedded decoder (GPT-2 4x256, slide tokens)", "decoder", nil)]
     if let lmPath = languageModel {
       let name = (lmPath as NSString).lastPathComponent
@@ -71,12 +74,22 @@ public struct ChatComparison {
       }
     }
     var metrics: [String: JSONValue] = [:]
+    var lines = ""
     for (name, key, grounded) in rows {
       let s = ChatSession(bundle: bundle, chat: chat, promptSets: sets, cacheDir: nil)
       s.grounded = grounded
-      let r = try ChatEvaluation.run(session: s, cases: cases, questions: qs, offTopicInput: first.paths) {
-        log("chat \(key): \($0)")
-      }
+      let r = try ChatEvaluation.run(
+        session: s, cases: cases, questions: qs, offTopicInput: first.paths, progress: { log("chat \(key): \($0)") },
+        onClosed: { c, a, right in
+          let o: [String: Any] = [
+            "model": key, "tile": c.paths.joined(separator: " "), "set": c.set.name, "truth": c.set.allClasses[c.truth].name,
+            "judged_against": a.promptSet, "verdict": a.verdict, "answer": a.text, "flags": a.flags.map(\.reason),
+            "correct": right,
+          ]
+          if let d = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes]) {
+            lines += String(decoding: d, as: UTF8.self) + "\n"
+          }
+        })
       log("chat \(key): evaluated in \(String(format: "%.1f", r.seconds)) s")
       md += r.row(name) + "\n"
       metrics["chat_\(key)_closed_accuracy"] = JSONValue(any: Double(r.closedCorrect) / Double(max(1, r.closed)))
@@ -87,6 +100,7 @@ public struct ChatComparison {
         any: Double(r.offTopicWithoutDiagnosis) / Double(max(1, r.offTopic)))
       metrics["chat_\(key)_general_key_facts"] = JSONValue(any: Double(r.generalFacts) / Double(max(1, r.general)))
     }
+    if let f = answersFile { try Data(lines.utf8).write(to: URL(fileURLWithPath: f), options: .atomic) }
     return (md, metrics)
   }
 }

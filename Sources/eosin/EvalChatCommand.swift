@@ -22,6 +22,8 @@ struct EvalChat: ParsableCommand {
   @Option(help: "Language model (GGUF; none: only the embedded decoder; default: $EOSIN_LM or the fetched SmolLM2).")
   var lm: String?
   @Option(help: "Also write the markdown section here.") var out: String?
+  @Option(help: "Write every closed-question answer here, one JSON line each (model, tile, truth, verdict, answer, flags).")
+  var answers: String?
 
   func run() throws {
     guard let sp = Split(rawValue: split) else { throw ValidationError("--split must be train, val or test") }
@@ -51,9 +53,10 @@ struct EvalChat: ParsableCommand {
     }
     let qfile =
       (promptDirs("eval").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/eval") + "/general-questions.json"
-    let cmp = ChatComparison(
+    var cmp = ChatComparison(
       bundle: bundle, chat: chat, languageModel: LanguageModel.Default.resolve(lm),
       questions: try ChatComparison.questions(qfile), makeGrounded: { try groundedLM($0, bundle: $1).0 }, log: warn)
+    cmp.answersFile = answers
     let cases = try ChatComparison.cases(perSet.map { (items: $0.0, set: $0.1) }, knowledge: know, perDataset: perDataset)
     let (md, _) = try cmp.run(cases: cases, sets: chosen, split: split)
     if let o = out { try writeAtomically(Data(md.utf8), to: o) }

@@ -50,4 +50,41 @@ final class UnverifiedAnswerTests: XCTestCase {
     let features = review("Describe the features.", "The tissue shows some cells and a few glands.")
     XCTAssertFalse(features.flags.contains { $0.code == "unverified-answer" }, "\(features.flags)")
   }
+
+  /// A diagnosis judged against a set Eosin guessed is flagged `organ-unconfirmed`; once a
+  /// question names the organ, that set judges (and is remembered for the slide's later
+  /// questions), so the flag goes; opening another slide forgets it.
+  func testGuessedOrganIsFlaggedUntilTheOrganIsNamed() throws {
+    let dir = try TestSupport.writeTinyBundle(at: TestSupport.tempDir("organ-unconfirmed"))
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let bundle = try ModelBundle(path: dir)
+    let chat = try ChatModel(directory: dir + "/decoder", imageDim: bundle.clip.embedDim)
+    let sets = try ["lung", "prostate"].map {
+      try PromptSet.load($0, searchDirs: [TestSupport.projectRoot + "/Prompts/zero-shot"])
+    }
+    let s = ChatSession(bundle: bundle, chat: chat, promptSets: sets, cacheDir: nil)
+    let tile = AnalyzedSlide.images([TestSupport.syntheticHE(width: 64, height: 64)], names: ["tile"], bundle: bundle)
+    s.load(tile)
+    let guessed = try s.choosePromptSet(for: "What is the diagnosis?")
+    XCTAssertTrue(guessed.guessed)
+    func review(_ q: String, _ set: PromptSet, guessed: Bool) throws -> ChatAnswer {
+      let (clf, r) = try s.verdict(set)
+      return s.review(
+        question: q, answer: "The diagnosis is \(clf.classNames[r.verdict]).", set: set, judgedBy: "test", organGuessed: guessed,
+        classifier: clf, result: r, picks: [0], generator: 0.9, cancelled: false, general: false, extraFlags: [])
+    }
+    let a = try review("What is the diagnosis?", guessed.set, guessed: true)
+    let flag = try XCTUnwrap(a.flags.first { $0.code == "organ-unconfirmed" }, "\(a.flags)")
+    XCTAssertTrue(flag.reason.contains(guessed.set.name), flag.reason)
+    let named = try s.choosePromptSet(for: "What is the diagnosis in this prostate biopsy?")
+    XCTAssertEqual(named.set.name, "prostate")
+    XCTAssertFalse(named.guessed)
+    let b = try review("What is the diagnosis in this prostate biopsy?", named.set, guessed: named.guessed)
+    XCTAssertFalse(b.flags.contains { $0.code == "organ-unconfirmed" }, "\(b.flags)")
+    let later = try s.choosePromptSet(for: "What is the grade?")
+    XCTAssertEqual(later.set.name, "prostate")
+    XCTAssertFalse(later.guessed)
+    s.load(tile)
+    XCTAssertTrue(try s.choosePromptSet(for: "What is the grade?").guessed)
+  }
 }
