@@ -349,13 +349,13 @@ public final class ChatSession {
     // was trained on, so tissue of any other organ would be judged as one of them, however
     // confident the verdict. The organ must come from the user.
     if organGuessed, r != nil, let set, named != nil || ClaimGate.asksForDiagnosis(question) {
-      let known = bundle.thresholds.trainedOrgans.map { " (it knows " + $0.joined(separator: ", ") + ")" } ?? ""
+      let known = bundle.thresholds.trainedOrgans.map { " (" + $0.joined(separator: ", ") + ")" } ?? ""
       let word = set.organWords?.first ?? set.name
       flags.append(
         ReviewFlag(
           code: "organ-unconfirmed",
           reason:
-            "the organ was not stated: Eosin guessed the \(set.name) set, and a model cannot tell tissue of organs it was not trained on from the ones it was\(known); name the organ (\"in this \(word) biopsy\") or choose a set with :classify"
+            "the organ was not stated: Eosin guessed the \(set.name) set, but it can only guess among the organs it was trained on\(known); name the organ (\"in this \(word) biopsy\") or choose a set with :classify"
         ))
     }
     if genConf < 0.5 {
