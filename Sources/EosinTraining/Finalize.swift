@@ -91,12 +91,19 @@ public struct WeightsFinalizer {
     let know = LabeledTiles.knowledge(
       dirs("knowledge").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/knowledge")
     func set(_ n: String) throws -> PromptSet { try PromptSet.load(n, searchDirs: dirs("zero-shot")) }
+    // The split rule the CLIP was trained with (its training.json, else the manifest already
+    // here; new weights use the label-stratified rule). Fitting or testing on another rule's
+    // splits would put training tiles into val and test: eosin-small-v1 used the group hash.
+    let stratified = Self.trainedWithStratifiedSplits(weights: weights, manifest: bundle.manifest)
     // Each dataset's tiles and group splits, read once.
     var loaded: [String: ([LabeledTiles.Item], [String: Split])] = [:]
     func items(_ ds: FinalizeDataset, _ sp: Split) throws -> [LabeledTiles.Item] {
       if loaded[ds.dir] == nil {
         let all = try LabeledTiles.load(ds.dir)
-        loaded[ds.dir] = (all, TileManifest.splits(dataset: ds.folder, groups: all.map(\.group), labels: all.map(\.label)))
+        loaded[ds.dir] = (
+          all,
+          TileManifest.splits(dataset: ds.folder, groups: all.map(\.group), labels: all.map(\.label), stratified: stratified)
+        )
       }
       let (all, splits) = loaded[ds.dir]!
       return all.filter { splits[$0.group] == sp }
@@ -273,9 +280,11 @@ public struct WeightsFinalizer {
       ]
     manifest.terms =
       "RESEARCH AND NON-COMMERCIAL USE ONLY: trained on data with research and non-commercial terms (among them CC BY-NC-SA 4.0). Not a medical device; every output is a draft for review by a pathologist."
-    manifest.splitRule = "group-stratified-by-label"
+    manifest.splitRule = stratified ? "group-stratified-by-label" : "group-hash"
     manifest.splits =
-      "By group, stratified by label (TileManifest.splits): each group counts under its most frequent label; a label's groups, ordered by FNV-1a(dataset/group), go 70% train, 10% val, 20% test by rank. Group = the manifest's group or case_id (LC25000 near-duplicate set, EBHI case, PANDA slide, endometrium case, MoNuSeg patient). Never random per tile."
+      stratified
+      ? "By group, stratified by label (TileManifest.splits): each group counts under its most frequent label; a label's groups, ordered by FNV-1a(dataset/group), go 70% train, 10% val, 20% test by rank. Group = the manifest's group or case_id (LC25000 near-duplicate set, EBHI case, PANDA slide, endometrium case, MoNuSeg patient). Never random per tile."
+      : "FNV-1a(dataset/group) mod 100: <70 train, <80 val, else test; group = LC25000 near-duplicate group or EBHI case_id. Never random per tile."
     for sub in ["clip", "decoder"] {
       if let d = FileManager.default.contents(atPath: "\(weights)/\(sub)/training.json"),
         let o = try? JSONDecoder().decode(JSONValue.self, from: d)
@@ -585,6 +594,19 @@ public struct WeightsFinalizer {
       try? JSONSerialization.jsonObject(with: $0) as? [String: Any]
     }
     return LeaveOneOut.section(o?["markdown"] as? String, file: lodo ?? "lodo.json")
+  }
+
+  /// Whether the CLIP in `weights` was trained on the label-stratified group splits: its
+  /// `clip/training.json` says so when it records a split rule; else the manifest already there
+  /// (eosin-small-v1's names the group hash); weights with neither are new, hence stratified.
+  static func trainedWithStratifiedSplits(weights: String, manifest: WeightsManifest) -> Bool {
+    if let d = FileManager.default.contents(atPath: weights + "/clip/training.json"),
+      let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any], let rule = o["split_rule"] as? String
+    {
+      return rule.contains("stratified")
+    }
+    if FileManager.default.fileExists(atPath: weights + "/manifest.json") { return manifest.splitsStratifiedByLabel }
+    return true
   }
 
   /// Writes manifest.json with the sha256 and size of every weights file.
