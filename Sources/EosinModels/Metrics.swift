@@ -121,6 +121,36 @@ public enum Metrics {
     return sel.first { $0.accuracy >= targetAccuracy && $0.coverage > 0 } ?? sel.last!
   }
 
+  /// The one-sided lower confidence bound of a proportion (Wilson score interval; z 1.645 is a
+  /// 95% one-sided bound): how low the true accuracy may be, given `successes` of `trials`.
+  public static func wilsonLowerBound(successes: Int, trials: Int, z: Double = 1.645) -> Double {
+    guard trials > 0 else { return 0 }
+    let n = Double(trials), p = Double(successes) / n, z2 = z * z
+    return (p + z2 / (2 * n) - z * (p * (1 - p) / n + z2 / (4 * n * n)).squareRoot()) / (1 + z2 / n)
+  }
+
+  /// The review threshold guarded against small samples: the lowest confidence threshold on
+  /// `grid` that keeps at least `minimumKept` predictions whose accuracy's lower confidence bound
+  /// (``wilsonLowerBound(successes:trials:z:)``) reaches `targetAccuracy`. nil when none does,
+  /// so every verdict should be flagged. A point estimate on a few kept tiles (19 of 20 right)
+  /// does not carry to unseen tiles; the bound does.
+  public static func guardedThreshold(
+    confidence: [Float], correct: [Bool], targetAccuracy: Double, minimumKept: Int = 20, z: Double = 1.645,
+    grid: [Float] = stride(from: 0.3, through: 0.99, by: 0.01).map { $0 }
+  ) -> (threshold: Float, coverage: Double, accuracy: Double)? {
+    for t in grid {
+      var kept = 0, ok = 0
+      for (c, r) in zip(confidence, correct) where c >= t {
+        kept += 1
+        if r { ok += 1 }
+      }
+      if kept >= minimumKept && wilsonLowerBound(successes: ok, trials: kept, z: z) >= targetAccuracy {
+        return (t, Double(kept) / Double(max(1, confidence.count)), Double(ok) / Double(kept))
+      }
+    }
+    return nil
+  }
+
   /// Accuracy of the kept predictions and the share kept, when keeping those with confidence
   /// at or above each threshold.
   public static func selective(confidence: [Float], correct: [Bool], thresholds: [Float]) -> [(

@@ -126,6 +126,24 @@ final class MetricsTests: XCTestCase {
     XCTAssertEqual(t.coverage, 0.4, accuracy: 1e-9)
     XCTAssertEqual(Metrics.reviewThreshold(confidence: conf, correct: ok, targetAccuracy: 0.5).threshold, 0.3, accuracy: 1e-4)
   }
+
+  /// Guards the small-sample rule of the review threshold: the Wilson lower bound (values from
+  /// the closed form) and a threshold that needs the bound, not the point estimate, to reach the
+  /// target: 19 of 20 right (0.95) is not enough for 0.95; 100 of 100 is.
+  func testGuardedThresholdNeedsTheLowerBound() {
+    XCTAssertEqual(Metrics.wilsonLowerBound(successes: 19, trials: 20), 0.8040, accuracy: 1e-3)
+    XCTAssertEqual(Metrics.wilsonLowerBound(successes: 100, trials: 100), 0.9737, accuracy: 1e-3)
+    XCTAssertEqual(Metrics.wilsonLowerBound(successes: 0, trials: 10), 0, accuracy: 1e-9)
+    let few = [Float](repeating: 0.9, count: 20), fewOK = [false] + [Bool](repeating: true, count: 19)
+    XCTAssertNil(Metrics.guardedThreshold(confidence: few, correct: fewOK, targetAccuracy: 0.95))
+    // 100 confident right answers above 30 uncertain ones that are half wrong.
+    let conf = [Float](repeating: 0.95, count: 100) + [Float](repeating: 0.5, count: 30)
+    let ok = [Bool](repeating: true, count: 100) + (0..<30).map { $0 % 2 == 0 }
+    let t = Metrics.guardedThreshold(confidence: conf, correct: ok, targetAccuracy: 0.95)
+    XCTAssertEqual(t?.threshold ?? 0, 0.51, accuracy: 1e-4)
+    XCTAssertEqual(t?.coverage ?? 0, 100.0 / 130, accuracy: 1e-9)
+    XCTAssertNil(Metrics.guardedThreshold(confidence: conf, correct: ok, targetAccuracy: 0.95, minimumKept: 101))
+  }
 }
 
 final class ZeroShotTests: XCTestCase {
