@@ -179,8 +179,8 @@ public struct WeightsFinalizer {
     // 2b. Each prompt set's own threshold on its own val tiles (every dataset that uses it,
     //     pooled): calibration differs between tasks, so one pooled threshold would flag an easy
     //     set's right answers and pass a hard set's wrong ones. At least 20 val tiles must be
-    //     kept at the threshold, and the lower 95% confidence bound of their accuracy must reach
-    //     the target (19 of 20 right is not enough); a set that cannot reach it anywhere gets
+    //     kept at the threshold, and the lower 95% confidence bound of their accuracy must be
+    //     within 0.05 of the target (19 of 20 right is not enough); a set that cannot reach it gets
     //     1.01 (every verdict flagged).
     var bySet: [String: Float] = [:]
     var setFits: [(set: String, threshold: Float, coverage: Double, accuracy: Double, tiles: Int)] = []
@@ -265,7 +265,7 @@ public struct WeightsFinalizer {
     manifest.review = thr
     manifest.reviewFitting = .init(
       rule:
-        "lowest min_probability keeping at least 20 val tiles whose unflagged accuracy has a one-sided 95% Wilson lower bound >= \(targetAccuracy), every dataset's val split pooled; each prompt set likewise on its own val tiles (min_probability_by_set)",
+        "lowest min_probability keeping at least 20 val tiles whose unflagged accuracy is >= \(targetAccuracy) with a one-sided 95% Wilson lower bound >= \(targetAccuracy - 0.05), every dataset's val split pooled; each prompt set likewise on its own val tiles (min_probability_by_set)",
       valCoverage: chosen.coverage, valAccuracy: chosen.accuracy)
     var sources: [WeightsManifest.DataSource] = []
     for ds in datasets + organData {
@@ -341,7 +341,7 @@ public struct WeightsFinalizer {
       if rowName == ds.name { selective[rowName] = sc.selective }
     }
     md +=
-      "\nThe review threshold on calibrated probability is fitted on val for \(Int(targetAccuracy * 100))% unflagged accuracy, for each prompt set on its own val tiles: the lowest threshold keeping at least 20 val tiles whose accuracy's one-sided 95% lower confidence bound (Wilson) reaches the target, so that a lucky few (19 of 20 right) do not set it; 1.01 means the target was out of reach and every verdict is flagged, and pooled over every dataset for any other prompt set (**\(fmt(Double(bundle.thresholds.minProbability), 2))**; val coverage \(fmt(chosen.coverage, 3)), val accuracy \(fmt(chosen.accuracy, 3))).\n\n| prompt set | threshold | val tiles | val coverage | val accuracy |\n|---|---|---|---|---|\n"
+      "\nThe review threshold on calibrated probability is fitted on val for \(Int(targetAccuracy * 100))% unflagged accuracy, for each prompt set on its own val tiles: the lowest threshold keeping at least 20 val tiles whose accuracy reaches the target and whose one-sided 95% lower confidence bound (Wilson) is within 0.05 of it, so that a lucky few (19 of 20 right: bound 0.80) do not set it; 1.01 means the target was out of reach and every verdict is flagged, and pooled over every dataset for any other prompt set (**\(fmt(Double(bundle.thresholds.minProbability), 2))**; val coverage \(fmt(chosen.coverage, 3)), val accuracy \(fmt(chosen.accuracy, 3))).\n\n| prompt set | threshold | val tiles | val coverage | val accuracy |\n|---|---|---|---|---|\n"
       + setFits.map {
         "| \($0.set) | \(fmt(Double($0.threshold), 2)) | \($0.tiles) | \(fmt($0.coverage, 3)) | \(fmt($0.accuracy, 3)) |\n"
       }
