@@ -203,6 +203,38 @@ public struct WeightsFinalizer {
       bySet[ReviewThresholds.key(for: ps)] = fit.threshold
       setFits.append((n, fit.threshold, fit.coverage, fit.accuracy, conf.count))
     }
+    // The organ set likewise, on the diagnostic sets' val tiles with each label's organ (the
+    // organ sets' val tiles are evaluated below, so they stay out): weights that never learned
+    // organs get 1.01, and `--prompts organ` flags every verdict.
+    let organSet = try? set("organ")
+    var organOf: [String: Int] = [:]
+    if let organSet {
+      for k in know {
+        guard let l = k["dataset_label"] as? String, let o = k["organ"] as? String else { continue }
+        let want = OrganLexicon.organs(in: o)
+        if let i = organSet.classes.firstIndex(where: { !OrganLexicon.organs(in: $0.name).isDisjoint(with: want) }) {
+          organOf[l] = i
+        }
+      }
+      let clf = try ZeroShotClassifier(bundle: bundle, promptSet: organSet, cacheDir: nil, temperature: T)
+      var conf: [Float] = [], ok: [Bool] = []
+      for ds in datasets {
+        let (e, l) = try embedded(ds, .val)
+        let keep = l.indices.filter { organOf[l[$0]] != nil }
+        let preds = clf.predict(keep.flatMap { e[($0 * bundle.clip.embedDim)..<(($0 + 1) * bundle.clip.embedDim)] })
+        for (k, p) in zip(keep, preds) {
+          conf.append(p.probs[p.top])
+          ok.append(p.top == organOf[l[k]]!)
+        }
+      }
+      if !conf.isEmpty {
+        let fit =
+          Metrics.guardedThreshold(confidence: conf, correct: ok, targetAccuracy: targetAccuracy)
+          ?? (threshold: 1.01, coverage: 0, accuracy: 1)
+        bySet[ReviewThresholds.key(for: organSet)] = fit.threshold
+        setFits.append((organSet.name, fit.threshold, fit.coverage, fit.accuracy, conf.count))
+      }
+    }
     // 3. Out-of-domain model: class means and shared covariance of the diagnostic sets' train
     //    embeddings; limits at the 99th percentile of val tiles and of val group means (up to
     //    10 tiles). The organ sets stay out: they are what it must flag.
@@ -361,18 +393,10 @@ public struct WeightsFinalizer {
     md += try recordTable(metrics)
     // Organ recognition: the organ prompt set on every dataset's test tiles and on the organ
     // sets' val and test tiles (their train split taught organ captions).
-    if let organSet = try? set("organ") {
+    if let organSet {
       md +=
         "\n### Organ recognition (`--prompts organ`)\n\nEach label's organ comes from its knowledge note. Diagnostic sets: test split; organ-recognition sets (few images each): val and test splits.\n\n| dataset | tiles | accuracy | unflagged share | unflagged accuracy |\n|---|---|---|---|---|\n"
       let clf = try ZeroShotClassifier(bundle: bundle, promptSet: organSet, cacheDir: nil)
-      var organOf: [String: Int] = [:]
-      for k in know {
-        guard let l = k["dataset_label"] as? String, let o = k["organ"] as? String else { continue }
-        let want = OrganLexicon.organs(in: o)
-        if let i = organSet.classes.firstIndex(where: { !OrganLexicon.organs(in: $0.name).isDisjoint(with: want) }) {
-          organOf[l] = i
-        }
-      }
       for (ds, splits) in datasets.map({ ($0, [Split.test]) }) + organData.map({ ($0, [Split.val, .test]) }) {
         var emb: [Float] = [], labels: [String] = []
         for sp in splits {

@@ -69,7 +69,9 @@ final class FinalizeTests: XCTestCase {
     XCTAssertNil(LeaveOneOut.replacingSection(in: "# no such section\n", with: "x"))
     XCTAssertEqual(manifest.review?.trainedOrgans, ["lung", "prostate"])
     // Each prompt set the datasets use gets its own threshold, keyed by name and content hash.
-    let sets = try ["lung", "prostate", "malignancy"].map { try PromptSet.load($0, searchDirs: [prompts + "/zero-shot"]) }
+    let sets = try ["lung", "prostate", "malignancy", "organ"].map {
+      try PromptSet.load($0, searchDirs: [prompts + "/zero-shot"])
+    }
     XCTAssertEqual(Set(manifest.review?.minProbabilityBySet?.keys ?? [:].keys), Set(sets.map { ReviewThresholds.key(for: $0) }))
     XCTAssertTrue(md.contains("| prostate | "), "no threshold row for the prostate set")
     XCTAssertTrue(manifest.calibration?.fittedOn?.contains("Tiny prostate (prostate)") ?? false)
