@@ -90,7 +90,15 @@ public struct ReviewPolicy: Sendable {
     }
     let minP = t.minProbability(for: set)
     if c.probability < minP {
-      f.append(.init(code: "low-probability", reason: String(format: "probability %.2f is below %.2f", c.probability, minP)))
+      f.append(
+        .init(
+          code: "low-probability",
+          reason: minP > 1
+            ? String(
+              format:
+                "probability %.2f, but no probability is enough for this prompt set: on validation tiles no threshold reached the target accuracy, so every verdict is flagged",
+              c.probability)
+            : String(format: "probability %.2f is below %.2f", c.probability, minP)))
     }
     if c.margin < t.minMargin, let r = runnerUp {
       f.append(.init(code: "small-margin", reason: String(format: "%@ vs %@ differ by only %.2f", verdict, r, c.margin)))
