@@ -69,7 +69,8 @@ public enum ChatEvaluation {
   }
 
   /// Runs every part on `session` (whose model answers). `offTopicInput` is opened for the
-  /// off-topic questions.
+  /// off-topic questions; `onClosed` sees each closed-question case, its answer and whether the
+  /// answer named the right class.
   public static func run(
     session: ChatSession, cases: [Case], questions: QuestionSet, offTopicInput: [String],
     progress: (String) -> Void = { _ in }, onClosed: (Case, ChatAnswer, _ correct: Bool) -> Void = { _, _, _ in }

@@ -7,6 +7,7 @@ import Foundation
 /// test tiles, off-topic questions and general pathology questions, through ``ChatSession`` as
 /// `eosin chat` asks them. `eosin train finalize` and `eosin eval chat` both run it.
 public struct ChatComparison {
+  /// The weights whose classifier judges every answer.
   public var bundle: ModelBundle
   /// The embedded decoder, the offline fallback.
   public var chat: ChatModel
@@ -15,6 +16,7 @@ public struct ChatComparison {
   /// The grounded language model from a GGUF path; with the bundle, its slide-token projector
   /// when one was trained for that model.
   public var makeGrounded: (String, ModelBundle?) throws -> GroundedLM
+  /// The off-topic and general pathology questions.
   public var questions: ChatEvaluation.QuestionSet
   /// Progress lines.
   public var log: (String) -> Void
@@ -22,6 +24,7 @@ public struct ChatComparison {
   /// answer, flags, correct); nil for nowhere.
   public var answersFile: String? = nil
 
+  /// Collects what the rows need; nothing is run until ``run(cases:sets:split:)``.
   public init(
     bundle: ModelBundle, chat: ChatModel, languageModel: String?, questions: ChatEvaluation.QuestionSet,
     makeGrounded: @escaping (String, ModelBundle?) throws -> GroundedLM, log: @escaping (String) -> Void
