@@ -111,16 +111,6 @@ public enum Metrics {
     } / n
   }
 
-  /// The review threshold: the lowest confidence threshold on `grid` whose kept predictions
-  /// reach `targetAccuracy` with something kept; the highest grid point when none does.
-  public static func reviewThreshold(
-    confidence: [Float], correct: [Bool], targetAccuracy: Double,
-    grid: [Float] = stride(from: 0.3, through: 0.99, by: 0.01).map { $0 }
-  ) -> (threshold: Float, coverage: Double, accuracy: Double) {
-    let sel = selective(confidence: confidence, correct: correct, thresholds: grid)
-    return sel.first { $0.accuracy >= targetAccuracy && $0.coverage > 0 } ?? sel.last!
-  }
-
   /// The one-sided lower confidence bound of a proportion (Wilson score interval; z 1.645 is a
   /// 95% one-sided bound): how low the true accuracy may be, given `successes` of `trials`.
   public static func wilsonLowerBound(successes: Int, trials: Int, z: Double = 1.645) -> Double {
@@ -140,11 +130,7 @@ public enum Metrics {
     z: Double = 1.645, grid: [Float] = stride(from: 0.3, through: 0.99, by: 0.01).map { $0 }
   ) -> (threshold: Float, coverage: Double, accuracy: Double)? {
     for t in grid {
-      var kept = 0, ok = 0
-      for (c, r) in zip(confidence, correct) where c >= t {
-        kept += 1
-        if r { ok += 1 }
-      }
+      let (kept, ok) = keptAndRight(confidence, correct, t)
       if kept >= minimumKept && Double(ok) >= targetAccuracy * Double(kept)
         && wilsonLowerBound(successes: ok, trials: kept, z: z) >= targetAccuracy - slack
       {
@@ -160,12 +146,18 @@ public enum Metrics {
     threshold: Float, coverage: Double, accuracy: Double
   )] {
     thresholds.map { t in
-      var kept = 0, ok = 0
-      for (c, r) in zip(confidence, correct) where c >= t {
-        kept += 1
-        if r { ok += 1 }
-      }
+      let (kept, ok) = keptAndRight(confidence, correct, t)
       return (t, Double(kept) / Double(max(1, confidence.count)), kept == 0 ? 1 : Double(ok) / Double(kept))
     }
+  }
+
+  /// How many predictions have confidence at or above `t`, and how many of those are right.
+  static func keptAndRight(_ confidence: [Float], _ correct: [Bool], _ t: Float) -> (kept: Int, right: Int) {
+    var kept = 0, ok = 0
+    for (c, r) in zip(confidence, correct) where c >= t {
+      kept += 1
+      if r { ok += 1 }
+    }
+    return (kept, ok)
   }
 }

@@ -174,8 +174,8 @@ public final class ChatSession {
   }
 
   /// The prompt set that judges an answer to `question`, with the reason, in this order:
-  /// 1. the organ set whose organ words the question uses ("... in this colon biopsy"),
-  ///    remembered for the slide's later questions;
+  /// 1. the organ set whose organ words the question uses ("... in this colon biopsy"); ``ask``
+  ///    remembers it for the slide's later questions;
   /// 2. the set the user chose with `:classify SET`, or the report template's set
   ///    (``preferredSet``);
   /// 3. the organ set an earlier question on this slide named (``statedSet``);
@@ -186,13 +186,7 @@ public final class ChatSession {
   ///    was trained on, so `guessed` is true and the answer's review says so.
   /// Never a silent default: the reason goes into the answer's record.
   public func choosePromptSet(for question: String) throws -> (set: PromptSet, reason: String, guessed: Bool) {
-    let q = question.lowercased()
-    for s in organSets {
-      if let w = s.organWords?.first(where: { q.contains($0.lowercased()) }) {
-        if input != nil { statedSet = s }
-        return (s, "the question says \"\(w)\"", false)
-      }
-    }
+    if let (s, w) = namedOrganSet(in: question) { return (s, "the question says \"\(w)\"", false) }
     if let p = preferredSet, let s = promptSets.first(where: { $0.name == p }) { return (s, preferredReason, false) }
     if let s = statedSet { return (s, "an earlier question named the organ", false) }
     let organ = trainedOrganSets
@@ -212,6 +206,15 @@ public final class ChatSession {
     // The joint verdict is the background: keep the most confident organ set's verdict.
     let s = try cands.max { try verdict($0).1.confidence.probability < verdict($1).1.confidence.probability }!
     return (s, "no organ set's classes match well; its verdict is the most confident", true)
+  }
+
+  /// The organ set whose organ words `text` uses, with the word.
+  func namedOrganSet(in text: String) -> (PromptSet, String)? {
+    let q = text.lowercased()
+    for s in organSets {
+      if let w = s.organWords?.first(where: { q.contains($0.lowercased()) }) { return (s, w) }
+    }
+    return nil
   }
 
   /// The prompt set that judges an answer to `question` (see ``choosePromptSet(for:)``).
@@ -250,6 +253,8 @@ public final class ChatSession {
   /// Answers a question about the open slide. `onToken` receives each decoded piece as it is
   /// generated and returns false to cancel (Ctrl-C); a cancelled answer is returned as such.
   public func ask(_ question: String, onToken: (String) -> Bool = { _ in true }) throws -> ChatAnswer {
+    // An organ the question names holds for the slide's later questions.
+    if input != nil, let (s, _) = namedOrganSet(in: question) { statedSet = s }
     if let g = grounded { return try askGrounded(question, g, onToken: onToken) }
     guard let e = embeddings else {
       throw PipelineError.input("no slide is open; open one with :open PATH, or start with `eosin chat SLIDE`")

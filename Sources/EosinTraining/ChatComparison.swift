@@ -42,6 +42,17 @@ public struct ChatComparison {
     try JSONDecoder().decode(ChatEvaluation.QuestionSet.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
   }
 
+  /// The prompt sets the chat chooses among, as `eosin chat` loads them: the datasets' own sets
+  /// (`names`, in order), then the tissue, malignancy and organ sets. A set that does not load is
+  /// left out.
+  public static func sessionSets(_ names: [String], load: (String) throws -> PromptSet) -> [PromptSet] {
+    var sets: [PromptSet] = []
+    for n in names + ["tissue", "malignancy", "organ"] where !sets.contains(where: { $0.name == n }) {
+      if let s = try? load(n) { sets.append(s) }
+    }
+    return sets
+  }
+
   /// Closed-question cases: about `perDataset` tiles of each dataset (every n-th), each judged
   /// against its dataset's own prompt set through the knowledge notes' label mapping.
   public static func cases(
@@ -55,6 +66,26 @@ public struct ChatComparison {
       }
     }
     return cases
+  }
+
+  /// Closed-question cases from tile folders: each dataset's `split` under the split rule the
+  /// weights were trained with (`stratified`), judged against its own (first) prompt set.
+  /// Returns the cases and the sets the chat chooses among (``sessionSets(_:load:)``).
+  public static func cases(
+    _ datasets: [FinalizeDataset], split: Split, stratified: Bool, knowledge: [[String: Any]], perDataset: Int = 30,
+    load: (String) throws -> PromptSet
+  ) throws -> (cases: [ChatEvaluation.Case], sets: [PromptSet]) {
+    var perSet: [(items: [LabeledTiles.Item], set: PromptSet)] = []
+    for ds in datasets {
+      let all = try LabeledTiles.load(ds.dir)
+      let splits = TileManifest.splits(
+        dataset: ds.folder, groups: all.map(\.group), labels: all.map(\.label), stratified: stratified)
+      perSet.append((all.filter { splits[$0.group] == split }, try load(ds.promptSets[0])))
+    }
+    return (
+      try cases(perSet, knowledge: knowledge, perDataset: perDataset),
+      sessionSets(datasets.flatMap(\.promptSets), load: load)
+    )
   }
 
   /// Runs every row; returns the markdown section and its metrics (`chat_<row>_...`).

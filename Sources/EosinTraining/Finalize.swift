@@ -573,10 +573,7 @@ public struct WeightsFinalizer {
           bundle: bundle, chat: chat, languageModel: lmPath, questions: try ChatComparison.questions(qfile),
           makeGrounded: makeGrounded, log: log)
         let cases = try ChatComparison.cases(try zip(datasets, own).map { (try items($0, .test), $1) }, knowledge: know)
-        var sets = own
-        for n in datasets.flatMap({ $0.promptSets.dropFirst() }) + ["tissue", "malignancy", "organ"] {
-          if !sets.contains(where: { $0.name == n }), let s = try? set(n) { sets.append(s) }
-        }
+        let sets = ChatComparison.sessionSets(own.map(\.name) + datasets.flatMap { $0.promptSets.dropFirst() }, load: set)
         let (section, m) = try cmp.run(cases: cases, sets: sets)
         md += section
         metrics.merge(m) { $1 }

@@ -28,7 +28,7 @@ func chatError(_ message: String) {
 let chatCommandHelp: [(name: String, usage: String, help: String)] = [
   (":open", ":open PATH [PATH ...]", "open a slide, or images as one case (quote or escape spaces)"),
   (":info", ":info", "facts about the open slide"),
-  (":classify", ":classify [SET | \"a\" \"b\" ...]", "zero-shot verdict; the set then judges later answers"),
+  (":classify", ":classify [SET | \"a\" \"b\" ...]", "zero-shot verdict; a set you name then judges later answers"),
   (":evidence", ":evidence", "the tiles behind the last answer (file names for images)"),
   (":heatmap", ":heatmap CLASS PATH", "heatmap PNG of one class, with colour bar and flagged tiles hatched"),
   (":report", ":report [TEMPLATE]", "draft a report for the open slide (Markdown)"),
@@ -255,9 +255,10 @@ struct Chat: ParsableCommand {
         } else if let name = args.first {
           set = try PromptSet.load(name, searchDirs: promptDirs("zero-shot"))
         } else {
+          // No set named: show the one Eosin would judge by, without making the guess a choice.
           set = try s.promptSet(for: "")
         }
-        s.choose(set)
+        if !args.isEmpty { s.choose(set) }
         let (clf, r) = try s.verdict(set)
         for (k, n) in clf.classNames.enumerated() {
           say("  \(n.padding(toLength: 40, withPad: " ", startingAt: 0)) \(fmt(Double(r.probs[k]), 3))")

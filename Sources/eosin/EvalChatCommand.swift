@@ -34,30 +34,16 @@ struct EvalChat: ParsableCommand {
     }
     let chat = try ChatModel(directory: dd, imageDim: bundle.clip.embedDim)
     let know = LabeledTiles.knowledge(promptDirs("knowledge").first { FileManager.default.fileExists(atPath: $0) } ?? "")
-    var perSet: [([LabeledTiles.Item], PromptSet)] = []
-    var chosen: [PromptSet] = []
-    for dir in data {
-      let ds = try finalizeDataset(dir, sets: table)
-      let all = try LabeledTiles.load(dir)
-      let splits = TileManifest.splits(
-        dataset: ds.folder, groups: all.map(\.group), labels: all.map(\.label),
-        stratified: bundle.manifest.splitsStratifiedByLabel)
-      let own = try PromptSet.load(ds.promptSets[0], searchDirs: promptDirs("zero-shot"))
-      perSet.append((all.filter { splits[$0.group] == sp }, own))
-      for n in ds.promptSets where !chosen.contains(where: { $0.name == n }) {
-        chosen.append(try PromptSet.load(n, searchDirs: promptDirs("zero-shot")))
-      }
-    }
-    for n in ["tissue", "malignancy", "organ"] where !chosen.contains(where: { $0.name == n }) {
-      if let s = try? PromptSet.load(n, searchDirs: promptDirs("zero-shot")) { chosen.append(s) }
-    }
+    let (cases, chosen) = try ChatComparison.cases(
+      try data.map { try finalizeDataset($0, sets: table) }, split: sp, stratified: bundle.manifest.splitsStratifiedByLabel,
+      knowledge: know, perDataset: perDataset
+    ) { try PromptSet.load($0, searchDirs: promptDirs("zero-shot")) }
     let qfile =
       (promptDirs("eval").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/eval") + "/general-questions.json"
     var cmp = ChatComparison(
       bundle: bundle, chat: chat, languageModel: LanguageModel.Default.resolve(lm),
       questions: try ChatComparison.questions(qfile), makeGrounded: { try groundedLM($0, bundle: $1).0 }, log: warn)
     cmp.answersFile = answers
-    let cases = try ChatComparison.cases(perSet.map { (items: $0.0, set: $0.1) }, knowledge: know, perDataset: perDataset)
     let (md, _) = try cmp.run(cases: cases, sets: chosen, split: split)
     if let o = out { try writeAtomically(Data(md.utf8), to: o) }
     print(md)

@@ -99,7 +99,7 @@ final class MetricsTests: XCTestCase {
 
   /// Guards the pooled temperature fit (sets with different class counts, one temperature) and
   /// the review-threshold rule used by `eosin train finalize`.
-  func testPooledTemperatureAndReviewThreshold() {
+  func testPooledTemperatureAndReviewThreshold() throws {
     var rng = SystemRandomNumberGenerator()
     var sets: [(logits: [Float], truth: [Int], classes: Int)] = []
     for K in [3, 5] {
@@ -121,10 +121,14 @@ final class MetricsTests: XCTestCase {
     // Confidences between grid points; 0.655 is the last wrong one, so 0.66 is the lowest
     // threshold whose kept answers are all right.
     let conf: [Float] = [0.405, 0.605, 0.655, 0.805, 0.905], ok = [false, true, false, true, true]
-    let t = Metrics.reviewThreshold(confidence: conf, correct: ok, targetAccuracy: 1)
+    // Without the small-sample guard (one kept answer is enough, any bound): the point estimate.
+    let t = try XCTUnwrap(
+      Metrics.guardedThreshold(confidence: conf, correct: ok, targetAccuracy: 1, minimumKept: 1, slack: 1))
     XCTAssertEqual(t.threshold, 0.66, accuracy: 1e-4)
     XCTAssertEqual(t.coverage, 0.4, accuracy: 1e-9)
-    XCTAssertEqual(Metrics.reviewThreshold(confidence: conf, correct: ok, targetAccuracy: 0.5).threshold, 0.3, accuracy: 1e-4)
+    XCTAssertEqual(
+      Metrics.guardedThreshold(confidence: conf, correct: ok, targetAccuracy: 0.5, minimumKept: 1, slack: 1)?.threshold ?? 0, 0.3,
+      accuracy: 1e-4)
   }
 
   /// Guards the small-sample rule of the review threshold: the Wilson lower bound (values from

@@ -81,6 +81,9 @@ final class UnverifiedAnswerTests: XCTestCase {
     XCTAssertFalse(named.guessed)
     let b = try review("What is the diagnosis in this prostate biopsy?", named.set, guessed: named.guessed)
     XCTAssertFalse(b.flags.contains { $0.code == "organ-unconfirmed" }, "\(b.flags)")
+    // Choosing a set is no question: only asking one remembers the organ.
+    XCTAssertTrue(try s.choosePromptSet(for: "What is the grade?").guessed)
+    _ = try s.ask("What is the diagnosis in this prostate biopsy?")
     let later = try s.choosePromptSet(for: "What is the grade?")
     XCTAssertEqual(later.set.name, "prostate")
     XCTAssertFalse(later.guessed)

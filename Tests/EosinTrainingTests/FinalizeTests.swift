@@ -102,14 +102,30 @@ final class FinalizeTests: XCTestCase {
     defer { try? FileManager.default.removeItem(atPath: root) }
     let w = try TestSupport.writeTinyBundle(at: root + "/weights")
     let prompts = TestSupport.projectRoot + "/Prompts"
-    let lung = try LabeledTiles.load(try tileSet(root, "tiny-lung", labels: ["lung_aca", "lung_scc", "lung_n"], groups: 12))
-    let prostate = try LabeledTiles.load(
-      try tileSet(root, "tiny-prostate", labels: ["stroma_or_benign", "gleason3", "gleason4"], groups: 9))
+    let lungDir = try tileSet(root, "tiny-lung", labels: ["lung_aca", "lung_scc", "lung_n"], groups: 12)
+    let prostateDir = try tileSet(root, "tiny-prostate", labels: ["stroma_or_benign", "gleason3", "gleason4"], groups: 9)
+    let lung = try LabeledTiles.load(lungDir), prostate = try LabeledTiles.load(prostateDir)
     let sets = try ["lung", "prostate"].map { try PromptSet.load($0, searchDirs: [prompts + "/zero-shot"]) }
     let know = LabeledTiles.knowledge(prompts + "/knowledge")
     let cases = try ChatComparison.cases([(lung, sets[0]), (prostate, sets[1])], knowledge: know, perDataset: 3)
     XCTAssertEqual(cases.count, 6)
     XCTAssertEqual(cases.filter { $0.set.name == "prostate" }.count, 3)
+    // From the folders (as `eval chat` reads them): only the split's tiles, and the sets chat
+    // chooses among (the datasets' own, then tissue, malignancy and organ).
+    let (test, chatSets) = try ChatComparison.cases(
+      [
+        FinalizeDataset(name: "Tiny lung", dir: lungDir, promptSets: ["lung", "malignancy"], terms: "test"),
+        FinalizeDataset(name: "Tiny prostate", dir: prostateDir, promptSets: ["prostate"], terms: "test"),
+      ], split: .test, stratified: true, knowledge: know, perDataset: 100
+    ) { try PromptSet.load($0, searchDirs: [prompts + "/zero-shot"]) }
+    let testPaths = Set(
+      [(lungDir, lung), (prostateDir, prostate)].flatMap { dir, items in
+        let sp = TileManifest.splits(
+          dataset: (dir as NSString).lastPathComponent, groups: items.map(\.group), labels: items.map(\.label), stratified: true)
+        return items.filter { sp[$0.group] == .test }.map(\.path)
+      })
+    XCTAssertEqual(Set(test.flatMap(\.paths)), testPaths)
+    XCTAssertEqual(chatSets.map(\.name), ["lung", "malignancy", "prostate", "tissue", "organ"])
     let bundle = try ModelBundle(path: w)
     let qs = try ChatComparison.questions(prompts + "/eval/general-questions.json")
     let cmp = ChatComparison(
