@@ -86,6 +86,9 @@ public final class LlamaModel: @unchecked Sendable {
   let invFreq: [Float]
   /// Bytes of weights read per decoded token (every block, the output head and one embedding row).
   public let weightBytesPerToken: Int
+  /// Low-rank adapters on the query and value projections, added to the frozen weights in every
+  /// forward pass; nil runs the model as the file has it. Set it before sharing the model.
+  public var adapters: LoRAAdapters? = nil
 
   /// Loads a GGUF file's model with the strict name table of its architecture.
   /// - Throws: ``WeightsError`` naming the file and the unsupported architecture, missing or
@@ -205,6 +208,7 @@ public final class LlamaModel: @unchecked Sendable {
     invFreq = m.invFreq
     outputNorm = m.outputNorm
     weightBytesPerToken = m.weightBytesPerToken
+    adapters = m.adapters
     var keep: [UnsafeMutableRawPointer] = []
     var made: [UnsafeRawPointer: QuantMatrix] = [:]
     func d(_ q: QuantMatrix) -> QuantMatrix {
@@ -280,6 +284,10 @@ public final class LlamaModel: @unchecked Sendable {
         b.q.product(q, h, T, xq, s)
         b.k.product(k, h, T, xq, s)
         b.v.product(v, h, T, xq, s)
+        if let a = adapters {
+          a.q[l].apply(h, T, scale: a.scale, into: q)
+          a.v[l].apply(h, T, scale: a.scale, into: v)
+        }
         if let bq = b.qBias { addBias(q, bq, T) }
         if let bk = b.kBias { addBias(k, bk, T) }
         if let bv = b.vBias { addBias(v, bv, T) }

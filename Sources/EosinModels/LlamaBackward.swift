@@ -12,6 +12,8 @@ public struct LlamaInputGradient: Sendable {
   public var count: Int
   /// d loss / d embeddings, (T, C).
   public var grad: [Float]
+  /// d loss / d adapters, when the pass ran with adapters.
+  public var adapterGrad: LoRAAdapters? = nil
 }
 
 extension LlamaModel {
@@ -19,6 +21,8 @@ extension LlamaModel {
   /// `embeddings` (T, C) in, `targets` (T) the next token at each position (-1: not counted).
   /// Activations are kept for the backward pass (memory about T * (8C + 3F) + NH * T * T floats
   /// per block); weights are read as they are stored (dequantised a block of rows at a time).
+  /// With ``adapters`` set, they join the forward pass and their gradients come back in
+  /// ``LlamaInputGradient/adapterGrad``.
   /// - Throws: ``ModelError/input`` for a shape mismatch, a target outside the vocabulary, or
   ///   more positions than the model's context.
   public func inputGradient(embeddings x0: [Float], count T: Int, targets: [Int32]) throws -> LlamaInputGradient {
@@ -35,7 +39,10 @@ extension LlamaModel {
     struct Saved {
       var xin: [Float], r1: [Float], h1: [Float], q: [Float], k: [Float], v: [Float], p: [Float], a: [Float]
       var xmid: [Float], r2: [Float], h2: [Float], g: [Float], u: [Float]
+      var zq: [Float] = [], zv: [Float] = []
     }
+    let lora = adapters
+    var loraGrad = lora?.zeros()
     var saved: [Saved] = []
     var x = x0
     for b in blocks {
@@ -45,6 +52,13 @@ extension LlamaModel {
       s.q = project(b.q, s.h1, T, b.qBias, scratch)
       s.k = project(b.k, s.h1, T, b.kBias, scratch)
       s.v = project(b.v, s.h1, T, b.vBias, scratch)
+      if let a = lora {
+        let l = saved.count
+        s.h1.withUnsafeBufferPointer { h in
+          s.q.withUnsafeMutableBufferPointer { s.zq = a.q[l].apply(h.baseAddress!, T, scale: a.scale, into: $0.baseAddress!) }
+          s.v.withUnsafeMutableBufferPointer { s.zv = a.v[l].apply(h.baseAddress!, T, scale: a.scale, into: $0.baseAddress!) }
+        }
+      }
       invFreq.withUnsafeBufferPointer { f in
         ropeForward(&s.q, T, NH, HS, dims: c.ropeDims, invFreq: f.baseAddress!, pos0: 0, layout: c.architecture.rope)
         ropeForward(&s.k, T, NKV, HS, dims: c.ropeDims, invFreq: f.baseAddress!, pos0: 0, layout: c.architecture.rope)
@@ -114,10 +128,16 @@ extension LlamaModel {
       var dh1 = transposedProduct(b.q, dq, T, scratch)
       let dhk = transposedProduct(b.k, dk, T, scratch), dhv = transposedProduct(b.v, dv, T, scratch)
       for i in 0..<(T * C) { dh1[i] += dhk[i] + dhv[i] }
+      if let a = lora {
+        let dq2 = a.q[l].backward(dq, x: s.h1, z: s.zq, T, scale: a.scale, into: &loraGrad!.q[l])
+        let dv2 = a.v[l].backward(dv, x: s.h1, z: s.zv, T, scale: a.scale, into: &loraGrad!.v[l])
+        for i in 0..<(T * C) { dh1[i] += dq2[i] + dv2[i] }
+      }
       let din = LlamaModel.rmsnormBackward(dh1, s.xin, b.attnNorm, s.r1, T, C)
       for i in 0..<(T * C) { dx[i] += din[i] }
     }
-    return LlamaInputGradient(loss: counted > 0 ? Float(loss / Double(counted)) : 0, count: counted, grad: dx)
+    return LlamaInputGradient(
+      loss: counted > 0 ? Float(loss / Double(counted)) : 0, count: counted, grad: dx, adapterGrad: loraGrad)
   }
 
   /// out (T, rows) = inp (T, cols) @ W^T (+ bias).

@@ -204,4 +204,51 @@ final class LlamaGradientTests: XCTestCase {
       XCTAssertLessThan(diff, 1e-4 * max(1, scale), "\(name): max |grad diff| \(diff) (grad scale \(scale))")
     }
   }
+
+  /// Low-rank adapters on q and v: the loss, the input gradient and every adapter's dA and dB
+  /// against PyTorch; the inference forward with the same adapters gives the same loss.
+  func testLoRAGradientsMatchPyTorch() throws {
+    let dir = TestSupport.projectRoot + "/Tests/EosinModelsTests/Fixtures/gguf"
+    for name in ["tiny-llama-F32", "tiny-qwen2-F32"] {
+      let m = try LlamaModel(file: try GGUFFile(path: "\(dir)/\(name).gguf"))
+      let f = try SafeTensorsFile(path: "\(dir)/grad-lora-\(name).safetensors")
+      let c = m.config
+      let rank = Int(f.metadata["lora_rank"]!)!, alpha = Float(f.metadata["lora_alpha"]!)!
+      var all: [String: Tensor] = [:]
+      for n in f.tensors.keys { all[n] = try f.tensor(n) }
+      m.adapters = try LoRAAdapters(tensors: all, rank: rank, alpha: alpha, config: c, path: f.path)
+      let x = try f.tensor("embeddings"), ref = try f.tensor("grad")
+      let targets = try f.tensor("targets").data.map { Int32($0) }
+      let T = x.shape[0]
+      let r = try m.inputGradient(embeddings: x.data, count: T, targets: targets)
+      let refLoss = try f.tensor("loss").data[0]
+      XCTAssertEqual(r.loss, refLoss, accuracy: 1e-4, name)
+      func close(_ got: [Float], _ want: [Float], _ what: String) {
+        let scale = want.map(abs).max()!
+        let diff = zip(got, want).map { abs($0 - $1) }.max()!
+        XCTAssertLessThan(diff, 1e-4 * max(1, scale), "\(name) \(what): max diff \(diff) (scale \(scale))")
+      }
+      close(r.grad, ref.data, "input gradient")
+      // Gradients in the HF layout (the engine keeps GGUF's query rows), under "grad." + name.
+      let g = try XCTUnwrap(r.adapterGrad).tensors(config: c)
+      XCTAssertEqual(g.count, 4 * c.layers)
+      for (n, t) in g { close(t.data, try f.tensor("grad." + n).data, n) }
+      // Inference: the same adapters in the cached forward give the same loss.
+      let logits = try m.forward(embeddings: x.data, count: T, state: m.makeState(capacity: 32), allLogits: true)
+      var loss: Double = 0, n = 0
+      for t in 0..<T where targets[t] >= 0 {
+        let row = logits[(t * c.vocabSize)..<((t + 1) * c.vocabSize)]
+        let mx = row.max()!
+        let z = row.reduce(0.0) { $0 + Double(expf($1 - mx)) }
+        loss += log(z) - Double(row[row.startIndex + Int(targets[t])] - mx)
+        n += 1
+      }
+      XCTAssertEqual(Float(loss / Double(n)), refLoss, accuracy: 1e-4, "\(name): inference forward with adapters")
+      // Saved and loaded under PEFT's names, the adapters are the same.
+      let path = NSTemporaryDirectory() + "lora-\(name)-\(ProcessInfo.processInfo.processIdentifier).safetensors"
+      defer { try? FileManager.default.removeItem(atPath: path) }
+      try SafeTensorsWriter.write(m.adapters!.tensors(config: c), metadata: m.adapters!.metadata, to: path)
+      XCTAssertEqual(try LoRAAdapters(file: try SafeTensorsFile(path: path), config: c), m.adapters)
+    }
+  }
 }
