@@ -17,10 +17,11 @@ public struct ReviewThresholds: Codable, Equatable, Sendable {
   /// Flag a slide when less than this share of it is tissue.
   public var minTissueFraction: Double = 0.02
   /// Flag a tile as out of domain when its distance to the training embeddings
-  /// (``OutlierModel``) is above this (the 99th percentile of val tiles); nil: no check.
+  /// (``OutlierModel``) is above this (a high quantile of val tiles' distances, set by
+  /// `eosin train finalize --outlier-quantile`); nil: no check.
   public var maxOutlierDistance: Float? = nil
-  /// The same for a slide verdict, on the mean distance of its evidence tiles (the 99th
-  /// percentile of the mean over up to 10 tiles of each val group or case).
+  /// The same for a slide verdict, on the mean distance of its evidence tiles (the same
+  /// quantile of the mean over up to 10 tiles of each val group or case).
   public var maxSlideOutlierDistance: Float? = nil
   /// The organs the model was trained on (``OrganLexicon`` names); a class naming only other
   /// organs is flagged `class-unsupported`. nil: not stated, no check.

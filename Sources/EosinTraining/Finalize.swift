@@ -43,6 +43,10 @@ public struct WeightsFinalizer {
   public var organData: [FinalizeDataset]
   /// Unflagged accuracy the review threshold aims for on val.
   public var targetAccuracy: Double
+  /// The quantile of val distances (tiles, and group means for slides) at which the
+  /// out-of-domain limits are set: 0.95 flags about 5% of in-domain tiles, the budget a user
+  /// accepts for catching tissue the model never saw.
+  public var outlierQuantile = 0.95
   /// A previous version's recorded test metrics (`Weights/records/NAME.json`), shown beside
   /// these; nil for none.
   public var record: String?
@@ -236,7 +240,7 @@ public struct WeightsFinalizer {
       }
     }
     // 3. Out-of-domain model: class means and shared covariance of the diagnostic sets' train
-    //    embeddings; limits at the 99th percentile of val tiles and of val group means (up to
+    //    embeddings; limits at `outlierQuantile` of val tiles and of val group means (up to
     //    10 tiles). The organ sets stay out: they are what it must flag.
     let D = bundle.clip.embedDim
     var trainEmb: [Float] = [], trainLab: [Int] = [], labelIndex: [String: Int] = [:]
@@ -261,7 +265,7 @@ public struct WeightsFinalizer {
       valDist += outlier.distances(e)
       valGroups += its.map { ds.folder + "/" + $0.group }
     }
-    let limits = OutlierModel.limits(distances: valDist, groups: valGroups)
+    let limits = OutlierModel.limits(distances: valDist, groups: valGroups, quantile: outlierQuantile)
     var thr = ReviewThresholds()
     thr.minProbability = chosen.threshold
     thr.minProbabilityBySet = bySet
@@ -297,7 +301,7 @@ public struct WeightsFinalizer {
     manifest.review = thr
     manifest.reviewFitting = .init(
       rule:
-        "lowest min_probability keeping at least 20 val tiles whose unflagged accuracy is >= \(targetAccuracy) with a one-sided 95% Wilson lower bound >= \(targetAccuracy - 0.05), every dataset's val split pooled; each prompt set likewise on its own val tiles (min_probability_by_set)",
+        "lowest min_probability keeping at least 20 val tiles whose unflagged accuracy is >= \(targetAccuracy) with a one-sided 95% Wilson lower bound >= \(targetAccuracy - 0.05), every dataset's val split pooled; each prompt set likewise on its own val tiles (min_probability_by_set); out-of-domain limits at the \(ordinalPercentile(outlierQuantile)) percentile of val distances",
       valCoverage: chosen.coverage, valAccuracy: chosen.accuracy)
     var sources: [WeightsManifest.DataSource] = []
     for ds in datasets + organData {
@@ -461,7 +465,7 @@ public struct WeightsFinalizer {
     // Out-of-domain check: test tiles over the tile limit, the organ sets, and the sample slide
     // (skin, a tissue the models never saw) when it is present.
     md +=
-      "\n## Out-of-domain check\n\nMahalanobis distance of a tile's embedding to the nearest training class mean (shared covariance over the diagnostic sets' train tiles, `clip/outlier.safetensors`). Limits at the 99th percentile on val: **\(fmt(Double(thr.maxOutlierDistance!), 1))** for a tile, **\(fmt(Double(thr.maxSlideOutlierDistance!), 1))** for a slide verdict (mean over its tissue tiles).\n\n| tiles | split | over the tile limit | share |\n|---|---|---|---|\n"
+      "\n## Out-of-domain check\n\nMahalanobis distance of a tile's embedding to the nearest training class mean (shared covariance over the diagnostic sets' train tiles, `clip/outlier.safetensors`). Limits at the \(ordinalPercentile(outlierQuantile)) percentile on val (in-domain tiles past them are the price of catching unseen tissue): **\(fmt(Double(thr.maxOutlierDistance!), 1))** for a tile, **\(fmt(Double(thr.maxSlideOutlierDistance!), 1))** for a slide verdict (mean over its tissue tiles).\n\n| tiles | split | over the tile limit | share |\n|---|---|---|---|\n"
     var missed: [String] = []
     for (ds, splits, label) in datasets.map({ ($0, [Split.test], "test") })
       + organData.map({ ($0, [Split.val, .test], "val + test") })
@@ -649,3 +653,10 @@ public struct WeightsFinalizer {
 
 /// Formats a number with a fixed number of decimals.
 private func fmt(_ x: Double, _ decimals: Int) -> String { String(format: "%.\(decimals)f", x) }
+
+/// "95th" for 0.95.
+func ordinalPercentile(_ q: Double) -> String {
+  let n = Int((q * 100).rounded())
+  let suffix = (11...13).contains(n % 100) ? "th" : [1: "st", 2: "nd", 3: "rd"][n % 10] ?? "th"
+  return "\(n)\(suffix)"
+}

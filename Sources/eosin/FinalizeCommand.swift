@@ -66,10 +66,14 @@ struct TrainFinalize: ParsableCommand {
   @Option(help: "The leave-one-dataset-out result (make weights-lodo).") var lodo = "Weights/records/lodo.json"
   @Option(help: "Where to write the evaluation report.") var report = "EVALUATION.md"
   @Option(help: "Unflagged accuracy the review threshold aims for on val.") var targetAccuracy: Double = 0.95
+  @Option(help: "Quantile of the val distances where the out-of-domain limits sit (0.5 to 1).") var outlierQuantile = 0.95
 
   func run() throws {
+    guard (0.5...1).contains(outlierQuantile) else {
+      throw ValidationError("--outlier-quantile must be between 0.5 and 1, not \(outlierQuantile)")
+    }
     let table = try setsTable(sets)
-    let f = WeightsFinalizer(
+    var f = WeightsFinalizer(
       weights: weights, name: (weights as NSString).lastPathComponent,
       datasets: try data.map { try finalizeDataset($0, sets: table) },
       organData: try organData.map { try finalizeDataset($0, sets: table) }, targetAccuracy: targetAccuracy,
@@ -77,6 +81,7 @@ struct TrainFinalize: ParsableCommand {
       languageModel: LanguageModel.Default.resolve(nil), dirs: promptDirs,
       makeGrounded: { try groundedLM($0, bundle: $1).0 },
       log: warn)
+    f.outlierQuantile = outlierQuantile
     let (_, md) = try f.run()
     try writeAtomically(Data(md.utf8), to: report)
     print(md)
