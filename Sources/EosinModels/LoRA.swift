@@ -64,7 +64,8 @@ public struct LoRAMatrix: Sendable, Equatable {
       z.withUnsafeBufferPointer { zp in
         grad.b.withUnsafeMutableBufferPointer {
           cblas_sgemm(
-            CblasRowMajor, CblasTrans, CblasNoTrans, O, r, TT, scale, d.baseAddress!, O, zp.baseAddress!, r, 1, $0.baseAddress!, r)
+            CblasRowMajor, CblasTrans, CblasNoTrans, O, r, TT, scale, d.baseAddress!, O, zp.baseAddress!, r, 1, $0.baseAddress!, r
+          )
         }
       }
     }
@@ -74,7 +75,8 @@ public struct LoRAMatrix: Sendable, Equatable {
       b.withUnsafeBufferPointer { bp in
         dz.withUnsafeMutableBufferPointer {
           cblas_sgemm(
-            CblasRowMajor, CblasNoTrans, CblasNoTrans, TT, r, O, scale, d.baseAddress!, O, bp.baseAddress!, r, 0, $0.baseAddress!, r)
+            CblasRowMajor, CblasNoTrans, CblasNoTrans, TT, r, O, scale, d.baseAddress!, O, bp.baseAddress!, r, 0, $0.baseAddress!,
+            r)
         }
       }
     }
@@ -90,7 +92,8 @@ public struct LoRAMatrix: Sendable, Equatable {
       a.withUnsafeBufferPointer { ap in
         dx.withUnsafeMutableBufferPointer {
           cblas_sgemm(
-            CblasRowMajor, CblasNoTrans, CblasNoTrans, TT, I, r, 1, dzp.baseAddress!, r, ap.baseAddress!, I, 0, $0.baseAddress!, I)
+            CblasRowMajor, CblasNoTrans, CblasNoTrans, TT, I, r, 1, dzp.baseAddress!, r, ap.baseAddress!, I, 0, $0.baseAddress!, I
+          )
         }
       }
     }
@@ -214,11 +217,13 @@ public struct LoRAAdapters: Sendable, Equatable {
       func load(_ proj: String, _ out: Int) throws -> LoRAMatrix {
         let an = Self.name(l, proj, "A"), bn = Self.name(l, proj, "B")
         guard let a = t[an], let b = t[bn] else {
-          throw WeightsError.format(file: path, message: "no \(t[an] == nil ? an : bn): adapters must cover q_proj and v_proj of every block")
+          throw WeightsError.format(
+            file: path, message: "no \(t[an] == nil ? an : bn): adapters must cover q_proj and v_proj of every block")
         }
         guard a.shape == [r, c.channels], b.shape == [out, r] else {
           throw WeightsError.format(
-            file: path, message: "\(an) is \(a.shape) and its B \(b.shape); this model needs [\(r), \(c.channels)] and [\(out), \(r)]")
+            file: path,
+            message: "\(an) is \(a.shape) and its B \(b.shape); this model needs [\(r), \(c.channels)] and [\(out), \(r)]")
         }
         var bd = b.data
         if proj == "q_proj" && c.architecture.rope == .interleaved {
@@ -242,7 +247,8 @@ public struct LoRAAdapters: Sendable, Equatable {
     else { throw WeightsError.format(file: f.path, message: "no lora_rank and lora_alpha in the metadata") }
     guard f.tensors.count == 4 * c.layers else {
       throw WeightsError.format(
-        file: f.path, message: "\(f.tensors.count) tensors, but a model of \(c.layers) blocks has \(4 * c.layers) adapter tensors")
+        file: f.path, message: "\(f.tensors.count) tensors, but a model of \(c.layers) blocks has \(4 * c.layers) adapter tensors"
+      )
     }
     var t: [String: Tensor] = [:]
     for name in f.tensors.keys { t[name] = try f.tensor(name) }

@@ -16,6 +16,12 @@ public final class GroundedLM {
   /// The slide-token projector trained for this model (its sha256 checked), or nil: then answers
   /// are grounded on the classifier and the notes alone.
   public var projector: Projector?
+  /// The low-rank adapters trained with ``projector`` (`train lm-adapters`), set on the model
+  /// when the projector is loaded; nil: the language model as its file has it.
+  public var adapters: LoRAAdapters? {
+    get { lm.model.adapters }
+    set { lm.model.adapters = newValue }
+  }
   public var maxTokens = 96
   /// A small model loops without it; a mild 1.1 stops the loops without pushing it off topic.
   public var repeatPenalty: Float = 1.1
@@ -38,15 +44,28 @@ public final class GroundedLM {
   /// - Throws: ``PipelineError/file`` when the projector file does not match its manifest hash.
   public func loadProjector(from b: ModelBundle) throws -> String? {
     projector = nil
+    adapters = nil
     guard let rel = b.manifest.languageModel?.projector else { return "Eosin has trained no projector for it" }
     let file = b.directory + "/" + rel
     _ = try ModelBundle.verifiedSHA(b.manifest, rel, file)
     let st = try SafeTensorsFile(path: file)
-    guard st.metadata["language_model_sha256"] == (try LanguageModel.Default.cachedSHA256(lm.path)) else {
+    let sha = try LanguageModel.Default.cachedSHA256(lm.path)
+    guard st.metadata["language_model_sha256"] == sha else {
       return "the projector in \(rel) was trained for another language model"
     }
     let hidden = st.tensors["mm_projector.0.weight"]?.shape.first ?? 0
     projector = try Projector(file: st, inDim: b.clip.embedDim, hidden: hidden, outDim: lm.model.config.channels)
+    // The adapters were trained together with this projector, for this model.
+    if let arel = b.manifest.languageModel?.adapters {
+      let afile = b.directory + "/" + arel
+      _ = try ModelBundle.verifiedSHA(b.manifest, arel, afile)
+      let at = try SafeTensorsFile(path: afile)
+      guard at.metadata["language_model_sha256"] == sha else {
+        projector = nil
+        return "the adapters in \(arel) were trained for another language model"
+      }
+      adapters = try LoRAAdapters(file: at, config: lm.model.config)
+    }
     return nil
   }
 
@@ -381,62 +400,96 @@ extension ChatSession {
   /// Where the slide tokens go in the user turn (the same marker training used).
   public static let slideMarker = "<slide>"
 
+  /// The turn a grounded answer starts from, as ``askGrounded(_:_:onToken:)`` builds it and
+  /// `train lm-adapters` trains on it: the system turn (slide facts and the classifier's verdict
+  /// when the question is about the slide), the user turn (the best notes passages, then the
+  /// question; "Slide tiles: <slide>" first when slide tokens go in), the tile embeddings that
+  /// become slide tokens, and what the review needs afterwards.
+  public struct GroundedTurn {
+    /// The system message (the cached prefix).
+    public var system: String
+    /// The user message; holds ``slideMarker`` where the slide tokens go when ``slideInputs`` is set.
+    public var user: String
+    /// (``slideTokenTiles`` + 1, D) tile embeddings (the question's tiles, then the slide's
+    /// mean) for the projector; nil: no slide tokens.
+    public var slideInputs: [Float]?
+    public var about: Bool
+    public var set: PromptSet?
+    public var result: SlideResult?
+    public var verdictName: String?
+    public var classifier: ZeroShotClassifier?
+    public var picks: [Int]
+    public var why: String
+    public var guessed: Bool
+    public var hits: [(NotePassage, Double)]
+  }
+
+  /// Builds the grounded turn for `question` on the open slide (``GroundedTurn``).
+  /// - Parameter slideTokens: whether to prepare slide tokens (a projector exists).
+  public func groundedTurn(_ question: String, notes: KnowledgeNotes, slideTokens: Bool) throws -> GroundedTurn {
+    let about = ClaimGate.isAboutSlide(question) && embeddings != nil
+    var t = GroundedTurn(
+      system: "You are Eosin, a careful assistant for pathologists. Answer in two or three sentences.", user: question,
+      slideInputs: nil, about: about, set: nil, result: nil, verdictName: nil, classifier: nil, picks: [], why: "",
+      guessed: false, hits: [])
+    if about, let e = embeddings {
+      let (s, reason, g) = try choosePromptSet(for: question)
+      t.guessed = g
+      let (clf, r) = try verdict(s)
+      t.set = s
+      t.why = reason
+      t.classifier = clf
+      t.result = r
+      t.verdictName = clf.classNames[r.verdict]
+      t.picks = try selectTiles(for: question)
+      let p = String(format: "%.2f", r.probs[r.verdict])
+      var facts = "The open slide: \(slideInfo["file"] ?? "images"), \(e.tiles.count) tiles"
+      if let tf = slideInfo["tissue"] { facts += ", tissue \(tf)" }
+      t.system += " \(facts). Eosin's image classifier (\(s.name) classes) calls it \(t.verdictName!) with probability \(p)."
+      if !r.flags.isEmpty { t.system += " It flags: " + r.flags.map(\.reason).joined(separator: "; ") + "." }
+      t.system += " Base your answer on this classifier result; do not name any other diagnosis."
+    } else {
+      t.system += " If you do not know, say so."
+    }
+    // The best passage for the question, and for a slide question the verdict class's notes.
+    var hits = notes.search(question, k: 1)
+    if let v = t.verdictName, let h = notes.search(v, k: 1, minimumScore: 0).first, !hits.contains(where: { $0.0 == h.0 }) {
+      hits.append(h)
+    }
+    t.hits = hits
+    if !hits.isEmpty {
+      t.user = "Notes:\n" + hits.map { "- \($0.0.text)" }.joined(separator: "\n") + "\n\nUsing the notes, answer: " + question
+    }
+    // Slide tokens: the question's tiles and the slide's mean, where the user turn says "Slide tiles:".
+    if about, slideTokens, let e = embeddings, !t.picks.isEmpty {
+      let D = e.dim
+      var x: [Float] = []
+      for k in 0..<Self.slideTokenTiles {
+        x += e.embeddings[(t.picks[k % t.picks.count] * D)..<((t.picks[k % t.picks.count] + 1) * D)]
+      }
+      var mean = [Float](repeating: 0, count: D)
+      for i in 0..<e.tiles.count { for d in 0..<D { mean[d] += e.embeddings[i * D + d] } }
+      x += mean.map { $0 / Float(max(e.tiles.count, 1)) }
+      t.slideInputs = x
+      t.user = "Slide tiles: \(Self.slideMarker)\n" + t.user
+    }
+    return t
+  }
+
   /// Answers with the grounded language model: slide facts and the classifier's verdict in the
   /// system context (when the question is about the slide), the best notes passages in the user
   /// turn, and the claim gate after. The answer names the note it used.
   func askGrounded(_ question: String, _ g: GroundedLM, onToken: (String) -> Bool) throws -> ChatAnswer {
-    let about = ClaimGate.isAboutSlide(question) && embeddings != nil
-    var system = "You are Eosin, a careful assistant for pathologists. Answer in two or three sentences."
-    var set: PromptSet? = nil
-    var result: SlideResult? = nil
-    var verdictName: String? = nil
-    var picks: [Int] = []
-    var why = ""
-    var guessed = false
-    var classifier: ZeroShotClassifier? = nil
-    if about, let e = embeddings {
-      let (s, reason, g) = try choosePromptSet(for: question)
-      guessed = g
-      let (clf, r) = try verdict(s)
-      set = s
-      why = reason
-      classifier = clf
-      result = r
-      verdictName = clf.classNames[r.verdict]
-      picks = try selectTiles(for: question)
-      let p = String(format: "%.2f", r.probs[r.verdict])
-      var facts = "The open slide: \(slideInfo["file"] ?? "images"), \(e.tiles.count) tiles"
-      if let tf = slideInfo["tissue"] { facts += ", tissue \(tf)" }
-      system += " \(facts). Eosin's image classifier (\(s.name) classes) calls it \(verdictName!) with probability \(p)."
-      if !r.flags.isEmpty { system += " It flags: " + r.flags.map(\.reason).joined(separator: "; ") + "." }
-      system += " Base your answer on this classifier result; do not name any other diagnosis."
-    } else {
-      system += " If you do not know, say so."
-    }
-    // The best passage for the question, and for a slide question the verdict class's notes.
-    var hits = g.notes.search(question, k: 1)
-    if let v = verdictName, let h = g.notes.search(v, k: 1, minimumScore: 0).first, !hits.contains(where: { $0.0 == h.0 }) {
-      hits.append(h)
-    }
-    var user = question
-    if !hits.isEmpty {
-      user = "Notes:\n" + hits.map { "- \($0.0.text)" }.joined(separator: "\n") + "\n\nUsing the notes, answer: " + question
-    }
+    let turn = try groundedTurn(question, notes: g.notes, slideTokens: g.projector != nil)
+    let (about, set, result, verdictName, picks, why, guessed, classifier, hits, system) = (
+      turn.about, turn.set, turn.result, turn.verdictName, turn.picks, turn.why, turn.guessed, turn.classifier, turn.hits,
+      turn.system
+    )
+    let user = turn.user
     let tok = g.lm.tokenizer
     guard let tmpl = g.lm.template else { throw PipelineError.input("\(g.lm.path): the language model has no chat template") }
-    // Slide tokens (when a projector was trained for this model): the question's tiles and the
-    // slide's mean, projected, where the user turn says "Slide tiles:".
     var slideTokens: [Float]? = nil
-    if about, let proj = g.projector, let e = embeddings, !picks.isEmpty {
-      let D = e.dim
-      var x: [Float] = []
-      for k in 0..<Self.slideTokenTiles { x += e.embeddings[(picks[k % picks.count] * D)..<((picks[k % picks.count] + 1) * D)] }
-      var mean = [Float](repeating: 0, count: D)
-      for i in 0..<e.tiles.count { for d in 0..<D { mean[d] += e.embeddings[i * D + d] } }
-      x += mean.map { $0 / Float(max(e.tiles.count, 1)) }
-      slideTokens = proj.forward(x, Self.slideTokenTiles + 1)
-      user = "Slide tiles: \(Self.slideMarker)\n" + user
-    }
+    if let x = turn.slideInputs, let proj = g.projector { slideTokens = proj.forward(x, Self.slideTokenTiles + 1) }
     // The system turn is the cached prefix; the user turn and the assistant opening follow.
     let prefixText = tmpl.render([(role: "system", content: system)], generationPrompt: false)
     let restText = tmpl.render([(role: "user", content: user)], generationPrompt: true)

@@ -105,6 +105,8 @@ public struct WeightsManifest: Codable, Equatable, Sendable {
     public var licence: String
     /// The slide-token projector trained for it (nil: none yet).
     public var projector: String?
+    /// Low-rank adapters trained for it with the projector (`train lm-adapters`); nil: none.
+    public var adapters: String?
     public init(file: String, sha256: String, source: String, model: String, licence: String, projector: String? = nil) {
       self.file = file
       self.sha256 = sha256
@@ -121,6 +123,7 @@ public struct WeightsManifest: Codable, Equatable, Sendable {
       try c.encode(model, forKey: .model)
       try c.encode(licence, forKey: .licence)
       try c.encode(projector, forKey: .projector)  // null when none, so readers see the field
+      try c.encodeIfPresent(adapters, forKey: .adapters)
     }
   }
   public struct FileEntry: Codable, Equatable, Sendable {

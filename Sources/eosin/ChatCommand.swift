@@ -99,7 +99,9 @@ struct Chat: ParsableCommand {
       session.grounded = g
       let tokens =
         why.map { "no slide tokens (\($0)): answers are grounded on" }
-        ?? "slide tokens from Eosin's projector; answers are also grounded on"
+        ?? (g.adapters == nil
+          ? "slide tokens from Eosin's projector; answers are also grounded on"
+          : "slide tokens from Eosin's projector and its adapters (rank \(g.adapters!.rank)); answers are also grounded on")
       warn(
         "chat model: \((path as NSString).lastPathComponent) (\(model.model.config.architecture.rawValue)); \(tokens) the classifier and Eosin's notes (\(g.notes.passages.count) passages)"
       )

@@ -1,3 +1,4 @@
+import EosinModels
 import EosinSlide
 import EosinTensor
 import EosinWeights
@@ -167,5 +168,56 @@ final class ChatSlideTokenTests: XCTestCase {
     let bad = try chat(llama)
     XCTAssertEqual(bad.status, 2, bad.stderr)
     XCTAssertTrue(bad.stderr.contains("lm-projector/model.safetensors"), bad.stderr)
+  }
+
+  /// Adapters the manifest names load with the projector, for the same language model only; a
+  /// damaged adapters file is refused by its hash.
+  func testAdaptersLoadWithTheProjector() throws {
+    let d = TestSupport.tempDir("eosin-chat-adapters")
+    let bundle = try TestSupport.writeTinyBundle(at: d + "/w")
+    let gguf = TestSupport.projectRoot + "/Tests/EosinModelsTests/Fixtures/gguf"
+    let llama = gguf + "/tiny-llama-F32.gguf", qwen = gguf + "/tiny-qwen2-F32.gguf"
+    let model = try LlamaModel(file: try GGUFFile(path: llama))
+    var r = RandomTensors(seed: 6)
+    let proj: [String: Tensor] = [
+      "mm_projector.0.weight": try r.take("a", [8, 16]), "mm_projector.0.bias": Tensor(zeros: [8]),
+      "mm_projector.2.weight": try r.take("b", [64, 8]), "mm_projector.2.bias": Tensor(zeros: [64]),
+    ]
+    var lora = LoRAAdapters(config: model.config, rank: 2, alpha: 4, seed: 1)
+    for l in lora.q.indices { lora.q[l].b = lora.q[l].b.indices.map { 0.01 * Float($0 % 5) } }
+    try FileManager.default.createDirectory(atPath: bundle + "/lm-adapters", withIntermediateDirectories: true)
+    let pf = bundle + "/lm-adapters/projector.safetensors", af = bundle + "/lm-adapters/adapters.safetensors"
+    let sha = try SHA256.hex(fileAt: llama)
+    try SafeTensorsWriter.write(proj, metadata: ["language_model_sha256": sha], to: pf)
+    try SafeTensorsWriter.write(
+      lora.tensors(config: model.config), metadata: lora.metadata.merging(["language_model_sha256": sha]) { a, _ in a }, to: af)
+    var man =
+      try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: bundle + "/manifest.json"))) as! [String: Any]
+    man["language_model"] = [
+      "file": "tiny-llama-F32.gguf", "sha256": sha, "source": "test fixture", "model": "tiny", "licence": "none",
+      "projector": "lm-adapters/projector.safetensors", "adapters": "lm-adapters/adapters.safetensors",
+    ]
+    var files = man["files"] as? [String: Any] ?? [:]
+    files["lm-adapters/projector.safetensors"] = ["sha256": try SHA256.hex(fileAt: pf), "bytes": 1]
+    files["lm-adapters/adapters.safetensors"] = ["sha256": try SHA256.hex(fileAt: af), "bytes": 1]
+    man["files"] = files
+    try JSONSerialization.data(withJSONObject: man).write(to: URL(fileURLWithPath: bundle + "/manifest.json"))
+    let slide = try TestSupport.writeSyntheticSlide(at: d + "/case.tiff", width: 1536, height: 1024, levels: 2, mpp: 0.5)
+    func chat(_ lm: String) throws -> CLITests.Run {
+      try CLITests.run(
+        ["chat", "--weights", bundle, "--cache", d + "/cache", "--max-tokens", "6", "--lm", lm, slide],
+        stdin: "What is the diagnosis?\n", env: ["XDG_STATE_HOME": d + "/state", "XDG_CACHE_HOME": d + "/xdg"])
+    }
+    let on = try chat(llama)
+    XCTAssertEqual(on.status, 0, on.stderr)
+    XCTAssertTrue(on.stderr.contains("its adapters (rank 2)"), on.stderr)
+    let off = try chat(qwen)
+    XCTAssertEqual(off.status, 0, off.stderr)
+    XCTAssertTrue(off.stderr.contains("trained for another language model"), off.stderr)
+    XCTAssertFalse(off.stderr.contains("adapters (rank"), off.stderr)
+    try Data(repeating: 1, count: 64).write(to: URL(fileURLWithPath: af))
+    let bad = try chat(llama)
+    XCTAssertEqual(bad.status, 2, bad.stderr)
+    XCTAssertTrue(bad.stderr.contains("lm-adapters/adapters.safetensors"), bad.stderr)
   }
 }

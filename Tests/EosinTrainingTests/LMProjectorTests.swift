@@ -2,6 +2,7 @@ import EosinModels
 import EosinPipelines
 import EosinTensor
 import EosinTraining
+import EosinWeights
 import Foundation
 import TestSupport
 import XCTest
@@ -64,5 +65,96 @@ final class LMProjectorTests: XCTestCase {
     XCTAssertLessThan(try t.loss(batch), first)
     XCTAssertEqual(
       Set(t.export().keys), ["mm_projector.0.weight", "mm_projector.0.bias", "mm_projector.2.weight", "mm_projector.2.bias"])
+  }
+}
+
+/// The second stage: adapters and the projector trained together on grounded turns (tiny fixture).
+final class LMAdapterTrainerTests: XCTestCase {
+  func turns(_ D: Int) -> [GroundedExample] {
+    var rng = SeededRNG(seed: 5)
+    return [
+      GroundedExample(
+        kind: "slide", system: "You are Eosin. The classifier calls it lung adenocarcinoma.",
+        user: "Slide tiles: \(ChatSession.slideMarker)\nWhat is the diagnosis?",
+        slideInputs: (0..<(3 * D)).map { _ in Float(rng.uniform() * 2 - 1) }, answer: "it is lung adenocarcinoma"),
+      GroundedExample(
+        kind: "notes", system: "You are Eosin.",
+        user: "Notes:\n- a granuloma is a collection of macrophages\n\nWhat is a granuloma?",
+        slideInputs: nil, answer: "a collection of macrophages"),
+    ]
+  }
+
+  func projector(_ D: Int, _ C: Int) throws -> Projector {
+    var r = RandomTensors(seed: 9, std: 0.2)
+    return Projector(
+      fc1: Linear(weight: try r.take("mm_projector.0.weight", [16, D]), bias: Tensor(zeros: [16])),
+      fc2: Linear(weight: try r.take("mm_projector.2.weight", [C, 16]), bias: Tensor(zeros: [C])))
+  }
+
+  /// Adapter gradients through the trainer (slide and text-only turns mixed) against central
+  /// differences; a fresh adapter's B is zero, so its A gets no gradient until B moves.
+  func testAdapterGradientsMatchFiniteDifferences() throws {
+    let lm = try LanguageModel(path: LMProjectorTests.gguf)
+    let C = lm.model.config.channels
+    let t = try LMAdapterTrainer(lm: lm, projector: try projector(8, C), rank: 2, alpha: 4, seed: 3)
+    // Move B off zero so both factors carry gradient.
+    let b0 = t.params.offset("lora.0.q.B"), v1 = t.params.offset("lora.1.v.B")
+    for i in 0..<(C * 2) { t.params.data[b0 + i] = 0.05 * Float((i % 7) - 3) }
+    for i in 0..<8 { t.params.data[v1 + i] = 0.04 * Float((i % 5) - 2) }
+    let batch = turns(8)
+    t.params.zeroGrad()
+    _ = try t.step(batch)
+    let grad = t.params.grad
+    for name in ["lora.0.q.A", "lora.0.q.B", "lora.1.v.A", "lora.1.v.B", "mm_projector.2.weight"] {
+      let o = t.params.offset(name)
+      for k in [0, 3, 7] {
+        let i = o + k
+        let w = t.params.data[i]
+        let eps: Float = 1e-2
+        t.params.data[i] = w + eps
+        let lp = try t.loss(batch)
+        t.params.data[i] = w - eps
+        let ln = try t.loss(batch)
+        t.params.data[i] = w
+        let fd = (lp - ln) / (2 * eps)
+        XCTAssertEqual(grad[i], fd, accuracy: max(2e-3, abs(fd) * 0.05), "\(name)[\(k)]")
+      }
+    }
+  }
+
+  /// Steps lower the loss; the exported adapters load back under PEFT's names and change the
+  /// model's output, and the projector keeps LLaVA's names.
+  func testTrainingLowersTheLossAndExportsLoad() throws {
+    let lm = try LanguageModel(path: LMProjectorTests.gguf)
+    let C = lm.model.config.channels
+    let t = try LMAdapterTrainer(lm: lm, projector: try projector(8, C), rank: 4, alpha: 8, seed: 3)
+    let batch = turns(8)
+    let first = try t.loss(batch)
+    for _ in 0..<15 {
+      t.params.zeroGrad()
+      _ = try t.step(batch)
+      t.params.adamw(lr: 1e-2, weightDecay: 0, clip: 1)
+    }
+    XCTAssertLessThan(try t.loss(batch), first)
+    XCTAssertEqual(
+      Set(try t.exportProjector().keys),
+      ["mm_projector.0.weight", "mm_projector.0.bias", "mm_projector.2.weight", "mm_projector.2.bias"])
+    let dir = NSTemporaryDirectory() + "eosin-lora-\(ProcessInfo.processInfo.processIdentifier)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    try SafeTensorsWriter.write(try t.exportAdapters(), metadata: t.adapters.metadata, to: dir + "/a.safetensors")
+    let loaded = try LoRAAdapters(file: try SafeTensorsFile(path: dir + "/a.safetensors"), config: lm.model.config)
+    XCTAssertEqual(loaded, t.adapters)
+    let ids: [Int32] = [1, 5, 9, 12]
+    let plain = try lm.model.forward(ids, state: lm.model.makeState(capacity: 8))
+    lm.model.adapters = loaded
+    let adapted = try lm.model.forward(ids, state: lm.model.makeState(capacity: 8))
+    lm.model.adapters = nil
+    XCTAssertGreaterThan(zip(plain, adapted).map { abs($0 - $1) }.max()!, 1e-4)
+    // A file whose tensors do not fit the model is refused, naming it.
+    try SafeTensorsWriter.write(["x": Tensor(zeros: [2])], metadata: t.adapters.metadata, to: dir + "/bad.safetensors")
+    XCTAssertThrowsError(try LoRAAdapters(file: try SafeTensorsFile(path: dir + "/bad.safetensors"), config: lm.model.config)) {
+      XCTAssertTrue("\($0.localizedDescription)".contains("bad.safetensors"), "\($0)")
+    }
   }
 }
