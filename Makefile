@@ -52,7 +52,8 @@ demo: build lm
 # The committed default is still eosin-small-v1 (made by this target at commit 15cffef): v2
 # replaces it once it is better on every row of EVALUATION.md (see Weights/README.md). The
 # slide-token projector is trained through the chat language model (fetched by `make lm`), which
-# stays frozen and is never committed.
+# stays frozen and is never committed; `train lm-adapters` then trains low-rank adapters on it
+# with the projector, on grounded chat turns (about 30 minutes).
 WEIGHTS    ?= Weights/eosin-small-v2
 BG_SLIDE   := ../shared/data/slides/CMU-1-Small-Region.svs
 weights: build lm
@@ -61,6 +62,7 @@ weights: build lm
 	cp Vocab/vocab.json Vocab/merges.txt Vocab/special_tokens.json $(WEIGHTS)/clip/
 	$(BIN) train decoder --weights $(WEIGHTS) --pretrain-steps 800 --instruct-steps 800 --background-slide $(BG_SLIDE)
 	$(BIN) train lm-projector --weights $(WEIGHTS) --lm "$(LM)" --steps 250 --batch 8 --background-slide $(BG_SLIDE)
+	$(BIN) train lm-adapters --weights $(WEIGHTS) --lm "$(LM)" --steps 120 --batch 8
 	$(BIN) train finalize --weights $(WEIGHTS) --report $(WEIGHTS)/EVALUATION.md
 
 # Leave one dataset out (LODO, default endometrium): the same CLIP recipe without it, calibrated

@@ -107,28 +107,9 @@ struct TrainLMAdaptersCommand: ParsableCommand {
     let probe = (0..<16).map { draw(0, $0, salt: 7919) }
     let before = try trainer.loss(probe)
     print(String(format: "probe loss before training %.4f (%d turns)", before, probe.count))
-    signal(SIGINT) { _ in interrupted = true }
-    let tTrain = Probes.now()
-    var losses: [Float] = [], curve: [Double] = []
-    var done = 0
-    for s in 0..<steps {
-      if interrupted { break }
-      trainer.params.zeroGrad()
-      losses.append(try trainer.step((0..<batch).map { draw(s, $0) }))
-      let rate = learningRate(step: s, total: steps, warmup: max(1, steps / 10), peak: lr)
-      _ = trainer.params.adamw(lr: rate, weightDecay: 0, clip: 1)
-      done = s + 1
-      if done % 5 == 0 || done == steps {
-        let m = losses.reduce(0, +) / Float(losses.count)
-        curve.append(Double(m))
-        print(
-          String(
-            format: "step %4d/%d  loss %.4f  lr %.2e  %.2f turns/s", done, steps, m, rate,
-            Double(done * batch) / (Probes.now() - tTrain)))
-        fflush(stdout)
-        losses.removeAll()
-      }
-    }
+    let (done, curve) = try languageModelTrainingLoop(
+      params: trainer.params, steps: steps, batch: batch, lr: lr, warmup: max(1, steps / 10), logEvery: 5, unit: "turns"
+    ) { s in try trainer.step((0..<batch).map { draw(s, $0) }) }
     let after = try trainer.loss(probe)
     print(String(format: "probe loss after training %.4f", after))
     let out = weights + "/lm-adapters"
@@ -152,18 +133,12 @@ struct TrainLMAdaptersCommand: ParsableCommand {
     try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]).write(
       to: URL(fileURLWithPath: out + "/training.json"), options: .atomic)
     // The manifest points chat at the stage-2 projector and the adapters.
-    let manPath = weights + "/manifest.json"
-    var man = try WeightsManifest.load(manPath)
-    man.languageModel?.projector = "lm-adapters/projector.safetensors"
-    man.languageModel?.adapters = "lm-adapters/adapters.safetensors"
-    for f in ["projector.safetensors", "adapters.safetensors", "training.json"] {
-      let p = out + "/" + f
-      let size = (try FileManager.default.attributesOfItem(atPath: p)[.size] as? Int) ?? 0
-      man.files["lm-adapters/" + f] = .init(sha256: try SHA256.hex(fileAt: p), bytes: size)
+    try recordInManifest(
+      weights: weights, folder: "lm-adapters", files: ["projector.safetensors", "adapters.safetensors", "training.json"]
+    ) { man in
+      man.languageModel?.projector = "lm-adapters/projector.safetensors"
+      man.languageModel?.adapters = "lm-adapters/adapters.safetensors"
     }
-    let tmp = manPath + ".tmp"
-    try man.encoded().write(to: URL(fileURLWithPath: tmp))
-    guard rename(tmp, manPath) == 0 else { throw CLIError("\(manPath): cannot write") }
     print("trained the adapters and the projector in \(fmt((Probes.now() - t0) / 60, 1)) min -> \(out)")
   }
 }

@@ -47,28 +47,10 @@ struct TrainLMProjectorCommand: ParsableCommand {
     let probe = (0..<16).map { probeSampler.conversation(step: 0, slot: $0) }
     let before = try trainer.loss(probe)
     print(String(format: "probe loss before training %.4f (%d conversations)", before, probe.count))
-    signal(SIGINT) { _ in interrupted = true }
     let t0 = Probes.now()
-    var losses: [Float] = [], curve: [Double] = []
-    var done = 0
-    for s in 0..<steps {
-      if interrupted { break }
-      trainer.params.zeroGrad()
-      losses.append(try trainer.step((0..<batch).map { sampler.conversation(step: s, slot: $0) }))
-      let rate = learningRate(step: s, total: steps, warmup: max(1, steps / 20), peak: lr)
-      _ = trainer.params.adamw(lr: rate, weightDecay: 0, clip: 1)
-      done = s + 1
-      if done % 10 == 0 || done == steps {
-        let m = losses.reduce(0, +) / Float(losses.count)
-        curve.append(Double(m))
-        print(
-          String(
-            format: "step %4d/%d  loss %.4f  lr %.2e  %.2f conversations/s", done, steps, m, rate,
-            Double(done * batch) / (Probes.now() - t0)))
-        fflush(stdout)
-        losses.removeAll()
-      }
-    }
+    let (done, curve) = try languageModelTrainingLoop(
+      params: trainer.params, steps: steps, batch: batch, lr: lr, warmup: max(1, steps / 20), logEvery: 10, unit: "conversations"
+    ) { s in try trainer.step((0..<batch).map { sampler.conversation(step: s, slot: $0) }) }
     let after = try trainer.loss(probe)
     print(String(format: "probe loss after training %.4f", after))
     let out = weights + "/lm-projector"
@@ -85,23 +67,66 @@ struct TrainLMProjectorCommand: ParsableCommand {
     ]
     try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]).write(
       to: URL(fileURLWithPath: out + "/training.json"), options: .atomic)
-    // The manifest names the projector and pins the language model it was trained for.
-    let manPath = weights + "/manifest.json"
-    var man = try WeightsManifest.load(manPath)
-    if let pinned = man.languageModel?.sha256, pinned != lmSHA {
-      warn(
-        "the manifest pins another language model (\(pinned.prefix(12))…); the projector applies only to \((path as NSString).lastPathComponent) (\(lmSHA.prefix(12))…), as its metadata records"
-      )
+    // The manifest names the projector (adapters trained on an earlier projector no longer
+    // apply) and pins the language model it was trained for.
+    try recordInManifest(weights: weights, folder: "lm-projector", files: ["model.safetensors", "training.json"]) { man in
+      if let pinned = man.languageModel?.sha256, pinned != lmSHA {
+        warn(
+          "the manifest pins another language model (\(pinned.prefix(12))…); the projector applies only to \((path as NSString).lastPathComponent) (\(lmSHA.prefix(12))…), as its metadata records"
+        )
+      }
+      man.languageModel?.projector = "lm-projector/model.safetensors"
+      man.languageModel?.adapters = nil
     }
-    man.languageModel?.projector = "lm-projector/model.safetensors"
-    for f in ["model.safetensors", "training.json"] {
-      let p = out + "/" + f
-      let size = (try FileManager.default.attributesOfItem(atPath: p)[.size] as? Int) ?? 0
-      man.files["lm-projector/" + f] = .init(sha256: try SHA256.hex(fileAt: p), bytes: size)
-    }
-    let tmp = manPath + ".tmp"
-    try man.encoded().write(to: URL(fileURLWithPath: tmp))
-    guard rename(tmp, manPath) == 0 else { throw CLIError("\(manPath): cannot write") }
     print("trained the slide-token projector in \(fmt((Probes.now() - t0) / 60, 1)) min -> \(out)")
   }
+}
+
+/// The AdamW loop of the language-model trainers: zeroed gradients, one step on `batch`
+/// examples (`step` returns its loss), warmup then cosine decay, a loss line every `logEvery`
+/// steps; Ctrl-C stops it after the current step.
+/// - Returns: the steps done and the mean loss of each `logEvery` steps.
+func languageModelTrainingLoop(
+  params: ParameterSet, steps: Int, batch: Int, lr: Float, warmup: Int, logEvery: Int, unit: String,
+  step: (Int) throws -> Float
+) throws -> (done: Int, curve: [Double]) {
+  signal(SIGINT) { _ in interrupted = true }
+  let t0 = Probes.now()
+  var losses: [Float] = [], curve: [Double] = []
+  var done = 0
+  for s in 0..<steps {
+    if interrupted { break }
+    params.zeroGrad()
+    losses.append(try step(s))
+    let rate = learningRate(step: s, total: steps, warmup: warmup, peak: lr)
+    _ = params.adamw(lr: rate, weightDecay: 0, clip: 1)
+    done = s + 1
+    if done % logEvery == 0 || done == steps {
+      let m = losses.reduce(0, +) / Float(losses.count)
+      curve.append(Double(m))
+      print(
+        String(
+          format: "step %4d/%d  loss %.4f  lr %.2e  %.2f " + unit + "/s", done, steps, m, rate,
+          Double(done * batch) / (Probes.now() - t0)))
+      fflush(stdout)
+      losses.removeAll()
+    }
+  }
+  return (done, curve)
+}
+
+/// Records `files` of `weights/folder` (sha256 and size) in the weights manifest after `edit`,
+/// replacing the manifest atomically.
+func recordInManifest(weights: String, folder: String, files: [String], edit: (inout WeightsManifest) -> Void) throws {
+  let manPath = weights + "/manifest.json"
+  var man = try WeightsManifest.load(manPath)
+  edit(&man)
+  for f in files {
+    let p = weights + "/" + folder + "/" + f
+    let size = (try FileManager.default.attributesOfItem(atPath: p)[.size] as? Int) ?? 0
+    man.files[folder + "/" + f] = .init(sha256: try SHA256.hex(fileAt: p), bytes: size)
+  }
+  let tmp = manPath + ".tmp"
+  try man.encoded().write(to: URL(fileURLWithPath: tmp))
+  guard rename(tmp, manPath) == 0 else { throw CLIError("\(manPath): cannot write") }
 }

@@ -126,6 +126,25 @@ final class ChatCLITests: XCTestCase {
 /// Slide tokens in chat: the projector the manifest names is used only with the language model
 /// whose sha256 its metadata records; with another model chat says why slide tokens are off.
 final class ChatSlideTokenTests: XCTestCase {
+  /// Pins `gguf` as the bundle's language model in its manifest, with `files` (manifest key:
+  /// path in the bundle, e.g. "projector") listed and hashed.
+  static func pinLanguageModel(_ bundle: String, _ gguf: String, files named: [String: String]) throws {
+    var man =
+      try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: bundle + "/manifest.json"))) as! [String: Any]
+    var entry: [String: Any] = [
+      "file": (gguf as NSString).lastPathComponent, "sha256": try SHA256.hex(fileAt: gguf), "source": "test fixture",
+      "model": "tiny", "licence": "none",
+    ]
+    var files = man["files"] as? [String: Any] ?? [:]
+    for (key, rel) in named {
+      entry[key] = rel
+      files[rel] = ["sha256": try SHA256.hex(fileAt: bundle + "/" + rel), "bytes": 1]
+    }
+    man["language_model"] = entry
+    man["files"] = files
+    try JSONSerialization.data(withJSONObject: man).write(to: URL(fileURLWithPath: bundle + "/manifest.json"))
+  }
+
   func testProjectorAppliesOnlyToItsLanguageModel() throws {
     let d = TestSupport.tempDir("eosin-chat-projector")
     let bundle = try TestSupport.writeTinyBundle(at: d + "/w")
@@ -140,16 +159,7 @@ final class ChatSlideTokenTests: XCTestCase {
     try FileManager.default.createDirectory(atPath: bundle + "/lm-projector", withIntermediateDirectories: true)
     let pf = bundle + "/lm-projector/model.safetensors"
     try SafeTensorsWriter.write(proj, metadata: ["language_model_sha256": try SHA256.hex(fileAt: llama)], to: pf)
-    var man =
-      try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: bundle + "/manifest.json"))) as! [String: Any]
-    man["language_model"] = [
-      "file": "tiny-llama-F32.gguf", "sha256": try SHA256.hex(fileAt: llama), "source": "test fixture", "model": "tiny",
-      "licence": "none", "projector": "lm-projector/model.safetensors",
-    ]
-    var files = man["files"] as? [String: Any] ?? [:]
-    files["lm-projector/model.safetensors"] = ["sha256": try SHA256.hex(fileAt: pf), "bytes": 1]
-    man["files"] = files
-    try JSONSerialization.data(withJSONObject: man).write(to: URL(fileURLWithPath: bundle + "/manifest.json"))
+    try Self.pinLanguageModel(bundle, llama, files: ["projector": "lm-projector/model.safetensors"])
     let slide = try TestSupport.writeSyntheticSlide(at: d + "/case.tiff", width: 1536, height: 1024, levels: 2, mpp: 0.5)
     func chat(_ lm: String) throws -> CLITests.Run {
       try CLITests.run(
@@ -191,17 +201,8 @@ final class ChatSlideTokenTests: XCTestCase {
     try SafeTensorsWriter.write(proj, metadata: ["language_model_sha256": sha], to: pf)
     try SafeTensorsWriter.write(
       lora.tensors(config: model.config), metadata: lora.metadata.merging(["language_model_sha256": sha]) { a, _ in a }, to: af)
-    var man =
-      try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: bundle + "/manifest.json"))) as! [String: Any]
-    man["language_model"] = [
-      "file": "tiny-llama-F32.gguf", "sha256": sha, "source": "test fixture", "model": "tiny", "licence": "none",
-      "projector": "lm-adapters/projector.safetensors", "adapters": "lm-adapters/adapters.safetensors",
-    ]
-    var files = man["files"] as? [String: Any] ?? [:]
-    files["lm-adapters/projector.safetensors"] = ["sha256": try SHA256.hex(fileAt: pf), "bytes": 1]
-    files["lm-adapters/adapters.safetensors"] = ["sha256": try SHA256.hex(fileAt: af), "bytes": 1]
-    man["files"] = files
-    try JSONSerialization.data(withJSONObject: man).write(to: URL(fileURLWithPath: bundle + "/manifest.json"))
+    try Self.pinLanguageModel(
+      bundle, llama, files: ["projector": "lm-adapters/projector.safetensors", "adapters": "lm-adapters/adapters.safetensors"])
     let slide = try TestSupport.writeSyntheticSlide(at: d + "/case.tiff", width: 1536, height: 1024, levels: 2, mpp: 0.5)
     func chat(_ lm: String) throws -> CLITests.Run {
       try CLITests.run(

@@ -33,22 +33,9 @@ final class LMProjectorTests: XCTestCase {
     XCTAssertEqual(answer.last, lm.tokenizer.special["<|im_end|>"])
     t.params.zeroGrad()
     _ = try t.step(batch)
-    let grad = t.params.grad
-    for name in ["mm_projector.0.weight", "mm_projector.2.weight", "mm_projector.2.bias"] {
-      let o = t.params.offset(name)
-      for k in [0, 5, 11] {
-        let i = o + k
-        let w = t.params.data[i]
-        let eps: Float = 1e-2
-        t.params.data[i] = w + eps
-        let lp = try t.loss(batch)
-        t.params.data[i] = w - eps
-        let lmn = try t.loss(batch)
-        t.params.data[i] = w
-        let fd = (lp - lmn) / (2 * eps)
-        XCTAssertEqual(grad[i], fd, accuracy: max(2e-3, abs(fd) * 0.05), "\(name)[\(k)]")
-      }
-    }
+    checkFiniteDifferences(
+      t.params, ["mm_projector.0.weight", "mm_projector.2.weight", "mm_projector.2.bias"], entries: [0, 5, 11]
+    ) { try t.loss(batch) }
   }
 
   /// A few AdamW steps lower the loss.
@@ -104,21 +91,8 @@ final class LMAdapterTrainerTests: XCTestCase {
     let batch = turns(8)
     t.params.zeroGrad()
     _ = try t.step(batch)
-    let grad = t.params.grad
-    for name in ["lora.0.q.A", "lora.0.q.B", "lora.1.v.A", "lora.1.v.B", "mm_projector.2.weight"] {
-      let o = t.params.offset(name)
-      for k in [0, 3, 7] {
-        let i = o + k
-        let w = t.params.data[i]
-        let eps: Float = 1e-2
-        t.params.data[i] = w + eps
-        let lp = try t.loss(batch)
-        t.params.data[i] = w - eps
-        let ln = try t.loss(batch)
-        t.params.data[i] = w
-        let fd = (lp - ln) / (2 * eps)
-        XCTAssertEqual(grad[i], fd, accuracy: max(2e-3, abs(fd) * 0.05), "\(name)[\(k)]")
-      }
+    checkFiniteDifferences(t.params, ["lora.0.q.A", "lora.0.q.B", "lora.1.v.A", "lora.1.v.B", "mm_projector.2.weight"]) {
+      try t.loss(batch)
     }
   }
 
@@ -155,6 +129,30 @@ final class LMAdapterTrainerTests: XCTestCase {
     try SafeTensorsWriter.write(["x": Tensor(zeros: [2])], metadata: t.adapters.metadata, to: dir + "/bad.safetensors")
     XCTAssertThrowsError(try LoRAAdapters(file: try SafeTensorsFile(path: dir + "/bad.safetensors"), config: lm.model.config)) {
       XCTAssertTrue("\($0.localizedDescription)".contains("bad.safetensors"), "\($0)")
+    }
+  }
+}
+
+/// Compares the gradient in `params` with central differences of `loss` for a few entries of
+/// each named tensor (step 1e-2; within 2e-3 or 5%).
+func checkFiniteDifferences(
+  _ params: ParameterSet, _ names: [String], entries: [Int] = [0, 3, 7], file: StaticString = #filePath, line: UInt = #line,
+  loss: () throws -> Float
+) {
+  let grad = params.grad
+  for name in names {
+    let o = params.offset(name)
+    for k in entries {
+      let i = o + k
+      let w = params.data[i]
+      let eps: Float = 1e-2
+      params.data[i] = w + eps
+      let lp = (try? loss()) ?? .nan
+      params.data[i] = w - eps
+      let ln = (try? loss()) ?? .nan
+      params.data[i] = w
+      let fd = (lp - ln) / (2 * eps)
+      XCTAssertEqual(grad[i], fd, accuracy: max(2e-3, abs(fd) * 0.05), "\(name)[\(k)]", file: file, line: line)
     }
   }
 }
