@@ -126,6 +126,16 @@ final class ChatCLITests: XCTestCase {
 /// Slide tokens in chat: the projector the manifest names is used only with the language model
 /// whose sha256 its metadata records; with another model chat says why slide tokens are off.
 final class ChatSlideTokenTests: XCTestCase {
+  /// Asks "What is the diagnosis?" about a synthetic slide with the bundle and a language model.
+  static func diagnosisChat(_ bundle: String, _ d: String) throws -> (String) throws -> CLITests.Run {
+    let slide = try TestSupport.writeSyntheticSlide(at: d + "/case.tiff", width: 1536, height: 1024, levels: 2, mpp: 0.5)
+    return { lm in
+      try CLITests.run(
+        ["chat", "--weights", bundle, "--cache", d + "/cache", "--max-tokens", "6", "--lm", lm, slide],
+        stdin: "What is the diagnosis?\n", env: ["XDG_STATE_HOME": d + "/state", "XDG_CACHE_HOME": d + "/xdg"])
+    }
+  }
+
   /// Pins `gguf` as the bundle's language model in its manifest, with `files` (manifest key:
   /// path in the bundle, e.g. "projector") listed and hashed.
   static func pinLanguageModel(_ bundle: String, _ gguf: String, files named: [String: String]) throws {
@@ -160,12 +170,7 @@ final class ChatSlideTokenTests: XCTestCase {
     let pf = bundle + "/lm-projector/model.safetensors"
     try SafeTensorsWriter.write(proj, metadata: ["language_model_sha256": try SHA256.hex(fileAt: llama)], to: pf)
     try Self.pinLanguageModel(bundle, llama, files: ["projector": "lm-projector/model.safetensors"])
-    let slide = try TestSupport.writeSyntheticSlide(at: d + "/case.tiff", width: 1536, height: 1024, levels: 2, mpp: 0.5)
-    func chat(_ lm: String) throws -> CLITests.Run {
-      try CLITests.run(
-        ["chat", "--weights", bundle, "--cache", d + "/cache", "--max-tokens", "6", "--lm", lm, slide],
-        stdin: "What is the diagnosis?\n", env: ["XDG_STATE_HOME": d + "/state", "XDG_CACHE_HOME": d + "/xdg"])
-    }
+    let chat = try Self.diagnosisChat(bundle, d)
     let on = try chat(llama)
     XCTAssertEqual(on.status, 0, on.stderr)
     XCTAssertTrue(on.stderr.contains("slide tokens from Eosin's projector"), on.stderr)
@@ -203,12 +208,7 @@ final class ChatSlideTokenTests: XCTestCase {
       lora.tensors(config: model.config), metadata: lora.metadata.merging(["language_model_sha256": sha]) { a, _ in a }, to: af)
     try Self.pinLanguageModel(
       bundle, llama, files: ["projector": "lm-adapters/projector.safetensors", "adapters": "lm-adapters/adapters.safetensors"])
-    let slide = try TestSupport.writeSyntheticSlide(at: d + "/case.tiff", width: 1536, height: 1024, levels: 2, mpp: 0.5)
-    func chat(_ lm: String) throws -> CLITests.Run {
-      try CLITests.run(
-        ["chat", "--weights", bundle, "--cache", d + "/cache", "--max-tokens", "6", "--lm", lm, slide],
-        stdin: "What is the diagnosis?\n", env: ["XDG_STATE_HOME": d + "/state", "XDG_CACHE_HOME": d + "/xdg"])
-    }
+    let chat = try Self.diagnosisChat(bundle, d)
     let on = try chat(llama)
     XCTAssertEqual(on.status, 0, on.stderr)
     XCTAssertTrue(on.stderr.contains("its adapters (rank 2)"), on.stderr)

@@ -43,13 +43,8 @@ final class LMProjectorTests: XCTestCase {
     let lm = try LanguageModel(path: Self.gguf)
     let t = try LMProjectorTrainer(lm: lm, imageDim: 8, hidden: 16, seed: 2)
     let batch = conversations(8)
-    let first = try t.loss(batch)
-    for _ in 0..<15 {
-      t.params.zeroGrad()
-      _ = try t.step(batch)
-      t.params.adamw(lr: 1e-2, weightDecay: 0, clip: 1)
-    }
-    XCTAssertLessThan(try t.loss(batch), first)
+    let (first, last) = try fifteenSteps(t.params, step: { try t.step(batch) }, loss: { try t.loss(batch) })
+    XCTAssertLessThan(last, first)
     XCTAssertEqual(
       Set(t.export().keys), ["mm_projector.0.weight", "mm_projector.0.bias", "mm_projector.2.weight", "mm_projector.2.bias"])
   }
@@ -103,13 +98,8 @@ final class LMAdapterTrainerTests: XCTestCase {
     let C = lm.model.config.channels
     let t = try LMAdapterTrainer(lm: lm, projector: try projector(8, C), rank: 4, alpha: 8, seed: 3)
     let batch = turns(8)
-    let first = try t.loss(batch)
-    for _ in 0..<15 {
-      t.params.zeroGrad()
-      _ = try t.step(batch)
-      t.params.adamw(lr: 1e-2, weightDecay: 0, clip: 1)
-    }
-    XCTAssertLessThan(try t.loss(batch), first)
+    let (first, last) = try fifteenSteps(t.params, step: { try t.step(batch) }, loss: { try t.loss(batch) })
+    XCTAssertLessThan(last, first)
     XCTAssertEqual(
       Set(try t.exportProjector().keys),
       ["mm_projector.0.weight", "mm_projector.0.bias", "mm_projector.2.weight", "mm_projector.2.bias"])
@@ -155,4 +145,15 @@ func checkFiniteDifferences(
       XCTAssertEqual(grad[i], fd, accuracy: max(2e-3, abs(fd) * 0.05), "\(name)[\(k)]", file: file, line: line)
     }
   }
+}
+
+/// The loss before and after 15 AdamW steps (learning rate 1e-2) on one batch.
+func fifteenSteps(_ params: ParameterSet, step: () throws -> Float, loss: () throws -> Float) throws -> (Float, Float) {
+  let first = try loss()
+  for _ in 0..<15 {
+    params.zeroGrad()
+    _ = try step()
+    params.adamw(lr: 1e-2, weightDecay: 0, clip: 1)
+  }
+  return (first, try loss())
 }
