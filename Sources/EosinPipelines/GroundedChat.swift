@@ -16,12 +16,11 @@ public final class GroundedLM {
   /// The slide-token projector trained for this model (its sha256 checked), or nil: then answers
   /// are grounded on the classifier and the notes alone.
   public var projector: Projector?
-  /// The low-rank adapters trained with ``projector`` (`train lm-adapters`), set on the model
-  /// when the projector is loaded; nil: the language model as its file has it.
-  public var adapters: LoRAAdapters? {
-    get { lm.model.adapters }
-    set { lm.model.adapters = newValue }
-  }
+  /// The low-rank adapters trained with ``projector`` (`train lm-adapters`), loaded with it. They
+  /// are part of the slide conditioning: a turn with slide tokens runs the model with them, any
+  /// other turn (a general or off-topic question) runs the model as its file has it, because
+  /// on general questions they cost more than they gave (EVALUATION.md, "Chat answers").
+  public var adapters: LoRAAdapters?
   public var maxTokens = 96
   /// A small model loops without it; a mild 1.1 stops the loops without pushing it off topic.
   public var repeatPenalty: Float = 1.1
@@ -31,6 +30,8 @@ public final class GroundedLM {
   /// Allocated on the first answer, then reused (grown only when a turn needs more room).
   var state: LlamaState?
   var cachedPrefix: [Int32] = []
+  /// Whether the cached prefix was computed with the adapters.
+  var cachedAdapted = false
 
   public init(lm: LanguageModel, notes: KnowledgeNotes) {
     self.lm = lm
@@ -149,7 +150,11 @@ public final class GroundedLM {
       embeddings = lm.model.embed(sl.before) + sl.tokens + lm.model.embed(rest)
       promptIDs = sl.before + [Int32](repeating: 0, count: sl.tokens.count / C) + rest
     }
-    if let s = state, s.capacity >= need, !cachedPrefix.isEmpty, cachedPrefix == prefix, s.position >= prefix.count {
+    // Adapters with slide tokens only (``adapters``); the cached prefix must match that choice.
+    lm.model.adapters = slide == nil ? nil : adapters
+    if let s = state, s.capacity >= need, !cachedPrefix.isEmpty, cachedPrefix == prefix, s.position >= prefix.count,
+      cachedAdapted == (lm.model.adapters != nil)
+    {
       s.truncate(to: prefix.count)
       return try lm.generate(prompt: promptIDs, embeddings: embeddings, state: s, options: options, onText: onText)
     }
@@ -159,6 +164,7 @@ public final class GroundedLM {
     cachedPrefix = []
     _ = try lm.model.forward(prefix, state: s)
     cachedPrefix = prefix
+    cachedAdapted = lm.model.adapters != nil
     return try lm.generate(prompt: promptIDs, embeddings: embeddings, state: s, options: options, onText: onText)
   }
 
@@ -212,10 +218,31 @@ public enum ClaimGate {
     ].contains { q.contains($0) }
   }
 
-  /// Whether a question is about the open slide (or tiles), judged by its words.
+  /// Words that point at the open slide ("this", "these tiles", "is it").
+  static let deicticWords = [
+    " this ", " these ", " here ", " it ", " its ", " they ", " the slide", " the tile", " the image", " the biopsy",
+    " the specimen", " the sample", " the case", " the tissue", " you see", " shown",
+  ]
+  /// How questions of general knowledge open: they ask about a kind of thing, not this one.
+  static let genericOpenings = [
+    "what is a ", "what is an ", "what are ", "what causes ", "what does ", "what do ", "what colour ", "what color ",
+    "which ", "how do ", "how does ", "how is ", "how are ", "why ", "what is the difference", "what is the most common ",
+    "what is the commonest ", "define ", "explain ", "when ",
+  ]
+
+  /// Whether a question is about the open slide (or tiles), judged by its words: it asks for the
+  /// diagnosis, or points at the slide ("this", "these tiles", "is it"), or uses slide words
+  /// ("tissue", "grade", "features") without the form of a general-knowledge question ("What
+  /// is a granuloma?", "Which cells dominate acute inflammation?", "What does eosin stain in
+  /// H&E?"). A general question is answered from Eosin's notes, not from the classifier.
   public static func isAboutSlide(_ question: String) -> Bool {
-    let q = " " + question.lowercased() + " "
-    return slideWords.contains { q.contains($0) }
+    let lower = question.lowercased()
+    let q = " " + lower.map { ".,;:!?".contains($0) ? " " : $0 }.reduce("") { $0 + String($1) } + " "
+    guard slideWords.contains(where: { (" " + lower + " ").contains($0) }) || asksForDiagnosis(question) else { return false }
+    if asksForDiagnosis(question) || deicticWords.contains(where: { q.contains($0) }) { return true }
+    let opening = q.trimmingCharacters(in: .whitespaces)
+    let generic = genericOpenings.contains { opening.hasPrefix($0) } || q.contains(" a ") || q.contains(" an ")
+    return !generic
   }
 
   /// Benign or malignant, as a class name implies (nil when it implies neither).

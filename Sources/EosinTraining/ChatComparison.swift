@@ -104,7 +104,12 @@ public struct ChatComparison {
       let withTokens = try makeGrounded(lmPath, bundle)
       if withTokens.projector != nil {
         rows.append(
-          ("\(name) with slide tokens (`train lm-projector`), grounded likewise", "lm_slide_tokens", withTokens))
+          (
+            withTokens.adapters == nil
+              ? "\(name) with slide tokens (`train lm-projector`), grounded likewise"
+              : "\(name) with slide tokens and LoRA adapters on slide questions (`train lm-projector`, then `train lm-adapters`), grounded likewise",
+            "lm_slide_tokens", withTokens
+          ))
       }
     }
     var metrics: [String: JSONValue] = [:]

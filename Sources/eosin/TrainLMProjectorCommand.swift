@@ -67,8 +67,13 @@ struct TrainLMProjectorCommand: ParsableCommand {
     ]
     try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]).write(
       to: URL(fileURLWithPath: out + "/training.json"), options: .atomic)
-    // The manifest names the projector (adapters trained on an earlier projector no longer
-    // apply) and pins the language model it was trained for.
+    // Adapters trained with an earlier projector no longer apply: they go.
+    let stale = weights + "/lm-adapters"
+    if FileManager.default.fileExists(atPath: stale) {
+      try FileManager.default.removeItem(atPath: stale)
+      warn("removed \(stale): its adapters were trained with the previous projector; run `eosin train lm-adapters` again")
+    }
+    // The manifest names the projector and pins the language model it was trained for.
     try recordInManifest(weights: weights, folder: "lm-projector", files: ["model.safetensors", "training.json"]) { man in
       if let pinned = man.languageModel?.sha256, pinned != lmSHA {
         warn(

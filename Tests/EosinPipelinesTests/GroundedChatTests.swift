@@ -126,6 +126,20 @@ final class GroundedChatTests: XCTestCase {
     XCTAssertFalse(ClaimGate.isAboutSlide("What is the capital of France?"))
     XCTAssertTrue(ClaimGate.isAboutSlide("Is this malignant?"))
     XCTAssertTrue(ClaimGate.isAboutSlide("Describe the features."))
+    // Slide words in a general-knowledge question do not make it a question about this slide.
+    for general in [
+      "What is a granuloma?", "What colour does haematoxylin stain nuclei?", "Which cells give rise to melanoma?",
+      "What does normal lung tissue look like?", "What is the difference between grade and stage?",
+      "How do benign prostate glands differ from prostate cancer?", "What features show that a tumour is malignant?",
+    ] {
+      XCTAssertFalse(ClaimGate.isAboutSlide(general), general)
+    }
+    for slide in [
+      "What is the diagnosis?", "What grade is it?", "What stain is this?", "How many tiles are there?",
+      "Does the tissue show a tumour?", "Which diagnosis fits?", "What do you see in these tiles?", "Is there cancer here?",
+    ] {
+      XCTAssertTrue(ClaimGate.isAboutSlide(slide), slide)
+    }
     var r = ClaimGate.check(
       answer: "Paris.", question: "What is the capital of France?", verdict: nil, verdictSet: nil, otherSets: others)
     XCTAssertEqual(r.flags, [])

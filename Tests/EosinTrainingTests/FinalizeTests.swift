@@ -48,7 +48,16 @@ final class FinalizeTests: XCTestCase {
       organData: [FinalizeDataset(name: "Tiny organs", dir: organs, promptSets: ["organ"], terms: "test")],
       targetAccuracy: 0.9, record: nil, lodo: nil, languageModel: nil, dirs: { [prompts + "/" + $0] },
       makeGrounded: { _, _ in throw TrainingError.data("no language model in this test") }, log: { lines.append($0) })
+    // Adapters from `train lm-adapters` are named with their projector and hashed.
+    try FileManager.default.createDirectory(atPath: w + "/lm-adapters", withIntermediateDirectories: true)
+    for name in ["projector.safetensors", "adapters.safetensors"] {
+      try Data(name.utf8).write(to: URL(fileURLWithPath: w + "/lm-adapters/" + name))
+    }
     let (manifest, md) = try f.run()
+    XCTAssertEqual(manifest.languageModel?.projector, "lm-adapters/projector.safetensors")
+    XCTAssertEqual(manifest.languageModel?.adapters, "lm-adapters/adapters.safetensors")
+    XCTAssertEqual(
+      manifest.files["lm-adapters/adapters.safetensors"]?.sha256, try SHA256.hex(fileAt: w + "/lm-adapters/adapters.safetensors"))
     for row in [
       "| Tiny lung | lung |", "| Tiny lung (malignancy) | malignancy |", "| Tiny prostate | prostate |",
       "| Tiny prostate (cross: malignancy set) | malignancy |", "| Tiny organs | val + test |",
