@@ -149,11 +149,16 @@ public final class ReportDrafter {
   }
 
   /// The hash that decides whether a slide's outputs are current: slide content, the mpp given
-  /// for it, template and model sha256s.
+  /// for it, template and model sha256s, and the weights manifest (its review thresholds, and
+  /// the projector and adapters it names for the language model).
   public func inputHash(slideHash: String, mpp: Double? = nil) -> String {
-    SHA256.hex(
+    let manifest = (try? bundle.manifest.encoded()).map { SHA256.hex(Array($0)) } ?? "-"
+    return SHA256.hex(
       Array(
-        ([slideHash, mpp.map { String($0) } ?? "-", template.sha256, bundle.clipSHA256, session?.chat.decoderSHA256 ?? "-"]
+        ([
+          slideHash, mpp.map { String($0) } ?? "-", template.sha256, bundle.clipSHA256, session?.chat.decoderSHA256 ?? "-",
+          manifest,
+        ]
           + (session?.grounded.map { g in [(g.lm.path as NSString).lastPathComponent, "\(g.lm.model.file.fileSize)"] } ?? []))
           .joined(separator: "|").utf8))
   }

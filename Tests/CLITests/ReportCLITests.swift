@@ -1,3 +1,4 @@
+import EosinPipelines
 import EosinSlide
 import Foundation
 import TestSupport
@@ -36,6 +37,30 @@ final class ReportCLITests: XCTestCase {
       o[f] = try Data(contentsOf: URL(fileURLWithPath: d + "/" + f))
     }
     return o
+  }
+
+  /// Guards staleness: a report drafted with other weights settings (here a review threshold the
+  /// manifest changed) is drafted again, not kept as up to date.
+  func testChangedManifestRedrafts() throws {
+    let w = try TestSupport.writeTinyBundle(at: TestSupport.tempDir("eosin-report-stale"))
+    let out = Self.dir + "/stale"
+    func run() throws -> CLITests.Run {
+      try CLITests.run(
+        [
+          "report", "--weights", w, "--cache", Self.dir + "/cache-stale", "--template",
+          TestSupport.projectRoot + "/Prompts/reports/lung-biopsy.json", "--out", out, Self.slides[0],
+        ])
+    }
+    XCTAssertEqual(try run().status, 0)
+    XCTAssertTrue(try run().stdout.contains("up to date 1"))
+    var man = try WeightsManifest.load(w + "/manifest.json")
+    var review = man.review ?? ReviewThresholds()
+    review.minProbability = 0.99
+    man.review = review
+    try man.encoded().write(to: URL(fileURLWithPath: w + "/manifest.json"))
+    let again = try run()
+    XCTAssertEqual(again.status, 0, again.stderr)
+    XCTAssertTrue(again.stdout.contains("drafted 1"), again.stdout)
   }
 
   /// Guards: every output is headed DRAFT; after kill -9 mid-run a rerun completes, and the
