@@ -47,7 +47,7 @@ demo: build lm
 	echo "== eosin report --template lung-biopsy" && $(BIN) report --template lung-biopsy --out $(OUT)/reports "$$slide" && \
 	echo "(draft: $(OUT)/reports/CMU-1-Small-Region.md, .json, .html)"
 
-# Trains the eosin-small-v2 candidate from ../shared/data (about 100 minutes on 2 cores) into
+# Trains the eosin-small-v2 candidate from ../shared/data (about 2 hours on 2 cores) into
 # Weights/eosin-small-v2 with its manifest and its evaluation in Weights/eosin-small-v2/EVALUATION.md.
 # The committed default is still eosin-small-v1 (made by this target at commit 15cffef): v2
 # replaces it once it is better on every row of EVALUATION.md (see Weights/README.md). The
