@@ -94,7 +94,7 @@ public struct GPT2Model: Sendable {
   /// Full recomputation, no cache: ids (T) -> logits (T,V).
   public func logits(_ ids: [Int32]) throws -> [Float] {
     try checkIDs(ids)
-    let T = ids.count, C = channels
+    let T = ids.count
     var x = embed(ids)
     addPositions(&x, T: T, pos0: 0)
     for b in blocks { b.forward(&x, B: 1, T: T, causal: true) }
