@@ -7,10 +7,13 @@ import Foundation
 /// `scale * B (A x)`, with A (rank, inDim) and B (outDim, rank). B starts at zero, so a fresh
 /// adapter leaves the model unchanged.
 public struct LoRAMatrix: Sendable, Equatable {
+  /// (rank, inDim), row-major.
   public var a: [Float]
+  /// (outDim, rank), row-major, in the engine's row order (GGUF's, for a LLaMA query).
   public var b: [Float]
   public let rank: Int, inDim: Int, outDim: Int
 
+  /// - Precondition: `a` holds rank x inDim values and `b` outDim x rank.
   public init(a: [Float], b: [Float], rank: Int, inDim: Int, outDim: Int) {
     precondition(a.count == rank * inDim && b.count == outDim * rank, "LoRA shapes")
     self.a = a
@@ -106,7 +109,9 @@ public struct LoRAMatrix: Sendable, Equatable {
 /// (`base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight`, ...) with the rank and
 /// alpha in the safetensors metadata. The model stays frozen; only these are trained.
 public struct LoRAAdapters: Sendable, Equatable {
+  /// The rank of every adapter.
   public var rank: Int
+  /// The update is scaled by alpha / rank (``scale``).
   public var alpha: Float
   /// Per block: the query projection's adapter.
   public var q: [LoRAMatrix]
@@ -115,6 +120,7 @@ public struct LoRAAdapters: Sendable, Equatable {
   /// The factor on B A: alpha / rank.
   public var scale: Float { alpha / Float(rank) }
 
+  /// Adapters from their matrices, one q and one v per block.
   public init(rank: Int, alpha: Float, q: [LoRAMatrix], v: [LoRAMatrix]) {
     self.rank = rank
     self.alpha = alpha

@@ -11,10 +11,13 @@ import Foundation
 public struct GroundedExample: Sendable {
   /// What kind of turn it is: "slide", "notes", "pathvqa" or "off-topic".
   public var kind: String
+  /// The system message, as chat builds it.
   public var system: String
+  /// The user message; holds ``ChatSession/slideMarker`` where slide tokens go.
   public var user: String
   /// (slide tokens, D) projector inputs; nil for a turn without slide tokens.
   public var slideInputs: [Float]?
+  /// The answer the model is trained to give.
   public var answer: String
   public init(kind: String, system: String, user: String, slideInputs: [Float]?, answer: String) {
     self.kind = kind
@@ -237,11 +240,15 @@ public enum GroundedInstructions {
 /// ``LlamaModel/inputGradient(embeddings:count:targets:)``, and the projector through its own
 /// backward.
 public final class LMAdapterTrainer {
+  /// The frozen language model (its matrices are dequantised once into a private copy).
   public let lm: LanguageModel
   let model: LlamaModel
+  /// The projector's and the adapters' values, gradients and AdamW state (adapters as
+  /// `lora.BLOCK.q|v.A|B`).
   public let params = ParameterSet()
   var projector: Projector
   var projectorGrads: Projector
+  /// The adapters as of the last ``step(_:)`` or export.
   public private(set) var adapters: LoRAAdapters
   let loraOffset: Int
 
