@@ -3,7 +3,8 @@ domain) and the other tile sets (unseen organs) with a CLIP checkpoint's image t
 in-domain sets 60/40 by group, fits class means and a shared covariance on the 60%, sets the
 limit at the 95th (and 99th) percentile of the held-out in-domain distances, and prints the
 share of each unseen set past it, for the projected embedding (what Eosin's out-of-domain check
-uses), the pooled output, the patch-token mean, and pooled + patch mean.
+uses), the pooled output, the patch-token mean, and pooled + patch mean; then per-class limits
+against one global limit.
 
     pip install 'torch==2.13.0+cpu' transformers pillow
     python3 Scripts/experiments/ood_features.py Weights/eosin-small-v1/clip 112
@@ -73,3 +74,21 @@ for kind in ['proj','pool','patch','pool+patch']:
         for q in [0.95,0.99]:
             t=np.quantile(s,q)
             print('%-10s %-7s q%.2f'%(kind,name,q),' '.join('%s:%.2f'%(ds[:8],(fn(fe(ds))>t).mean()) for ds in ood))
+
+# Per-class limits: the 95th percentile of held-out in-domain distances to each nearest class
+# mean (classes with fewer than 20 such tiles keep the global limit), against one global limit.
+for kind in ['proj', 'pool+patch']:
+    Xtr = np.concatenate([feat(ds, kind)[split[ds]] for ds in ind])
+    ytr = np.concatenate([np.char.add(ds, F[ds]['label'][split[ds]]) for ds in ind])
+    Xte = np.concatenate([feat(ds, kind)[~split[ds]] for ds in ind])
+    ks = np.unique(ytr); mu = np.stack([Xtr[ytr == k].mean(0) for k in ks]); R = Xtr - mu[np.searchsorted(ks, ytr)]
+    Pm = np.linalg.inv(R.T @ R / len(R) + 1e-4 * np.eye(Xtr.shape[1]))
+    def nearest(X):
+        d = X[:, None] - mu[None]; D = np.sqrt(np.einsum('nkd,de,nke->nk', d, Pm, d)); return D.min(1), D.argmin(1)
+    s, nn = nearest(Xte)
+    g = np.quantile(s, 0.95)
+    L = np.array([np.quantile(s[nn == k], 0.95) if (nn == k).sum() >= 20 else g for k in range(len(ks))])
+    print('%-10s per-class vs global limit; in-domain flagged %.3f vs %.3f' % (kind, (s > L[nn]).mean(), (s > g).mean()))
+    for ds in ood:
+        a, b = nearest(feat(ds, kind))
+        print('   %-18s per-class %.2f  global %.2f' % (ds, (a > L[b]).mean(), (a > g).mean()))
