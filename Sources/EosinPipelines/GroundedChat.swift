@@ -236,10 +236,11 @@ public enum ClaimGate {
   /// is a granuloma?", "Which cells dominate acute inflammation?", "What does eosin stain in
   /// H&E?"). A general question is answered from Eosin's notes, not from the classifier.
   public static func isAboutSlide(_ question: String) -> Bool {
+    if asksForDiagnosis(question) { return true }
     let lower = question.lowercased()
-    let q = " " + lower.map { ".,;:!?".contains($0) ? " " : $0 }.reduce("") { $0 + String($1) } + " "
-    guard slideWords.contains(where: { (" " + lower + " ").contains($0) }) || asksForDiagnosis(question) else { return false }
-    if asksForDiagnosis(question) || deicticWords.contains(where: { q.contains($0) }) { return true }
+    guard slideWords.contains(where: { (" " + lower + " ").contains($0) }) else { return false }
+    let q = " " + String(lower.map { ".,;:!?".contains($0) ? " " : $0 }) + " "
+    if deicticWords.contains(where: { q.contains($0) }) { return true }
     let opening = q.trimmingCharacters(in: .whitespaces)
     let generic = genericOpenings.contains { opening.hasPrefix($0) } || q.contains(" a ") || q.contains(" an ")
     return !generic

@@ -36,7 +36,8 @@ struct TrainLMAdaptersCommand: ParsableCommand {
       throw CLIError("no language model: pass --lm FILE.gguf or run `make lm`")
     }
     let t0 = Probes.now()
-    let (grounded, why) = try groundedLM(path, bundle: try ModelBundle(path: weights))
+    // The language model and the notes, without a projector: training starts from stage 1's.
+    let (grounded, _) = try groundedLM(path)
     let lmSHA = try LanguageModel.Default.cachedSHA256(path)
     let bundle = try ModelBundle(path: weights)
     let stage1 = weights + "/lm-projector/model.safetensors"
@@ -47,7 +48,6 @@ struct TrainLMAdaptersCommand: ParsableCommand {
     guard st.metadata["language_model_sha256"] == lmSHA else {
       throw CLIError("\(stage1): the projector was trained for another language model than \(path)")
     }
-    if let w = why { warn("note: \(w)") }
     let hidden = st.tensors["mm_projector.0.weight"]?.shape.first ?? 0
     let projector = try Projector(
       file: st, inDim: bundle.clip.embedDim, hidden: hidden, outDim: grounded.lm.model.config.channels)
