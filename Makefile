@@ -9,7 +9,7 @@ OUT        ?= out
 FUZZ_SECONDS ?= 60
 LM         ?= $${XDG_CACHE_HOME:-$$HOME/.cache}/eosin/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: setup build test demo bench weights weights-lodo format lint clean lm fuzz fuzz-smoke fuzz-seeds
+.PHONY: setup build test demo bench weights weights-lodo format lint clean lm notes fuzz fuzz-smoke fuzz-seeds
 
 # Installs the system libraries when any is missing (Debian/Ubuntu; needs root or sudo).
 setup:
@@ -33,10 +33,17 @@ test: setup
 lm:
 	@Scripts/fetch-lm.sh
 
+# Imports the atlas lecture notes (CC BY 4.0) from ../shared/data into the cache's notes folder,
+# where chat searches them after Eosin's own notes. Never committed; skipped without the data.
+ATLAS      ?= ../shared/data/text/atlas-lecture-notes.jsonl
+notes: build
+	@if [ -f "$(ATLAS)" ]; then $(BIN) notes import "$(ATLAS)"; \
+	else echo "no $(ATLAS): chat retrieves from Eosin's notes only"; fi
+
 # Runs the main jobs on the sample slide with the default weights: slide info, a thumbnail
 # with the tissue overlay, zero-shot classification with heatmaps and QuPath GeoJSON, and a
 # scripted chat.
-demo: build lm
+demo: build lm notes
 	@echo "== eosin lm generate (SmolLM2-135M-Instruct, Eosin's GGUF engine)"; \
 	$(BIN) lm generate --gguf "$(LM)" "In one sentence, what does a pathologist do?" --max-tokens 48 --timings
 	@slide=$$($(BIN) sample) || exit 2; mkdir -p $(OUT); \
@@ -56,7 +63,7 @@ demo: build lm
 # with the projector, on grounded chat turns (about 30 minutes).
 WEIGHTS    ?= Weights/eosin-small-v2
 BG_SLIDE   := ../shared/data/slides/CMU-1-Small-Region.svs
-weights: build lm
+weights: build lm notes
 	$(BIN) train bpe --corpus ../shared/data/text Prompts/knowledge Prompts/zero-shot --vocab-size 8192 --out Vocab
 	$(BIN) train clip --steps 2000 --out $(WEIGHTS)/clip --background-slide $(BG_SLIDE)
 	cp Vocab/vocab.json Vocab/merges.txt Vocab/special_tokens.json $(WEIGHTS)/clip/

@@ -147,6 +147,17 @@ public struct CLIPModel: Sendable {
   /// Normalised image embeddings (B,D).
   public func imageEmbeddings(_ pixels: [Float], batch B: Int) -> [Float] { vision.features(pixels, batch: B) }
 
+  /// Normalised image embeddings (B,D) and the vision tower's backbone rows (B, 2 x width): the
+  /// post-normed class token before the projection and the patch-token mean (see
+  /// ``VisionTransformer/featuresAndBackbone(_:batch:)``).
+  public func imageEmbeddingsAndBackbone(_ pixels: [Float], batch B: Int) -> (embeddings: [Float], backbone: [Float]) {
+    let r = vision.featuresAndBackbone(pixels, batch: B)
+    return (r.features, r.backbone)
+  }
+
+  /// Width of a backbone row of ``imageEmbeddingsAndBackbone(_:batch:)``.
+  public var backboneDim: Int { vision.backboneDim }
+
   /// Projected text features (not normalised). ids (B,T), each row holding its end token;
   /// pooled at the end token (HF's rule: argmax id for legacy eos 2, else the first eos).
   /// - Throws: ``ModelError/input`` when T exceeds the context or an id is out of range.

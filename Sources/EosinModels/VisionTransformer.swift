@@ -140,6 +140,32 @@ public struct VisionTransformer: ImageEncoder {
     return Array(out)
   }
 
+  /// Width of ``featuresAndBackbone(_:batch:)``'s backbone row: the pooled class token and the
+  /// patch-token mean.
+  public var backboneDim: Int { 2 * width }
+
+  /// The family's feature rows and, for each image, a backbone row (2 x width): the class token
+  /// after the final norm and before any projection (zeros without a class token), then the mean
+  /// of the patch tokens leaving the last block (registers left out). Out-of-domain checks use
+  /// the backbone row: it keeps what a projection trained for the text side throws away.
+  public func featuresAndBackbone(_ pixels: [Float], batch B: Int) -> (features: [Float], backbone: [Float]) {
+    let S = inputSize, per = 3 * S * S, D = featureDim, E = backboneDim
+    precondition(pixels.count == B * per, "pixels must be (B,3,\(S),\(S))")
+    let out = UnsafeMutableBufferPointer<Float>.allocate(capacity: B * D)
+    let bb = UnsafeMutableBufferPointer<Float>.allocate(capacity: B * E)
+    defer {
+      out.deallocate()
+      bb.deallocate()
+    }
+    pixels.withUnsafeBufferPointer { px in
+      parallelFor(B) { b in
+        let f = encode(px.baseAddress! + b * per, backbone: bb.baseAddress! + b * E)
+        for i in 0..<D { out[b * D + i] = f[i] }
+      }
+    }
+    return (Array(out), Array(bb))
+  }
+
   /// B images (3,S,S) -> their tokens (B,T,C) before any norm: class token, registers, then the
   /// patches, each with its position. `cols` and `pe` are scratch (kept by training's tape).
   func embed(_ px: UnsafePointer<Float>, _ B: Int, cols: inout [Float], pe: inout [Float]) -> [Float] {
@@ -174,13 +200,22 @@ public struct VisionTransformer: ImageEncoder {
     return x
   }
 
-  /// One image (3,S,S) -> its feature row.
-  func encode(_ px: UnsafePointer<Float>) -> [Float] {
+  /// One image (3,S,S) -> its feature row; with `backbone`, also its backbone row (see
+  /// ``featuresAndBackbone(_:batch:)``) written there.
+  func encode(_ px: UnsafePointer<Float>, backbone: UnsafeMutablePointer<Float>? = nil) -> [Float] {
     let NP = (inputSize / patch) * (inputSize / patch), C = width, NPre = prefix, T = NPre + NP
     var cols: [Float] = [], pe: [Float] = []
     var x = embed(px, 1, cols: &cols, pe: &pe)
     if let n = preNorm { x = n.forward(x, T) }
     for b in blocks { b.forward(&x, B: 1, T: T, causal: false) }
+    if let bb = backbone {
+      let cls = classToken == nil ? [Float](repeating: 0, count: C) : Array(x[0..<C])
+      let pooled = classToken == nil ? cls : (finalNorm.map { $0.forward(cls, 1) } ?? cls)
+      for i in 0..<C { bb[i] = pooled[i] }
+      for i in 0..<C { bb[C + i] = 0 }
+      for t in NPre..<T { for i in 0..<C { bb[C + i] += x[t * C + i] } }
+      for i in 0..<C { bb[C + i] /= Float(NP) }
+    }
     switch pooling {
     case .classToken:
       let cls = Array(x[0..<C])

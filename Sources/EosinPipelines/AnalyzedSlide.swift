@@ -121,10 +121,10 @@ public final class AnalyzedSlide: @unchecked Sendable {
     -> AnalyzedSlide
   {
     let t0 = Date()
-    let emb = encoder.embed(imgs)
+    let (emb, dist) = encoder.embedScored(imgs)
     let tiles = imgs.indices.map { TileRef(index: $0, col: $0, row: 0, x: 0, y: 0, size0: imgs[$0].width, tissue: 1) }
     let e = SlideEmbeddings(
-      tiles: tiles, embeddings: emb, dim: encoder.dim, tileSize: encoder.tileSize, mpp: encoder.mpp,
+      tiles: tiles, embeddings: emb, outlier: dist, dim: encoder.dim, tileSize: encoder.tileSize, mpp: encoder.mpp,
       extent0: Double(encoder.tileSize), fromCache: false, readSeconds: 0, encodeSeconds: Date().timeIntervalSince(t0))
     return AnalyzedSlide(
       kind: .images, paths: names, slide: nil, tissue: nil, facts: InputFacts(), embeddings: e, mpp: nil,
@@ -192,7 +192,8 @@ public final class AnalyzedSlide: @unchecked Sendable {
   {
     let e = embeddings
     var r = SlidePooling.pool(
-      classifier.predict(e.embeddings), tiles: e.tiles, extent0: e.extent0, classifier: classifier, k: topK, facts: facts,
+      classifier.predict(e.embeddings, outlier: e.outlier), tiles: e.tiles, extent0: e.extent0, classifier: classifier, k: topK,
+      facts: facts,
       policy: policy)
     organs?.apply(to: &r, set: classifier.promptSet, input: self, policy: policy)
     return r

@@ -41,7 +41,8 @@ public struct ChatAnswer: Sendable {
   public var verdictProbability: Float
   /// The prompt-set class the answer names, if any.
   public var answerClass: String?
-  /// The note of Eosin's that the answer drew on (`FILE#id`), when a language model answered.
+  /// The collection and passage the answer drew on ("Eosin's notes, FILE#id"), when a language
+  /// model answered.
   public var source: String? = nil
   /// Why ``promptSet`` judged this answer ("the question says \"colon\"", "you chose it with
   /// :classify", "its classes best match the slide").

@@ -38,13 +38,17 @@ public enum ChatEvaluation {
     public var unflagged = 0, unflaggedWrong = 0
     public var offTopic = 0, offTopicWithoutDiagnosis = 0
     public var general = 0, generalFacts = 0, generalContradicting = 0
+    /// General answers without a review flag, and those of them that miss a key fact or
+    /// contradict one: what a user would take as checked.
+    public var generalUnflagged = 0, generalUnflaggedWrong = 0
     public var seconds = 0.0
 
     func share(_ a: Int, _ b: Int) -> String { b == 0 ? "-" : String(format: "%.3f", Double(a) / Double(b)) }
     /// One Markdown table row: closed accuracy, flagged share of contradictions, unflagged
-    /// wrong share, off-topic without diagnosis, general facts and contradictions.
+    /// wrong share, off-topic without diagnosis, general facts and contradictions, and the
+    /// unflagged general answers that miss a key fact.
     public func row(_ name: String) -> String {
-      "| \(name) | \(share(closedCorrect, closed)) (\(closed)) | \(share(contradictingFlagged, contradicting)) (\(contradicting)) | \(share(unflaggedWrong, unflagged)) (\(unflagged) unflagged) | \(share(offTopicWithoutDiagnosis, offTopic)) (\(offTopic)) | \(share(generalFacts, general)) | \(share(generalContradicting, general)) (\(general)) |"
+      "| \(name) | \(share(closedCorrect, closed)) (\(closed)) | \(share(contradictingFlagged, contradicting)) (\(contradicting)) | \(share(unflaggedWrong, unflagged)) (\(unflagged) unflagged) | \(share(offTopicWithoutDiagnosis, offTopic)) (\(offTopic)) | \(share(generalFacts, general)) | \(share(generalContradicting, general)) (\(general)) | \(share(generalUnflaggedWrong, generalUnflagged)) (\(generalUnflagged) unflagged) |"
     }
   }
 
@@ -73,7 +77,8 @@ public enum ChatEvaluation {
   /// answer named the right class.
   public static func run(
     session: ChatSession, cases: [Case], questions: QuestionSet, offTopicInput: [String],
-    progress: (String) -> Void = { _ in }, onClosed: (Case, ChatAnswer, _ correct: Bool) -> Void = { _, _, _ in }
+    progress: (String) -> Void = { _ in }, onClosed: (Case, ChatAnswer, _ correct: Bool) -> Void = { _, _, _ in },
+    onGeneral: (GeneralQuestion, ChatAnswer, _ statesFacts: Bool, _ contradicts: Bool) -> Void = { _, _, _, _ in }
   ) throws -> Result {
     var r = Result()
     let t0 = Date()
@@ -110,11 +115,18 @@ public enum ChatEvaluation {
     for g in questions.questions {
       let a = try session.ask(g.q)
       r.general += 1
-      if g.facts.allSatisfy({ hasFact(a.text, $0) }) { r.generalFacts += 1 }
+      let facts = g.facts.allSatisfy({ hasFact(a.text, $0) })
+      if facts { r.generalFacts += 1 }
       let t = a.text.lowercased()
-      if g.contradictions.contains(where: { ClaimGate.asserted($0.lowercased(), in: t, original: a.text) != nil }) {
-        r.generalContradicting += 1
+      let contradicts = g.contradictions.contains(where: {
+        ClaimGate.asserted($0.lowercased(), in: t, original: a.text) != nil
+      })
+      if contradicts { r.generalContradicting += 1 }
+      if a.flags.isEmpty {
+        r.generalUnflagged += 1
+        if !facts || contradicts { r.generalUnflaggedWrong += 1 }
       }
+      onGeneral(g, a, facts, contradicts)
     }
     r.seconds = Date().timeIntervalSince(t0)
     return r

@@ -31,15 +31,19 @@ public struct FeatureEncoder: Sendable {
   public let mpp: Double
   /// The GEMM precision the encoder runs at (part of the slide-index cache key).
   public let precision: Precision
+  /// The out-of-domain model measured on this encoder's backbone rows (Eosin's own weights
+  /// finalized with one), with the sha256 of its file; nil otherwise.
+  public let outlier: (model: OutlierModel, sha256: String)?
 
   /// Width of one feature row.
   public var dim: Int { encoder.featureDim }
 
   public init(
     encoder: any ImageEncoder, preprocess: ImagePreprocessor, name: String, family: String, sha256: String, tileSize: Int,
-    mpp: Double, precision: Precision = .fp32
+    mpp: Double, precision: Precision = .fp32, outlier: (model: OutlierModel, sha256: String)? = nil
   ) {
     self.precision = precision
+    self.outlier = outlier
     self.encoder = encoder
     self.preprocess = preprocess
     self.name = name
@@ -72,7 +76,7 @@ public struct FeatureEncoder: Sendable {
   public func tiled(size: Int?, mpp newMPP: Double?) -> FeatureEncoder {
     FeatureEncoder(
       encoder: encoder, preprocess: preprocess, name: name, family: family, sha256: sha256, tileSize: size ?? tileSize,
-      mpp: newMPP ?? mpp, precision: precision)
+      mpp: newMPP ?? mpp, precision: precision, outlier: outlier)
   }
 
   /// The sha256 of a weights file, or for a shard index the sha256 of its shards' hashes.
@@ -83,9 +87,29 @@ public struct FeatureEncoder: Sendable {
   }
 
   /// Embeds preprocessed images in batches of `batch` (memory: one batch of pixels).
-  public func embed(_ imgs: [RGBImage], batch: Int = 32) -> [Float] {
+  public func embed(_ imgs: [RGBImage], batch: Int = 32) -> [Float] { encode(imgs, batch: batch, backbone: false).features }
+
+  /// Embeds like ``embed(_:batch:)``, and gives each image's out-of-domain distance when the
+  /// encoder has a backbone ``outlier`` model (nil otherwise: the classifier then measures the
+  /// embeddings themselves, when the weights' model is of that kind).
+  public func embedScored(_ imgs: [RGBImage], batch: Int = 32) -> (features: [Float], outlier: [Float]?) {
+    guard let o = outlier else { return (embed(imgs, batch: batch), nil) }
+    let r = encode(imgs, batch: batch, backbone: true)
+    return (r.features, r.backbone.map { o.model.distances($0) })
+  }
+
+  /// Embeds like ``embed(_:batch:)`` with each image's backbone row (see
+  /// ``CLIPModel/imageEmbeddingsAndBackbone(_:batch:)``); the backbone is nil for encoders other
+  /// than a CLIP image tower.
+  public func embedWithBackbone(_ imgs: [RGBImage], batch: Int = 32) -> (features: [Float], backbone: [Float]?) {
+    encode(imgs, batch: batch, backbone: true)
+  }
+
+  func encode(_ imgs: [RGBImage], batch: Int, backbone: Bool) -> (features: [Float], backbone: [Float]?) {
     let S = encoder.inputSize, per = 3 * S * S, D = dim
     var out = [Float](repeating: 0, count: imgs.count * D)
+    let clip = backbone ? encoder as? CLIPModel : nil
+    var bb: [Float]? = clip == nil ? nil : []
     var i = 0
     while i < imgs.count {
       let n = min(batch, imgs.count - i)
@@ -97,10 +121,17 @@ public struct FeatureEncoder: Sendable {
           for j in 0..<x.count { p[k * per + j] = x[j] }
         }
       }
-      let e = encoder.features(px, batch: n)
+      let e: [Float]
+      if let clip {
+        let r = clip.imageEmbeddingsAndBackbone(px, batch: n)
+        e = r.embeddings
+        bb! += r.backbone
+      } else {
+        e = encoder.features(px, batch: n)
+      }
       out.replaceSubrange((i * D)..<((i + n) * D), with: e)
       i += n
     }
-    return out
+    return (out, bb)
   }
 }

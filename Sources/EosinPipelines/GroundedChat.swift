@@ -587,14 +587,25 @@ extension ChatSession {
     }
     // Cite the note that grounds the answer: the verdict class's for a slide question.
     let cited = about ? hits.last : hits.first
+    // Imported reference text (the atlas lecture notes) is terse slide text Eosin did not write:
+    // on questions only it covers, the 135M model's answers drawn from it were often wrong in a
+    // detail the word-share check cannot see ("frataxin" for Huntington disease), so such an
+    // answer is always for review.
+    if let h = cited, h.0.collection != NotePassage.curated {
+      flags.append(
+        ReviewFlag(
+          code: "reference-notes",
+          reason:
+            "drawn from \(h.0.collection) (\(h.0.source)), lecture text Eosin has not curated; check the answer against it"))
+    }
     if let h = cited {
-      let src = "(Source: Eosin's notes, \(h.0.source)\(about ? "" : "; a general answer, not about this slide"))"
+      let src = "(Source: \(h.0.collection), \(h.0.source)\(about ? "" : "; a general answer, not about this slide"))"
       if !cancelled { _ = onToken("\n" + src) }
     }
     var a = review(
       question: question, answer: answer, set: set, judgedBy: why, organGuessed: guessed, classifier: classifier,
       result: result, picks: picks, generator: genConf, cancelled: cancelled, general: !hits.isEmpty, extraFlags: flags)
-    a.source = cited?.0.source
+    a.source = cited.map { "\($0.0.collection), \($0.0.source)" }
     lastAnswer = a
     return a
   }

@@ -144,8 +144,8 @@ public struct ScoredTiles: Sendable {
         }
       }
       if !imgs.isEmpty {
-        let e = SlideIndex.embedImages(imgs, bundle: clf.bundle)
-        let lg = clf.logits(e), pr = clf.predict(e)
+        let (e, dist) = SlideIndex.embedImagesScored(imgs, bundle: clf.bundle)
+        let lg = clf.logits(e), pr = clf.predict(e, outlier: dist)
         for n in 0..<imgs.count {
           let row = lg[(n * K)..<((n + 1) * K)]
           guard row.allSatisfy(\.isFinite) else {

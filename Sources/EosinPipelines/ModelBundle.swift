@@ -75,8 +75,11 @@ public final class ModelBundle: @unchecked Sendable {
       encoder: clip, preprocess: preprocess,
       name: manifest.name.isEmpty ? (directory as NSString).lastPathComponent : manifest.name,
       family: manifest.version > 0 ? "eosin" : "transformers-clip", sha256: clipSHA256, tileSize: tileSize, mpp: mpp,
-      precision: precision)
+      precision: precision, outlier: outlier.flatMap { $0.features == .backbone ? ($0, outlierSHA256 ?? "") : nil })
   }
+
+  /// sha256 of `clip/outlier.safetensors`, when the weights have one.
+  public let outlierSHA256: String?
 
   /// The decoder folder, when the bundle has one.
   public var decoderDirectory: String? {
@@ -122,7 +125,16 @@ public final class ModelBundle: @unchecked Sendable {
     manifest = man
     clipSHA256 = try ModelBundle.verifiedSHA(man, "clip/model.safetensors", ck.weights.path)
     if FileManager.default.fileExists(atPath: outlierPath) {
-      _ = try ModelBundle.verifiedSHA(man, "clip/outlier.safetensors", outlierPath)
+      outlierSHA256 = try ModelBundle.verifiedSHA(man, "clip/outlier.safetensors", outlierPath)
+    } else {
+      outlierSHA256 = nil
+    }
+    if let o = outlier, o.dim != (o.features == .backbone ? clip.backboneDim : clip.embedDim) {
+      throw PipelineError.file(
+        path: outlierPath,
+        message:
+          "measures \(o.features.rawValue) rows of width \(o.dim), but the image tower's are \(o.features == .backbone ? clip.backboneDim : clip.embedDim) wide"
+      )
     }
     tileSize = man.native?.tileSize ?? 224
     mpp = man.native?.mpp ?? 0.5

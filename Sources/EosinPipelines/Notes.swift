@@ -6,6 +6,12 @@ public struct NotePassage: Sendable, Equatable {
   public var source: String
   public var title: String
   public var text: String
+  /// The collection named when an answer cites the passage: "Eosin's notes", or an imported
+  /// collection with its terms (`eosin notes import`).
+  public var collection: String = NotePassage.curated
+
+  /// The collection of Eosin's own, curated notes.
+  public static let curated = "Eosin's notes"
 }
 
 /// Eosin's notes, searchable offline: the per-class morphology notes (`Prompts/knowledge/*.json`,
@@ -14,14 +20,28 @@ public struct NotePassage: Sendable, Equatable {
 /// reproduce). Ranked by BM25 (k1 1.2, b 0.75) over lower-cased word tokens without stop words.
 public final class KnowledgeNotes: @unchecked Sendable {
   public let passages: [NotePassage]
+  /// Searched only when these passages have nothing relevant: imported reference text (the
+  /// atlas lecture notes) backs Eosin's curated notes up, never outranks them.
+  public let fallback: KnowledgeNotes?
   private let docs: [[String: Int]]
   private let lengths: [Double]
   private let df: [String: Int]
   private let avgLength: Double
 
-  /// Builds the index from passages.
-  public init(passages: [NotePassage]) {
+  /// Whether a passage must contain every content word of the query (question words such as
+  /// "cause" or "used" aside) to count as a hit. The
+  /// imported lecture notes are hundreds of terse fragments with a wide vocabulary: "bread"
+  /// (bread-and-butter pericarditis), "light" (light microscopy) or "book" let off-topic
+  /// questions through on one shared word, so they answer only when a passage covers the whole
+  /// question.
+  public let requireEveryWord: Bool
+
+  /// Builds the index from passages, with `fallback` searched when they have no hit or their
+  /// best misses a word of the question.
+  public init(passages: [NotePassage], fallback: KnowledgeNotes? = nil, requireEveryWord: Bool = false) {
     self.passages = passages
+    self.fallback = fallback
+    self.requireEveryWord = requireEveryWord
     var d: [[String: Int]] = []
     var f: [String: Int] = [:]
     var lens: [Double] = []
@@ -40,9 +60,11 @@ public final class KnowledgeNotes: @unchecked Sendable {
   }
 
   /// Loads every `*.json` of the given folders: knowledge files (`classes` with name, synonyms,
-  /// behaviour, features, next_steps) and notes files (`notes` with id, title, text).
+  /// behaviour, features, next_steps) and notes files (`notes` with id, title, text, and an
+  /// optional `collection` naming them in citations). `fallback` folders (imported reference
+  /// text) are searched only when these have no hit.
   /// - Throws: ``PipelineError`` naming a file that is not valid JSON of either shape.
-  public convenience init(directories: [String]) throws {
+  public convenience init(directories: [String], fallback: [String] = []) throws {
     var ps: [NotePassage] = []
     let fm = FileManager.default
     for dir in directories {
@@ -63,25 +85,94 @@ public final class KnowledgeNotes: @unchecked Sendable {
             ps.append(NotePassage(source: "\(n)#\(c["id"] as? String ?? name)", title: name, text: t + "."))
           }
         } else if let notes = obj["notes"] as? [[String: Any]] {
+          let collection = obj["collection"] as? String ?? NotePassage.curated
           for e in notes {
             guard let id = e["id"] as? String, let title = e["title"] as? String, let text = e["text"] as? String else {
               throw PipelineError.file(path: path, message: "every note needs id, title and text")
             }
-            ps.append(NotePassage(source: "\(n)#\(id)", title: title, text: text))
+            ps.append(NotePassage(source: "\(n)#\(id)", title: title, text: text, collection: collection))
           }
         }
       }
     }
-    self.init(passages: ps)
+    let back = try fallback.isEmpty ? nil : KnowledgeNotes(directories: fallback)
+    self.init(
+      passages: ps,
+      fallback: back.flatMap { $0.passages.isEmpty ? nil : KnowledgeNotes(passages: $0.passages, requireEveryWord: true) })
+  }
+
+  /// Where `eosin notes import` keeps imported reference text: `$XDG_CACHE_HOME/eosin/notes`,
+  /// else `~/.cache/eosin/notes`. Chat searches it after Eosin's own notes.
+  public static var importedDirectory: String {
+    let env = ProcessInfo.processInfo.environment
+    return (env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSTemporaryDirectory()) + "/.cache")) + "/eosin/notes"
+  }
+
+  /// Every passage, with the fallback's after these.
+  public var allPassages: [NotePassage] { passages + (fallback?.allPassages ?? []) }
+
+  /// Lecture notes (JSON lines of `file`, `title`, `text`, as the atlas lecture notes in
+  /// `../shared/data/text`) cut into retrievable passages: the text's lines, less figure
+  /// credits, citations and links, joined into passages of about `words` words, each titled
+  /// with its lecture. Lectures that are not in English are left out (the chat model answers
+  /// in English). Returns a notes file (`collection`, `notes`) for ``init(directories:fallback:)``.
+  /// - Throws: ``PipelineError`` naming the file and line that is not a JSON object with text.
+  public static func lectureNotes(jsonl path: String, collection: String, words: Int = 90) throws -> [String: Any] {
+    guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+      throw PipelineError.file(path: path, message: "cannot read the lecture notes as UTF-8 text")
+    }
+    var notes: [[String: String]] = []
+    for (ln, line) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
+      guard let obj = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
+        let body = obj["text"] as? String
+      else { throw PipelineError.file(path: path, message: "line \(ln + 1) is not a JSON object with a text field") }
+      let file = obj["file"] as? String ?? "lecture-\(ln + 1)"
+      let stem = (file as NSString).deletingPathExtension
+      var title = (obj["title"] as? String ?? "").trimmingCharacters(in: .whitespaces)
+      if title.isEmpty || title.lowercased() == "title" {
+        title = stem.split(separator: "-").joined(separator: " ").capitalized
+      }
+      // Turkish lectures: their letters are a reliable sign at any length.
+      let turkish = body.unicodeScalars.filter { "ğışĞİŞ".unicodeScalars.contains($0) }.count
+      guard turkish * 200 < max(1, body.count), !stem.lowercased().contains("disclaimer") else { continue }
+      var chunk: [String] = [], count = 0, part = 0
+      func flush() {
+        guard count >= 12 else { return }
+        part += 1
+        notes.append([
+          "id": "\(stem)-\(part)", "title": title, "text": "\(title): " + chunk.joined(separator: "; ") + ".",
+        ])
+        chunk = []
+        count = 0
+      }
+      for raw in body.split(separator: "\n") {
+        let l = raw.replacingOccurrences(of: "<[^>]*>", with: "", options: .regularExpression)
+          .split(whereSeparator: { $0 == " " || $0 == "\t" }).joined(separator: " ")
+        let lower = l.lowercased()
+        let credit = ["et al", "http", "doi", "figure ", "©", "robbins", "cotran", "question to think"]
+        if l.count < 3 || lower == "title" || lower == title.lowercased() || lower.hasPrefix("atlas of")
+          || credit.contains(where: { lower.contains($0) })
+        {
+          continue
+        }
+        chunk.append(l.trimmingCharacters(in: CharacterSet(charactersIn: " .;:")))
+        count += l.split(separator: " ").count
+        if count >= words { flush() }
+      }
+      flush()
+    }
+    return ["collection": collection, "source": (path as NSString).lastPathComponent, "notes": notes]
   }
 
   /// The best passages for a query with their BM25 scores, best first; passages scoring below
   /// `minimumScore` are left out.
   public func search(_ query: String, k: Int = 2, minimumScore: Double = 2.0) -> [(NotePassage, Double)] {
     let q = Set(KnowledgeNotes.words(query))
+    let subject = q.subtracting(KnowledgeNotes.questionWords)
     let N = Double(passages.count)
     var scored: [(Int, Double)] = []
     for (i, d) in docs.enumerated() {
+      if requireEveryWord && (subject.isEmpty || !subject.allSatisfy({ d[$0] != nil })) { continue }
       var s = 0.0
       for w in q {
         guard let tf = d[w], let n = df[w] else { continue }
@@ -92,8 +183,21 @@ public final class KnowledgeNotes: @unchecked Sendable {
       if s >= minimumScore { scored.append((i, s)) }
     }
     scored.sort { $0.1 > $1.1 }
+    // The fallback answers when these passages have nothing, or when their best passage misses
+    // a word of the question that one fallback passage covers along with every other.
+    if let f = fallback, scored.first.map({ best in !subject.allSatisfy { docs[best.0][$0] != nil } }) ?? true {
+      let back = f.search(query, k: k, minimumScore: minimumScore)
+      if !back.isEmpty { return back }
+    }
     return scored.prefix(k).map { (passages[$0.0], $0.1) }
   }
+
+  /// Words that shape a question rather than name its subject ("What causes X?", "Which stain
+  /// is used to show X?"): left out when a passage must cover the whole question.
+  static let questionWords: Set<String> = [
+    "cause", "caused", "used", "use", "made", "make", "called", "mean", "common", "commonest", "type", "kind", "happen",
+    "difference", "between", "role", "main", "usually", "typical", "typically", "seen", "found",
+  ]
 
   static let stopWords: Set<String> = [
     "a", "an", "the", "is", "are", "was", "were", "be", "of", "in", "on", "at", "to", "for", "and", "or", "with", "what", "which",
@@ -101,6 +205,7 @@ public final class KnowledgeNotes: @unchecked Sendable {
     "you", "me", "my", "i", "tell", "about", "there", "any", "there", "show", "shows", "see", "slide", "image", "please",
     "explain",
     "describe", "one", "sentence", "into", "than", "then", "so", "if", "not", "no", "yes", "has", "have", "had", "may", "also",
+    "look", "like",
   ]
 
   /// Lower-cased word tokens (letters and digits), stop words removed, a plural "s" dropped.

@@ -10,6 +10,18 @@ import Foundation
 /// learned: the encoder maps it close to some class anyway. Distance to the *image*
 /// distribution, measured along the directions where training tiles vary little, can.
 public struct OutlierModel: Sendable {
+  /// Which image features the model measures.
+  public enum Features: String, Sendable {
+    /// The projected, normalised CLIP embedding (the model eosin-small-v1 shipped with first).
+    case embedding
+    /// The vision tower's backbone row: the pooled class token before the projection and the
+    /// patch-token mean (``CLIPModel/imageEmbeddingsAndBackbone(_:batch:)``). The projection
+    /// is trained to match text, and keeps little of what tells an unseen tissue apart; the
+    /// backbone keeps it (at the val 95th percentile on v1 it caught 0.58 of PANDA prostate tiles
+    /// against 0.31, `Scripts/experiments/ood_features.py`).
+    case backbone
+  }
+  public let features: Features
   public let dim: Int
   /// (K, dim) class means of the training embeddings.
   public let means: [Float]
@@ -25,8 +37,9 @@ public struct OutlierModel: Sendable {
   public var classes: Int { means.count / dim }
 
   /// - Returns: nil when `precision` is not positive definite.
-  public init?(dim: Int, means: [Float], precision: [Float]) {
+  public init?(dim: Int, means: [Float], precision: [Float], features: Features = .embedding) {
     guard let l = cholesky(precision.map { Double($0) }, dim) else { return nil }
+    self.features = features
     self.dim = dim
     self.means = means
     self.precision = precision
@@ -41,7 +54,9 @@ public struct OutlierModel: Sendable {
   /// Fits class means and the shared covariance of `embeddings` (N, dim) with `labels` (N);
   /// `ridge` is added to the covariance's diagonal before inverting.
   /// - Returns: nil when there are fewer rows than dimensions or the covariance is singular.
-  public static func fit(embeddings: [Float], labels: [Int], dim D: Int, ridge: Double = 1e-4) -> OutlierModel? {
+  public static func fit(
+    embeddings: [Float], labels: [Int], dim D: Int, features: Features = .embedding, ridge: Double = 1e-4
+  ) -> OutlierModel? {
     let N = labels.count
     guard N > D, embeddings.count == N * D else { return nil }
     let ks = Array(Set(labels)).sorted()
@@ -69,7 +84,7 @@ public struct OutlierModel: Sendable {
       cov[i * D + i] += ridge
     }
     guard let inv = invertSymmetric(cov, D) else { return nil }
-    return OutlierModel(dim: D, means: means.map { Float($0) }, precision: inv.map { Float($0) })
+    return OutlierModel(dim: D, means: means.map { Float($0) }, precision: inv.map { Float($0) }, features: features)
   }
 
   /// Distance of each row of `embeddings` (N, dim) to its nearest class mean.
@@ -112,13 +127,22 @@ public struct OutlierModel: Sendable {
     ["means": Tensor(shape: [classes, dim], data: means), "precision": Tensor(shape: [dim, dim], data: precision)]
   }
 
-  /// Loads `outlier.safetensors`.
-  /// - Throws: ``PipelineError/file(path:message:)`` when a tensor is missing or misshapen.
+  /// The metadata stored beside ``tensors``.
+  public var metadata: [String: String] { ["features": features.rawValue] }
+
+  /// Loads `outlier.safetensors` (features from its `features` metadata; `embedding` when absent).
+  /// - Throws: ``PipelineError/file(path:message:)`` when a tensor is missing or misshapen, or
+  ///   the features are of an unknown kind.
   public init(file path: String) throws {
     let f = try SafeTensorsFile(path: path)
+    guard let kind = Features(rawValue: f.metadata["features"] ?? "embedding") else {
+      throw PipelineError.file(path: path, message: "unknown features '\(f.metadata["features"] ?? "")' (embedding or backbone)")
+    }
     guard let m = f.tensors["means"], let p = f.tensors["precision"], m.shape.count == 2, p.shape == [m.shape[1], m.shape[1]]
     else { throw PipelineError.file(path: path, message: "needs 'means' (K, D) and 'precision' (D, D)") }
-    guard let model = OutlierModel(dim: m.shape[1], means: try f.tensor("means").data, precision: try f.tensor("precision").data)
+    guard
+      let model = OutlierModel(
+        dim: m.shape[1], means: try f.tensor("means").data, precision: try f.tensor("precision").data, features: kind)
     else { throw PipelineError.file(path: path, message: "'precision' is not positive definite") }
     self = model
   }

@@ -244,7 +244,7 @@ public final class ReportDrafter {
             !$0.isEmpty
           }.joined(separator: " ")
           var d = DraftField(
-            section: s.title, name: f.name, value: text + (a.source.map { " (source: Eosin's notes, \($0))" } ?? ""),
+            section: s.title, name: f.name, value: text + (a.source.map { " (source: \($0))" } ?? ""),
             confidence: a.shownConfidence, flags: a.flags, evidence: a.evidence)
           d.evidenceLabels = a.evidenceLabels
           d.assertedClass = a.answerClass

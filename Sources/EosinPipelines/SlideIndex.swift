@@ -9,6 +9,9 @@ public struct SlideEmbeddings: Sendable {
   public var tiles: [TileRef]
   /// (N, D) normalised.
   public var embeddings: [Float]
+  /// (N) out-of-domain distances, when the encoder measures them on its backbone rows
+  /// (``FeatureEncoder/embedScored(_:batch:)``).
+  public var outlier: [Float]? = nil
   public var dim: Int
   public var tileSize: Int
   public var mpp: Double
@@ -55,40 +58,49 @@ public enum SlideIndex {
       minTissue: minTissue)
     let g = tiler.grid
     let D = encoder.dim
-    let key = [
-      try contentHash(slide), encoder.sha256 + (encoder.precision == .fp32 ? "" : "/" + encoder.precision.rawValue),
-      "\(g.tileSize)", String(format: "%.4f", g.mpp),
-      String(format: "%.3f", minTissue), overrideMPP.map { String($0) } ?? "-",
-    ].joined(separator: "|")
+    let key =
+      [
+        try contentHash(slide), encoder.sha256 + (encoder.precision == .fp32 ? "" : "/" + encoder.precision.rawValue),
+        "\(g.tileSize)", String(format: "%.4f", g.mpp),
+        String(format: "%.3f", minTissue), overrideMPP.map { String($0) } ?? "-",
+      ].joined(separator: "|") + (encoder.outlier.map { "|outlier:" + $0.sha256 } ?? "")
     let file = cacheDir.map { "\($0)/index/\(SHA256.hex(Array(key.utf8)).prefix(32)).safetensors" }
     if let f = file, let st = try? SafeTensorsFile(path: f), st.metadata["key"] == key, let e = try? st.tensor("embeddings"),
       e.shape == [g.tiles.count, D]
     {
-      return SlideEmbeddings(
-        tiles: g.tiles, embeddings: e.data, dim: D, tileSize: g.tileSize, mpp: g.mpp, extent0: g.extent0, fromCache: true,
-        readSeconds: 0, encodeSeconds: 0)
+      let o = try? st.tensor("outlier")
+      if encoder.outlier == nil || o?.shape == [g.tiles.count] {
+        return SlideEmbeddings(
+          tiles: g.tiles, embeddings: e.data, outlier: encoder.outlier == nil ? nil : o?.data, dim: D, tileSize: g.tileSize,
+          mpp: g.mpp, extent0: g.extent0, fromCache: true, readSeconds: 0, encodeSeconds: 0)
+      }
     }
     var emb = [Float](repeating: 0, count: g.tiles.count * D)
-    let (readT, encT) = try encodeTiles(tiler, encoder: encoder, batch: batch, progress: progress) { i, e in
+    var dist: [Float]? = encoder.outlier == nil ? nil : [Float](repeating: 0, count: g.tiles.count)
+    let (readT, encT) = try encodeTiles(tiler, encoder: encoder, batch: batch, progress: progress) { i, e, d in
       emb.replaceSubrange((i * D)..<(i * D + e.count), with: e)
+      if let d { dist?.replaceSubrange(i..<(i + d.count), with: d) }
     }
     if let f = file {
       try? FileManager.default.createDirectory(
         atPath: (f as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-      try? SafeTensorsWriter.write(["embeddings": Tensor(shape: [g.tiles.count, D], data: emb)], metadata: ["key": key], to: f)
+      var tensors = ["embeddings": Tensor(shape: [g.tiles.count, D], data: emb)]
+      if let dist { tensors["outlier"] = Tensor(shape: [g.tiles.count], data: dist) }
+      try? SafeTensorsWriter.write(tensors, metadata: ["key": key], to: f)
     }
     return SlideEmbeddings(
-      tiles: g.tiles, embeddings: emb, dim: D, tileSize: g.tileSize, mpp: g.mpp, extent0: g.extent0, fromCache: false,
-      readSeconds: readT, encodeSeconds: encT)
+      tiles: g.tiles, embeddings: emb, outlier: dist, dim: D, tileSize: g.tileSize, mpp: g.mpp, extent0: g.extent0,
+      fromCache: false, readSeconds: readT, encodeSeconds: encT)
   }
 
   /// Reads and encodes every tile of `tiler`'s grid in batches, handing each batch's features to
-  /// `sink` (first tile index, rows). Reading overlaps encoding: batch k+1 is read on another
+  /// `sink` (first tile index, rows, and the rows' out-of-domain distances when the encoder
+  /// measures them). Reading overlaps encoding: batch k+1 is read on another
   /// thread while batch k is encoded. Memory: two batches of tiles. Returns the seconds spent
   /// reading (on the reader's clock) and encoding.
   public static func encodeTiles(
     _ tiler: Tiler, encoder: FeatureEncoder, batch: Int = 32, progress: (Int, Int) -> Void = { _, _ in },
-    sink: (Int, [Float]) throws -> Void
+    sink: (Int, [Float], [Float]?) throws -> Void
   ) throws -> (read: Double, encode: Double) {
     let g = tiler.grid
     var readT = 0.0, encT = 0.0
@@ -106,10 +118,10 @@ public enum SlideIndex {
         DispatchQueue.global().async(group: group) { next.value = read(s) }
       }
       let t1 = Probes.now()
-      let e = encoder.embed(imgs, batch: imgs.count)
+      let (e, d) = encoder.embedScored(imgs, batch: imgs.count)
       encT += Probes.now() - t1
       group.wait()
-      try sink(i, e)
+      try sink(i, e, d)
       pending = next.value
       progress(i + imgs.count, g.tiles.count)
     }
@@ -120,6 +132,15 @@ public enum SlideIndex {
   /// one image per core.
   public static func embedImages(_ imgs: [RGBImage], bundle: ModelBundle) -> [Float] {
     bundle.featureEncoder.embed(imgs, batch: max(imgs.count, 1))
+  }
+
+  /// ``embedImages(_:bundle:)`` with each image's out-of-domain distance, when the weights
+  /// measure it on the backbone (pass it to ``ZeroShotClassifier/predict(_:outlier:)``).
+  public static func embedImagesScored(_ imgs: [RGBImage], bundle: ModelBundle) -> (
+    embeddings: [Float], outlier: [Float]?
+  ) {
+    let r = bundle.featureEncoder.embedScored(imgs, batch: max(imgs.count, 1))
+    return (r.features, r.outlier)
   }
 }
 

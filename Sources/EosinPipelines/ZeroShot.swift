@@ -121,8 +121,11 @@ public final class ZeroShotClassifier: @unchecked Sendable {
   /// Logits (N,K) = exp(logit_scale) x cosine, for normalised image embeddings (N,D).
   public func logits(_ emb: [Float]) -> [Float] { bundle.clip.logits(images: emb, texts: classEmbeddings) }
 
-  /// Predictions for normalised image embeddings (N,D).
-  public func predict(_ emb: [Float]) -> [TilePrediction] {
+  /// Predictions for normalised image embeddings (N,D). `outlier` holds the rows' out-of-domain
+  /// distances when the encoder measured them on its backbone (``SlideEmbeddings/outlier``,
+  /// ``SlideIndex/embedImagesScored(_:bundle:)``); without it, weights whose model measures the
+  /// embeddings themselves are measured here, and backbone models give no distance.
+  public func predict(_ emb: [Float], outlier: [Float]? = nil) -> [TilePrediction] {
     let K = classCount, D = bundle.clip.embedDim, N = emb.count / D
     let lg = logits(emb)
     let probs = Metrics.softmax(lg, classes: K, temperature: temperature)
@@ -130,7 +133,9 @@ public final class ZeroShotClassifier: @unchecked Sendable {
     let perT = templateEmbeddings.map {
       Metrics.softmax(bundle.clip.logits(images: emb, texts: $0), classes: K, temperature: temperature)
     }
-    let dist = bundle.outlier.map { $0.dim == D ? $0.distances(emb) : [] }
+    let dist =
+      outlier.flatMap { $0.count == N ? $0 : nil }
+      ?? bundle.outlier.flatMap { $0.features == .embedding && $0.dim == D ? $0.distances(emb) : nil }
     var out: [TilePrediction] = []
     out.reserveCapacity(N)
     for n in 0..<N {
@@ -144,7 +149,7 @@ public final class ZeroShotClassifier: @unchecked Sendable {
       out.append(
         TilePrediction(
           probs: p, logits: lrow, top: top, margin: K > 1 ? p[order[0]] - p[order[1]] : 1, promptSpread: spread,
-          domain: (lrow.max() ?? 0) / scale, outlier: dist.flatMap { $0.isEmpty ? nil : $0[n] }))
+          domain: (lrow.max() ?? 0) / scale, outlier: dist?[n]))
     }
     return out
   }

@@ -23,6 +23,8 @@ public struct ChatComparison {
   /// Where to write every closed-question answer as a JSON line (model, tile, truth, verdict,
   /// answer, flags, correct); nil for nowhere.
   public var answersFile: String? = nil
+  /// The questions' file as the report names it.
+  public var questionsFile = "Prompts/eval/general-questions.json"
 
   /// Collects what the rows need; nothing is run until ``run(cases:sets:split:)``.
   public init(
@@ -96,7 +98,7 @@ public struct ChatComparison {
     guard let first = cases.first else { return ("", [:]) }
     let qs = questions
     var md =
-      "\n## Chat answers\n\nThe same questions to each chat model, through `ChatSession` as `eosin chat` asks them: \"What is the diagnosis in this lung (prostate, ...) tissue?\" on \(cases.count) \(split) tiles (every n-th tile of each dataset, naming the dataset's organ as a pathologist who knows the specimen would; the answer's asserted class, negations aside, against the tile's label; without the organ, every diagnosis is flagged `organ-unconfirmed`), \(qs.off_topic.count) off-topic questions and \(qs.questions.count) general pathology questions with key facts (`Prompts/eval/general-questions.json`). Flags are the chat's own review flags.\n\n| chat model | closed-question accuracy (n) | answers contradicting the classifier that are flagged (n) | unflagged answers that are wrong | off-topic answered without a diagnosis (n) | general: states the key facts | general: contradicts them (n) |\n|---|---|---|---|---|---|---|\n"
+      "\n## Chat answers\n\nThe same questions to each chat model, through `ChatSession` as `eosin chat` asks them: \"What is the diagnosis in this lung (prostate, ...) tissue?\" on \(cases.count) \(split) tiles (every n-th tile of each dataset, naming the dataset's organ as a pathologist who knows the specimen would; the answer's asserted class, negations aside, against the tile's label; without the organ, every diagnosis is flagged `organ-unconfirmed`), \(qs.off_topic.count) off-topic questions and \(qs.questions.count) general pathology questions with key facts (`\(questionsFile)`). Flags are the chat's own review flags.\n\n| chat model | closed-question accuracy (n) | answers contradicting the classifier that are flagged (n) | unflagged answers that are wrong | off-topic answered without a diagnosis (n) | general: states the key facts | general: contradicts them (n) | general: unflagged answers missing a key fact (n) |\n|---|---|---|---|---|---|---|---|\n"
     var rows: [(String, String, GroundedLM?)] = [("embedded decoder (GPT-2 4x256, slide tokens)", "decoder", nil)]
     if let lmPath = languageModel {
       let name = (lmPath as NSString).lastPathComponent
@@ -128,6 +130,15 @@ public struct ChatComparison {
           if let d = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes]) {
             lines += String(decoding: d, as: UTF8.self) + "\n"
           }
+        },
+        onGeneral: { g, a, facts, contradicts in
+          let o: [String: Any] = [
+            "model": key, "question": g.q, "answer": a.text, "flags": a.flags.map(\.reason), "source": a.source ?? "",
+            "states_key_facts": facts, "contradicts": contradicts,
+          ]
+          if let d = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes]) {
+            lines += String(decoding: d, as: UTF8.self) + "\n"
+          }
         })
       log("chat \(key): evaluated in \(String(format: "%.1f", r.seconds)) s")
       md += r.row(name) + "\n"
@@ -138,6 +149,8 @@ public struct ChatComparison {
       metrics["chat_\(key)_off_topic_without_diagnosis"] = JSONValue(
         any: Double(r.offTopicWithoutDiagnosis) / Double(max(1, r.offTopic)))
       metrics["chat_\(key)_general_key_facts"] = JSONValue(any: Double(r.generalFacts) / Double(max(1, r.general)))
+      metrics["chat_\(key)_general_unflagged_wrong"] = JSONValue(
+        any: Double(r.generalUnflaggedWrong) / Double(max(1, r.generalUnflagged)))
     }
     if let f = answersFile { try Data(lines.utf8).write(to: URL(fileURLWithPath: f), options: .atomic) }
     return (md, metrics)

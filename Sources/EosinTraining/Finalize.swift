@@ -112,13 +112,18 @@ public struct WeightsFinalizer {
       let (all, splits) = loaded[ds.dir]!
       return all.filter { splits[$0.group] == sp }
     }
-    // Embed each split once.
+    // Embed each split once, keeping the backbone rows the out-of-domain model measures.
     var cache: [String: ([Float], [String])] = [:]
+    var backbones: [String: [Float]] = [:]
+    func backbone(_ ds: FinalizeDataset, _ sp: Split) throws -> [Float] {
+      _ = try embedded(ds, sp)
+      return backbones[ds.dir + "|" + sp.rawValue]!
+    }
     func embedded(_ ds: FinalizeDataset, _ sp: Split) throws -> ([Float], [String]) {
       let key = ds.dir + "|" + sp.rawValue
       if let c = cache[key] { return c }
       let its = try items(ds, sp)
-      var emb: [Float] = [], labels: [String] = []
+      var emb: [Float] = [], labels: [String] = [], bb: [Float] = []
       var i = 0
       while i < its.count {
         let chunk = its[i..<min(its.count, i + 64)]
@@ -129,12 +134,22 @@ public struct WeightsFinalizer {
             labels.append(it.label)
           }
         }
-        emb += SlideIndex.embedImages(imgs, bundle: bundle)
+        let r = bundle.featureEncoder.embedWithBackbone(imgs, batch: max(imgs.count, 1))
+        emb += r.features
+        bb += r.backbone ?? []
         i += chunk.count
       }
       log("embedded \(labels.count) \(sp.rawValue) tiles of \(ds.folder)")
       cache[key] = (emb, labels)
+      backbones[key] = bb
       return (emb, labels)
+    }
+    // The out-of-domain model once fitted (step 3); scores before then carry no distance.
+    var fitted: OutlierModel? = nil
+    func distances(_ ds: FinalizeDataset, _ sp: Split, keep: [Int]? = nil) throws -> [Float]? {
+      guard let o = fitted else { return nil }
+      let b = o.features == .backbone ? try backbone(ds, sp) : try embedded(ds, sp).0, E = o.dim
+      return o.distances(keep.map { $0.flatMap { b[($0 * E)..<(($0 + 1) * E)] } } ?? b)
     }
     // The generic malignant-vs-benign set on every dataset: labels whose knowledge class is
     // malignant or benign; premalignant classes have no place in it and are left out.
@@ -147,17 +162,20 @@ public struct WeightsFinalizer {
     }
     func score(_ ds: FinalizeDataset, _ sp: Split, _ ps: PromptSet, temperature: Float) throws -> Scored {
       var (emb, labels) = try embedded(ds, sp)
+      var dist = try distances(ds, sp)
       let clf = try ZeroShotClassifier(bundle: bundle, promptSet: ps, cacheDir: nil, temperature: temperature)
       if ps.name == "malignancy" {
         let D = bundle.clip.embedDim
         let keep = labels.indices.filter { malignancyMap[labels[$0]] != nil }
         emb = keep.flatMap { emb[($0 * D)..<(($0 + 1) * D)] }
         labels = keep.map { labels[$0] }
+        dist = try distances(ds, sp, keep: keep)
       }
       let map = try LabeledTiles.mapLabels(
         Set(labels), to: ps, knowledge: know, overrides: ps.name == "malignancy" ? malignancyMap : [:])
       return Scored(
-        logits: clf.logits(emb), truth: labels.map { map[$0]! }, preds: clf.predict(emb), classifier: clf, embeddings: emb)
+        logits: clf.logits(emb), truth: labels.map { map[$0]! }, preds: clf.predict(emb, outlier: dist), classifier: clf,
+        embeddings: emb)
     }
     let own = try datasets.map { try set($0.promptSets.first ?? $0.folder) }
     // 1. Temperature on val (every dataset with its own set, pooled), by NLL.
@@ -240,29 +258,41 @@ public struct WeightsFinalizer {
       }
     }
     // 3. Out-of-domain model: class means and shared covariance of the diagnostic sets' train
-    //    embeddings; limits at `outlierQuantile` of val tiles and of val group means (up to
-    //    10 tiles). The organ sets stay out: they are what it must flag.
+    //    backbone rows (the pooled class token and the patch-token mean: they keep what the
+    //    text-matched projection drops); limits at `outlierQuantile` of val tiles and of val
+    //    group means (up to 10 tiles). The organ sets stay out: they are what it must flag.
+    //    With fewer than two training tiles per backbone dimension the covariance would be
+    //    mostly ridge, so the projected embeddings are measured instead.
     let D = bundle.clip.embedDim
+    var trainCount = 0
+    for ds in datasets { trainCount += try embedded(ds, .train).1.count }
+    let kind: OutlierModel.Features = trainCount >= 2 * bundle.clip.backboneDim ? .backbone : .embedding
+    if kind == .embedding {
+      log(
+        "out-of-domain model on the embeddings: \(trainCount) training tiles for \(bundle.clip.backboneDim) backbone dimensions")
+    }
+    let E = kind == .backbone ? bundle.clip.backboneDim : D
     var trainEmb: [Float] = [], trainLab: [Int] = [], labelIndex: [String: Int] = [:]
     for ds in datasets {
       let (e, l) = try embedded(ds, .train)
-      trainEmb += e
+      trainEmb += kind == .backbone ? try backbone(ds, .train) : e
       for x in l {
         let key = ds.folder + "/" + x
         if labelIndex[key] == nil { labelIndex[key] = labelIndex.count }
         trainLab.append(labelIndex[key]!)
       }
     }
-    guard let outlier = OutlierModel.fit(embeddings: trainEmb, labels: trainLab, dim: D) else {
+    guard let outlier = OutlierModel.fit(embeddings: trainEmb, labels: trainLab, dim: E, features: kind) else {
       throw TrainingError.data("cannot fit the out-of-domain model: too few training tiles or a singular covariance")
     }
-    try SafeTensorsWriter.write(outlier.tensors, to: "\(weights)/clip/outlier.safetensors")
+    try SafeTensorsWriter.write(outlier.tensors, metadata: outlier.metadata, to: "\(weights)/clip/outlier.safetensors")
+    fitted = outlier
     var valDist: [Float] = [], valGroups: [String] = []
     for ds in datasets {
       let its = try items(ds, .val)
       let (e, _) = try embedded(ds, .val)
       guard its.count * D == e.count else { continue }  // an unreadable tile would misalign groups
-      valDist += outlier.distances(e)
+      valDist += try distances(ds, .val)!
       valGroups += its.map { ds.folder + "/" + $0.group }
     }
     let limits = OutlierModel.limits(distances: valDist, groups: valGroups, quantile: outlierQuantile)
@@ -409,18 +439,20 @@ public struct WeightsFinalizer {
         "\n### Organ recognition (`--prompts organ`)\n\nEach label's organ comes from its knowledge note. Diagnostic sets: test split; organ-recognition sets (few images each): val and test splits.\n\n| dataset | tiles | accuracy | unflagged share | unflagged accuracy |\n|---|---|---|---|---|\n"
       let clf = try ZeroShotClassifier(bundle: bundle, promptSet: organSet, cacheDir: nil)
       for (ds, splits) in datasets.map({ ($0, [Split.test]) }) + organData.map({ ($0, [Split.val, .test]) }) {
-        var emb: [Float] = [], labels: [String] = []
+        var emb: [Float] = [], labels: [String] = [], dist: [Float] = []
         for sp in splits {
           let (e, l) = try embedded(ds, sp)
           emb += e
           labels += l
+          dist += try distances(ds, sp) ?? []
         }
         let keep = labels.indices.filter { organOf[labels[$0]] != nil }
         guard !keep.isEmpty else { continue }
         let e = keep.flatMap { emb[($0 * D)..<(($0 + 1) * D)] }
         let truth = keep.map { organOf[labels[$0]]! }
         let sc = ZeroShotScores(
-          logits: clf.logits(e), predictions: clf.predict(e), truth: truth, classifier: clf,
+          logits: clf.logits(e), predictions: clf.predict(e, outlier: dist.isEmpty ? nil : keep.map { dist[$0] }), truth: truth,
+          classifier: clf,
           policy: ReviewPolicy(thresholds: bundle.thresholds), organs: organs.map { ($0, e) })
         md +=
           "| \(ds.name) | \(sc.count) | \(fmt(sc.accuracy, 3)) | \(fmt(sc.unflaggedShare, 3)) | \(fmt(sc.unflaggedAccuracy, 3)) |\n"
@@ -455,11 +487,11 @@ public struct WeightsFinalizer {
       let r = NonTissue.make(kind: i % 3, size: 224, rng: &rng, blurSource: nil)
       return RGBImage(width: 224, height: 224, pixels: r.pixels)
     }
-    let blankEmb = SlideIndex.embedImages(blanks, bundle: bundle)
+    let (blankEmb, blankDist) = SlideIndex.embedImagesScored(blanks, bundle: bundle)
     md += "\n## Blank, noise and pen-mark inputs\n\n60 synthetic images (blank glass, noise, pen marks; unseen seeds):\n\n"
     for ps in own {
       let clf = try ZeroShotClassifier(bundle: bundle, promptSet: ps, cacheDir: nil)
-      let bp = clf.predict(blankEmb)
+      let bp = clf.predict(blankEmb, outlier: blankDist)
       let confidentDx = bp.filter {
         $0.top != clf.backgroundIndex && ReviewPolicy(thresholds: bundle.thresholds).tileFlags($0, classifier: clf).isEmpty
       }.count
@@ -472,13 +504,13 @@ public struct WeightsFinalizer {
     // Out-of-domain check: test tiles over the tile limit, the organ sets, and the sample slide
     // (skin, a tissue the models never saw) when it is present.
     md +=
-      "\n## Out-of-domain check\n\nMahalanobis distance of a tile's embedding to the nearest training class mean (shared covariance over the diagnostic sets' train tiles, `clip/outlier.safetensors`). Limits at the \(ordinalPercentile(outlierQuantile)) percentile on val (in-domain tiles past them are the price of catching unseen tissue): **\(fmt(Double(thr.maxOutlierDistance!), 1))** for a tile, **\(fmt(Double(thr.maxSlideOutlierDistance!), 1))** for a slide verdict (mean over its tissue tiles).\n\n| tiles | split | over the tile limit | share |\n|---|---|---|---|\n"
+      "\n## Out-of-domain check\n\nMahalanobis distance of a tile's \(outlier.features == .backbone ? "backbone features (the image tower's pooled class token before the projection, and the mean of its patch tokens)" : "embedding") to the nearest training class mean (shared covariance over the diagnostic sets' train tiles, `clip/outlier.safetensors`). Limits at the \(ordinalPercentile(outlierQuantile)) percentile on val (in-domain tiles past them are the price of catching unseen tissue): **\(fmt(Double(thr.maxOutlierDistance!), 1))** for a tile, **\(fmt(Double(thr.maxSlideOutlierDistance!), 1))** for a slide verdict (mean over its tissue tiles).\n\n| tiles | split | over the tile limit | share |\n|---|---|---|---|\n"
     var missed: [String] = []
     for (ds, splits, label) in datasets.map({ ($0, [Split.test], "test") })
       + organData.map({ ($0, [Split.val, .test], "val + test") })
     {
       var dist: [Float] = []
-      for sp in splits { dist += outlier.distances(try embedded(ds, sp).0) }
+      for sp in splits { dist += try distances(ds, sp)! }
       guard !dist.isEmpty else { continue }
       let over = dist.filter { $0 > thr.maxOutlierDistance! }.count
       md += "| \(ds.name) | \(label) | \(over)/\(dist.count) | \(fmt(Double(over) / Double(dist.count), 3)) |\n"

@@ -38,9 +38,9 @@ public enum LeaveOneOut {
     }
     let full = scores(bundle.thresholds), image = scores(imageOnly)
     var ood = 0.0
-    if let o = bundle.outlier, let lim = bundle.thresholds.maxOutlierDistance {
-      let d = o.distances(t.embeddings)
-      ood = Double(d.filter { $0 > lim }.count) / Double(max(1, d.count))
+    let d = t.predictions.compactMap(\.outlier)
+    if let lim = bundle.thresholds.maxOutlierDistance, !d.isEmpty {
+      ood = Double(d.filter { $0 > lim }.count) / Double(d.count)
     }
     return Row(
       set: clf.promptSet.name, classes: full.classes, tiles: full.count, balancedAccuracy: full.balancedAccuracy,

@@ -104,6 +104,9 @@ struct Chat: ParsableCommand {
           : "slide tokens from Eosin's projector and its adapters (rank \(g.adapters!.rank)); answers are also grounded on")
       warn(
         "chat model: \((path as NSString).lastPathComponent) (\(model.model.config.architecture.rawValue)); \(tokens) the classifier and Eosin's notes (\(g.notes.passages.count) passages)"
+          + (g.notes.fallback.map { f in
+            ", then \(Set(f.passages.map(\.collection)).sorted().joined(separator: ", ")) (\(f.passages.count) passages)"
+          } ?? "")
       )
     } else if lm != "none" && ProcessInfo.processInfo.environment["EOSIN_LM"] != "none" {
       warn(

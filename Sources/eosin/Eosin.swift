@@ -19,7 +19,7 @@ struct Eosin: ParsableCommand {
       Info.self, Thumbnail.self, Tiles.self, Mosaic.self, Classify.self, Embed.self, Chat.self, Report.self, Calibrate.self,
       Eval.self,
       Tokenize.self,
-      LM.self, Models.self,
+      LM.self, Models.self, Notes.self,
       Train.self,
       Sample.self,
       Bench.self,

@@ -25,6 +25,9 @@ struct EvalChat: ParsableCommand {
   @Option(help: "Write every closed-question answer here, one JSON line each (model, tile, truth, verdict, answer, flags).")
   var answers: String?
 
+  @Option(help: "General and off-topic questions with key facts (default: Prompts/eval/general-questions.json).")
+  var questions: String?
+
   func run() throws {
     guard let sp = Split(rawValue: split) else { throw ValidationError("--split must be train, val or test") }
     let table = try setsTable(sets)
@@ -39,11 +42,13 @@ struct EvalChat: ParsableCommand {
       knowledge: know, perDataset: perDataset
     ) { try PromptSet.load($0, searchDirs: promptDirs("zero-shot")) }
     let qfile =
-      (promptDirs("eval").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/eval") + "/general-questions.json"
+      questions
+      ?? (promptDirs("eval").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/eval") + "/general-questions.json"
     var cmp = ChatComparison(
       bundle: bundle, chat: chat, languageModel: LanguageModel.Default.resolve(lm),
       questions: try ChatComparison.questions(qfile), makeGrounded: { try groundedLM($0, bundle: $1).0 }, log: warn)
     cmp.answersFile = answers
+    if let q = questions { cmp.questionsFile = q }
     let (md, _) = try cmp.run(cases: cases, sets: chosen, split: split)
     if let o = out { try writeAtomically(Data(md.utf8), to: o) }
     print(md)

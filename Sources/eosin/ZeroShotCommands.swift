@@ -60,10 +60,16 @@ struct PromptOptions: ParsableArguments {
 /// and `Prompts/notes` (the first copy found of each), and with `bundle` its slide-token
 /// projector when it was trained for this file. The second value says why slide tokens are off.
 func groundedLM(_ path: String, bundle: ModelBundle? = nil) throws -> (GroundedLM, String?) {
-  let dirs = ["knowledge", "notes"].compactMap { sub in promptDirs(sub).first { FileManager.default.fileExists(atPath: $0) } }
-  let g = GroundedLM(lm: try LanguageModel(path: path), notes: try KnowledgeNotes(directories: dirs))
+  let g = GroundedLM(lm: try LanguageModel(path: path), notes: try chatNotes())
   guard let b = bundle else { return (g, "no weights given") }
   return (g, try g.loadProjector(from: b))
+}
+
+/// The notes chat retrieves from: Eosin's own (`Prompts/knowledge`, `Prompts/notes`, the first
+/// copy found of each), then the reference text `eosin notes import` put in the cache.
+func chatNotes() throws -> KnowledgeNotes {
+  let dirs = ["knowledge", "notes"].compactMap { sub in promptDirs(sub).first { FileManager.default.fileExists(atPath: $0) } }
+  return try KnowledgeNotes(directories: dirs, fallback: [KnowledgeNotes.importedDirectory])
 }
 
 func promptDirs(_ sub: String) -> [String] {
@@ -224,8 +230,8 @@ struct Classify: ParsableCommand {
         do { ok.append((p, try ImageCodec.read(p))) } catch { log.failure(p, error) }
       }
       if !ok.isEmpty {
-        let emb = SlideIndex.embedImages(ok.map { $0.1 }, bundle: bundle)
-        let preds = clf.predict(emb)
+        let (emb, dist) = SlideIndex.embedImagesScored(ok.map { $0.1 }, bundle: bundle)
+        let preds = clf.predict(emb, outlier: dist)
         let organ = organs?.organs(emb)
         for (n, ((p, _), pr)) in zip(ok, preds).enumerated() {
           let verdict = clf.classNames[pr.top]

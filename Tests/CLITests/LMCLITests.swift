@@ -96,6 +96,31 @@ final class GroundedChatCLITests: XCTestCase {
 }
 
 extension GroundedChatCLITests {
+  /// Guards: a question only imported reference text covers is answered from it, cites the
+  /// collection, and is flagged for review as lecture text Eosin has not curated.
+  func testImportedNotesAnswerIsCitedAndFlagged() throws {
+    let lm = LMCLITests.fixtures + "/tiny-llama-Q4_0.gguf"
+    let dir = TestSupport.tempDir("chat-imported-notes")
+    try FileManager.default.createDirectory(atPath: dir + "/cache/eosin/notes", withIntermediateDirectories: true)
+    let notes: [String: Any] = [
+      "collection": "test atlas (CC BY 4.0)",
+      "notes": [
+        ["id": "amyloid-1", "title": "Amyloidosis", "text": "Amyloid: Congo red stain gives apple-green birefringence."]
+      ]
+        + ["atelectasis", "emphysema", "asthma", "silicosis", "pneumonia", "bronchitis"].map {
+          ["id": $0, "title": $0, "text": "\($0): a lung disease."]
+        },
+    ]
+    try JSONSerialization.data(withJSONObject: notes).write(to: URL(fileURLWithPath: dir + "/cache/eosin/notes/atlas.json"))
+    let r = try CLITests.run(
+      ["chat", "--weights", ChatCLITests.bundle, "--cache", dir + "/index", "--lm", lm, ChatCLITests.slide],
+      stdin: "Which stain shows amyloid?\n", env: ["XDG_STATE_HOME": dir + "/state", "XDG_CACHE_HOME": dir + "/cache"])
+    XCTAssertEqual(r.status, 0, r.stderr)
+    XCTAssertTrue(r.stderr.contains("then test atlas (CC BY 4.0) (7 passages)"), r.stderr)
+    XCTAssertTrue(r.stdout.contains("(Source: test atlas (CC BY 4.0), atlas.json#amyloid-1"), r.stdout)
+    XCTAssertTrue(r.stdout.contains("⚠ REVIEW:") && r.stdout.contains("lecture text Eosin has not curated"), r.stdout)
+  }
+
   /// Guards, with the real SmolLM2 file (skipped without it): ten different questions about one
   /// tile get ten different answers, and "What is the capital of France?" gets no diagnosis.
   func testTenQuestionsTenAnswersWithSmolLM2() throws {

@@ -38,6 +38,18 @@ final class ParityTests: XCTestCase {
     XCTAssertEqual(model.logitScale, try f.tensor("logit_scale").data[0])
   }
 
+  /// Guards the backbone rows the out-of-domain model measures against HF CLIP's vision tower:
+  /// `pooler_output` then the patch-token mean of `last_hidden_state`
+  /// (`Scripts/reference/make_backbone_fixture.py`); the embeddings beside them are unchanged.
+  func testCLIPBackboneParity() throws {
+    let model = try CLIPModel(checkpoint: Checkpoint(path: Self.fixtures + "/tiny-clip"))
+    let px = try io("tiny-clip-io.safetensors").tensor("pixel_values")
+    let r = model.imageEmbeddingsAndBackbone(px.data, batch: 2)
+    XCTAssertEqual(r.embeddings, model.imageEmbeddings(px.data, batch: 2))
+    XCTAssertEqual(model.backboneDim, 96)
+    XCTAssertLessThan(maxDiff(r.backbone, try io("tiny-clip-backbone.safetensors").tensor("backbone").data), tol)
+  }
+
   /// Guards GPT-2 logits (Conv1D transpose, tanh GELU, tied head) and greedy tokens against HF.
   func testGPT2ParityAndGreedy() throws {
     let model = try GPT2Model(checkpoint: Checkpoint(path: Self.fixtures + "/tiny-gpt2"))

@@ -24,6 +24,77 @@ final class GroundedChatTests: XCTestCase {
     XCTAssertTrue(notes.search("florp zibble quantum banana?").isEmpty)
   }
 
+  /// Lecture notes cut into passages: English lectures in passages of about the asked length,
+  /// each titled (from the file name where the title is a placeholder), figure credits,
+  /// citations and markup left out; a Turkish lecture skipped; a damaged line named.
+  func testLectureNotesImport() throws {
+    let dir = TestSupport.tempDir("eosin-lectures")
+    let body = (1...30).map { "Line \($0) about amyloid deposits in tissue" }.joined(separator: "\n")
+    let lines = [
+      [
+        "file": "amyloidosis.qmd", "title": "Title",
+        "text":
+          "Amyloidosis\n<span style=\"x\">Congo red</span> shows apple-green birefringence\nSmith, et al. J Path 2012\nAtlas of Autopsy Pathology, Figure 3\n"
+          + body,
+      ],
+      [
+        "file": "hucre-patolojisi.qmd", "title": "Hücre",
+        "text": "Hücre hasarı ve ölüm; ışık mikroskobu; değişiklikler ğ ş ı " + body,
+      ],
+    ].map { String(decoding: try! JSONSerialization.data(withJSONObject: $0), as: UTF8.self) }
+    try lines.joined(separator: "\n").write(toFile: dir + "/notes.jsonl", atomically: true, encoding: .utf8)
+    let out = try KnowledgeNotes.lectureNotes(jsonl: dir + "/notes.jsonl", collection: "test atlas (CC BY 4.0)", words: 60)
+    let notes = try XCTUnwrap(out["notes"] as? [[String: String]])
+    XCTAssertEqual(notes.map { $0["id"] }, ["amyloidosis-1", "amyloidosis-2", "amyloidosis-3", "amyloidosis-4"])
+    XCTAssertTrue(notes.allSatisfy { $0["title"] == "Amyloidosis" })
+    let first = try XCTUnwrap(notes.first?["text"])
+    XCTAssertTrue(first.hasPrefix("Amyloidosis: Congo red shows apple-green birefringence; Line 1 about"), first)
+    for junk in ["<span", "et al", "Figure", "Hücre"] { XCTAssertFalse(notes.contains { $0["text"]!.contains(junk) }, junk) }
+    try "{\"file\": \"a.qmd\"}\nnot json\n".write(toFile: dir + "/bad.jsonl", atomically: true, encoding: .utf8)
+    XCTAssertThrowsError(try KnowledgeNotes.lectureNotes(jsonl: dir + "/bad.jsonl", collection: "x")) { e in
+      XCTAssertTrue(
+        e.localizedDescription.contains("bad.jsonl") && e.localizedDescription.contains("line 1"), e.localizedDescription)
+    }
+  }
+
+  /// Imported reference text backs Eosin's notes up: it answers what they do not cover, or
+  /// cover only in part, when one of its passages holds every word of the question; it never
+  /// outranks a note that covers the question; off-topic questions that share one word with it
+  /// find nothing. Citations name the collection.
+  func testImportedNotesAreAFallback() throws {
+    let dir = TestSupport.tempDir("eosin-imported")
+    let imported: [String: Any] = [
+      "collection": "test atlas (CC BY 4.0)",
+      "notes": [
+        [
+          "id": "amyloid-1", "title": "Amyloidosis",
+          "text":
+            "Amyloidosis: amyloid is an extracellular fibrillar protein; Congo red stain gives apple-green birefringence under polarised light.",
+        ],
+        [
+          "id": "pericarditis-1", "title": "Pericarditis",
+          "text": "Pericarditis: fibrinous bread-and-butter pericarditis after infarction.",
+        ],
+        ["id": "granuloma-1", "title": "Granuloma", "text": "Granuloma: a granuloma in tuberculosis with caseous necrosis."],
+      ]
+        + ["atelectasis", "bronchiectasis", "emphysema", "asthma", "silicosis"].map {
+          ["id": $0, "title": $0, "text": "\($0): a lung disease."]
+        },
+    ]
+    try JSONSerialization.data(withJSONObject: imported).write(to: URL(fileURLWithPath: dir + "/atlas.json"))
+    let notes = try KnowledgeNotes(
+      directories: [Self.root + "/Prompts/knowledge", Self.root + "/Prompts/notes"], fallback: [dir])
+    XCTAssertEqual(notes.allPassages.count, notes.passages.count + 8)
+    let amyloid = try XCTUnwrap(notes.search("Which stain shows amyloid?").first?.0)
+    XCTAssertEqual(amyloid.source, "atlas.json#amyloid-1")
+    XCTAssertEqual(amyloid.collection, "test atlas (CC BY 4.0)")
+    XCTAssertEqual(notes.search("What is a granuloma?").first?.0.source, "general.json#granuloma")
+    XCTAssertEqual(notes.search("What is a granuloma?").first?.0.collection, "Eosin's notes")
+    for offTopic in ["How do I bake bread?", "What is the speed of light?", "What is the capital of France?"] {
+      XCTAssertTrue(notes.search(offTopic).isEmpty, offTopic)
+    }
+  }
+
   /// Guards the gate's decisions on a benign lung verdict: a contradicting diagnosis, an
   /// unsupported one, wrong polarity and another organ's class are flagged with the claim
   /// quoted; an agreeing answer and a negated claim are not.

@@ -34,8 +34,8 @@ final class FinalizeTests: XCTestCase {
     let root = TestSupport.tempDir("finalize")
     defer { try? FileManager.default.removeItem(atPath: root) }
     let w = try TestSupport.writeTinyBundle(at: root + "/weights")
-    let lung = try tileSet(root, "tiny-lung", labels: ["lung_aca", "lung_scc", "lung_n"], groups: 45)
-    let prostate = try tileSet(root, "tiny-prostate", labels: ["stroma_or_benign", "gleason3", "gleason4"], groups: 45)
+    let lung = try tileSet(root, "tiny-lung", labels: ["lung_aca", "lung_scc", "lung_n"], groups: 100)
+    let prostate = try tileSet(root, "tiny-prostate", labels: ["stroma_or_benign", "gleason3", "gleason4"], groups: 100)
     let organs = try tileSet(root, "tiny-organs", labels: ["kidney", "brain"], groups: 20)
     let prompts = TestSupport.projectRoot + "/Prompts"
     var lines: [String] = []
@@ -101,6 +101,52 @@ final class FinalizeTests: XCTestCase {
     let b = try ModelBundle(path: w)
     XCTAssertEqual(b.thresholds.trainedOrgans, ["lung", "prostate"])
     XCTAssertNotNil(b.outlier)
+    try checkBackboneOutlier(b, weights: w)
+  }
+
+  /// The out-of-domain model finalize fits measures the image tower's backbone rows; every path
+  /// that embeds images gives the same distances (tiles, a slide and its cached index), and a
+  /// model of the wrong width is refused in one line naming the file.
+  func checkBackboneOutlier(_ b: ModelBundle, weights w: String) throws {
+    let o = try XCTUnwrap(b.outlier)
+    XCTAssertEqual(o.features, .backbone)
+    XCTAssertEqual(o.dim, b.clip.backboneDim)
+    let imgs = (0..<5).map { TestSupport.syntheticHE(width: 40 + $0, height: 40) }
+    let (emb, dist) = SlideIndex.embedImagesScored(imgs, bundle: b)
+    let bb = try XCTUnwrap(b.featureEncoder.embedWithBackbone(imgs).backbone)
+    XCTAssertEqual(try XCTUnwrap(dist), o.distances(bb))
+    let clf = try ZeroShotClassifier(bundle: b, promptSet: try PromptSet.inline("tumour,stroma"), cacheDir: nil)
+    XCTAssertEqual(clf.predict(emb, outlier: dist).compactMap(\.outlier), dist)
+    XCTAssertEqual(clf.predict(emb).compactMap(\.outlier), [], "a backbone model cannot measure embeddings")
+    let a = AnalyzedSlide.images(imgs, names: imgs.indices.map { "t\($0).png" }, bundle: b)
+    XCTAssertEqual(a.embeddings.outlier, dist)
+    let sp = TestSupport.tempDir() + "/s.tiff"
+    try TestSupport.writeSyntheticSlide(at: sp, width: 1024, height: 768, levels: 2, mpp: 0.5)
+    let s = try Slide(path: sp)
+    let cache = TestSupport.tempDir("eosin-ood-cache")
+    let m = try TissueDetector().detect(s)
+    let e1 = try SlideIndex.embed(slide: s, tissue: m, bundle: b, overrideMPP: nil, cacheDir: cache)
+    let e2 = try SlideIndex.embed(slide: s, tissue: m, bundle: b, overrideMPP: nil, cacheDir: cache)
+    XCTAssertTrue(e2.fromCache)
+    XCTAssertEqual(e1.outlier?.count, e1.tiles.count)
+    XCTAssertEqual(e1.outlier, e2.outlier)
+    // An outlier file of the embedding's width but labelled backbone is refused.
+    let bad = TestSupport.tempDir("eosin-bad-outlier")
+    try FileManager.default.copyItem(atPath: w, toPath: bad + "/w")
+    var man = try WeightsManifest.load(bad + "/w/manifest.json")
+    let wrong = try XCTUnwrap(
+      OutlierModel(
+        dim: b.clip.embedDim, means: [Float](repeating: 0, count: b.clip.embedDim),
+        precision: (0..<(b.clip.embedDim * b.clip.embedDim)).map { $0 % (b.clip.embedDim + 1) == 0 ? 1 : 0 },
+        features: .backbone))
+    try SafeTensorsWriter.write(wrong.tensors, metadata: wrong.metadata, to: bad + "/w/clip/outlier.safetensors")
+    man.files["clip/outlier.safetensors"]?.sha256 = try SHA256.hex(fileAt: bad + "/w/clip/outlier.safetensors")
+    try man.encoded().write(to: URL(fileURLWithPath: bad + "/w/manifest.json"))
+    XCTAssertThrowsError(try ModelBundle(path: bad + "/w")) { e in
+      let msg = e.localizedDescription
+      XCTAssertTrue(msg.contains("outlier.safetensors") && msg.contains("backbone"), msg)
+      XCTAssertFalse(msg.contains("\n"))
+    }
   }
 
   /// The chat table `eval chat` and finalize share: every n-th tile of each dataset becomes a

@@ -1,0 +1,46 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// `eosin notes import` and `eosin notes search`: imported lecture notes land in the cache's
+/// notes folder and chat's retrieval finds them; bad input is one line, exit 2, nothing written.
+final class NotesCLITests: XCTestCase {
+  func testImportThenSearch() throws {
+    let dir = TestSupport.tempDir("eosin-notes-cli")
+    let cache = dir + "/cache"
+    let body =
+      ["Amyloid is an extracellular fibrillar protein", "Congo red stain gives apple-green birefringence"]
+      + (1...20).map { "Deposits in organ \($0) compromise its function" }
+    // Other lectures beside it, as in a real collection (term weights need a corpus).
+    let others = ["asthma", "atelectasis", "emphysema", "silicosis", "bronchiectasis", "pneumonia"].map { t in
+      [
+        "file": "\(t).qmd", "title": t,
+        "text": (1...14).map { "\(t) changes the airways and alveoli in stage \($0)" }.joined(separator: "\n"),
+      ]
+    }
+    let lines = try ([["file": "amyloidosis.qmd", "title": "Amyloidosis", "text": body.joined(separator: "\n")]] + others).map {
+      String(decoding: try JSONSerialization.data(withJSONObject: $0), as: UTF8.self)
+    }
+    try lines.joined(separator: "\n").write(toFile: dir + "/atlas.jsonl", atomically: true, encoding: .utf8)
+    let env = ["XDG_CACHE_HOME": cache]
+    let imp = try CLITests.run(["notes", "import", dir + "/atlas.jsonl"], env: env)
+    XCTAssertEqual(imp.status, 0, imp.stderr)
+    XCTAssertTrue(imp.stdout.contains("imported: 14 passages"), imp.stdout)
+    XCTAssertTrue(FileManager.default.fileExists(atPath: cache + "/eosin/notes/atlas.json"))
+    let hit = try CLITests.run(["notes", "search", "Which stain shows amyloid?"], env: env)
+    XCTAssertEqual(hit.status, 0, hit.stderr)
+    XCTAssertTrue(hit.stdout.contains("atlas lecture notes (CC BY 4.0), atlas.json#amyloidosis-1"), hit.stdout)
+    let none = try CLITests.run(["notes", "search", "What is the capital of France?"], env: env)
+    XCTAssertTrue(none.stdout.hasPrefix("nothing relevant"), none.stdout)
+    // A damaged file: one line naming it, exit 2, nothing written.
+    try "not json\n".write(toFile: dir + "/bad.jsonl", atomically: true, encoding: .utf8)
+    let bad = try CLITests.run(["notes", "import", dir + "/bad.jsonl"], env: env)
+    XCTAssertEqual(bad.status, 2)
+    XCTAssertTrue(bad.stderr.contains("bad.jsonl") && bad.stderr.contains("line 1"), bad.stderr)
+    XCTAssertEqual(bad.stderr.split(separator: "\n").count, 1)
+    XCTAssertFalse(FileManager.default.fileExists(atPath: cache + "/eosin/notes/bad.json"))
+    let ro = try CLITests.run(["notes", "import", dir + "/atlas.jsonl", "--out", "/proc/eosin-notes"], env: env)
+    XCTAssertEqual(ro.status, 2)
+    XCTAssertTrue(ro.stderr.contains("/proc/eosin-notes"), ro.stderr)
+  }
+}
