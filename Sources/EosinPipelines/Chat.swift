@@ -97,6 +97,9 @@ public final class ChatSession {
   /// When set, answers come from this pretrained language model, grounded on the classifier and
   /// Eosin's notes (``GroundedLM``), instead of the embedded small decoder.
   public var grounded: GroundedLM?
+  /// Eosin's notes for the embedded decoder's turns (a language model brings its own): a
+  /// question that is not about the slide is answered with the best passage itself.
+  public var notes: KnowledgeNotes?
   /// The prompt set chosen by the user (`:classify SET`) or by a report template; it judges
   /// answers whose question names no organ. nil: the organ set whose classes best match the input.
   public var preferredSet: String?
@@ -257,6 +260,9 @@ public final class ChatSession {
     // An organ the question names holds for the slide's later questions.
     if input != nil, let (s, _) = namedOrganSet(in: question) { statedSet = s }
     if let g = grounded { return try askGrounded(question, g, onToken: onToken) }
+    if let n = notes, !ClaimGate.isAboutSlide(question) {
+      return answerFromNotes(question, n, onToken: onToken)
+    }
     guard let e = embeddings else {
       throw PipelineError.input("no slide is open; open one with :open PATH, or start with `eosin chat SLIDE`")
     }
@@ -302,6 +308,42 @@ public final class ChatSession {
     let a = review(
       question: question, answer: answer, set: set, judgedBy: why, organGuessed: guessed, classifier: clf, result: r,
       picks: picks, generator: genConf, cancelled: cancelled, general: false, extraFlags: [])
+    lastAnswer = a
+    return a
+  }
+
+  /// Without a language model, a question that is not about the slide gets the best passage of
+  /// the notes itself, cited: the embedded decoder was trained on slide answers only, and would
+  /// answer "What is a granuloma?" with the slide's diagnosis. The confidence is the share of
+  /// the question's subject words the passage contains. With no relevant passage the answer
+  /// says so and is flagged.
+  func answerFromNotes(_ question: String, _ notes: KnowledgeNotes, onToken: (String) -> Bool) -> ChatAnswer {
+    let hit = notes.search(question, k: 1).first?.0
+    var flags: [ReviewFlag] = []
+    let text: String
+    if let p = hit {
+      text = p.text
+      if p.collection != NotePassage.curated {
+        flags.append(
+          ReviewFlag(
+            code: "reference-notes",
+            reason: "quoted from \(p.collection) (\(p.source)), lecture text Eosin has not curated; check it fits the question"))
+      }
+    } else {
+      text =
+        "Without the language model, Eosin answers questions about the open slide and questions its notes cover; nothing in its notes matches this one."
+      flags.append(
+        ReviewFlag(
+          code: "not-from-notes",
+          reason: "not about the slide and nothing relevant in Eosin's notes; the embedded decoder answers only about the slide"))
+    }
+    _ = onToken(text)
+    if let p = hit { _ = onToken("\n(Source: \(p.collection), \(p.source); a general answer, not about this slide)") }
+    var a = review(
+      question: question, answer: text, set: nil, judgedBy: "", classifier: nil, result: nil, picks: [],
+      generator: hit.map { Float(KnowledgeNotes.coverage(of: question, by: $0)) } ?? 0, cancelled: false, general: hit != nil,
+      extraFlags: flags)
+    a.source = hit.map { "\($0.collection), \($0.source)" }
     lastAnswer = a
     return a
   }

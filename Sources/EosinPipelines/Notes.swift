@@ -108,6 +108,15 @@ public final class KnowledgeNotes: @unchecked Sendable {
     return (env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSTemporaryDirectory()) + "/.cache")) + "/eosin/notes"
   }
 
+  /// The share of the question's subject words (content words, question words such as
+  /// "cause" aside) that `passage` contains: how much of the question it speaks to.
+  public static func coverage(of question: String, by passage: NotePassage) -> Double {
+    let subject = Set(words(question)).subtracting(questionWords)
+    guard !subject.isEmpty else { return 0 }
+    let have = Set(words(passage.title + " " + passage.text))
+    return Double(subject.filter { have.contains($0) }.count) / Double(subject.count)
+  }
+
   /// Every passage, with the fallback's after these.
   public var allPassages: [NotePassage] { passages + (fallback?.allPassages ?? []) }
 

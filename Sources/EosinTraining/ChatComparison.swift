@@ -25,6 +25,9 @@ public struct ChatComparison {
   public var answersFile: String? = nil
   /// The questions' file as the report names it.
   public var questionsFile = "Prompts/eval/general-questions.json"
+  /// The notes every session retrieves from (the embedded decoder quotes them on general
+  /// questions; a language model brings its own).
+  public var notes: KnowledgeNotes? = nil
 
   /// Collects what the rows need; nothing is run until ``run(cases:sets:split:)``.
   public init(
@@ -119,6 +122,7 @@ public struct ChatComparison {
     for (name, key, grounded) in rows {
       let s = ChatSession(bundle: bundle, chat: chat, promptSets: sets, cacheDir: nil)
       s.grounded = grounded
+      s.notes = notes
       let r = try ChatEvaluation.run(
         session: s, cases: cases, questions: qs, offTopicInput: first.paths, progress: { log("chat \(key): \($0)") },
         onClosed: { c, a, right in

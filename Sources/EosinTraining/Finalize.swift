@@ -59,6 +59,8 @@ public struct WeightsFinalizer {
   /// The grounded language model for the chat section, from a GGUF path; with the bundle, its
   /// slide-token projector when one was trained for that model.
   public var makeGrounded: (String, ModelBundle?) throws -> GroundedLM
+  /// The notes chat retrieves from, for the embedded decoder's general answers.
+  public var notes: KnowledgeNotes? = nil
   /// Progress lines.
   public var log: (String) -> Void
 
@@ -612,9 +614,10 @@ public struct WeightsFinalizer {
       if let lmPath = languageModel {
         let qfile =
           (dirs("eval").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/eval") + "/general-questions.json"
-        let cmp = ChatComparison(
+        var cmp = ChatComparison(
           bundle: bundle, chat: chat, languageModel: lmPath, questions: try ChatComparison.questions(qfile),
           makeGrounded: makeGrounded, log: log)
+        cmp.notes = notes
         let cases = try ChatComparison.cases(try zip(datasets, own).map { (try items($0, .test), $1) }, knowledge: know)
         let sets = ChatComparison.sessionSets(own.map(\.name) + datasets.flatMap { $0.promptSets.dropFirst() }, load: set)
         let (section, m) = try cmp.run(cases: cases, sets: sets)

@@ -92,6 +92,7 @@ struct Chat: ParsableCommand {
       cacheDir: model.cacheDir)
     session.sampler = Sampler(temperature: temperature, topP: topP, seed: seed)
     session.maxTokens = maxTokens ?? 40
+    session.notes = try chatNotes()
     if let path = LanguageModel.Default.resolve(lm) {
       let (g, why) = try groundedLM(path, bundle: bundle)
       let model = g.lm

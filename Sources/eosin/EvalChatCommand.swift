@@ -48,6 +48,7 @@ struct EvalChat: ParsableCommand {
       bundle: bundle, chat: chat, languageModel: LanguageModel.Default.resolve(lm),
       questions: try ChatComparison.questions(qfile), makeGrounded: { try groundedLM($0, bundle: $1).0 }, log: warn)
     cmp.answersFile = answers
+    cmp.notes = try chatNotes()
     if let q = questions { cmp.questionsFile = q }
     let (md, _) = try cmp.run(cases: cases, sets: chosen, split: split)
     if let o = out { try writeAtomically(Data(md.utf8), to: o) }

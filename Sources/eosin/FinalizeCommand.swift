@@ -82,6 +82,7 @@ struct TrainFinalize: ParsableCommand {
       makeGrounded: { try groundedLM($0, bundle: $1).0 },
       log: warn)
     f.outlierQuantile = outlierQuantile
+    f.notes = try chatNotes()
     let (_, md) = try f.run()
     try writeAtomically(Data(md.utf8), to: report)
     print(md)

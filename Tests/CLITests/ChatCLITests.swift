@@ -42,6 +42,27 @@ final class ChatCLITests: XCTestCase {
     XCTAssertEqual(turn["question"] as? String, "What is the diagnosis?")
   }
 
+  /// Guards the embedded decoder on questions that are not about the slide: a general question
+  /// gets the best passage of Eosin's notes itself, cited, with no diagnosis of the slide; one
+  /// the notes do not cover gets a plain "nothing matches", flagged. Neither needs a slide.
+  func testDecoderAnswersGeneralQuestionsFromNotes() throws {
+    let r = try chat(
+      "What is a granuloma?\nWhat is the capital of France?\n",
+      args: [Self.slide])
+    XCTAssertEqual(r.status, 0, r.stderr)
+    XCTAssertTrue(r.stdout.contains("A granuloma is a compact, organised collection"), r.stdout)
+    XCTAssertTrue(
+      r.stdout.contains("(Source: Eosin's notes, general.json#granuloma; a general answer, not about this slide)"), r.stdout)
+    XCTAssertTrue(r.stdout.contains("nothing in its notes matches this one"), r.stdout)
+    XCTAssertTrue(r.stdout.contains("⚠ REVIEW: not about the slide and nothing relevant in Eosin's notes"), r.stdout)
+    let verdicts = r.stdout.split(separator: "\n").filter { $0.hasPrefix("confidence ") || $0.hasPrefix("⚠ REVIEW:") }
+    XCTAssertEqual(verdicts.count, 2, r.stdout)
+    XCTAssertTrue(verdicts[0].hasPrefix("confidence 1.00"), r.stdout)
+    let noSlide = try chat("What is a granuloma?\n")
+    XCTAssertEqual(noSlide.status, 0, noSlide.stderr)
+    XCTAssertTrue(noSlide.stdout.contains("general.json#granuloma"), noSlide.stdout)
+  }
+
   /// Guards bad input: the session continues after each of a question with no slide, :open of
   /// a missing and a corrupt file, an unknown command (closest suggested), a 100 KB line
   /// (truncated with a notice) and invalid UTF-8.
