@@ -480,7 +480,9 @@ extension ChatSession {
       t.system += " If you do not know, say so."
     }
     // The best passage for the question, and for a slide question the verdict class's notes.
-    var hits = notes.search(question, k: 1)
+    // A slide question is answered from the classifier and Eosin's own notes: imported lecture
+    // text only ever answers general questions.
+    var hits = notes.search(question, k: 1, fallback: !about)
     if let v = t.verdictName, let h = notes.search(v, k: 1, minimumScore: 0).first, !hits.contains(where: { $0.0 == h.0 }) {
       hits.append(h)
     }
@@ -502,6 +504,44 @@ extension ChatSession {
       t.user = "Slide tiles: \(Self.slideMarker)\n" + t.user
     }
     return t
+  }
+
+  /// The grounding checks of a language model's answer drawn from `passages`: its content
+  /// words must come from the passages, the question or (for a slide question) `slideFacts`,
+  /// 60% of them at least; a number it states must be there too; and an answer to a general
+  /// question (`slideFacts` nil) must mention one of the question's subject words.
+  static func groundingFlags(answer: String, question: String, passages: [NotePassage], slideFacts: String?)
+    -> [ReviewFlag]
+  {
+    guard !answer.isEmpty else { return [] }
+    var flags: [ReviewFlag] = []
+    let context = Set(
+      KnowledgeNotes.words(passages.map(\.text).joined(separator: " ") + " " + (slideFacts ?? "") + " " + question))
+    let words = KnowledgeNotes.words(answer)
+    // A general answer must speak to the question: "Eosin, a careful assistant for
+    // pathologists." does not answer "What is endometrial hyperplasia?".
+    let subject = Set(KnowledgeNotes.words(question)).subtracting(KnowledgeNotes.questionWords)
+    if slideFacts == nil, !subject.isEmpty, subject.isDisjoint(with: words) {
+      flags.append(
+        ReviewFlag(
+          code: "off-question",
+          reason: "the answer does not mention what the question asks about (\(subject.sorted().joined(separator: ", ")))"))
+    }
+    // Numbers are claims: one in neither the notes, the slide's facts nor the question is
+    // unsupported ("The answer is: 102.").
+    if let n = words.first(where: { $0.allSatisfy(\.isNumber) && !context.contains($0) }) {
+      flags.append(ReviewFlag(code: "unsupported-number", reason: "\"\(n)\" is in neither Eosin's notes nor the slide's facts"))
+    }
+    let supported = words.filter { context.contains($0) }.count
+    let share = Double(supported) / Double(max(1, words.count))
+    if words.count >= 4 && share < 0.6 {
+      flags.append(
+        ReviewFlag(
+          code: "unsupported-by-notes",
+          reason: String(
+            format: "only %.0f%% of the answer's content words come from Eosin's notes or the slide's facts", share * 100)))
+    }
+    return flags
   }
 
   /// Answers with the grounded language model: slide facts and the classifier's verdict in the
@@ -571,19 +611,9 @@ extension ChatSession {
             "not about the slide and not from Eosin's notes: nothing relevant was found, so this is the language model's own text"
         ))
     }
-    if !hits.isEmpty && !answer.isEmpty {
-      // Grounding: the answer's content words should come from the notes (or the slide context).
-      let context = Set(KnowledgeNotes.words(hits.map { $0.0.text }.joined(separator: " ") + " " + system + " " + question))
-      let words = KnowledgeNotes.words(answer)
-      let supported = words.filter { context.contains($0) }.count
-      let share = Double(supported) / Double(max(1, words.count))
-      if words.count >= 4 && share < 0.6 {
-        flags.append(
-          ReviewFlag(
-            code: "unsupported-by-notes",
-            reason: String(
-              format: "only %.0f%% of the answer's content words come from Eosin's notes or the slide's facts", share * 100)))
-      }
+    if !hits.isEmpty {
+      flags += Self.groundingFlags(
+        answer: answer, question: question, passages: hits.map(\.0), slideFacts: about ? system : nil)
     }
     // Cite the note that grounds the answer: the verdict class's for a slide question.
     let cited = about ? hits.last : hits.first

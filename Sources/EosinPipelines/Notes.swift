@@ -174,8 +174,10 @@ public final class KnowledgeNotes: @unchecked Sendable {
   }
 
   /// The best passages for a query with their BM25 scores, best first; passages scoring below
-  /// `minimumScore` are left out.
-  public func search(_ query: String, k: Int = 2, minimumScore: Double = 2.0) -> [(NotePassage, Double)] {
+  /// `minimumScore` are left out. `fallback: false` searches these passages only.
+  public func search(_ query: String, k: Int = 2, minimumScore: Double = 2.0, fallback useFallback: Bool = true) -> [(
+    NotePassage, Double
+  )] {
     let q = Set(KnowledgeNotes.words(query))
     let subject = q.subtracting(KnowledgeNotes.questionWords)
     let N = Double(passages.count)
@@ -194,7 +196,7 @@ public final class KnowledgeNotes: @unchecked Sendable {
     scored.sort { $0.1 > $1.1 }
     // The fallback answers when these passages have nothing, or when their best passage misses
     // a word of the question that one fallback passage covers along with every other.
-    if let f = fallback, scored.first.map({ best in !subject.allSatisfy { docs[best.0][$0] != nil } }) ?? true {
+    if useFallback, let f = fallback, scored.first.map({ best in !subject.allSatisfy { docs[best.0][$0] != nil } }) ?? true {
       let back = f.search(query, k: k, minimumScore: minimumScore)
       if !back.isEmpty { return back }
     }

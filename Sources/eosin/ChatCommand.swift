@@ -92,9 +92,10 @@ struct Chat: ParsableCommand {
       cacheDir: model.cacheDir)
     session.sampler = Sampler(temperature: temperature, topP: topP, seed: seed)
     session.maxTokens = maxTokens ?? 40
-    session.notes = try chatNotes()
+    let notes = try chatNotes()
+    session.notes = notes
     if let path = LanguageModel.Default.resolve(lm) {
-      let (g, why) = try groundedLM(path, bundle: bundle)
+      let (g, why) = try groundedLM(path, bundle: bundle, notes: notes)
       let model = g.lm
       g.maxTokens = maxTokens ?? 96
       session.grounded = g

@@ -59,8 +59,8 @@ struct PromptOptions: ParsableArguments {
 /// The grounded chat model for a GGUF file: the model, Eosin's notes from `Prompts/knowledge`
 /// and `Prompts/notes` (the first copy found of each), and with `bundle` its slide-token
 /// projector when it was trained for this file. The second value says why slide tokens are off.
-func groundedLM(_ path: String, bundle: ModelBundle? = nil) throws -> (GroundedLM, String?) {
-  let g = GroundedLM(lm: try LanguageModel(path: path), notes: try chatNotes())
+func groundedLM(_ path: String, bundle: ModelBundle? = nil, notes: KnowledgeNotes? = nil) throws -> (GroundedLM, String?) {
+  let g = GroundedLM(lm: try LanguageModel(path: path), notes: try notes ?? chatNotes())
   guard let b = bundle else { return (g, "no weights given") }
   return (g, try g.loadProjector(from: b))
 }

@@ -51,6 +51,28 @@ final class UnverifiedAnswerTests: XCTestCase {
     XCTAssertFalse(features.flags.contains { $0.code == "unverified-answer" }, "\(features.flags)")
   }
 
+  /// The grounding checks on hand-written answers to general questions, with the passage the
+  /// question retrieves: a faithful answer passes; one that does not mention the question's
+  /// subject, one with a number the notes do not hold, and one in other words are flagged. A
+  /// slide question's answer is not asked to repeat its subject words.
+  func testGroundingOfGeneralAnswers() throws {
+    let notes = try KnowledgeNotes(directories: [TestSupport.projectRoot + "/Prompts/notes"])
+    let q = "What is a granuloma?"
+    let p = try XCTUnwrap(notes.search(q, k: 1).first?.0)
+    func codes(_ a: String, _ question: String = q, slide: String? = nil) -> [String] {
+      ChatSession.groundingFlags(answer: a, question: question, passages: [p], slideFacts: slide).map(\.code)
+    }
+    XCTAssertEqual(
+      codes("A granuloma is an organised collection of activated macrophages (epithelioid histiocytes)."), [])
+    XCTAssertEqual(codes("Eosin, a careful assistant for pathologists."), ["off-question", "unsupported-by-notes"])
+    XCTAssertEqual(codes("A granuloma is a collection of 102 activated macrophages."), ["unsupported-number"])
+    XCTAssertEqual(codes("A granuloma is a rare bone cancer of children treated by surgery."), ["unsupported-by-notes"])
+    XCTAssertEqual(codes("", q), [])
+    // For a slide question the slide's facts count as context, and its subject words need not recur.
+    XCTAssertEqual(
+      codes("The tiles show macrophages in 50 tiles.", "What does this slide show?", slide: "The open slide: 50 tiles."), [])
+  }
+
   /// A diagnosis judged against a set Eosin guessed is flagged `organ-unconfirmed`; once a
   /// question names the organ, that set judges (and is remembered for the slide's later
   /// questions), so the flag goes; opening another slide forgets it.
