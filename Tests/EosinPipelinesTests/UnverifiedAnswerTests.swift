@@ -73,6 +73,15 @@ final class UnverifiedAnswerTests: XCTestCase {
       codes("The tiles show macrophages in 50 tiles.", "What does this slide show?", slide: "The open slide: 50 tiles."), [])
   }
 
+  /// Word tokens for retrieval and the gate: lower-cased letters and digits, ASCII or not, stop
+  /// words out, a plural "s" dropped.
+  func testWordTokens() {
+    XCTAssertEqual(
+      KnowledgeNotes.words("What are the Aβ plaques in Hücre-3 (ÉTOILE) cells?"),
+      ["aβ", "plaque", "hücre", "étoile", "cell"])
+    XCTAssertEqual(KnowledgeNotes.words("Gleason 3+4=7, glass; analysis"), ["gleason", "glass", "analysis"])
+  }
+
   /// A diagnosis judged against a set Eosin guessed is flagged `organ-unconfirmed`; once a
   /// question names the organ, that set judges (and is remembered for the slide's later
   /// questions), so the flag goes; opening another slide forgets it.
