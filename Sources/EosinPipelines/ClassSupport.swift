@@ -66,8 +66,34 @@ public enum OrganLexicon {
 public enum ClassSupport {
   /// The flag for `className` of `set` under a model trained on `trainedOrgans`; nil when
   /// supported, unknown, or when the model states no trained organs.
+  ///
+  /// A supported verdict is flagged too when the set offers classes the model has no support
+  /// for (`alternatives-unsupported`): the model cannot tell tissue of those organs from the
+  /// ones it knows, so "colon" in a many-organ set means only "more colon than lung". Weights
+  /// trained on lung and colon called brain glioma tiles a trained organ at probability over the
+  /// organ set's threshold, unflagged, 7 times in 32 (EVALUATION.md, "Organ recognition").
   public static func flag(className: String, set: PromptSet, trainedOrgans: [String]?) -> ReviewFlag? {
     guard let trained = trainedOrgans, !trained.isEmpty, className != set.background?.name else { return nil }
+    let named = organs(of: className, in: set)
+    if !named.isEmpty, named.isDisjoint(with: trained) {
+      return ReviewFlag(
+        code: "class-unsupported",
+        reason:
+          "\(className) (\(named.sorted().joined(separator: ", "))) is not among the tissues this model was trained on (\(trained.sorted().joined(separator: ", ")))"
+      )
+    }
+    let others = unsupported(in: set, trained: trained).filter { $0 != className }
+    guard !others.isEmpty else { return nil }
+    let shown = others.prefix(4).joined(separator: ", ") + (others.count > 4 ? " and \(others.count - 4) more" : "")
+    return ReviewFlag(
+      code: "alternatives-unsupported",
+      reason:
+        "the \(set.name) set also offers \(shown), which this model was never trained on (it knows \(trained.sorted().joined(separator: ", "))): it cannot rule them out"
+    )
+  }
+
+  /// The organs a class of `set` names (its phrases; else the set's organ).
+  static func organs(of className: String, in set: PromptSet) -> Set<String> {
     var named: Set<String> = []
     if let c = set.allClasses.first(where: { $0.name == className }) {
       for p in c.phrases { named.formUnion(OrganLexicon.organs(in: p)) }
@@ -75,11 +101,20 @@ public enum ClassSupport {
       named = OrganLexicon.organs(in: className)
     }
     if named.isEmpty, let o = set.organName { named = OrganLexicon.organs(in: o).union([o]) }
-    guard !named.isEmpty, named.isDisjoint(with: trained) else { return nil }
-    return ReviewFlag(
-      code: "class-unsupported",
-      reason:
-        "\(className) (\(named.sorted().joined(separator: ", "))) is not among the tissues this model was trained on (\(trained.sorted().joined(separator: ", ")))"
-    )
+    return named
   }
+
+  /// The classes of `set` (background aside) that name only organs outside `trained`, in the
+  /// set's order; computed once per set content and trained organs.
+  static func unsupported(in set: PromptSet, trained: [String]) -> [String] {
+    let key = ReviewThresholds.key(for: set) + "|" + trained.sorted().joined(separator: ",")
+    if let v = memo.value[key] { return v }
+    let v = set.classes.map(\.name).filter { n in
+      let o = organs(of: n, in: set)
+      return !o.isEmpty && o.isDisjoint(with: trained)
+    }
+    memo.value[key] = v
+    return v
+  }
+  static let memo = LockedBox<[String: [String]]>([:])
 }

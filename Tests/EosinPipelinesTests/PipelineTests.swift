@@ -294,16 +294,23 @@ final class ClassSupportTests: XCTestCase {
     XCTAssertTrue(OrganLexicon.organs(in: "stroma").isEmpty)
   }
 
-  /// Guards the class-support check: a class naming only untrained organs is flagged, a class
-  /// of a trained organ or naming no organ is not, and a set's own organ counts for its classes.
+  /// Guards the class-support check: a class naming only untrained organs is flagged; a class
+  /// of a trained organ, or naming no organ, is flagged only when the set offers unsupported
+  /// alternatives it cannot rule out; a set's own organ counts for its classes.
   func testClassSupport() throws {
     let trained = ["colorectal", "lung"]
     let set = try PromptSet.inline("prostate adenocarcinoma,lung adenocarcinoma,tumour")
     XCTAssertEqual(
       ClassSupport.flag(className: "prostate adenocarcinoma", set: set, trainedOrgans: trained)?.code, "class-unsupported")
-    XCTAssertNil(ClassSupport.flag(className: "lung adenocarcinoma", set: set, trainedOrgans: trained))
-    XCTAssertNil(ClassSupport.flag(className: "tumour", set: set, trainedOrgans: trained))
+    let lung = ClassSupport.flag(className: "lung adenocarcinoma", set: set, trainedOrgans: trained)
+    XCTAssertEqual(lung?.code, "alternatives-unsupported")
+    XCTAssertTrue(lung?.reason.contains("also offers prostate adenocarcinoma") ?? false, lung?.reason ?? "")
+    XCTAssertEqual(ClassSupport.flag(className: "tumour", set: set, trainedOrgans: trained)?.code, "alternatives-unsupported")
     XCTAssertNil(ClassSupport.flag(className: "prostate adenocarcinoma", set: set, trainedOrgans: nil))
+    let known = try PromptSet.inline("colorectal adenocarcinoma,lung adenocarcinoma,tumour")
+    for c in ["colorectal adenocarcinoma", "lung adenocarcinoma", "tumour"] {
+      XCTAssertNil(ClassSupport.flag(className: c, set: known, trainedOrgans: trained), c)
+    }
     var organSet = try PromptSet.inline("grade 1,grade 2")
     organSet.organ = "kidney"
     XCTAssertNotNil(ClassSupport.flag(className: "grade 1", set: organSet, trainedOrgans: trained))
