@@ -452,12 +452,17 @@ extension ChatSession {
     public var hits: [(NotePassage, Double)]
   }
 
+  /// The system turn's fixed sentences: instructions, not facts (the grounding checks leave
+  /// them out of the context an answer may draw on).
+  static let systemPreamble = "You are Eosin, a careful assistant for pathologists. Answer in two or three sentences."
+  static let systemSlideRule = " Base your answer on this classifier result; do not name any other diagnosis."
+
   /// Builds the grounded turn for `question` on the open slide (``GroundedTurn``).
   /// - Parameter slideTokens: whether to prepare slide tokens (a projector exists).
   public func groundedTurn(_ question: String, notes: KnowledgeNotes, slideTokens: Bool) throws -> GroundedTurn {
     let about = ClaimGate.isAboutSlide(question) && embeddings != nil
     var t = GroundedTurn(
-      system: "You are Eosin, a careful assistant for pathologists. Answer in two or three sentences.", user: question,
+      system: Self.systemPreamble, user: question,
       slideInputs: nil, about: about, set: nil, result: nil, verdictName: nil, classifier: nil, picks: [], why: "",
       guessed: false, hits: [])
     if about, let e = embeddings {
@@ -475,7 +480,7 @@ extension ChatSession {
       if let tf = slideInfo["tissue"] { facts += ", tissue \(tf)" }
       t.system += " \(facts). Eosin's image classifier (\(s.name) classes) calls it \(t.verdictName!) with probability \(p)."
       if !r.flags.isEmpty { t.system += " It flags: " + r.flags.map(\.reason).joined(separator: "; ") + "." }
-      t.system += " Base your answer on this classifier result; do not name any other diagnosis."
+      t.system += Self.systemSlideRule
     } else {
       t.system += " If you do not know, say so."
     }
@@ -540,8 +545,38 @@ extension ChatSession {
           code: "unsupported-by-notes",
           reason: String(
             format: "only %.0f%% of the answer's content words come from Eosin's notes or the slide's facts", share * 100)))
+    } else if let s = unsupportedSentence(answer, context: context) {
+      // One sentence can add a claim the rest of a faithful answer hides: "It is a malignant
+      // tumor that originates from the lungs and spreads to other parts of the body."
+      flags.append(
+        ReviewFlag(
+          code: "unsupported-sentence",
+          reason: "\"\(s)\": most of this sentence is in neither Eosin's notes nor the slide's facts"))
     }
     return flags
+  }
+
+  /// The first sentence of `answer` with at least 5 content words of which fewer than half are
+  /// in `context`.
+  static func unsupportedSentence(_ answer: String, context: Set<String>) -> String? {
+    var sentences: [String] = []
+    var cur = ""
+    for ch in answer {
+      cur.append(ch)
+      if ".!?\n".contains(ch) {
+        sentences.append(cur)
+        cur = ""
+      }
+    }
+    sentences.append(cur)
+    for s in sentences {
+      let w = KnowledgeNotes.words(s)
+      guard w.count >= 5 else { continue }
+      if 2 * w.filter({ context.contains($0) }).count < w.count {
+        return s.trimmingCharacters(in: CharacterSet.whitespacesAndNewlines.union(CharacterSet(charactersIn: ".!?")))
+      }
+    }
+    return nil
   }
 
   /// Answers with the grounded language model: slide facts and the classifier's verdict in the
@@ -613,7 +648,10 @@ extension ChatSession {
     }
     if !hits.isEmpty {
       flags += Self.groundingFlags(
-        answer: answer, question: question, passages: hits.map(\.0), slideFacts: about ? system : nil)
+        answer: answer, question: question, passages: hits.map(\.0),
+        slideFacts: about
+          ? system.replacingOccurrences(of: Self.systemPreamble, with: "").replacingOccurrences(
+            of: Self.systemSlideRule, with: "") : nil)
     }
     // Cite the note that grounds the answer: the verdict class's for a slide question.
     let cited = about ? hits.last : hits.first

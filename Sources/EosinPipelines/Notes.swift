@@ -210,6 +210,16 @@ public final class KnowledgeNotes: @unchecked Sendable {
     "difference", "between", "role", "main", "usually", "typical", "typically", "seen", "found",
   ]
 
+  /// American spellings a language model writes, as Eosin's notes spell them ("tumor" must
+  /// count as a word of a note that says "tumour").
+  static let britishSpelling: [String: String] = [
+    "tumor": "tumour", "tumors": "tumours", "hematoxylin": "haematoxylin", "edema": "oedema", "color": "colour",
+    "colors": "colours", "hemorrhage": "haemorrhage", "ischemia": "ischaemia", "ischemic": "ischaemic",
+    "esophagus": "oesophagus", "esophageal": "oesophageal", "estrogen": "oestrogen", "anemia": "anaemia",
+    "leukemia": "leukaemia", "hemorrhagic": "haemorrhagic", "fetal": "foetal", "pediatric": "paediatric",
+    "gray": "grey", "center": "centre", "centers": "centres", "fiber": "fibre", "fibers": "fibres",
+  ]
+
   static let stopWords: Set<String> = [
     "a", "an", "the", "is", "are", "was", "were", "be", "of", "in", "on", "at", "to", "for", "and", "or", "with", "what", "which",
     "who", "how", "why", "when", "where", "does", "do", "this", "that", "these", "those", "it", "its", "as", "by", "from", "can",
@@ -225,8 +235,9 @@ public final class KnowledgeNotes: @unchecked Sendable {
     var cur: [UInt8] = []
     func flush() {
       guard !cur.isEmpty else { return }
-      let w = String(decoding: cur, as: UTF8.self)
+      var w = String(decoding: cur, as: UTF8.self)
       cur.removeAll(keepingCapacity: true)
+      if let b = britishSpelling[w] { w = b }
       if w.count > 1 && !stopWords.contains(w) {
         out.append(w.count > 4 && w.hasSuffix("s") && !w.hasSuffix("ss") && !w.hasSuffix("is") ? String(w.dropLast()) : w)
       }

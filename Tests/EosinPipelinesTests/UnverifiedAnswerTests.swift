@@ -68,6 +68,13 @@ final class UnverifiedAnswerTests: XCTestCase {
     XCTAssertEqual(codes("A granuloma is a collection of 102 activated macrophages."), ["unsupported-number"])
     XCTAssertEqual(codes("A granuloma is a rare bone cancer of children treated by surgery."), ["unsupported-by-notes"])
     XCTAssertEqual(codes("", q), [])
+    // One sentence that adds an unsupported claim to a faithful answer is quoted.
+    let spread = ChatSession.groundingFlags(
+      answer:
+        "A granuloma is a compact, organised collection of activated macrophages (epithelioid histiocytes), often with multinucleated giant cells and a rim of lymphocytes. It then spreads quickly to distant parts of the whole body.",
+      question: q, passages: [p], slideFacts: nil)
+    XCTAssertEqual(spread.map(\.code), ["unsupported-sentence"])
+    XCTAssertTrue(spread[0].reason.hasPrefix("\"It then spreads quickly to distant parts of the whole body\""), spread[0].reason)
     // For a slide question the slide's facts count as context, and its subject words need not recur.
     XCTAssertEqual(
       codes("The tiles show macrophages in 50 tiles.", "What does this slide show?", slide: "The open slide: 50 tiles."), [])
@@ -80,6 +87,7 @@ final class UnverifiedAnswerTests: XCTestCase {
       KnowledgeNotes.words("What are the Aβ plaques in Hücre-3 (ÉTOILE) cells?"),
       ["aβ", "plaque", "hücre", "étoile", "cell"])
     XCTAssertEqual(KnowledgeNotes.words("Gleason 3+4=7, glass; analysis"), ["gleason", "glass", "analysis"])
+    XCTAssertEqual(KnowledgeNotes.words("Tumor cells, tumors and edema"), ["tumour", "cell", "tumour", "oedema"])
   }
 
   /// A diagnosis judged against a set Eosin guessed is flagged `organ-unconfirmed`; once a
