@@ -23,6 +23,9 @@ struct NotesImport: ParsableCommand {
 
   func run() throws {
     let notes = try KnowledgeNotes.lectureNotes(jsonl: file, collection: collection)
+    guard let count = (notes["notes"] as? [Any])?.count, count > 0 else {
+      throw CLIError("\(file): no passages to import (no lecture with English text)")
+    }
     let dir = out ?? KnowledgeNotes.importedDirectory
     let name = ((file as NSString).lastPathComponent as NSString).deletingPathExtension + ".json"
     let data = try JSONSerialization.data(withJSONObject: notes, options: [.prettyPrinted, .sortedKeys])
@@ -32,7 +35,7 @@ struct NotesImport: ParsableCommand {
     } catch {
       throw CLIError("\(dir)/\(name): cannot write (\(error.localizedDescription))")
     }
-    print("imported: \((notes["notes"] as? [Any])?.count ?? 0) passages from \(file) into \(dir)/\(name)")
+    print("imported: \(count) passages from \(file) into \(dir)/\(name)")
   }
 }
 
