@@ -241,6 +241,13 @@ public enum ClaimGate {
     guard slideWords.contains(where: { (" " + lower + " ").contains($0) }) else { return false }
     let q = " " + String(lower.map { ".,;:!?".contains($0) ? " " : $0 }) + " "
     if deicticWords.contains(where: { q.contains($0) }) { return true }
+    // "tiles" and "slide" without an indefinite article name the open input ("Which tiles look
+    // malignant?"); "a slide" is any slide ("What does microns per pixel mean for a slide?").
+    if [" tile ", " tiles ", " slide ", " slides "].contains(where: { q.contains($0) }),
+      ![" a tile ", " a slide "].contains(where: { q.contains($0) })
+    {
+      return true
+    }
     let opening = q.trimmingCharacters(in: .whitespaces)
     let generic = genericOpenings.contains { opening.hasPrefix($0) } || q.contains(" a ") || q.contains(" an ")
     return !generic

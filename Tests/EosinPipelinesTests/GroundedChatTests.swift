@@ -202,12 +202,14 @@ final class GroundedChatTests: XCTestCase {
       "What is a granuloma?", "What colour does haematoxylin stain nuclei?", "Which cells give rise to melanoma?",
       "What does normal lung tissue look like?", "What is the difference between grade and stage?",
       "How do benign prostate glands differ from prostate cancer?", "What features show that a tumour is malignant?",
+      "What does microns per pixel mean for a slide?", "What is a whole-slide image?",
     ] {
       XCTAssertFalse(ClaimGate.isAboutSlide(general), general)
     }
     for slide in [
       "What is the diagnosis?", "What grade is it?", "What stain is this?", "How many tiles are there?",
       "Does the tissue show a tumour?", "Which diagnosis fits?", "What do you see in these tiles?", "Is there cancer here?",
+      "Which tiles look malignant?", "How many slides are open?",
     ] {
       XCTAssertTrue(ClaimGate.isAboutSlide(slide), slide)
     }
