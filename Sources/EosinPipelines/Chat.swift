@@ -323,12 +323,7 @@ public final class ChatSession {
     let text: String
     if let p = hit {
       text = p.text
-      if p.collection != NotePassage.curated {
-        flags.append(
-          ReviewFlag(
-            code: "reference-notes",
-            reason: "quoted from \(p.collection) (\(p.source)), lecture text Eosin has not curated; check it fits the question"))
-      }
+      if let f = Self.referenceFlag(p) { flags.append(f) }
     } else {
       text =
         "Without the language model, Eosin answers questions about the open slide and questions its notes cover; nothing in its notes matches this one."

@@ -119,7 +119,9 @@ public enum FeatureExport {
         path: tmp, tensors: [("coords", [N, 2]), ("features", [N, D])], metadata: metadata(num, str))
       do {
         try w.append(coords.map { Float($0) })
-        times = try SlideIndex.encodeTiles(tiler, encoder: encoder, progress: progress) { _, rows, _ in try w.append(rows) }
+        times = try SlideIndex.encodeTiles(tiler, encoder: encoder, outliers: false, progress: progress) { _, rows, _ in
+          try w.append(rows)
+        }
         try w.close()
       } catch let e as WeightsError { throw PipelineError.file(path: path, message: e.localizedDescription) }
     } else {
@@ -129,7 +131,7 @@ public enum FeatureExport {
       }
       var closed = false
       defer { if !closed { _ = eosin_h5_close(w, nil, nil, 0, nil, nil, 0, nil, 0) } }
-      times = try SlideIndex.encodeTiles(tiler, encoder: encoder, progress: progress) { i, rows, _ in
+      times = try SlideIndex.encodeTiles(tiler, encoder: encoder, outliers: false, progress: progress) { i, rows, _ in
         guard eosin_h5_write_rows(w, Int64(i), Int64(rows.count / max(D, 1)), rows, &err, err.count) == 0 else {
           throw PipelineError.file(path: path, message: String(cString: err))
         }

@@ -275,15 +275,34 @@ public enum ClaimGate {
     }
   }
 
+  /// Whether the character at `i` ends a sentence: ".", "!", "?" or a newline, but not a
+  /// decimal point ("0.86").
+  static func endsSentence(_ text: String, at i: String.Index) -> Bool {
+    guard ".!?\n".contains(text[i]) else { return false }
+    guard text[i] == ".", i > text.startIndex, text.index(after: i) < text.endIndex else { return true }
+    return !(text[text.index(before: i)].isNumber && text[text.index(after: i)].isNumber)
+  }
+
+  /// The sentences of `text`, each with its closing mark.
+  static func sentences(_ text: String) -> [Substring] {
+    var out: [Substring] = []
+    var start = text.startIndex
+    var i = text.startIndex
+    while i < text.endIndex {
+      let next = text.index(after: i)
+      if endsSentence(text, at: i) {
+        out.append(text[start..<next])
+        start = next
+      }
+      i = next
+    }
+    if start < text.endIndex { out.append(text[start...]) }
+    return out
+  }
+
   /// The sentence of `text` around a match, for quoting.
   static func sentence(_ text: String, around r: Range<String.Index>) -> String {
-    let seps: Set<Character> = [".", "!", "?", "\n"]
-    // A separator ends a sentence unless it is a decimal point ("0.86").
-    func ends(at i: String.Index) -> Bool {
-      guard seps.contains(text[i]) else { return false }
-      guard text[i] == ".", i > text.startIndex, text.index(after: i) < text.endIndex else { return true }
-      return !(text[text.index(before: i)].isNumber && text[text.index(after: i)].isNumber)
-    }
+    func ends(at i: String.Index) -> Bool { endsSentence(text, at: i) }
     var a = r.lowerBound
     while a > text.startIndex, !ends(at: text.index(before: a)) { a = text.index(before: a) }
     var b = r.upperBound
@@ -518,6 +537,15 @@ extension ChatSession {
     return t
   }
 
+  /// The flag of an answer drawn from imported reference text (`reference-notes`); nil for
+  /// Eosin's own notes.
+  static func referenceFlag(_ p: NotePassage) -> ReviewFlag? {
+    guard p.collection != NotePassage.curated else { return nil }
+    return ReviewFlag(
+      code: "reference-notes",
+      reason: "drawn from \(p.collection) (\(p.source)), lecture text Eosin has not curated; check the answer against it")
+  }
+
   /// The grounding checks of a language model's answer drawn from `passages`: its content
   /// words must come from the passages, the question or (for a slide question) `slideFacts`,
   /// 60% of them at least; a number it states must be there too; and an answer to a general
@@ -532,7 +560,7 @@ extension ChatSession {
     let words = KnowledgeNotes.words(answer)
     // A general answer must speak to the question: "Eosin, a careful assistant for
     // pathologists." does not answer "What is endometrial hyperplasia?".
-    let subject = Set(KnowledgeNotes.words(question)).subtracting(KnowledgeNotes.questionWords)
+    let subject = KnowledgeNotes.subjectWords(question)
     if slideFacts == nil, !subject.isEmpty, subject.isDisjoint(with: words) {
       flags.append(
         ReviewFlag(
@@ -566,18 +594,8 @@ extension ChatSession {
   /// The first sentence of `answer` with at least 5 content words of which fewer than half are
   /// in `context`.
   static func unsupportedSentence(_ answer: String, context: Set<String>) -> String? {
-    var sentences: [String] = []
-    var cur = ""
-    for ch in answer {
-      cur.append(ch)
-      if ".!?\n".contains(ch) {
-        sentences.append(cur)
-        cur = ""
-      }
-    }
-    sentences.append(cur)
-    for s in sentences {
-      let w = KnowledgeNotes.words(s)
+    for s in ClaimGate.sentences(answer) {
+      let w = KnowledgeNotes.words(String(s))
       guard w.count >= 5 else { continue }
       if 2 * w.filter({ context.contains($0) }).count < w.count {
         return s.trimmingCharacters(in: CharacterSet.whitespacesAndNewlines.union(CharacterSet(charactersIn: ".!?")))
@@ -666,13 +684,7 @@ extension ChatSession {
     // on questions only it covers, the 135M model's answers drawn from it were often wrong in a
     // detail the word-share check cannot see ("frataxin" for Huntington disease), so such an
     // answer is always for review.
-    if let h = cited, h.0.collection != NotePassage.curated {
-      flags.append(
-        ReviewFlag(
-          code: "reference-notes",
-          reason:
-            "drawn from \(h.0.collection) (\(h.0.source)), lecture text Eosin has not curated; check the answer against it"))
-    }
+    if let h = cited, let f = Self.referenceFlag(h.0) { flags.append(f) }
     if let h = cited {
       let src = "(Source: \(h.0.collection), \(h.0.source)\(about ? "" : "; a general answer, not about this slide"))"
       if !cancelled { _ = onToken("\n" + src) }

@@ -111,11 +111,14 @@ public final class KnowledgeNotes: @unchecked Sendable {
   /// The share of the question's subject words (content words, question words such as
   /// "cause" aside) that `passage` contains: how much of the question it speaks to.
   public static func coverage(of question: String, by passage: NotePassage) -> Double {
-    let subject = Set(words(question)).subtracting(questionWords)
+    let subject = subjectWords(question)
     guard !subject.isEmpty else { return 0 }
     let have = Set(words(passage.title + " " + passage.text))
     return Double(subject.filter { have.contains($0) }.count) / Double(subject.count)
   }
+
+  /// A question's subject words: its content words less the words that shape a question.
+  static func subjectWords(_ question: String) -> Set<String> { Set(words(question)).subtracting(questionWords) }
 
   /// Every passage, with the fallback's after these.
   public var allPassages: [NotePassage] { passages + (fallback?.allPassages ?? []) }

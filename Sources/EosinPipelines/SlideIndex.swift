@@ -95,12 +95,12 @@ public enum SlideIndex {
 
   /// Reads and encodes every tile of `tiler`'s grid in batches, handing each batch's features to
   /// `sink` (first tile index, rows, and the rows' out-of-domain distances when the encoder
-  /// measures them). Reading overlaps encoding: batch k+1 is read on another
+  /// measures them and `outliers` asks for them). Reading overlaps encoding: batch k+1 is read on another
   /// thread while batch k is encoded. Memory: two batches of tiles. Returns the seconds spent
   /// reading (on the reader's clock) and encoding.
   public static func encodeTiles(
-    _ tiler: Tiler, encoder: FeatureEncoder, batch: Int = 32, progress: (Int, Int) -> Void = { _, _ in },
-    sink: (Int, [Float], [Float]?) throws -> Void
+    _ tiler: Tiler, encoder: FeatureEncoder, batch: Int = 32, outliers: Bool = true,
+    progress: (Int, Int) -> Void = { _, _ in }, sink: (Int, [Float], [Float]?) throws -> Void
   ) throws -> (read: Double, encode: Double) {
     let g = tiler.grid
     var readT = 0.0, encT = 0.0
@@ -118,7 +118,7 @@ public enum SlideIndex {
         DispatchQueue.global().async(group: group) { next.value = read(s) }
       }
       let t1 = Probes.now()
-      let (e, d) = encoder.embedScored(imgs, batch: imgs.count)
+      let (e, d) = outliers ? encoder.embedScored(imgs, batch: imgs.count) : (encoder.embed(imgs, batch: imgs.count), nil)
       encT += Probes.now() - t1
       group.wait()
       try sink(i, e, d)

@@ -148,10 +148,16 @@ public struct WeightsFinalizer {
     }
     // The out-of-domain model once fitted (step 3); scores before then carry no distance.
     var fitted: OutlierModel? = nil
+    // Each split's distances, measured once (every prompt set's rows reuse them).
+    var measured: [String: [Float]] = [:]
     func distances(_ ds: FinalizeDataset, _ sp: Split, keep: [Int]? = nil) throws -> [Float]? {
       guard let o = fitted else { return nil }
-      let b = o.features == .backbone ? try backbone(ds, sp) : try embedded(ds, sp).0, E = o.dim
-      return o.distances(keep.map { $0.flatMap { b[($0 * E)..<(($0 + 1) * E)] } } ?? b)
+      let key = ds.dir + "|" + sp.rawValue
+      if measured[key] == nil {
+        measured[key] = o.distances(o.features == .backbone ? try backbone(ds, sp) : try embedded(ds, sp).0)
+      }
+      let d = measured[key]!
+      return keep.map { $0.map { d[$0] } } ?? d
     }
     // The generic malignant-vs-benign set on every dataset: labels whose knowledge class is
     // malignant or benign; premalignant classes have no place in it and are left out.

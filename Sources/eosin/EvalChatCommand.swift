@@ -44,11 +44,13 @@ struct EvalChat: ParsableCommand {
     let qfile =
       questions
       ?? (promptDirs("eval").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/eval") + "/general-questions.json"
+    let notes = try chatNotes()
     var cmp = ChatComparison(
       bundle: bundle, chat: chat, languageModel: LanguageModel.Default.resolve(lm),
-      questions: try ChatComparison.questions(qfile), makeGrounded: { try groundedLM($0, bundle: $1).0 }, log: warn)
+      questions: try ChatComparison.questions(qfile), makeGrounded: { try groundedLM($0, bundle: $1, notes: notes).0 },
+      log: warn)
     cmp.answersFile = answers
-    cmp.notes = try chatNotes()
+    cmp.notes = notes
     if let q = questions { cmp.questionsFile = q }
     let (md, _) = try cmp.run(cases: cases, sets: chosen, split: split)
     if let o = out { try writeAtomically(Data(md.utf8), to: o) }

@@ -73,16 +73,17 @@ struct TrainFinalize: ParsableCommand {
       throw ValidationError("--outlier-quantile must be between 0.5 and 1, not \(outlierQuantile)")
     }
     let table = try setsTable(sets)
+    let notes = try chatNotes()
     var f = WeightsFinalizer(
       weights: weights, name: (weights as NSString).lastPathComponent,
       datasets: try data.map { try finalizeDataset($0, sets: table) },
       organData: try organData.map { try finalizeDataset($0, sets: table) }, targetAccuracy: targetAccuracy,
       record: FileManager.default.fileExists(atPath: record) ? record : nil, lodo: lodo,
       languageModel: LanguageModel.Default.resolve(nil), dirs: promptDirs,
-      makeGrounded: { try groundedLM($0, bundle: $1).0 },
+      makeGrounded: { try groundedLM($0, bundle: $1, notes: notes).0 },
       log: warn)
     f.outlierQuantile = outlierQuantile
-    f.notes = try chatNotes()
+    f.notes = notes
     let (_, md) = try f.run()
     try writeAtomically(Data(md.utf8), to: report)
     print(md)
