@@ -62,9 +62,17 @@ public final class KnowledgeNotes: @unchecked Sendable {
   /// Loads every `*.json` of the given folders: knowledge files (`classes` with name, synonyms,
   /// behaviour, features, next_steps) and notes files (`notes` with id, title, text, and an
   /// optional `collection` naming them in citations). `fallback` folders (imported reference
-  /// text) are searched only when these have no hit.
+  /// text) are searched after these (see ``search(_:k:minimumScore:fallback:)``).
   /// - Throws: ``PipelineError`` naming a file that is not valid JSON of either shape.
   public convenience init(directories: [String], fallback: [String] = []) throws {
+    let back = try KnowledgeNotes.passages(in: fallback)
+    self.init(
+      passages: try KnowledgeNotes.passages(in: directories),
+      fallback: back.isEmpty ? nil : KnowledgeNotes(passages: back, requireEveryWord: true))
+  }
+
+  /// The passages of every `*.json` in `directories` (see ``init(directories:fallback:)``).
+  static func passages(in directories: [String]) throws -> [NotePassage] {
     var ps: [NotePassage] = []
     let fm = FileManager.default
     for dir in directories {
@@ -95,10 +103,7 @@ public final class KnowledgeNotes: @unchecked Sendable {
         }
       }
     }
-    let back = try fallback.isEmpty ? nil : KnowledgeNotes(directories: fallback)
-    self.init(
-      passages: ps,
-      fallback: back.flatMap { $0.passages.isEmpty ? nil : KnowledgeNotes(passages: $0.passages, requireEveryWord: true) })
+    return ps
   }
 
   /// Where `eosin notes import` keeps imported reference text: `$XDG_CACHE_HOME/eosin/notes`,
@@ -157,11 +162,11 @@ public final class KnowledgeNotes: @unchecked Sendable {
         chunk = []
         count = 0
       }
+      let credit = ["et al", "http", "doi", "figure ", "©", "robbins", "cotran", "question to think"]
       for raw in body.split(separator: "\n") {
         let l = raw.replacingOccurrences(of: "<[^>]*>", with: "", options: .regularExpression)
           .split(whereSeparator: { $0 == " " || $0 == "\t" }).joined(separator: " ")
         let lower = l.lowercased()
-        let credit = ["et al", "http", "doi", "figure ", "©", "robbins", "cotran", "question to think"]
         if l.count < 3 || lower == "title" || lower == title.lowercased() || lower.hasPrefix("atlas of")
           || credit.contains(where: { lower.contains($0) })
         {
