@@ -261,6 +261,54 @@ public final class LlamaModel: @unchecked Sendable {
   /// Runs input embeddings x (T,C) (token embeddings, or projected slide tokens) through the
   /// model after the state's cached positions; returns the last token's logits (V), or all (T*V).
   public func forward(embeddings x0: [Float], count T: Int, state s: LlamaState, allLogits: Bool = false) throws -> [Float] {
+    var x = try trunk(x0, T, s)
+    let c = config, C = c.channels
+    // Final norm and head, on the last row or on every row.
+    let rows = allLogits ? T : 1
+    let first = T - rows
+    var logits = [Float](repeating: 0, count: rows * c.vocabSize)
+    outputNorm.withUnsafeBufferPointer { w in
+      x.withUnsafeMutableBufferPointer { xb in
+        let xr = xb.baseAddress! + first * C
+        rmsnormForward(xr, xr, w.baseAddress!, rows, C, eps: c.rmsEps)
+        logits.withUnsafeMutableBufferPointer { lb in
+          for r in 0..<rows {
+            let xq = s.precision == .q8 ? s.quantize(xr + r * C, C) : nil
+            output.gemv(lb.baseAddress! + r * c.vocabSize, xr + r * C, xq)
+          }
+        }
+      }
+    }
+    return logits
+  }
+
+  /// The last token's final hidden state (C): the output of the last block after the final
+  /// norm, what the head turns into logits. Runs `ids` alone, in a state of their own. Chat's
+  /// retrieval embeds questions and notes with it (``NoteEmbeddings``).
+  /// - Throws: ``ModelError/input`` when `ids` is empty, longer than the context or outside the
+  ///   vocabulary.
+  public func lastHiddenState(_ ids: [Int32]) throws -> [Float] {
+    guard !ids.isEmpty else { throw ModelError.input("no tokens to embed") }
+    for id in ids where id < 0 || Int(id) >= config.vocabSize {
+      throw ModelError.input("token id \(id) is outside the vocabulary (\(config.vocabSize))")
+    }
+    let s = makeState(capacity: ids.count)
+    let x = try trunk(embed(ids), ids.count, s)
+    let C = config.channels
+    var h = [Float](repeating: 0, count: C)
+    x.withUnsafeBufferPointer { xb in
+      outputNorm.withUnsafeBufferPointer { w in
+        h.withUnsafeMutableBufferPointer { hb in
+          rmsnormForward(hb.baseAddress!, xb.baseAddress! + (ids.count - 1) * C, w.baseAddress!, 1, C, eps: config.rmsEps)
+        }
+      }
+    }
+    return h
+  }
+
+  /// The residual stream (T,C) after every block, for input embeddings after the state's cached
+  /// positions; the positions are added to the state.
+  private func trunk(_ x0: [Float], _ T: Int, _ s: LlamaState) throws -> [Float] {
     let c = config
     let C = c.channels, NH = c.heads, NKV = c.kvHeads, HS = c.headSize, F = c.ffn
     guard T > 0, x0.count == T * C else {
@@ -314,23 +362,7 @@ public final class LlamaModel: @unchecked Sendable {
       }
     }
     s.position = L
-    // Final norm and head, on the last row or on every row.
-    let rows = allLogits ? T : 1
-    let first = T - rows
-    var logits = [Float](repeating: 0, count: rows * c.vocabSize)
-    outputNorm.withUnsafeBufferPointer { w in
-      x.withUnsafeMutableBufferPointer { xb in
-        let xr = xb.baseAddress! + first * C
-        rmsnormForward(xr, xr, w.baseAddress!, rows, C, eps: c.rmsEps)
-        logits.withUnsafeMutableBufferPointer { lb in
-          for r in 0..<rows {
-            let xq = s.precision == .q8 ? s.quantize(xr + r * C, C) : nil
-            output.gemv(lb.baseAddress! + r * c.vocabSize, xr + r * C, xq)
-          }
-        }
-      }
-    }
-    return logits
+    return x
   }
 
   private func addBias(_ out: UnsafeMutablePointer<Float>, _ bias: [Float], _ T: Int) {

@@ -24,6 +24,8 @@ public enum ChatEvaluation {
     public var q: String
     public var facts: [[String]]
     public var contradictions: [String]
+    /// The note that answers it (`FILE#id`), where the question set names one.
+    public var note: String?
   }
 
   /// The question sets of `Prompts/eval/general-questions.json`.

@@ -33,9 +33,17 @@ public final class GroundedLM {
   /// Whether the cached prefix was computed with the adapters.
   var cachedAdapted = false
 
-  public init(lm: LanguageModel, notes: KnowledgeNotes) {
+  /// Embeddings of Eosin's notes by this model's hidden states (``NoteEmbeddings``), fused with
+  /// BM25 when a question retrieves its notes; nil: BM25 alone.
+  public var noteEmbeddings: NoteEmbeddings?
+
+  /// The model and its notes; `denseRetrieval` embeds the notes with the model (read from the
+  /// cache folder after the first time), else retrieval is BM25 alone.
+  /// - Throws: ``PipelineError`` when a note cannot be embedded.
+  public init(lm: LanguageModel, notes: KnowledgeNotes, denseRetrieval: Bool = false) throws {
     self.lm = lm
     self.notes = notes
+    if denseRetrieval { noteEmbeddings = try NoteEmbeddings(notes: notes, lm: lm) }
   }
 
   /// Sets ``projector`` from the weights' manifest (`language_model.projector`) when the
@@ -484,8 +492,12 @@ extension ChatSession {
   static let systemSlideRule = " Base your answer on this classifier result; do not name any other diagnosis."
 
   /// Builds the grounded turn for `question` on the open slide (``GroundedTurn``).
-  /// - Parameter slideTokens: whether to prepare slide tokens (a projector exists).
-  public func groundedTurn(_ question: String, notes: KnowledgeNotes, slideTokens: Bool) throws -> GroundedTurn {
+  /// - Parameters:
+  ///   - slideTokens: whether to prepare slide tokens (a projector exists).
+  ///   - dense: embeddings of `notes`' passages to fuse with BM25 (``NoteEmbeddings``).
+  public func groundedTurn(_ question: String, notes: KnowledgeNotes, slideTokens: Bool, dense: NoteEmbeddings? = nil) throws
+    -> GroundedTurn
+  {
     let about = ClaimGate.isAboutSlide(question) && embeddings != nil
     var t = GroundedTurn(
       system: Self.systemPreamble, user: question,
@@ -513,7 +525,7 @@ extension ChatSession {
     // The best passage for the question, and for a slide question the verdict class's notes.
     // A slide question is answered from the classifier and Eosin's own notes: imported lecture
     // text only ever answers general questions.
-    var hits = notes.search(question, k: 1, fallback: !about)
+    var hits = notes.search(question, k: 1, fallback: !about, dense: dense)
     if let v = t.verdictName, let h = notes.search(v, k: 1, minimumScore: 0).first, !hits.contains(where: { $0.0 == h.0 }) {
       hits.append(h)
     }
@@ -608,7 +620,7 @@ extension ChatSession {
   /// system context (when the question is about the slide), the best notes passages in the user
   /// turn, and the claim gate after. The answer names the note it used.
   func askGrounded(_ question: String, _ g: GroundedLM, onToken: (String) -> Bool) throws -> ChatAnswer {
-    let turn = try groundedTurn(question, notes: g.notes, slideTokens: g.projector != nil)
+    let turn = try groundedTurn(question, notes: g.notes, slideTokens: g.projector != nil, dense: g.noteEmbeddings)
     let (about, set, result, verdictName, picks, why, guessed, classifier, hits, system) = (
       turn.about, turn.set, turn.result, turn.verdictName, turn.picks, turn.why, turn.guessed, turn.classifier, turn.hits,
       turn.system

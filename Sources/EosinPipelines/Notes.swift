@@ -12,6 +12,14 @@ public struct NotePassage: Sendable, Equatable {
 
   /// The collection of Eosin's own, curated notes.
   public static let curated = "Eosin's notes"
+
+  /// A passage of `collection`, cited as `source`.
+  public init(source: String, title: String, text: String, collection: String = NotePassage.curated) {
+    self.source = source
+    self.title = title
+    self.text = text
+    self.collection = collection
+  }
 }
 
 /// Eosin's notes, searchable offline: the per-class morphology notes (`Prompts/knowledge/*.json`,
@@ -182,10 +190,13 @@ public final class KnowledgeNotes: @unchecked Sendable {
   }
 
   /// The best passages for a query with their BM25 scores, best first; passages scoring below
-  /// `minimumScore` are left out. `fallback: false` searches these passages only.
-  public func search(_ query: String, k: Int = 2, minimumScore: Double = 2.0, fallback useFallback: Bool = true) -> [(
-    NotePassage, Double
-  )] {
+  /// `minimumScore` are left out. `fallback: false` searches these passages only. With `dense`
+  /// (embeddings of these passages), the passages BM25 finds are ranked by reciprocal rank
+  /// fusion of BM25's ranking and the embeddings' ranking of every passage (k 60, equal weights):
+  /// BM25 still decides whether anything is relevant, the embeddings help choose which passage.
+  public func search(
+    _ query: String, k: Int = 2, minimumScore: Double = 2.0, fallback useFallback: Bool = true, dense: NoteEmbeddings? = nil
+  ) -> [(NotePassage, Double)] {
     let q = Set(KnowledgeNotes.words(query))
     let subject = q.subtracting(KnowledgeNotes.questionWords)
     let N = Double(passages.count)
@@ -202,6 +213,18 @@ public final class KnowledgeNotes: @unchecked Sendable {
       if s >= minimumScore { scored.append((i, s)) }
     }
     scored.sort { $0.1 > $1.1 }
+    if let e = dense, e.count == passages.count, scored.count > 1, let sim = try? e.similarities(query) {
+      let order = sim.indices.sorted { sim[$0] > sim[$1] }
+      var denseRank = [Int](repeating: 0, count: sim.count)
+      for (r, i) in order.enumerated() { denseRank[i] = r }
+      var fused: [Int: Double] = [:]
+      for (r, (i, _)) in scored.enumerated() { fused[i] = 1 / Double(60 + r) + 1 / Double(60 + denseRank[i]) }
+      // A stable sort: ties keep BM25's order.
+      scored = scored.enumerated().sorted { a, b in
+        let fa = fused[a.element.0]!, fb = fused[b.element.0]!
+        return fa != fb ? fa > fb : a.offset < b.offset
+      }.map(\.element)
+    }
     // The fallback answers when these passages have nothing, or when their best passage misses
     // a word of the question that one fallback passage covers along with every other.
     if useFallback, let f = fallback, scored.first.map({ best in !subject.allSatisfy { docs[best.0][$0] != nil } }) ?? true {
@@ -271,5 +294,29 @@ public final class KnowledgeNotes: @unchecked Sendable {
     }
     flush()
     return out
+  }
+}
+
+extension KnowledgeNotes {
+  /// How retrieval does on questions with key facts: the share whose first passage holds every
+  /// key fact (``ChatEvaluation/GeneralQuestion/facts``, in its title or text) and, where the
+  /// question names its note, the share whose first passage is that note.
+  public struct RetrievalScore: Sendable, Equatable {
+    public var questions = 0, found = 0, factsFirst = 0, named = 0, noteFirst = 0
+  }
+
+  /// Retrieves each question's first passage as chat does for a general question (the
+  /// fallback included), with `dense` fused in or not, and scores it (``RetrievalScore``).
+  public func retrievalScore(_ questions: [ChatEvaluation.GeneralQuestion], dense: NoteEmbeddings?) -> RetrievalScore {
+    var r = RetrievalScore()
+    for q in questions {
+      r.questions += 1
+      if q.note != nil { r.named += 1 }
+      guard let p = search(q.q, k: 1, dense: dense).first?.0 else { continue }
+      r.found += 1
+      if q.facts.allSatisfy({ ChatEvaluation.hasFact(p.title + " " + p.text, $0) }) { r.factsFirst += 1 }
+      if let n = q.note, p.source == n { r.noteFirst += 1 }
+    }
+    return r
   }
 }

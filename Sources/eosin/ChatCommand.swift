@@ -77,6 +77,11 @@ struct Chat: ParsableCommand {
       "A GGUF language model (LLaMA family) to answer with, grounded on the classifier and Eosin's notes; default $EOSIN_LM, else SmolLM2-135M-Instruct from the cache (`make lm`). 'none' uses the embedded small decoder."
   )
   var lm: String?
+  @Option(
+    help:
+      "How the language model's questions find Eosin's notes: bm25, or hybrid (BM25 fused with the model's own hidden states; slower, and no better on Prompts/eval)."
+  )
+  var retrieval: Retrieval = .bm25
   @Option(help: ArgumentHelp("Pause after each streamed piece (for demos and the terminal test).", visibility: .hidden))
   var streamDelayMs = 0
 
@@ -95,7 +100,7 @@ struct Chat: ParsableCommand {
     let notes = try chatNotes()
     session.notes = notes
     if let path = LanguageModel.Default.resolve(lm) {
-      let (g, why) = try groundedLM(path, bundle: bundle, notes: notes)
+      let (g, why) = try groundedLM(path, bundle: bundle, notes: notes, retrieval: retrieval)
       let model = g.lm
       g.maxTokens = maxTokens ?? 96
       session.grounded = g
@@ -105,7 +110,7 @@ struct Chat: ParsableCommand {
           ? "slide tokens from Eosin's projector; answers are also grounded on"
           : "slide tokens from Eosin's projector and its adapters (rank \(g.adapters!.rank)); answers are also grounded on")
       warn(
-        "chat model: \((path as NSString).lastPathComponent) (\(model.model.config.architecture.rawValue)); \(tokens) the classifier and Eosin's notes (\(g.notes.passages.count) passages)"
+        "chat model: \((path as NSString).lastPathComponent) (\(model.model.config.architecture.rawValue)); \(tokens) the classifier and Eosin's notes (\(g.notes.passages.count) passages\(g.noteEmbeddings == nil ? "" : ", ranked by BM25 and the model's hidden states"))"
           + (g.notes.fallback.map { f in
             ", then \(Set(f.passages.map(\.collection)).sorted().joined(separator: ", ")) (\(f.passages.count) passages)"
           } ?? "")

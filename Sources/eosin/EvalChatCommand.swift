@@ -25,6 +25,8 @@ struct EvalChat: ParsableCommand {
   @Option(help: "Write every closed-question answer here, one JSON line each (model, tile, truth, verdict, answer, flags).")
   var answers: String?
 
+  @Option(help: "How the language model's questions find Eosin's notes: bm25, or hybrid (fused with its hidden states).")
+  var retrieval: Retrieval = .bm25
   @Option(help: "General and off-topic questions with key facts (default: Prompts/eval/general-questions.json).")
   var questions: String?
 
@@ -47,7 +49,8 @@ struct EvalChat: ParsableCommand {
     let notes = try chatNotes()
     var cmp = ChatComparison(
       bundle: bundle, chat: chat, languageModel: LanguageModel.Default.resolve(lm),
-      questions: try ChatComparison.questions(qfile), makeGrounded: { try groundedLM($0, bundle: $1, notes: notes).0 },
+      questions: try ChatComparison.questions(qfile),
+      makeGrounded: { try groundedLM($0, bundle: $1, notes: notes, retrieval: retrieval).0 },
       log: warn)
     cmp.answersFile = answers
     cmp.notes = notes

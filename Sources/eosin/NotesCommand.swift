@@ -1,5 +1,6 @@
 import ArgumentParser
 import EosinPipelines
+import EosinTraining
 import Foundation
 
 /// `eosin notes`: the reference text chat retrieves from, besides Eosin's own notes.
@@ -41,17 +42,58 @@ struct NotesImport: ParsableCommand {
 
 struct NotesSearch: ParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "search", abstract: "Show the passages chat would retrieve for a question, best first, with their scores.")
+    commandName: "search",
+    abstract:
+      "Show the passages chat would retrieve for a question, best first, with their scores; or, with --questions, score retrieval on question sets with key facts."
+  )
 
-  @Argument(help: "The question.") var question: String
+  @Argument(help: "The question.") var question: String?
   @Option(help: "How many passages.") var k = 3
+  @Option(help: "How to rank Eosin's notes: bm25 (chat's default) or hybrid (fused with the language model's hidden states).")
+  var retrieval: Retrieval = .bm25
+  @Option(
+    help:
+      "Language model whose hidden states the hybrid ranking uses (GGUF; default: $EOSIN_LM or the fetched SmolLM2)."
+  )
+  var lm: String?
+  @Option(
+    parsing: .upToNextOption,
+    help:
+      "Question sets with key facts (as Prompts/eval/*.json): print, for BM25 alone and fused with the language model, how many first passages hold every key fact and are the named note."
+  )
+  var questions: [String] = []
+
+  func validate() throws {
+    if question == nil && questions.isEmpty { throw ValidationError("pass a question, or --questions FILE...") }
+  }
 
   func run() throws {
     let notes = try chatNotes()
-    let hits = notes.search(question, k: k)
-    if hits.isEmpty { print("nothing relevant in \(notes.allPassages.count) passages") }
-    for (p, score) in hits {
-      print(String(format: "%.2f  %@, %@: %@", score, p.collection, p.source, String(p.text.prefix(160))))
+    var dense: NoteEmbeddings?
+    if retrieval == .hybrid || !questions.isEmpty {
+      guard let path = LanguageModel.Default.resolve(lm) else {
+        throw CLIError("the hybrid ranking needs a language model: pass --lm FILE.gguf, or fetch SmolLM2 (`make lm`)")
+      }
+      dense = try NoteEmbeddings(notes: notes, lm: try LanguageModel(path: path))
+    }
+    if let q = question {
+      let hits = notes.search(q, k: k, dense: retrieval == .hybrid ? dense : nil)
+      if hits.isEmpty { print("nothing relevant in \(notes.allPassages.count) passages") }
+      for (p, score) in hits {
+        print(String(format: "%.2f  %@, %@: %@", score, p.collection, p.source, String(p.text.prefix(160))))
+      }
+    }
+    guard !questions.isEmpty else { return }
+    let name = "BM25 + \((dense!.modelPath as NSString).lastPathComponent) hidden states"
+    print("| questions | n | first passage holds the key facts: BM25 | \(name) | first passage is the named note: BM25 | fused |")
+    print("|---|---|---|---|---|---|")
+    for f in questions {
+      let qs = try ChatComparison.questions(f).questions
+      let a = notes.retrievalScore(qs, dense: nil), b = notes.retrievalScore(qs, dense: dense)
+      let named = a.named > 0 ? ["\(a.noteFirst)/\(a.named)", "\(b.noteFirst)/\(b.named)"] : ["-", "-"]
+      print(
+        "| \((f as NSString).lastPathComponent) | \(a.questions) | \(a.factsFirst)/\(a.questions) | \(b.factsFirst)/\(b.questions) | \(named[0]) | \(named[1]) |"
+      )
     }
   }
 }

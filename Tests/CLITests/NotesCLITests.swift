@@ -48,4 +48,30 @@ final class NotesCLITests: XCTestCase {
     XCTAssertEqual(ro.status, 2)
     XCTAssertTrue(ro.stderr.contains("/proc/eosin-notes"), ro.stderr)
   }
+
+  /// The hybrid ranking and its measurement: without a language model, one line and exit 2;
+  /// with the tiny fixture model, `--questions` prints BM25 beside the fusion for each file.
+  func testHybridRetrievalAndItsScore() throws {
+    let dir = TestSupport.tempDir("eosin-notes-hybrid")
+    let env = ["XDG_CACHE_HOME": dir + "/cache", "EOSIN_LM": ""]
+    let none = try CLITests.run(["notes", "search", "--retrieval", "hybrid", "What is a granuloma?"], env: env)
+    XCTAssertEqual(none.status, 2)
+    XCTAssertEqual(none.stderr.split(separator: "\n").count, 1, none.stderr)
+    XCTAssertTrue(none.stderr.contains("needs a language model"), none.stderr)
+    let q = [
+      "questions": [
+        ["q": "What is a granuloma?", "note": "general.json#granuloma", "facts": [["macrophage"]], "contradictions": []],
+        ["q": "Which germ causes stomach ulcers?", "facts": [["helicobacter"]], "contradictions": []],
+      ],
+      "off_topic": [],
+    ]
+    try JSONSerialization.data(withJSONObject: q).write(to: URL(fileURLWithPath: dir + "/q.json"))
+    let lm = TestSupport.projectRoot + "/Tests/EosinModelsTests/Fixtures/gguf/tiny-llama-Q4_0.gguf"
+    let r = try CLITests.run(["notes", "search", "--lm", lm, "--questions", dir + "/q.json"], env: env)
+    XCTAssertEqual(r.status, 0, r.stderr)
+    XCTAssertTrue(r.stdout.contains("| q.json | 2 | 2/2 | "), r.stdout)
+    XCTAssertTrue(r.stdout.contains("| 1/1 | "), r.stdout)
+    // The passages' embeddings are cached for the next run.
+    XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/cache/eosin/notes-index").count, 1)
+  }
 }
