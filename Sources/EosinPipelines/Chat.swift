@@ -334,13 +334,34 @@ public final class ChatSession {
     }
     _ = onToken(text)
     if let p = hit { _ = onToken("\n(Source: \(p.collection), \(p.source); a general answer, not about this slide)") }
+    // The passage is quoted, not generated: its confidence is how well it matches the question.
+    let m = hit.map { Self.matchFlag(question, $0, notes) }
+    if let f = m?.flag { flags.append(f) }
     var a = review(
       question: question, answer: text, set: nil, judgedBy: "", classifier: nil, result: nil, picks: [],
-      generator: hit.map { Float(KnowledgeNotes.coverage(of: question, by: $0)) } ?? 0, cancelled: false, general: hit != nil,
-      extraFlags: flags)
+      generator: hit == nil ? 0 : 1, cancelled: false, general: hit != nil, extraFlags: flags, match: m?.share)
     a.source = hit.map { "\($0.collection), \($0.source)" }
     lastAnswer = a
     return a
+  }
+
+  /// How well the passage an answer to a general question draws on matches the question
+  /// (``KnowledgeNotes/match(of:by:)``), and below half the `weak-match` flag naming the
+  /// question's words the passage leaves out. The weights are those of Eosin's own notes, which
+  /// is where a passage found for one common word comes from (an imported passage must hold
+  /// every word of the question).
+  static func matchFlag(_ question: String, _ p: NotePassage, _ notes: KnowledgeNotes) -> (share: Float, flag: ReviewFlag?) {
+    let (share, missing) = notes.match(of: question, by: p)
+    guard share < 0.5 else { return (Float(share), nil) }
+    let words = missing.prefix(3).map { "\"\($0)\"" }.joined(separator: ", ")
+    return (
+      Float(share),
+      ReviewFlag(
+        code: "weak-match",
+        reason: String(
+          format: "the note it draws on (%@) leaves out %@ of the question (match %.2f): it may answer another question",
+          p.source, words, share))
+    )
   }
 
   /// The confidence of an answer's wording, for either model: the mean probability of the
@@ -361,7 +382,8 @@ public final class ChatSession {
   func review(
     question: String, answer: String, set: PromptSet?, judgedBy: String, organGuessed: Bool = false,
     classifier clf: ZeroShotClassifier?,
-    result r: SlideResult?, picks: [Int], generator genConf: Float, cancelled: Bool, general: Bool, extraFlags: [ReviewFlag]
+    result r: SlideResult?, picks: [Int], generator genConf: Float, cancelled: Bool, general: Bool, extraFlags: [ReviewFlag],
+    match: Float? = nil
   ) -> ChatAnswer {
     let verdictName = r.map { $0.classNames[$0.verdict] }
     var (flags, consistent) = ClaimGate.check(
@@ -414,7 +436,8 @@ public final class ChatSession {
       flags = r.flags.filter { $0.code != "inconsistent" } + flags
       conf.probability = consistent == false ? 0 : min(r.confidence.probability, genConf)
     } else {
-      conf = Confidence(probability: genConf, margin: 0, promptSpread: 0, domain: 0)
+      // A general answer is as sure as its wording and as the match of its note to the question.
+      conf = Confidence(probability: min(genConf, match ?? 1), margin: 0, promptSpread: 0, domain: 0)
     }
     conf.generator = genConf
     conf.consistent = consistent

@@ -32,6 +32,11 @@ public enum ChatEvaluation {
   public struct QuestionSet: Codable, Sendable {
     public var questions: [GeneralQuestion]
     public var off_topic: [String]
+
+    public init(questions: [GeneralQuestion], off_topic: [String]) {
+      self.questions = questions
+      self.off_topic = off_topic
+    }
   }
 
   public struct Result: Sendable {

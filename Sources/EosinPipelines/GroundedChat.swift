@@ -579,6 +579,12 @@ extension ChatSession {
           code: "off-question",
           reason: "the answer does not mention what the question asks about (\(subject.sorted().joined(separator: ", ")))"))
     }
+    // An answer to a general question must add something to it: "Scarring inside an organ is
+    // called scarring." and "A lump in the breast that is not cancer." only restate it.
+    let asked = Set(KnowledgeNotes.words(question))
+    if slideFacts == nil, !words.isEmpty, Set(words).subtracting(asked).count < 2 {
+      flags.append(ReviewFlag(code: "restates-question", reason: "the answer only restates the question"))
+    }
     // Numbers are claims: one in neither the notes, the slide's facts nor the question is
     // unsupported ("The answer is: 102.").
     if let n = words.first(where: { $0.allSatisfy(\.isNumber) && !context.contains($0) }) {
@@ -692,6 +698,8 @@ extension ChatSession {
     }
     // Cite the note that grounds the answer: the verdict class's for a slide question.
     let cited = about ? hits.last : hits.first
+    let m = about ? nil : cited.map { Self.matchFlag(question, $0.0, g.notes) }
+    if let f = m?.flag { flags.append(f) }
     // Imported reference text (the atlas lecture notes) is terse slide text Eosin did not write:
     // on questions only it covers, the 135M model's answers drawn from it were often wrong in a
     // detail the word-share check cannot see ("frataxin" for Huntington disease), so such an
@@ -703,7 +711,8 @@ extension ChatSession {
     }
     var a = review(
       question: question, answer: answer, set: set, judgedBy: why, organGuessed: guessed, classifier: classifier,
-      result: result, picks: picks, generator: genConf, cancelled: cancelled, general: !hits.isEmpty, extraFlags: flags)
+      result: result, picks: picks, generator: genConf, cancelled: cancelled, general: !hits.isEmpty, extraFlags: flags,
+      match: m?.share)
     a.source = cited.map { "\($0.0.collection), \($0.0.source)" }
     lastAnswer = a
     return a

@@ -121,13 +121,29 @@ public final class KnowledgeNotes: @unchecked Sendable {
     return (env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSTemporaryDirectory()) + "/.cache")) + "/eosin/notes"
   }
 
-  /// The share of the question's subject words (content words, question words such as
-  /// "cause" aside) that `passage` contains: how much of the question it speaks to.
-  public static func coverage(of question: String, by passage: NotePassage) -> Double {
-    let subject = subjectWords(question)
-    guard !subject.isEmpty else { return 0 }
-    let have = Set(words(passage.title + " " + passage.text))
-    return Double(subject.filter { have.contains($0) }.count) / Double(subject.count)
+  /// How much of the question `passage` speaks to: the share of the question's subject words
+  /// (content words, question words such as "cause" aside) it contains, each weighted by its
+  /// inverse document frequency in these passages, so that a rare word ("dead", "womb", a word
+  /// no note holds) counts for more than a common one ("tissue", "cell"); and the subject words
+  /// it leaves out, rarest first. A passage that holds only the common words of a question
+  /// ("What does dead tissue look like under the microscope?" against the biopsy note) was
+  /// found for the wrong reason.
+  public func match(of question: String, by passage: NotePassage) -> (share: Double, missing: [String]) {
+    let subject = KnowledgeNotes.subjectWords(question)
+    guard !subject.isEmpty else { return (0, []) }
+    let have = Set(KnowledgeNotes.words(passage.title + " " + passage.text))
+    let N = Double(passages.count)
+    func idf(_ w: String) -> Double {
+      let n = Double(df[w] ?? 0)
+      return log(1 + (N - n + 0.5) / (n + 0.5))
+    }
+    var got = 0.0, all = 0.0
+    for w in subject {
+      all += idf(w)
+      if have.contains(w) { got += idf(w) }
+    }
+    let missing = subject.filter { !have.contains($0) }.sorted { (idf($0), $1) > (idf($1), $0) }
+    return (all > 0 ? got / all : 0, missing)
   }
 
   /// A question's subject words: its content words less the words that shape a question.
@@ -258,6 +274,9 @@ public final class KnowledgeNotes: @unchecked Sendable {
     "explain",
     "describe", "one", "sentence", "into", "than", "then", "so", "if", "not", "no", "yes", "has", "have", "had", "may", "also",
     "look", "like",
+    // Prepositions: "under the microscope" must not match a note for "under".
+    "under", "over", "inside", "outside", "through", "after", "before", "during", "within", "without", "above", "below",
+    "around", "upon", "onto", "via", "across", "along", "toward", "towards",
   ]
 
   /// Lower-cased word tokens (letters and digits), stop words removed, a plural "s" dropped.

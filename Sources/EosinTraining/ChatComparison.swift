@@ -25,6 +25,9 @@ public struct ChatComparison {
   public var answersFile: String? = nil
   /// The questions' file as the report names it.
   public var questionsFile = "Prompts/eval/general-questions.json"
+  /// Questions worded unlike the notes (lay or roundabout phrasings, `Prompts/eval/paraphrase-*.json`)
+  /// and the files they came from: their own table, general questions only; nil leaves it out.
+  public var layQuestions: (files: [String], questions: [ChatEvaluation.GeneralQuestion])? = nil
   /// The notes every session retrieves from (the embedded decoder quotes them on general
   /// questions; a language model brings its own).
   public var notes: KnowledgeNotes? = nil
@@ -40,6 +43,11 @@ public struct ChatComparison {
     self.questions = questions
     self.makeGrounded = makeGrounded
     self.log = log
+  }
+
+  /// The questions of several question files, in order (for ``layQuestions``).
+  public static func generalQuestions(_ paths: [String]) throws -> [ChatEvaluation.GeneralQuestion] {
+    try paths.flatMap { try questions($0).questions }
   }
 
   /// Reads the general and off-topic questions (`Prompts/eval/general-questions.json`).
@@ -119,6 +127,7 @@ public struct ChatComparison {
     }
     var metrics: [String: JSONValue] = [:]
     var lines = ""
+    var lay = ""
     for (name, key, grounded) in rows {
       let s = ChatSession(bundle: bundle, chat: chat, promptSets: sets, cacheDir: nil)
       s.grounded = grounded
@@ -155,6 +164,37 @@ public struct ChatComparison {
       metrics["chat_\(key)_general_key_facts"] = JSONValue(any: Double(r.generalFacts) / Double(max(1, r.general)))
       metrics["chat_\(key)_general_unflagged_wrong"] = JSONValue(
         any: Double(r.generalUnflaggedWrong) / Double(max(1, r.generalUnflagged)))
+      if let (_, qs) = layQuestions {
+        let l = try ChatEvaluation.run(
+          session: s, cases: [], questions: ChatEvaluation.QuestionSet(questions: qs, off_topic: []),
+          offTopicInput: first.paths,
+          onGeneral: { g, a, facts, contradicts in
+            let o: [String: Any] = [
+              "model": key, "lay_question": g.q, "answer": a.text, "flags": a.flags.map(\.reason), "source": a.source ?? "",
+              "states_key_facts": facts, "contradicts": contradicts,
+            ]
+            if let d = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes]) {
+              lines += String(decoding: d, as: UTF8.self) + "\n"
+            }
+          })
+        let n = Double(max(1, l.general))
+        func f3(_ x: Double) -> String { String(format: "%.3f", x) }
+        let facts = f3(Double(l.generalFacts) / n), contra = f3(Double(l.generalContradicting) / n)
+        let flagged = f3(Double(l.general - l.generalUnflagged) / n)
+        let wrong =
+          l.generalUnflagged == 0
+          ? "- (0 unflagged)"
+          : "\(f3(Double(l.generalUnflaggedWrong) / Double(l.generalUnflagged))) (\(l.generalUnflagged) unflagged)"
+        lay += "| \(name) | \(facts) | \(contra) (\(l.general)) | \(flagged) | \(wrong) |\n"
+        metrics["chat_\(key)_lay_key_facts"] = JSONValue(any: Double(l.generalFacts) / n)
+        metrics["chat_\(key)_lay_unflagged_wrong"] = JSONValue(
+          any: Double(l.generalUnflaggedWrong) / Double(max(1, l.generalUnflagged)))
+      }
+    }
+    if let (files, qs) = layQuestions {
+      md +=
+        "\n### Questions worded unlike the notes\n\n\(qs.count) general questions in lay or roundabout words (\(files.map { "`\($0)`" }.joined(separator: ", ")); \"What is scarring inside an organ called?\"), each with its key facts, asked as above. Retrieval finds the right note less often for them (`eosin notes search --questions`), so what matters is that an answer drawn from the wrong note is flagged.\n\n| chat model | states the key facts | contradicts them (n) | flagged | unflagged answers missing a key fact (n) |\n|---|---|---|---|---|\n"
+        + lay
     }
     if let f = answersFile { try Data(lines.utf8).write(to: URL(fileURLWithPath: f), options: .atomic) }
     return (md, metrics)

@@ -624,6 +624,13 @@ public struct WeightsFinalizer {
           bundle: bundle, chat: chat, languageModel: lmPath, questions: try ChatComparison.questions(qfile),
           makeGrounded: makeGrounded, log: log)
         cmp.notes = notes
+        let evalDir = dirs("eval").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/eval"
+        let lay = ["paraphrase-questions.json", "paraphrase-questions-test.json"]
+        if lay.allSatisfy({ FileManager.default.fileExists(atPath: evalDir + "/" + $0) }) {
+          cmp.layQuestions = (
+            lay.map { "Prompts/eval/" + $0 }, try ChatComparison.generalQuestions(lay.map { evalDir + "/" + $0 })
+          )
+        }
         let cases = try ChatComparison.cases(try zip(datasets, own).map { (try items($0, .test), $1) }, knowledge: know)
         let sets = ChatComparison.sessionSets(own.map(\.name) + datasets.flatMap { $0.promptSets.dropFirst() }, load: set)
         let (section, m) = try cmp.run(cases: cases, sets: sets)

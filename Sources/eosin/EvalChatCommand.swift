@@ -27,6 +27,12 @@ struct EvalChat: ParsableCommand {
 
   @Option(help: "How the language model's questions find Eosin's notes: bm25, or hybrid (fused with its hidden states).")
   var retrieval: Retrieval = .bm25
+  @Option(
+    parsing: .upToNextOption,
+    help:
+      "Questions worded unlike the notes, for their own table (default: Prompts/eval/paraphrase-questions*.json; none: leave it out)."
+  )
+  var layQuestions: [String] = []
   @Option(help: "General and off-topic questions with key facts (default: Prompts/eval/general-questions.json).")
   var questions: String?
 
@@ -55,6 +61,13 @@ struct EvalChat: ParsableCommand {
     cmp.answersFile = answers
     cmp.notes = notes
     if let q = questions { cmp.questionsFile = q }
+    let evalDir = promptDirs("eval").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/eval"
+    let lay =
+      layQuestions.isEmpty
+      ? ["paraphrase-questions.json", "paraphrase-questions-test.json"].map { evalDir + "/" + $0 }.filter {
+        FileManager.default.fileExists(atPath: $0)
+      } : layQuestions.filter { $0 != "none" }
+    if !lay.isEmpty { cmp.layQuestions = (lay, try ChatComparison.generalQuestions(lay)) }
     let (md, _) = try cmp.run(cases: cases, sets: chosen, split: split)
     if let o = out { try writeAtomically(Data(md.utf8), to: o) }
     print(md)

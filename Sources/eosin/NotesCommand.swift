@@ -80,7 +80,10 @@ struct NotesSearch: ParsableCommand {
       let hits = notes.search(q, k: k, dense: retrieval == .hybrid ? dense : nil)
       if hits.isEmpty { print("nothing relevant in \(notes.allPassages.count) passages") }
       for (p, score) in hits {
-        print(String(format: "%.2f  %@, %@: %@", score, p.collection, p.source, String(p.text.prefix(160))))
+        let m = notes.match(of: q, by: p)
+        print(
+          String(
+            format: "%.2f  match %.2f  %@, %@: %@", score, m.share, p.collection, p.source, String(p.text.prefix(160))))
       }
     }
     guard !questions.isEmpty else { return }

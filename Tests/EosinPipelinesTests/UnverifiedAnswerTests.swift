@@ -78,6 +78,37 @@ final class UnverifiedAnswerTests: XCTestCase {
     // For a slide question the slide's facts count as context, and its subject words need not recur.
     XCTAssertEqual(
       codes("The tiles show macrophages in 50 tiles.", "What does this slide show?", slide: "The open slide: 50 tiles."), [])
+    // An answer that only restates a general question; a slide answer may be short.
+    let scar = "What is scarring inside an organ called?"
+    XCTAssertTrue(codes("Scarring inside an organ is called scarring.", scar).contains("restates-question"))
+    XCTAssertFalse(
+      codes("Scarring inside an organ is called fibrosis, collagen-rich scar tissue.", scar).contains("restates-question"))
+    XCTAssertFalse(codes("Yes, it is malignant.", "Is this malignant?", slide: "malignant").contains("restates-question"))
+  }
+
+  /// How well a passage matches a general question, weighted by how rare each word is: a
+  /// passage found for the question's common words only ("tissue" in the biopsy note for a
+  /// question about dead tissue in the womb) is a weak match, flagged with the words it leaves
+  /// out, rarest first, and the answer's confidence falls with it.
+  func testWeakMatchOfNotes() throws {
+    let notes = try KnowledgeNotes(directories: [
+      TestSupport.projectRoot + "/Prompts/knowledge", TestSupport.projectRoot + "/Prompts/notes",
+    ])
+    let byId = Dictionary(uniqueKeysWithValues: notes.passages.map { ($0.source, $0) })
+    let granuloma = try XCTUnwrap(byId["general.json#granuloma"]), biopsy = try XCTUnwrap(byId["general.json#biopsy"])
+    XCTAssertEqual(notes.match(of: "What is a granuloma?", by: granuloma).share, 1, accuracy: 1e-9)
+    let dead = "What does dead tissue in the womb look like?"
+    let weak = notes.match(of: dead, by: biopsy)
+    XCTAssertLessThan(weak.share, 0.5)
+    XCTAssertEqual(weak.missing, ["dead", "womb"])
+    XCTAssertNil(ChatSession.matchFlag("What is a granuloma?", granuloma, notes).flag)
+    let (share, flag) = ChatSession.matchFlag(dead, biopsy, notes)
+    XCTAssertEqual(Double(share), weak.share, accuracy: 1e-6)
+    let f = try XCTUnwrap(flag)
+    XCTAssertEqual(f.code, "weak-match")
+    XCTAssertTrue(f.reason.contains("general.json#biopsy") && f.reason.contains("\"dead\""), f.reason)
+    // Without any subject word there is nothing to match.
+    XCTAssertEqual(notes.match(of: "What is it?", by: granuloma).share, 0)
   }
 
   /// Word tokens for retrieval and the gate: lower-cased letters and digits, ASCII or not, stop
