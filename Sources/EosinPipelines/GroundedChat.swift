@@ -609,6 +609,17 @@ extension ChatSession {
     return flags
   }
 
+  /// A general answer must speak to what is specific in the question: "What causes caseating
+  /// granulomas?" is not answered by a description of granulomas. Flags (`partial-answer`) an
+  /// answer that does not mention the question's word rarest in `notes`, or an inflection of it.
+  static func partialAnswerFlag(answer: String, question: String, notes: KnowledgeNotes) -> ReviewFlag? {
+    guard !answer.isEmpty, let w = notes.mostSpecificWord(of: question),
+      !KnowledgeNotes.mentions(Set(KnowledgeNotes.words(answer)), w)
+    else { return nil }
+    return ReviewFlag(
+      code: "partial-answer", reason: "the answer does not mention \"\(w)\", the most specific word of the question")
+  }
+
   /// The first sentence of `answer` with at least 5 content words of which fewer than half are
   /// in `context`.
   static func unsupportedSentence(_ answer: String, context: Set<String>) -> String? {
@@ -700,6 +711,11 @@ extension ChatSession {
     let cited = about ? hits.last : hits.first
     let m = about ? nil : cited.map { Self.matchFlag(question, $0.0, g.notes) }
     if let f = m?.flag { flags.append(f) }
+    if !about, !hits.isEmpty, !flags.contains(where: { $0.code == "off-question" }),
+      let f = Self.partialAnswerFlag(answer: answer, question: question, notes: g.notes)
+    {
+      flags.append(f)
+    }
     // Imported reference text (the atlas lecture notes) is terse slide text Eosin did not write:
     // on questions only it covers, the 135M model's answers drawn from it were often wrong in a
     // detail the word-share check cannot see ("frataxin" for Huntington disease), so such an

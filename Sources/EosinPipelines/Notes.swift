@@ -121,6 +121,23 @@ public final class KnowledgeNotes: @unchecked Sendable {
     return (env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSTemporaryDirectory()) + "/.cache")) + "/eosin/notes"
   }
 
+  /// The question's most specific subject word: the one rarest in these passages (ties
+  /// alphabetical); nil when it has none.
+  public func mostSpecificWord(of question: String) -> String? {
+    KnowledgeNotes.subjectWords(question).min { a, b in
+      let (x, y) = (df[a] ?? 0, df[b] ?? 0)
+      return x != y ? x < y : a < b
+    }
+  }
+
+  /// Whether `word` is among `words`, or shares its first five letters or more with one of them
+  /// as inflections do ("grade" and "graded", "necrosis" and "necrotic").
+  static func mentions(_ words: Set<String>, _ word: String) -> Bool {
+    if words.contains(word) { return true }
+    guard word.count >= 5 else { return false }
+    return words.contains { w in zip(w, word).prefix { $0 == $1 }.count >= 5 }
+  }
+
   /// How much of the question `passage` speaks to: the share of the question's subject words
   /// (content words, question words such as "cause" aside) it contains, each weighted by its
   /// inverse document frequency in these passages, so that a rare word ("dead", "womb", a word

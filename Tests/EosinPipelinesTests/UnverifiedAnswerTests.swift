@@ -107,6 +107,18 @@ final class UnverifiedAnswerTests: XCTestCase {
     let f = try XCTUnwrap(flag)
     XCTAssertEqual(f.code, "weak-match")
     XCTAssertTrue(f.reason.contains("general.json#biopsy") && f.reason.contains("\"dead\""), f.reason)
+    // An answer must mention the question's most specific word, or an inflection of it.
+    let caseating = "What causes caseating granulomas?"
+    XCTAssertEqual(notes.mostSpecificWord(of: caseating), "caseating")
+    let partial = ChatSession.partialAnswerFlag(
+      answer: "A granuloma is a compact collection of activated macrophages.", question: caseating, notes: notes)
+    XCTAssertEqual(partial?.code, "partial-answer")
+    XCTAssertTrue(partial?.reason.contains("\"caseating\"") == true, partial?.reason ?? "")
+    XCTAssertNil(
+      ChatSession.partialAnswerFlag(
+        answer: "Caseating granulomas suggest tuberculosis.", question: caseating, notes: notes))
+    XCTAssertTrue(KnowledgeNotes.mentions(["graded", "breast"], "grade"))
+    XCTAssertFalse(KnowledgeNotes.mentions(["caseous"], "caseating"))
     // Without any subject word there is nothing to match.
     XCTAssertEqual(notes.match(of: "What is it?", by: granuloma).share, 0)
   }
