@@ -121,10 +121,12 @@ public final class KnowledgeNotes: @unchecked Sendable {
     return (env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSTemporaryDirectory()) + "/.cache")) + "/eosin/notes"
   }
 
-  /// The question's most specific subject word: the one rarest in these passages (ties
-  /// alphabetical); nil when it has none.
+  /// The question's most specific subject word: of those these passages hold, the rarest in
+  /// them (ties alphabetical); nil when they hold none. A word no passage holds is left out: it
+  /// is as often a plain verb ("give", "point") as a term the notes lack, which ``match(of:by:)``
+  /// already weighs.
   public func mostSpecificWord(of question: String) -> String? {
-    KnowledgeNotes.subjectWords(question).min { a, b in
+    KnowledgeNotes.subjectWords(question).filter { df[$0] != nil }.min { a, b in
       let (x, y) = (df[a] ?? 0, df[b] ?? 0)
       return x != y ? x < y : a < b
     }

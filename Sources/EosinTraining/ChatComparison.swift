@@ -196,6 +196,19 @@ public struct ChatComparison {
         "\n### Questions worded unlike the notes\n\n\(qs.count) general questions in lay or roundabout words (\(files.map { "`\($0)`" }.joined(separator: ", ")); \"What is scarring inside an organ called?\"), each with its key facts, asked as above. Retrieval finds the right note less often for them (`eosin notes search --questions`), so what matters is that an answer drawn from the wrong note is flagged.\n\n| chat model | states the key facts | contradicts them (n) | flagged | unflagged answers missing a key fact (n) |\n|---|---|---|---|---|\n"
         + lay
     }
+    // Retrieval alone: how often the first passage holds the key facts, for BM25 (chat's
+    // default) and BM25 fused with the language model's hidden states (`--retrieval hybrid`).
+    if let n = notes, let lm = rows.compactMap(\.2).first?.lm {
+      let dense = try NoteEmbeddings(notes: n, lm: lm)
+      var sets: [(String, [ChatEvaluation.GeneralQuestion])] = [(questionsFile, qs.questions)]
+      if let (files, lq) = layQuestions { sets.append((files.joined(separator: ", "), lq)) }
+      md +=
+        "\n### Retrieval\n\nThe first passage chat retrieves for each general question (Eosin's notes, then the imported atlas lecture notes), scored by whether it holds every key fact (`eosin notes search --questions`). BM25 is chat's default; the fusion with the language model's hidden states (`--retrieval hybrid`) costs about 60 ms a question.\n\n| questions | n | BM25 | BM25 fused with \((lm.path as NSString).lastPathComponent) hidden states |\n|---|---|---|---|\n"
+      for (name, q) in sets {
+        let a = n.retrievalScore(q, dense: nil), b = n.retrievalScore(q, dense: dense)
+        md += "| `\(name)` | \(q.count) | \(a.factsFirst) | \(b.factsFirst) |\n"
+      }
+    }
     if let f = answersFile { try Data(lines.utf8).write(to: URL(fileURLWithPath: f), options: .atomic) }
     return (md, metrics)
   }

@@ -79,6 +79,7 @@ struct NotesSearch: ParsableCommand {
     if let q = question {
       let hits = notes.search(q, k: k, dense: retrieval == .hybrid ? dense : nil)
       if hits.isEmpty { print("nothing relevant in \(notes.allPassages.count) passages") }
+      if let w = notes.mostSpecificWord(of: q) { print("most specific word of the question: \"\(w)\"") }
       for (p, score) in hits {
         let m = notes.match(of: q, by: p)
         print(
