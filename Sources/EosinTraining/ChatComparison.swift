@@ -128,13 +128,25 @@ public struct ChatComparison {
     var metrics: [String: JSONValue] = [:]
     var lines = ""
     var lay = ""
+    // Closed questions by the case's prompt set, per row: (n, correct, unflagged, unflagged wrong).
+    let setNames = cases.reduce(into: [String]()) { if !$0.contains($1.set.name) { $0.append($1.set.name) } }
+    var bySet: [[String: (Int, Int, Int, Int)]] = []
     for (name, key, grounded) in rows {
+      var counts: [String: (Int, Int, Int, Int)] = [:]
       let s = ChatSession(bundle: bundle, chat: chat, promptSets: sets, cacheDir: nil)
       s.grounded = grounded
       s.notes = notes
       let r = try ChatEvaluation.run(
         session: s, cases: cases, questions: qs, offTopicInput: first.paths, progress: { log("chat \(key): \($0)") },
         onClosed: { c, a, right in
+          var k = counts[c.set.name] ?? (0, 0, 0, 0)
+          k.0 += 1
+          if right { k.1 += 1 }
+          if a.flags.isEmpty {
+            k.2 += 1
+            if !right { k.3 += 1 }
+          }
+          counts[c.set.name] = k
           let o: [String: Any] = [
             "model": key, "tile": c.paths.joined(separator: " "), "set": c.set.name, "truth": c.set.allClasses[c.truth].name,
             "judged_against": a.promptSet, "verdict": a.verdict, "answer": a.text, "flags": a.flags.map(\.reason),
@@ -153,6 +165,7 @@ public struct ChatComparison {
             lines += String(decoding: d, as: UTF8.self) + "\n"
           }
         })
+      bySet.append(counts)
       log("chat \(key): evaluated in \(String(format: "%.1f", r.seconds)) s")
       md += r.row(name) + "\n"
       metrics["chat_\(key)_closed_accuracy"] = JSONValue(any: Double(r.closedCorrect) / Double(max(1, r.closed)))
@@ -189,6 +202,20 @@ public struct ChatComparison {
         metrics["chat_\(key)_lay_key_facts"] = JSONValue(any: Double(l.generalFacts) / n)
         metrics["chat_\(key)_lay_unflagged_wrong"] = JSONValue(
           any: Double(l.generalUnflaggedWrong) / Double(max(1, l.generalUnflagged)))
+      }
+    }
+    if setNames.count > 1 {
+      md +=
+        "\n### Closed questions by prompt set\n\nEach cell: accuracy of the answer's class, then the unflagged answers and how many of them are wrong.\n\n| prompt set (n) | "
+        + rows.map(\.1).joined(separator: " | ") + " |\n|---|" + rows.map { _ in "---|" }.joined() + "\n"
+      for sn in setNames {
+        let n = bySet.first?[sn]?.0 ?? 0
+        md += "| \(sn) (\(n)) | "
+        md +=
+          bySet.map { c in
+            let (t, ok, u, w) = c[sn] ?? (0, 0, 0, 0)
+            return String(format: "%.3f, %d unflagged (%d wrong)", Double(ok) / Double(max(1, t)), u, w)
+          }.joined(separator: " | ") + " |\n"
       }
     }
     if let (files, qs) = layQuestions {

@@ -61,6 +61,10 @@ public struct WeightsFinalizer {
   public var makeGrounded: (String, ModelBundle?) throws -> GroundedLM
   /// The notes chat retrieves from, for the embedded decoder's general answers.
   public var notes: KnowledgeNotes? = nil
+  /// More labelled tile sets for the chat evaluation's closed questions only, each judged
+  /// against its own (first) prompt set: organs the weights were not trained on, whose chat
+  /// answers must still go out flagged.
+  public var chatData: [FinalizeDataset] = []
   /// Progress lines.
   public var log: (String) -> Void
 
@@ -631,8 +635,14 @@ public struct WeightsFinalizer {
             lay.map { "Prompts/eval/" + $0 }, try ChatComparison.generalQuestions(lay.map { evalDir + "/" + $0 })
           )
         }
-        let cases = try ChatComparison.cases(try zip(datasets, own).map { (try items($0, .test), $1) }, knowledge: know)
-        let sets = ChatComparison.sessionSets(own.map(\.name) + datasets.flatMap { $0.promptSets.dropFirst() }, load: set)
+        var cases = try ChatComparison.cases(try zip(datasets, own).map { (try items($0, .test), $1) }, knowledge: know)
+        var sets = ChatComparison.sessionSets(own.map(\.name) + datasets.flatMap { $0.promptSets.dropFirst() }, load: set)
+        if !chatData.isEmpty {
+          let (more, moreSets) = try ChatComparison.cases(
+            chatData, split: .test, stratified: stratified, knowledge: know, load: set)
+          cases += more
+          for s in moreSets where !sets.contains(where: { $0.name == s.name }) { sets.append(s) }
+        }
         let (section, m) = try cmp.run(cases: cases, sets: sets)
         md += section
         metrics.merge(m) { $1 }

@@ -62,6 +62,12 @@ struct TrainFinalize: ParsableCommand {
   var organData: [String] = defaultOrganData
   @Option(parsing: .upToNextOption, help: "Prompt sets of a dataset folder, FOLDER=SET[,SET...] (its own set first).")
   var sets: [String] = []
+  @Option(
+    parsing: .upToNextOption,
+    help:
+      "More tile sets for the chat evaluation's closed questions only, judged against their own diagnostic prompt sets (organs the weights were not trained on)."
+  )
+  var chatData: [String] = []
   @Option(help: "A previous version's recorded metrics to show beside these.") var record = "Weights/records/eosin-small-v1.json"
   @Option(help: "The leave-one-dataset-out result (make weights-lodo).") var lodo = "Weights/records/lodo.json"
   @Option(help: "Where to write the evaluation report.") var report = "EVALUATION.md"
@@ -84,6 +90,7 @@ struct TrainFinalize: ParsableCommand {
       log: warn)
     f.outlierQuantile = outlierQuantile
     f.notes = notes
+    f.chatData = try chatData.map { try finalizeDataset($0, sets: [:]) }
     let (_, md) = try f.run()
     try writeAtomically(Data(md.utf8), to: report)
     print(md)
