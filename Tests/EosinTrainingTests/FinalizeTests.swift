@@ -183,11 +183,21 @@ final class FinalizeTests: XCTestCase {
     XCTAssertEqual(chatSets.map(\.name), ["lung", "malignancy", "prostate", "tissue", "organ"])
     let bundle = try ModelBundle(path: w)
     let qs = try ChatComparison.questions(prompts + "/eval/general-questions.json")
-    let cmp = ChatComparison(
+    var cmp = ChatComparison(
       bundle: bundle, chat: try ChatModel(directory: bundle.decoderDirectory!, imageDim: bundle.clip.embedDim),
       languageModel: nil, questions: qs,
       makeGrounded: { _, _ in throw TrainingError.data("no language model in this test") }, log: { _ in })
+    let lay = Array(try ChatComparison.generalQuestions([prompts + "/eval/paraphrase-questions.json"]).prefix(2))
+    cmp.layQuestions = (["paraphrase-questions.json"], lay)
     let (md, metrics) = try cmp.run(cases: cases, sets: sets)
+    // The closed questions by prompt set, and the questions worded unlike the notes.
+    XCTAssertTrue(md.contains("| lung (3) | ") && md.contains("| prostate (3) | "), md)
+    let layRow = try XCTUnwrap(
+      md.components(separatedBy: "### Questions worded unlike the notes").last?.split(separator: "\n").first {
+        $0.hasPrefix("| embedded decoder")
+      })
+    XCTAssertTrue(layRow.contains("(2) |"), String(layRow))
+    XCTAssertNotNil(metrics["chat_decoder_lay_key_facts"])
     XCTAssertTrue(md.contains("on 6 test tiles"), md)
     let row = try XCTUnwrap(md.split(separator: "\n").first { $0.hasPrefix("| embedded decoder") })
     XCTAssertTrue(row.contains("(6)"), String(row))
