@@ -51,8 +51,16 @@ public struct ChatComparison {
   }
 
   /// Reads the general and off-topic questions (`Prompts/eval/general-questions.json`).
+  /// - Throws: ``TrainingError/data(_:)`` naming the file when it cannot be read or is not a
+  ///   question set (`questions` with q, facts and contradictions; `off_topic`).
   public static func questions(_ path: String) throws -> ChatEvaluation.QuestionSet {
-    try JSONDecoder().decode(ChatEvaluation.QuestionSet.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+    guard let data = FileManager.default.contents(atPath: path) else { throw TrainingError.data("\(path): cannot read the file") }
+    do {
+      return try JSONDecoder().decode(ChatEvaluation.QuestionSet.self, from: data)
+    } catch {
+      throw TrainingError.data(
+        "\(path): not a question set (a JSON object with questions, each with q, facts and contradictions, and off_topic)")
+    }
   }
 
   /// The prompt sets the chat chooses among, as `eosin chat` loads them: the datasets' own sets

@@ -68,6 +68,8 @@ struct NotesSearch: ParsableCommand {
   }
 
   func run() throws {
+    // Every question file is read first: a bad one stops the run before anything is printed.
+    let sets = try questions.map { (($0 as NSString).lastPathComponent, try ChatComparison.questions($0).questions) }
     let notes = try chatNotes()
     var dense: NoteEmbeddings?
     if retrieval == .hybrid || !questions.isEmpty {
@@ -91,12 +93,11 @@ struct NotesSearch: ParsableCommand {
     let name = "BM25 + \((dense!.modelPath as NSString).lastPathComponent) hidden states"
     print("| questions | n | first passage holds the key facts: BM25 | \(name) | first passage is the named note: BM25 | fused |")
     print("|---|---|---|---|---|---|")
-    for f in questions {
-      let qs = try ChatComparison.questions(f).questions
+    for (file, qs) in sets {
       let a = notes.retrievalScore(qs, dense: nil), b = notes.retrievalScore(qs, dense: dense)
       let named = a.named > 0 ? ["\(a.noteFirst)/\(a.named)", "\(b.noteFirst)/\(b.named)"] : ["-", "-"]
       print(
-        "| \((f as NSString).lastPathComponent) | \(a.questions) | \(a.factsFirst)/\(a.questions) | \(b.factsFirst)/\(b.questions) | \(named[0]) | \(named[1]) |"
+        "| \(file) | \(a.questions) | \(a.factsFirst)/\(a.questions) | \(b.factsFirst)/\(b.questions) | \(named[0]) | \(named[1]) |"
       )
     }
   }

@@ -71,6 +71,15 @@ final class NotesCLITests: XCTestCase {
     XCTAssertEqual(r.status, 0, r.stderr)
     XCTAssertTrue(r.stdout.contains("| q.json | 2 | 2/2 | "), r.stdout)
     XCTAssertTrue(r.stdout.contains("| 1/1 | "), r.stdout)
+    // A missing or damaged question file: one line naming it, exit 2, nothing printed.
+    try "not json".write(toFile: dir + "/bad.json", atomically: true, encoding: .utf8)
+    for (f, why) in [(dir + "/missing.json", "cannot read"), (dir + "/bad.json", "not a question set")] {
+      let b = try CLITests.run(["notes", "search", "--lm", lm, "--questions", dir + "/q.json", f], env: env)
+      XCTAssertEqual(b.status, 2, b.stderr)
+      XCTAssertEqual(b.stdout, "")
+      XCTAssertEqual(b.stderr.split(separator: "\n").count, 1, b.stderr)
+      XCTAssertTrue(b.stderr.contains(f) && b.stderr.contains(why), b.stderr)
+    }
     // The passages' embeddings are cached for the next run.
     XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/cache/eosin/notes-index").count, 1)
   }
