@@ -135,6 +135,12 @@ public struct ChatComparison {
     }
     var metrics: [String: JSONValue] = [:]
     var lines = ""
+    /// One answer as a JSON line of the answers file.
+    func record(_ o: [String: Any]) {
+      if let d = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes]) {
+        lines += String(decoding: d, as: UTF8.self) + "\n"
+      }
+    }
     var lay = ""
     // Closed questions by the case's prompt set, per row: (n, correct, unflagged, unflagged wrong).
     let setNames = cases.reduce(into: [String]()) { if !$0.contains($1.set.name) { $0.append($1.set.name) } }
@@ -160,18 +166,14 @@ public struct ChatComparison {
             "judged_against": a.promptSet, "verdict": a.verdict, "answer": a.text, "flags": a.flags.map(\.reason),
             "correct": right,
           ]
-          if let d = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes]) {
-            lines += String(decoding: d, as: UTF8.self) + "\n"
-          }
+          record(o)
         },
         onGeneral: { g, a, facts, contradicts in
           let o: [String: Any] = [
             "model": key, "question": g.q, "answer": a.text, "flags": a.flags.map(\.reason), "source": a.source ?? "",
             "states_key_facts": facts, "contradicts": contradicts,
           ]
-          if let d = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes]) {
-            lines += String(decoding: d, as: UTF8.self) + "\n"
-          }
+          record(o)
         })
       bySet.append(counts)
       log("chat \(key): evaluated in \(String(format: "%.1f", r.seconds)) s")
@@ -194,9 +196,7 @@ public struct ChatComparison {
               "model": key, "lay_question": g.q, "answer": a.text, "flags": a.flags.map(\.reason), "source": a.source ?? "",
               "states_key_facts": facts, "contradicts": contradicts,
             ]
-            if let d = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes]) {
-              lines += String(decoding: d, as: UTF8.self) + "\n"
-            }
+            record(o)
           })
         let n = Double(max(1, l.general))
         func f3(_ x: Double) -> String { String(format: "%.3f", x) }
