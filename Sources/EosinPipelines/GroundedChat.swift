@@ -261,6 +261,28 @@ public enum ClaimGate {
     return !generic
   }
 
+  /// The polarity a bare yes or no gives to a question that asks about one: "Yes" to "Is this
+  /// benign?" calls the tissue benign, and so does "No" to "Is it cancer?". Returns whether the answer
+  /// calls it malignant, and its opening word to quote; nil when the question is not a yes/no
+  /// question about one polarity (or is negated: "Isn't this benign?") or the answer opens
+  /// with neither word.
+  public static func answeredPolarity(question: String, answer: String) -> (malignant: Bool, quote: String)? {
+    let q = " " + question.lowercased().map { $0.isLetter || $0 == "-" ? $0 : " " } + " "
+    let openings = [" is ", " are ", " does ", " do ", " could ", " can ", " was ", " were ", " has ", " have "]
+    guard openings.contains(where: { q.hasPrefix($0) }), !q.contains(" not "), !q.contains("n t ") else { return nil }
+    let asksMalignant = malignantWords.contains { q.contains($0) }
+    let asksBenign = ["benign", "normal", "healthy", "harmless", "non-neoplastic", "reactive"].contains { q.contains($0) }
+    guard asksMalignant != asksBenign else { return nil }
+    let first = answer.prefix { $0.isLetter }
+    let yes: Bool
+    switch first.lowercased() {
+    case "yes": yes = true
+    case "no": yes = false
+    default: return nil
+    }
+    return (asksMalignant == yes, String(first))
+  }
+
   /// Benign or malignant, as a class name implies (nil when it implies neither).
   public static func polarity(ofClass name: String) -> Bool? {
     let n = name.lowercased()
@@ -450,6 +472,20 @@ public enum ClaimGate {
               code: "wrong-polarity", reason: "\"\(s)\" calls it \(p ? "benign" : "malignant"), but the classifier sees \(v)"))
           break
         }
+      }
+      // A bare yes or no to a question about one polarity ("Is this benign?" "Yes. The
+      // classifier calls it lung squamous cell carcinoma.") is a claim too.
+      if !flags.contains(where: { $0.code == "wrong-polarity" }),
+        let (m, q) = answeredPolarity(question: question, answer: answer),
+        m != p
+      {
+        consistent = false
+        flags.append(
+          ReviewFlag(
+            code: "wrong-polarity",
+            reason:
+              "\"\(q)\" to \"\(question.trimmingCharacters(in: .whitespaces))\" calls it \(m ? "malignant" : "benign"), but the classifier sees \(v)"
+          ))
       }
     }
     return (flags, consistent)

@@ -123,6 +123,31 @@ final class GroundedChatTests: XCTestCase {
     XCTAssertEqual(f, [])
   }
 
+  /// A bare yes or no to a question about one polarity is a claim: "Yes" to "Is this benign?"
+  /// on a carcinoma verdict is flagged with the question quoted, "Yes" to "Is it cancer?" on a
+  /// benign one too; agreeing answers, negated questions and questions about neither are not.
+  func testClaimGateYesNoPolarity() throws {
+    let set = try lungSet(), others = try otherSets()
+    func codes(_ a: String, _ q: String, _ v: String) -> [String] {
+      ClaimGate.check(answer: a, question: q, verdict: v, verdictSet: set, otherSets: others).flags.map(\.code)
+    }
+    let scc = "lung squamous cell carcinoma", benign = "benign lung tissue"
+    let yes = "Yes. The classifier calls it lung squamous cell carcinoma (probability 0.86)."
+    XCTAssertEqual(codes(yes, "Is this benign?", scc), ["wrong-polarity"])
+    let r = ClaimGate.check(answer: yes, question: "Is this benign?", verdict: scc, verdictSet: set, otherSets: others)
+    XCTAssertEqual(r.consistent, false)
+    XCTAssertTrue(r.flags[0].reason.hasPrefix("\"Yes\" to \"Is this benign?\" calls it benign"), r.flags[0].reason)
+    XCTAssertEqual(codes("Yes, it is.", "Is it cancer?", benign), ["wrong-polarity"])
+    XCTAssertEqual(codes("No, it is lung tissue.", "Is it cancer?", benign), [])
+    XCTAssertEqual(codes("Yes.", "Is this cancer?", scc), [])
+    XCTAssertEqual(codes("No.", "Is this malignant?", benign), [])
+    XCTAssertEqual(codes("Yes.", "Is this normal tissue?", benign), [])
+    XCTAssertEqual(codes("Yes.", "Isn't this benign?", scc), [])
+    XCTAssertEqual(codes("Yes.", "Is this an H&E stain?", scc), [])
+    XCTAssertNil(ClaimGate.answeredPolarity(question: "Is it benign or malignant?", answer: "Yes"))
+    XCTAssertEqual(ClaimGate.answeredPolarity(question: "Is it healthy?", answer: "no")?.malignant, true)
+  }
+
   /// Abbreviations of specific diagnoses are claims too: "Lung SCLC" on a squamous cell
   /// carcinoma verdict is flagged with the claim quoted; NSCLC, which covers it, is not matched.
   func testClaimGateAbbreviations() throws {
