@@ -267,12 +267,7 @@ public enum ClaimGate {
   /// question about one polarity (or is negated: "Isn't this benign?") or the answer opens
   /// with neither word.
   public static func answeredPolarity(question: String, answer: String) -> (malignant: Bool, quote: String)? {
-    let q = " " + question.lowercased().map { $0.isLetter || $0 == "-" ? $0 : " " } + " "
-    let openings = [" is ", " are ", " does ", " do ", " could ", " can ", " was ", " were ", " has ", " have "]
-    guard openings.contains(where: { q.hasPrefix($0) }), !q.contains(" not "), !q.contains("n t ") else { return nil }
-    let asksMalignant = malignantWords.contains { q.contains($0) }
-    let asksBenign = ["benign", "normal", "healthy", "harmless", "non-neoplastic", "reactive"].contains { q.contains($0) }
-    guard asksMalignant != asksBenign else { return nil }
+    guard let asksMalignant = askedPolarity(question) else { return nil }
     let first = answer.prefix { $0.isLetter }
     let yes: Bool
     switch first.lowercased() {
@@ -281,6 +276,18 @@ public enum ClaimGate {
     default: return nil
     }
     return (asksMalignant == yes, String(first))
+  }
+
+  /// Whether a yes/no question asks if the tissue is malignant (true: "Is this cancer?") or
+  /// benign (false: "Is it normal?"); nil for any other question, one that asks both, or a
+  /// negated one ("Isn't this benign?").
+  public static func askedPolarity(_ question: String) -> Bool? {
+    let q = " " + question.lowercased().map { $0.isLetter || $0 == "-" ? $0 : " " } + " "
+    let openings = [" is ", " are ", " does ", " do ", " could ", " can ", " was ", " were ", " has ", " have "]
+    guard openings.contains(where: { q.hasPrefix($0) }), !q.contains(" not "), !q.contains("n t ") else { return nil }
+    let asksMalignant = malignantWords.contains { q.contains($0) }
+    let asksBenign = ["benign", "normal", "healthy", "harmless", "non-neoplastic", "reactive"].contains { q.contains($0) }
+    return asksMalignant != asksBenign ? asksMalignant : nil
   }
 
   /// Benign or malignant, as a class name implies (nil when it implies neither).
@@ -709,7 +716,17 @@ extension ChatSession {
         )
       }
     }
+    // A yes/no question about one polarity ("Is this benign?") is answered yes or no by the
+    // classifier's verdict, and the model goes on from there: left to itself, SmolLM2 answered
+    // such questions against the verdict about half the time.
+    var opening = ""
+    if about, let v = verdictName, let p = ClaimGate.polarity(ofClass: v), let asks = ClaimGate.askedPolarity(question) {
+      opening = asks == p ? "Yes." : "No."
+      rest += tok.encodeLlama(opening, addSpecial: false, parseSpecial: false)
+    }
     var cancelled = false
+    // A cancel during the opening word shows at the model's first piece.
+    if !opening.isEmpty { _ = onToken(opening) }
     let (gen, streamed) = try g.generate(prefix: prefix, slide: slide, rest: rest) { piece in
       if !onToken(piece) {
         cancelled = true
@@ -717,7 +734,7 @@ extension ChatSession {
       }
       return true
     }
-    let answer = streamed.trimmingCharacters(in: .whitespacesAndNewlines)
+    let answer = (opening + streamed).trimmingCharacters(in: .whitespacesAndNewlines)
     var genConf = Self.wordingConfidence(gen.tokens, gen.probabilities) { String(decoding: tok.bytes(of: $0), as: UTF8.self) }
     // The key claim: the class the answer asserts (else the verdict's name) wherever it appears;
     // the model's probability of the tokens that spell it is the answer's own confidence.

@@ -93,6 +93,23 @@ final class GroundedChatCLITests: XCTestCase {
     XCTAssertEqual(verdicts.count, 2, r.stdout)
     XCTAssertTrue(r.stdout.contains("not from Eosin's notes"), r.stdout)
   }
+
+  /// Guards: a yes/no question about one polarity is answered yes or no by the classifier's
+  /// verdict (the model goes on from there), so the gate never finds that opening against it.
+  func testYesNoPolarityOpensWithTheVerdict() throws {
+    let lm = LMCLITests.fixtures + "/tiny-llama-Q4_0.gguf"
+    let r = try CLITests.run(
+      [
+        "chat", "--weights", ChatCLITests.bundle, "--cache", ChatCLITests.dir + "/cache", "--lm", lm, ChatCLITests.slide,
+      ], stdin: "What is the diagnosis in this lung tissue?\nIs this benign?\nIs it cancer?\n",
+      env: ["XDG_STATE_HOME": ChatCLITests.dir + "/state"])
+    XCTAssertEqual(r.status, 0, r.stderr)
+    let lines = r.stdout.split(separator: "\n").map(String.init)
+    let openings = lines.filter { $0.hasPrefix("Yes.") || $0.hasPrefix("No.") }
+    XCTAssertEqual(openings.count, 2, r.stdout)
+    XCTAssertNotEqual(openings[0].prefix(3), openings[1].prefix(3), r.stdout)
+    XCTAssertFalse(r.stdout.contains("to \"Is this benign?\" calls it"), r.stdout)
+  }
 }
 
 extension GroundedChatCLITests {
