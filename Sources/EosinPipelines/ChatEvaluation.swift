@@ -48,12 +48,21 @@ public enum ChatEvaluation {
     /// General answers without a review flag, and those of them that miss a key fact or
     /// contradict one: what a user would take as checked.
     public var generalUnflagged = 0, generalUnflaggedWrong = 0
+    /// Yes/no questions about polarity after each closed question ("Is this malignant?" and
+    /// "Is this benign?" by turns): asked, answered with a yes or no, answered against the
+    /// tile's label, and of those the flagged ones.
+    public var yesNo = 0, yesNoAnswered = 0, yesNoWrong = 0, yesNoWrongFlagged = 0
     public var seconds = 0.0
 
     func share(_ a: Int, _ b: Int) -> String { b == 0 ? "-" : String(format: "%.3f", Double(a) / Double(b)) }
     /// One Markdown table row: closed accuracy, flagged share of contradictions, unflagged
     /// wrong share, off-topic without diagnosis, general facts and contradictions, and the
     /// unflagged general answers that miss a key fact.
+    /// The yes/no row: answered, wrong against the label, and the wrong ones flagged.
+    public func yesNoRow(_ name: String) -> String {
+      "| \(name) | \(yesNoAnswered) of \(yesNo) | \(share(yesNoWrong, yesNoAnswered)) (\(yesNoWrong)) | \(share(yesNoWrongFlagged, yesNoWrong)) | \(yesNoWrong - yesNoWrongFlagged) |"
+    }
+
     public func row(_ name: String) -> String {
       "| \(name) | \(share(closedCorrect, closed)) (\(closed)) | \(share(contradictingFlagged, contradicting)) (\(contradicting)) | \(share(unflaggedWrong, unflagged)) (\(unflagged) unflagged) | \(share(offTopicWithoutDiagnosis, offTopic)) (\(offTopic)) | \(share(generalFacts, general)) | \(share(generalContradicting, general)) (\(general)) | \(share(generalUnflaggedWrong, generalUnflagged)) (\(generalUnflagged) unflagged) |"
     }
@@ -83,7 +92,7 @@ public enum ChatEvaluation {
   /// off-topic questions; `onClosed` sees each closed-question case, its answer and whether the
   /// answer named the right class.
   public static func run(
-    session: ChatSession, cases: [Case], questions: QuestionSet, offTopicInput: [String],
+    session: ChatSession, cases: [Case], questions: QuestionSet, offTopicInput: [String], askYesNo: Bool = false,
     progress: (String) -> Void = { _ in }, onClosed: (Case, ChatAnswer, _ correct: Bool) -> Void = { _, _, _ in },
     onGeneral: (GeneralQuestion, ChatAnswer, _ statesFacts: Bool, _ contradicts: Bool) -> Void = { _, _, _, _ in }
   ) throws -> Result {
@@ -107,6 +116,19 @@ public enum ChatEvaluation {
         if !right { r.unflaggedWrong += 1 }
       }
       onClosed(c, a, right)
+      // A yes/no question about polarity on the same tile: its yes or no against the label.
+      if askYesNo, let truth = ClaimGate.polarity(ofClass: c.set.allClasses[c.truth].name) {
+        let q = i % 2 == 0 ? "Is this malignant?" : "Is this benign?"
+        let y = try session.ask(q)
+        r.yesNo += 1
+        if let (m, _) = ClaimGate.answeredPolarity(question: q, answer: y.text) {
+          r.yesNoAnswered += 1
+          if m != truth {
+            r.yesNoWrong += 1
+            if !y.flags.isEmpty { r.yesNoWrongFlagged += 1 }
+          }
+        }
+      }
       if i % 20 == 19 { progress("closed questions: \(i + 1)/\(cases.count)") }
     }
     try session.open(offTopicInput)

@@ -142,6 +142,7 @@ public struct ChatComparison {
       }
     }
     var lay = ""
+    var yesNo = ""
     // Closed questions by the case's prompt set, per row: (n, correct, unflagged, unflagged wrong).
     let setNames = cases.reduce(into: [String]()) { if !$0.contains($1.set.name) { $0.append($1.set.name) } }
     var bySet: [[String: (Int, Int, Int, Int)]] = []
@@ -151,7 +152,8 @@ public struct ChatComparison {
       s.grounded = grounded
       s.notes = notes
       let r = try ChatEvaluation.run(
-        session: s, cases: cases, questions: qs, offTopicInput: first.paths, progress: { log("chat \(key): \($0)") },
+        session: s, cases: cases, questions: qs, offTopicInput: first.paths, askYesNo: true,
+        progress: { log("chat \(key): \($0)") },
         onClosed: { c, a, right in
           var k = counts[c.set.name] ?? (0, 0, 0, 0)
           k.0 += 1
@@ -176,6 +178,9 @@ public struct ChatComparison {
           record(o)
         })
       bySet.append(counts)
+      yesNo += r.yesNoRow(name) + "\n"
+      metrics["chat_\(key)_yes_no_wrong_flagged"] = JSONValue(
+        any: r.yesNoWrong == 0 ? 1 : Double(r.yesNoWrongFlagged) / Double(r.yesNoWrong))
       log("chat \(key): evaluated in \(String(format: "%.1f", r.seconds)) s")
       md += r.row(name) + "\n"
       metrics["chat_\(key)_closed_accuracy"] = JSONValue(any: Double(r.closedCorrect) / Double(max(1, r.closed)))
@@ -212,6 +217,9 @@ public struct ChatComparison {
           any: Double(l.generalUnflaggedWrong) / Double(max(1, l.generalUnflagged)))
       }
     }
+    md +=
+      "\n### Yes/no questions\n\nAfter each closed question, on the same tile: \"Is this malignant?\" and \"Is this benign?\" by turns (tiles whose label is benign or malignant). A yes or no against the label is wrong; it must be flagged. A language model's answer opens with the classifier's own yes or no, and goes on from there.\n\n| chat model | answered yes or no | against the label (n) | of those flagged | unflagged and wrong |\n|---|---|---|---|---|\n"
+      + yesNo
     if setNames.count > 1 {
       md +=
         "\n### Closed questions by prompt set\n\nEach cell: accuracy of the answer's class, then the unflagged answers and how many of them are wrong.\n\n| prompt set (n) | "

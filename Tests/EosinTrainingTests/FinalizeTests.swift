@@ -198,6 +198,12 @@ final class FinalizeTests: XCTestCase {
       })
     XCTAssertTrue(layRow.contains("(2) |"), String(layRow))
     XCTAssertNotNil(metrics["chat_decoder_lay_key_facts"])
+    // The yes/no questions after each closed question: a row per model, every wrong one flagged.
+    XCTAssertTrue(md.contains("### Yes/no questions"), md)
+    let yn = try XCTUnwrap(
+      md.components(separatedBy: "### Yes/no questions").last?.split(separator: "\n").first { $0.hasPrefix("| embedded decoder") }
+    )
+    XCTAssertTrue(yn.contains(" of 6 |"), String(yn))
     XCTAssertTrue(md.contains("on 6 test tiles"), md)
     let row = try XCTUnwrap(md.split(separator: "\n").first { $0.hasPrefix("| embedded decoder") })
     XCTAssertTrue(row.contains("(6)"), String(row))
