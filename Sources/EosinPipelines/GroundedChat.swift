@@ -736,6 +736,8 @@ extension ChatSession {
     }
     let answer = (opening + streamed).trimmingCharacters(in: .whitespacesAndNewlines)
     var genConf = Self.wordingConfidence(gen.tokens, gen.probabilities) { String(decoding: tok.bytes(of: $0), as: UTF8.self) }
+    // An answer that is only the verdict's own yes or no has no wording of the model's to doubt.
+    if !opening.isEmpty && !streamed.contains(where: \.isLetter) { genConf = 1 }
     // The key claim: the class the answer asserts (else the verdict's name) wherever it appears;
     // the model's probability of the tokens that spell it is the answer's own confidence.
     let claimName = set.flatMap { ClaimGate.assertedClass(answer.lowercased(), answer, $0)?.0 } ?? verdictName
