@@ -652,6 +652,15 @@ extension ChatSession {
     return flags
   }
 
+  /// The answer without the question it may open by repeating ("Why is my biopsy purple?\nThe
+  /// answer to this question can be found ..."): the repeated words say nothing, so the
+  /// grounding checks judge the rest.
+  static func withoutEcho(_ answer: String, _ question: String) -> String {
+    let q = question.trimmingCharacters(in: .whitespacesAndNewlines)
+    guard !q.isEmpty, answer.lowercased().hasPrefix(q.lowercased()) else { return answer }
+    return String(answer.dropFirst(q.count)).trimmingCharacters(in: .whitespacesAndNewlines)
+  }
+
   /// A general answer must speak to what is specific in the question: "What causes caseating
   /// granulomas?" is not answered by a description of granulomas. Flags (`partial-answer`) an
   /// answer that does not mention the question's word rarest in `notes`, or an inflection of it.
@@ -757,7 +766,7 @@ extension ChatSession {
     }
     if !hits.isEmpty {
       flags += Self.groundingFlags(
-        answer: answer, question: question, passages: hits.map(\.0),
+        answer: Self.withoutEcho(answer, question), question: question, passages: hits.map(\.0),
         slideFacts: about
           ? system.replacingOccurrences(of: Self.systemPreamble, with: "").replacingOccurrences(
             of: Self.systemSlideRule, with: "") : nil)
@@ -767,7 +776,7 @@ extension ChatSession {
     let m = about ? nil : cited.map { Self.matchFlag(question, $0.0, g.notes) }
     if let f = m?.flag { flags.append(f) }
     if !about, !hits.isEmpty, !flags.contains(where: { $0.code == "off-question" }),
-      let f = Self.partialAnswerFlag(answer: answer, question: question, notes: g.notes)
+      let f = Self.partialAnswerFlag(answer: Self.withoutEcho(answer, question), question: question, notes: g.notes)
     {
       flags.append(f)
     }

@@ -107,6 +107,11 @@ final class UnverifiedAnswerTests: XCTestCase {
     let f = try XCTUnwrap(flag)
     XCTAssertEqual(f.code, "weak-match")
     XCTAssertTrue(f.reason.contains("general.json#biopsy") && f.reason.contains("\"dead\""), f.reason)
+    // A question the answer opens by repeating counts for nothing.
+    XCTAssertEqual(
+      ChatSession.withoutEcho("Why is my biopsy purple?\nThe answer lies in a biopsy.", "Why is my biopsy purple?"),
+      "The answer lies in a biopsy.")
+    XCTAssertEqual(ChatSession.withoutEcho("A biopsy is a sample.", "What is a biopsy?"), "A biopsy is a sample.")
     // An answer must mention the question's most specific word, or an inflection of it.
     let caseating = "What causes caseating granulomas?"
     XCTAssertEqual(notes.mostSpecificWord(of: caseating), "caseating")
