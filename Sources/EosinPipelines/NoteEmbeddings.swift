@@ -10,8 +10,8 @@ import Foundation
 /// ("What is scarring inside an organ called?") still finds its passage. Imported reference
 /// text is not embedded: it is searched only when a passage holds every word of the question.
 ///
-/// The passages' embeddings are computed once per language model and notes text (about 3 s
-/// for SmolLM2-135M and Eosin's 65 passages) and kept in the cache folder
+/// The passages' embeddings are computed once per language model and notes text (about 17 s
+/// for SmolLM2-135M and Eosin's 65 passages on 2 cores) and kept in the cache folder
 /// (`$XDG_CACHE_HOME/eosin/notes-index`), keyed by the model's sha256 and the passages.
 public final class NoteEmbeddings: @unchecked Sendable {
   /// The hidden width.
@@ -30,10 +30,7 @@ public final class NoteEmbeddings: @unchecked Sendable {
 
   /// Where the passages' embeddings are cached: `$XDG_CACHE_HOME/eosin/notes-index`, else
   /// `~/.cache/eosin/notes-index`.
-  public static var cacheDirectory: String {
-    let env = ProcessInfo.processInfo.environment
-    return (env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSTemporaryDirectory()) + "/.cache")) + "/eosin/notes-index"
-  }
+  public static var cacheDirectory: String { EosinCache.root + "/notes-index" }
 
   /// Embeds `notes.passages` with `lm`, or reads them from `cacheDirectory` when this model
   /// and these passages were embedded before (nil: never cached).

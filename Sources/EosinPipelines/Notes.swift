@@ -117,8 +117,14 @@ public final class KnowledgeNotes: @unchecked Sendable {
   /// Where `eosin notes import` keeps imported reference text: `$XDG_CACHE_HOME/eosin/notes`,
   /// else `~/.cache/eosin/notes`. Chat searches it after Eosin's own notes.
   public static var importedDirectory: String {
-    let env = ProcessInfo.processInfo.environment
-    return (env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSTemporaryDirectory()) + "/.cache")) + "/eosin/notes"
+    EosinCache.root + "/notes"
+  }
+
+  /// BM25's inverse document frequency of a word in these passages (a word none holds counts
+  /// as the rarest).
+  func idf(_ w: String) -> Double {
+    let n = Double(df[w] ?? 0), N = Double(passages.count)
+    return log(1 + (N - n + 0.5) / (n + 0.5))
   }
 
   /// The question's most specific subject word: of those these passages hold, the rarest in
@@ -151,11 +157,6 @@ public final class KnowledgeNotes: @unchecked Sendable {
     let subject = KnowledgeNotes.subjectWords(question)
     guard !subject.isEmpty else { return (0, []) }
     let have = Set(KnowledgeNotes.words(passage.title + " " + passage.text))
-    let N = Double(passages.count)
-    func idf(_ w: String) -> Double {
-      let n = Double(df[w] ?? 0)
-      return log(1 + (N - n + 0.5) / (n + 0.5))
-    }
     var got = 0.0, all = 0.0
     for w in subject {
       all += idf(w)
@@ -234,16 +235,14 @@ public final class KnowledgeNotes: @unchecked Sendable {
   ) -> [(NotePassage, Double)] {
     let q = Set(KnowledgeNotes.words(query))
     let subject = q.subtracting(KnowledgeNotes.questionWords)
-    let N = Double(passages.count)
     var scored: [(Int, Double)] = []
     for (i, d) in docs.enumerated() {
       if requireEveryWord && (subject.isEmpty || !subject.allSatisfy({ d[$0] != nil })) { continue }
       var s = 0.0
       for w in q {
-        guard let tf = d[w], let n = df[w] else { continue }
-        let idf = log(1 + (N - Double(n) + 0.5) / (Double(n) + 0.5))
+        guard let tf = d[w] else { continue }
         let t = Double(tf)
-        s += idf * t * 2.2 / (t + 1.2 * (0.25 + 0.75 * lengths[i] / avgLength))
+        s += idf(w) * t * 2.2 / (t + 1.2 * (0.25 + 0.75 * lengths[i] / avgLength))
       }
       if s >= minimumScore { scored.append((i, s)) }
     }
@@ -252,13 +251,9 @@ public final class KnowledgeNotes: @unchecked Sendable {
       let order = sim.indices.sorted { sim[$0] > sim[$1] }
       var denseRank = [Int](repeating: 0, count: sim.count)
       for (r, i) in order.enumerated() { denseRank[i] = r }
-      var fused: [Int: Double] = [:]
-      for (r, (i, _)) in scored.enumerated() { fused[i] = 1 / Double(60 + r) + 1 / Double(60 + denseRank[i]) }
-      // A stable sort: ties keep BM25's order.
-      scored = scored.enumerated().sorted { a, b in
-        let fa = fused[a.element.0]!, fb = fused[b.element.0]!
-        return fa != fb ? fa > fb : a.offset < b.offset
-      }.map(\.element)
+      let fused = scored.enumerated().map { r, e in (e, 1 / Double(60 + r) + 1 / Double(60 + denseRank[e.0]), r) }
+      // Ties keep BM25's order.
+      scored = fused.sorted { $0.1 != $1.1 ? $0.1 > $1.1 : $0.2 < $1.2 }.map(\.0)
     }
     // The fallback answers when these passages have nothing, or when their best passage misses
     // a word of the question that one fallback passage covers along with every other.
@@ -340,7 +335,7 @@ extension KnowledgeNotes {
   /// key fact (``ChatEvaluation/GeneralQuestion/facts``, in its title or text) and, where the
   /// question names its note, the share whose first passage is that note.
   public struct RetrievalScore: Sendable, Equatable {
-    public var questions = 0, found = 0, factsFirst = 0, named = 0, noteFirst = 0
+    public var questions = 0, factsFirst = 0, named = 0, noteFirst = 0
   }
 
   /// Retrieves each question's first passage as chat does for a general question (the
@@ -351,7 +346,6 @@ extension KnowledgeNotes {
       r.questions += 1
       if q.note != nil { r.named += 1 }
       guard let p = search(q.q, k: 1, dense: dense).first?.0 else { continue }
-      r.found += 1
       if q.facts.allSatisfy({ ChatEvaluation.hasFact(p.title + " " + p.text, $0) }) { r.factsFirst += 1 }
       if let n = q.note, p.source == n { r.noteFirst += 1 }
     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import EosinPipelines
 import EosinWeights
 import Foundation
 
@@ -15,9 +16,7 @@ enum SampleSlide {
   static let url = "https://openslide.cs.cmu.edu/download/openslide-testdata/Aperio/CMU-1-Small-Region.svs"
 
   static var cachePath: String {
-    let env = ProcessInfo.processInfo.environment
-    let base = env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSTemporaryDirectory()) + "/.cache")
-    return base + "/eosin/samples/" + fileName
+    EosinCache.root + "/samples/" + fileName
   }
 
   /// Folders that may hold `../shared/data`: the working directory and the project root found

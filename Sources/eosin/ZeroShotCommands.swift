@@ -22,8 +22,7 @@ struct ModelOptions: ParsableArguments {
   var cacheDir: String? {
     if noCache { return nil }
     if let c = cache { return c }
-    let env = ProcessInfo.processInfo.environment
-    return (env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSTemporaryDirectory()) + "/.cache")) + "/eosin"
+    return EosinCache.root
   }
 
   func validate() throws {
