@@ -82,6 +82,11 @@ public struct CLIPModel: Sendable {
     for l in vit.blocks.indices { try visitBlock(&vit.blocks[l], "vision_model.encoder.layers.\(l)", &v) }
     try v.visit("vision_model.post_layernorm", &vit.finalNorm!)
     try v.visit("visual_projection", &vit.projection!)
+    if vit.tissue != nil {
+      try v.visit("vision_model.tissue_features.center", &vit.tissue!.center)
+      try v.visit("vision_model.tissue_features.scale", &vit.tissue!.scale)
+      try v.visit("visual_tissue_projection", &vit.tissue!.projection)
+    }
   }
 
   /// An HF CLIP encoder layer: q, k and v are separate in the checkpoint and fused here.
@@ -111,6 +116,13 @@ public struct CLIPModel: Sendable {
     }
     vision.finalNorm = .placeholder(C, eps: v.layerNormEps)
     vision.projection = .placeholder(C, cfg.projectionDim, bias: false)
+    if v.tissueFeatures != 0 {
+      guard v.tissueFeatures == TissueFeatures.count else {
+        throw ModelError.config("eosin_tissue_features must be 0 or \(TissueFeatures.count), not \(v.tissueFeatures)")
+      }
+      let pre = ImagePreprocessor(imageSize: v.imageSize)
+      vision.tissue = .placeholder(cfg.projectionDim, pixelMean: pre.mean, pixelStd: pre.std)
+    }
     return vision
   }
 

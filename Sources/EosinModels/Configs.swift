@@ -15,11 +15,15 @@ public struct CLIPVisionConfig: Codable, Sendable {
   public var numChannels = 3
   public var hiddenAct = "quick_gelu"
   public var layerNormEps: Float = 1e-5
+  /// Eosin's extension: the width of the tissue-statistics branch (``TissueFeatures/count``), 0
+  /// for none (every HF checkpoint).
+  public var tissueFeatures = 0
 
   enum CodingKeys: String, CodingKey {
     case hiddenSize = "hidden_size", intermediateSize = "intermediate_size", numHiddenLayers = "num_hidden_layers"
     case numAttentionHeads = "num_attention_heads", imageSize = "image_size", patchSize = "patch_size"
     case numChannels = "num_channels", hiddenAct = "hidden_act", layerNormEps = "layer_norm_eps"
+    case tissueFeatures = "eosin_tissue_features"
   }
 
   public init() {}
@@ -34,6 +38,7 @@ public struct CLIPVisionConfig: Codable, Sendable {
     numChannels = try c.decodeIfPresent(Int.self, forKey: .numChannels) ?? numChannels
     hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? hiddenAct
     layerNormEps = try c.decodeIfPresent(Float.self, forKey: .layerNormEps) ?? layerNormEps
+    tissueFeatures = try c.decodeIfPresent(Int.self, forKey: .tissueFeatures) ?? 0
   }
 }
 

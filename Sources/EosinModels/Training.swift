@@ -168,6 +168,7 @@ public struct ViTTape: Sendable {
   var cols: [Float] = [], pe: [Float] = [], x0: [Float] = [], x: [Float] = [], preMean: [Float] = [], preRstd: [Float] = []
   var blocks: [BlockTape] = []
   var cls: [Float] = [], pooled: [Float] = [], postMean: [Float] = [], postRstd: [Float] = []
+  var tissueIn: [Float] = []
   public init() {}
 }
 
@@ -188,7 +189,13 @@ extension VisionTransformer {
     buf(&tape.cls, B * C)
     for b in 0..<B { for i in 0..<C { tape.cls[b * C + i] = tape.x[b * T * C + i] } }
     finalNorm!.forward(into: &tape.pooled, mean: &tape.postMean, rstd: &tape.postRstd, tape.cls, B)
-    return projection!.forward(tape.pooled, B)
+    var out = projection!.forward(tape.pooled, B)
+    if let t = tissue {
+      tape.tissueIn = t.inputs(batch: px, B, size: inputSize)
+      let extra = t.projection.forward(tape.tissueIn, B)
+      for i in out.indices { out[i] += extra[i] }
+    }
+    return out
   }
 
   /// The backward of ``trainingForward(_:batch:tape:)``: dout (B,D) in; gradients accumulate
@@ -197,6 +204,7 @@ extension VisionTransformer {
     let B = tape.B, C = width, P = patch, NP = (inputSize / P) * (inputSize / P), T = prefix + NP
     var dpooled = [Float](repeating: 0, count: B * C), dcls = dpooled
     projection!.backward(&dpooled, dout, tape.pooled, B, grad: &g.projection!)
+    if let t = tissue { t.projection.backward(nil, dout, tape.tissueIn, B, grad: &g.tissue!.projection) }
     finalNorm!.backward(&dcls, dpooled, tape.cls, tape.postMean, tape.postRstd, B, grad: &g.finalNorm!)
     var dx = [Float](repeating: 0, count: B * T * C)
     for b in 0..<B { for i in 0..<C { dx[b * T * C + i] = dcls[b * C + i] } }

@@ -97,6 +97,8 @@ public struct VisionTransformer: ImageEncoder {
   var fcNorm: LayerNorm?
   var pooler: AttentionalPooler?
   var projection: Linear?
+  /// Eosin's tissue-statistics branch (``TissueBranch``), added to the projected class token.
+  var tissue: TissueBranch?
   public let pooling: ViTPooling
   /// Whether the projected poolings (CLIP, CoCa) L2-normalise their output (their standard
   /// embedding); off for CLIP's raw projected features.
@@ -235,6 +237,10 @@ public struct VisionTransformer: ImageEncoder {
     case .projected:
       var f = finalNorm.map { $0.forward(Array(x[0..<C]), 1) } ?? Array(x[0..<C])
       if let p = projection { f = p.forward(f, 1) }
+      if let t = tissue {
+        let extra = t.projection.forward(t.inputs(px, size: inputSize), 1)
+        for i in f.indices { f[i] += extra[i] }
+      }
       return normalizeOutput ? VisionTransformer.normalized(f) : f
     case .attentionalPool:
       var f = x.withUnsafeBufferPointer { pooler!.firstQuery($0.baseAddress!, T) }

@@ -17,6 +17,8 @@ public struct CLIPTrainConfig: Codable, Sendable {
   /// Share of each batch that is non-tissue (blank, noise, pen, blur, slide background).
   public var nonTissueShare: Float = 0.08
   public var checkpointEvery = 100
+  /// Augmented training draws that standardise the tissue branch (``TissueBranch``) before step 0.
+  public var tissueSample = 1024
   public init() {}
 }
 
@@ -69,6 +71,39 @@ public final class CLIPTrainer {
     pad = tokenizer.special["<|pad|>"] ?? e
   }
 
+  /// Sets the tissue branch's fixed `center` and `scale` (``TissueBranch``) to the mean and one
+  /// over the standard deviation of ``TissueFeatures`` over `config.tissueSample` augmented
+  /// draws of the training tiles (the distribution the branch sees in training), before step 0.
+  public func fitTissueStatistics() {
+    let n = max(2, config.tissueSample), S = augmenter.size, F = TissueFeatures.count
+    var rng = SeededRNG(seed: config.seed ^ 0x7155_0E5)
+    let picks = (0..<n).map { _ in TileSampling.draw(cumulative, Double(rng.uniform())) }
+    let seeds = (0..<n).map { _ in rng.next() }
+    let rows = UnsafeMutableBufferPointer<Float>.allocate(capacity: n * F)
+    defer { rows.deallocate() }
+    let pre = ImagePreprocessor(imageSize: S)
+    parallelFor(n) { k in
+      var r = SeededRNG(seed: seeds[k])
+      var px = [Float](repeating: 0, count: 3 * S * S)
+      px.withUnsafeMutableBufferPointer { self.augmenter.augment(self.images[picks[k]], rng: &r, into: $0.baseAddress!) }
+      let f = px.withUnsafeBufferPointer {
+        TissueFeatures.compute(pixels: $0.baseAddress!, size: S, mean: pre.mean, std: pre.std)
+      }
+      for i in 0..<F { rows[k * F + i] = f[i] }
+    }
+    let c = model.params.offset("vision_model.tissue_features.center")
+    let s = model.params.offset("vision_model.tissue_features.scale")
+    for i in 0..<F {
+      var mean = 0.0, sq = 0.0
+      for k in 0..<n { mean += Double(rows[k * F + i]) }
+      mean /= Double(n)
+      for k in 0..<n { sq += (Double(rows[k * F + i]) - mean) * (Double(rows[k * F + i]) - mean) }
+      let sd = (sq / Double(n)).squareRoot()
+      model.params.data[c + i] = Float(mean)
+      model.params.data[s + i] = Float(1 / max(sd, 1e-4))
+    }
+  }
+
   /// Token rows for captions: ids + end token, truncated and padded to the context length.
   public func tokenRows(_ texts: [String]) -> [[Int32]] {
     let T = config.contextLength
@@ -85,6 +120,10 @@ public final class CLIPTrainer {
   ///   - save: called with the step number to write a checkpoint.
   public func run(logEvery: Int = 20, stop: () -> Bool, log: (String) -> Void, save: (Int) throws -> Void) throws {
     let B = config.batch, S = augmenter.size
+    if model.params.step == 0 && model.config.visionConfig.tissueFeatures > 0 {
+      fitTissueStatistics()
+      log("tissue statistics standardised on \(config.tissueSample) augmented training draws")
+    }
     var losses: [Float] = []
     var t0 = Probes.now()
     var seen = 0

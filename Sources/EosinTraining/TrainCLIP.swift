@@ -6,11 +6,12 @@ import Foundation
 extension CLIPConfig {
   /// Eosin's CLIP architecture: a ViT (patch 16, quick-GELU, MLP 4x width) on `imageSize`-px
   /// inputs and a causal text transformer over `vocabSize` tokens with `contextLength`
-  /// positions, pooled at `eos`. The defaults are eosin-small-v1's (v2 uses 160 px): width 192, 6 vision and 4
+  /// positions, pooled at `eos`; with `tissueFeatures`, the image tower adds its
+  /// ``TissueBranch``. The defaults are eosin-small-v1's (v2 uses 160 px): width 192, 6 vision and 4
   /// text layers, 3 heads, 112 px, 40 tokens, 128-d shared space.
   public static func eosin(
     vocabSize: Int, eos: Int, width: Int = 192, visionLayers: Int = 6, textLayers: Int = 4, heads: Int = 3, embedDim: Int = 128,
-    imageSize: Int = 112, contextLength: Int = 40
+    imageSize: Int = 112, contextLength: Int = 40, tissueFeatures: Bool = false
   ) -> CLIPConfig {
     var c = CLIPConfig()
     c.projectionDim = embedDim
@@ -20,6 +21,7 @@ extension CLIPConfig {
     c.visionConfig.numAttentionHeads = heads
     c.visionConfig.imageSize = imageSize
     c.visionConfig.patchSize = 16
+    c.visionConfig.tissueFeatures = tissueFeatures ? TissueFeatures.count : 0
     c.textConfig.vocabSize = vocabSize
     c.textConfig.hiddenSize = width
     c.textConfig.intermediateSize = 4 * width

@@ -43,6 +43,13 @@ struct TrainCLIPCommand: ParsableCommand {
   @Option(help: "Embedding dimension of the shared space.") var embedDim = 128
   @Option(help: "Synthetic non-tissue images to add.") var syntheticNonTissue = 240
   @Option(help: "Input size of the image tower in pixels (a multiple of 16).") var imageSize = 160
+  @Flag(
+    inversion: .prefixedNo,
+    help: ArgumentHelp(
+      "Add the fixed stain and texture statistics branch to the image tower.",
+      discussion:
+        "123 colour-deconvolution, histogram, local-binary-pattern and gradient statistics per tile, standardised on the training draws and mapped linearly into the shared space."
+    )) var tissueFeatures = true
 
   func run() throws {
     let classes = try Knowledge.load(knowledge)
@@ -116,7 +123,7 @@ struct TrainCLIPCommand: ParsableCommand {
     // Model.
     let cfg = CLIPConfig.eosin(
       vocabSize: tok.vocabSize, eos: Int(tok.eos!), width: width, visionLayers: visionLayers, textLayers: textLayers,
-      heads: heads, embedDim: embedDim, imageSize: imageSize)
+      heads: heads, embedDim: embedDim, imageSize: imageSize, tissueFeatures: tissueFeatures)
     let model = try TrainCLIP(config: cfg, seed: seed)
     try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
     let state = out + "/train-state.safetensors"
