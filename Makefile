@@ -65,7 +65,7 @@ WEIGHTS    ?= Weights/eosin-small-v2
 BG_SLIDE   := ../shared/data/slides/CMU-1-Small-Region.svs
 weights: build lm notes
 	$(BIN) train bpe --corpus ../shared/data/text Prompts/knowledge Prompts/zero-shot --vocab-size 8192 --out Vocab
-	$(BIN) train clip --steps 2000 --out $(WEIGHTS)/clip --background-slide $(BG_SLIDE)
+	$(BIN) train clip --steps 1000 --out $(WEIGHTS)/clip --background-slide $(BG_SLIDE)
 	cp Vocab/vocab.json Vocab/merges.txt Vocab/special_tokens.json $(WEIGHTS)/clip/
 	$(BIN) train decoder --weights $(WEIGHTS) --pretrain-steps 800 --instruct-steps 800 --background-slide $(BG_SLIDE)
 	$(BIN) train lm-projector --weights $(WEIGHTS) --lm "$(LM)" --steps 250 --batch 8 --background-slide $(BG_SLIDE)

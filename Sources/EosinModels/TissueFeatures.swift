@@ -19,7 +19,7 @@ import Foundation
 /// `Scripts/reference/make_tissue_features_fixture.py` defines the same numbers in NumPy; the
 /// parity test compares them. Measured before building this (`Scripts/experiments/tissue_features.py`):
 /// a linear probe on these numbers alone beats a probe on the trained v2 candidate's ViT on
-/// EBHI-Seg (0.69 against 0.40) and endometrium (0.54 against 0.35).
+/// EBHI-Seg (0.68 against 0.40) and endometrium (0.54 against 0.35).
 public enum TissueFeatures {
   /// Numbers per image.
   public static let count = 123
