@@ -73,9 +73,9 @@ public final class CLIPTrainer {
 
   /// Sets the tissue branch's fixed `center` and `scale` (``TissueBranch``) to the mean and one
   /// over the standard deviation of ``TissueFeatures`` over `config.tissueSample` augmented
-  /// draws of the training tiles (the distribution the branch sees in training), before step 0.
+  /// draws of the training tiles (at most four per tile) (the distribution the branch sees in training), before step 0.
   public func fitTissueStatistics() {
-    let n = max(2, config.tissueSample), S = augmenter.size, F = TissueFeatures.count
+    let n = max(2, min(config.tissueSample, 4 * images.count)), S = augmenter.size, F = TissueFeatures.count
     var rng = SeededRNG(seed: config.seed ^ 0x7155_0E5)
     let picks = (0..<n).map { _ in TileSampling.draw(cumulative, Double(rng.uniform())) }
     let seeds = (0..<n).map { _ in rng.next() }
@@ -122,7 +122,7 @@ public final class CLIPTrainer {
     let B = config.batch, S = augmenter.size
     if model.params.step == 0 && model.config.visionConfig.tissueFeatures > 0 {
       fitTissueStatistics()
-      log("tissue statistics standardised on \(config.tissueSample) augmented training draws")
+      log("tissue statistics standardised on \(min(config.tissueSample, 4 * images.count)) augmented training draws")
     }
     var losses: [Float] = []
     var t0 = Probes.now()

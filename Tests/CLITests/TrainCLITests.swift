@@ -41,7 +41,8 @@ final class TrainCLITests: XCTestCase {
         "--prompts",
         TestSupport.projectRoot + "/Prompts/zero-shot", "--vocab", TestSupport.projectRoot + "/Vocab", "--width", "32",
         "--vision-layers", "1",
-        "--text-layers", "1", "--heads", "2", "--embed-dim", "16", "--batch", "8", "--synthetic-non-tissue", "8",
+        "--text-layers", "1", "--heads", "2", "--embed-dim", "16", "--image-size", "32", "--batch", "8", "--synthetic-non-tissue",
+        "8",
       ] + extra)
   }
 
@@ -80,7 +81,7 @@ final class TrainCLITests: XCTestCase {
         "train", "clip", "--data", Self.data, "--out", out, "--knowledge", TestSupport.projectRoot + "/Prompts/knowledge",
         "--vocab",
         TestSupport.projectRoot + "/Vocab", "--width", "48", "--vision-layers", "1", "--text-layers", "1", "--heads", "2",
-        "--embed-dim", "16",
+        "--embed-dim", "16", "--image-size", "32",
         "--batch", "8", "--steps", "4", "--resume",
       ])
     XCTAssertEqual(r.status, 2)
@@ -100,7 +101,8 @@ final class TrainCLITests: XCTestCase {
       "--prompts",
       TestSupport.projectRoot + "/Prompts/zero-shot", "--vocab", TestSupport.projectRoot + "/Vocab", "--width", "32",
       "--vision-layers", "1",
-      "--text-layers", "1", "--heads", "2", "--embed-dim", "16", "--batch", "8", "--synthetic-non-tissue", "8", "--steps",
+      "--text-layers", "1", "--heads", "2", "--embed-dim", "16", "--image-size", "32", "--batch", "8", "--synthetic-non-tissue",
+      "8", "--steps",
       "100000",
     ]
     let o = Pipe()
