@@ -62,8 +62,10 @@ final class GGUFTests: XCTestCase {
   }
 
   /// Guards: tiny random `llama` and `qwen2` models in F32, F16, Q8_0, Q4_0, Q4_1 and Q4_K give
-  /// transformers' logits at every position (exact path, within 1e-4: both run fp32 on the same
-  /// dequantised weights), and token-by-token decode with the KV cache gives the same logits.
+  /// transformers' logits at every position (exact path, within 1e-4, or 1e-6 of the largest
+  /// logit when that is larger: both run fp32 on the same dequantised weights, in different
+  /// summation orders, and the Q4_K qwen2 fixture's logits reach 166), and token-by-token decode
+  /// with the KV cache gives the same logits.
   func testTinyModelsMatchTransformers() throws {
     let ref = try Self.json("tiny-logits.json")
     XCTAssertEqual(ref.count, 12)
@@ -76,14 +78,15 @@ final class GGUFTests: XCTestCase {
       XCTAssertEqual(model.config.architecture.rawValue, name.contains("qwen2") ? "qwen2" : "llama")
       let all = try model.forward(ids, state: model.makeState(precision: .exact), allLogits: true)
       XCTAssertEqual(all.count, ids.count * V)
+      let tol = max(1e-4, 1e-6 * (want.map { abs($0) }.max() ?? 0))
       let d = maxAbsDiff(all, want)
-      XCTAssertLessThanOrEqual(d, 1e-4, "\(name): batched logits differ from transformers by \(d)")
+      XCTAssertLessThanOrEqual(d, tol, "\(name): batched logits differ from transformers by \(d)")
       // KV cache: one token at a time equals the batched pass.
       let s = model.makeState(precision: .exact)
       var steps: [Float] = []
       for id in ids { steps += try model.forward([id], state: s) }
       let dk = maxAbsDiff(steps, want)
-      XCTAssertLessThanOrEqual(dk, 1e-4, "\(name): cached decode differs from transformers by \(dk)")
+      XCTAssertLessThanOrEqual(dk, tol, "\(name): cached decode differs from transformers by \(dk)")
       // The q8 path: int8 activations; stated tolerance 5% of the logits' range.
       let sq = model.makeState(precision: .q8)
       var q: [Float] = []
