@@ -54,8 +54,9 @@ public enum TissueFeatures {
     var hed = [[Double]](repeating: [Double](repeating: 0, count: N), count: 3)
     let M = hedFromRGB
     for p in 0..<N {
-      let od = (0..<3).map { c in log(max(rgb[c * N + p], 1e-6)) / logAdjust }
-      for s in 0..<3 { hed[s][p] = max(od[0] * M[0][s] + od[1] * M[1][s] + od[2] * M[2][s], 0) }
+      let r = log(max(rgb[p], 1e-6)) / logAdjust, g = log(max(rgb[N + p], 1e-6)) / logAdjust
+      let b = log(max(rgb[2 * N + p], 1e-6)) / logAdjust
+      for s in 0..<3 { hed[s][p] = max(r * M[0][s] + g * M[1][s] + b * M[2][s], 0) }
     }
     for s in 0..<3 {
       let sorted = hed[s].sorted()
@@ -124,19 +125,16 @@ public enum TissueFeatures {
   /// transitions round the ring; 9 for the rest) over the interior pixels.
   static func localBinaryPatterns(_ x: [Double], _ S: Int) -> [Double] {
     // Ring order: top-left, top, top-right, right, bottom-right, bottom, bottom-left, left.
-    let ring = [(-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1)]
+    let ring = [-S - 1, -S, -S + 1, 1, S + 1, S, S - 1, -1]
     var h = [Double](repeating: 0, count: 10)
     for y in 1..<(S - 1) {
       for xx in 1..<(S - 1) {
-        let c = x[y * S + xx]
-        var bits = [Bool](repeating: false, count: 8)
-        for (k, (dy, dx)) in ring.enumerated() { bits[k] = x[(y + dy) * S + xx + dx] >= c }
-        var ones = 0, transitions = 0
-        for k in 0..<8 {
-          if bits[k] { ones += 1 }
-          if bits[k] != bits[(k + 7) % 8] { transitions += 1 }
-        }
-        h[transitions <= 2 ? ones : 9] += 1
+        let at = y * S + xx, c = x[at]
+        var bits: UInt8 = 0
+        for k in 0..<8 where x[at + ring[k]] >= c { bits |= 1 << k }
+        // Transitions round the ring: bits that differ from their neighbour one step back.
+        let transitions = (bits ^ (bits << 1 | bits >> 7)).nonzeroBitCount
+        h[transitions <= 2 ? bits.nonzeroBitCount : 9] += 1
       }
     }
     let n = Double((S - 2) * (S - 2))
@@ -146,21 +144,16 @@ public enum TissueFeatures {
   /// Mean, standard deviation and 90th percentile of the gradient magnitude (NumPy's
   /// `np.gradient`: central differences inside, one-sided at the edges).
   static func gradientStatistics(_ x: [Double], _ S: Int) -> [Double] {
-    func d(_ i: Int, _ j: Int, alongRows: Bool) -> Double {
-      let at = { (a: Int, b: Int) in x[a * S + b] }
-      if alongRows {
-        if i == 0 { return at(1, j) - at(0, j) }
-        if i == S - 1 { return at(S - 1, j) - at(S - 2, j) }
-        return (at(i + 1, j) - at(i - 1, j)) / 2
-      }
-      if j == 0 { return at(i, 1) - at(i, 0) }
-      if j == S - 1 { return at(i, S - 1) - at(i, S - 2) }
-      return (at(i, j + 1) - at(i, j - 1)) / 2
+    // One-sided at the first and last index, central (halved) inside.
+    func diff(_ k: Int, _ step: Int, _ at: Int) -> Double {
+      if k == 0 { return x[at + step] - x[at] }
+      if k == S - 1 { return x[at] - x[at - step] }
+      return (x[at + step] - x[at - step]) / 2
     }
     var m = [Double](repeating: 0, count: S * S)
     for i in 0..<S {
       for j in 0..<S {
-        let gy = d(i, j, alongRows: true), gx = d(i, j, alongRows: false)
+        let gy = diff(i, S, i * S + j), gx = diff(j, 1, i * S + j)
         m[i * S + j] = (gx * gx + gy * gy).squareRoot()
       }
     }
@@ -206,12 +199,24 @@ public struct TissueBranch: Sendable {
     out.withUnsafeMutableBufferPointer { o in
       let base = o.baseAddress!
       px.withUnsafeBufferPointer { p in
-        DispatchQueue.concurrentPerform(iterations: B) { b in
+        parallelFor(B) { b in
           let row = inputs(p.baseAddress! + b * per, size: S)
           for i in 0..<F { base[b * F + i] = row[i] }
         }
       }
     }
     return out
+  }
+
+  /// The fixed standardisation for statistics `rows` (each ``TissueFeatures/count`` long): their
+  /// mean, and one over their standard deviation (floored at 1e-4).
+  public static func standardisation(_ rows: [[Float]]) -> (center: [Float], scale: [Float]) {
+    var center = [Float](repeating: 0, count: TissueFeatures.count), scale = center
+    for i in center.indices {
+      let (m, sd) = TissueFeatures.meanStd(rows.map { Double($0[i]) })
+      center[i] = Float(m)
+      scale[i] = Float(1 / max(sd, 1e-4))
+    }
+    return (center, scale)
   }
 }

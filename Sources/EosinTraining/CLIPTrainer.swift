@@ -71,37 +71,37 @@ public final class CLIPTrainer {
     pad = tokenizer.special["<|pad|>"] ?? e
   }
 
-  /// Sets the tissue branch's fixed `center` and `scale` (``TissueBranch``) to the mean and one
-  /// over the standard deviation of ``TissueFeatures`` over `config.tissueSample` augmented
-  /// draws of the training tiles (at most four per tile) (the distribution the branch sees in training), before step 0.
-  public func fitTissueStatistics() {
-    let n = max(2, min(config.tissueSample, 4 * images.count)), S = augmenter.size, F = TissueFeatures.count
+  /// Sets the tissue branch's fixed `center` and `scale` (``TissueBranch/standardisation(_:)``)
+  /// from ``TissueFeatures`` of `config.tissueSample` augmented draws of the training tiles (at
+  /// most four per tile: the distribution the branch sees in training), before step 0.
+  /// - Returns: the number of draws.
+  @discardableResult
+  public func fitTissueStatistics() -> Int {
+    let n = max(2, min(config.tissueSample, 4 * images.count)), S = augmenter.size
     var rng = SeededRNG(seed: config.seed ^ 0x7155_0E5)
     let picks = (0..<n).map { _ in TileSampling.draw(cumulative, Double(rng.uniform())) }
     let seeds = (0..<n).map { _ in rng.next() }
-    let rows = UnsafeMutableBufferPointer<Float>.allocate(capacity: n * F)
-    defer { rows.deallocate() }
+    var rows = [[Float]](repeating: [], count: n)
     let pre = ImagePreprocessor(imageSize: S)
-    parallelFor(n) { k in
-      var r = SeededRNG(seed: seeds[k])
-      var px = [Float](repeating: 0, count: 3 * S * S)
-      px.withUnsafeMutableBufferPointer { self.augmenter.augment(self.images[picks[k]], rng: &r, into: $0.baseAddress!) }
-      let f = px.withUnsafeBufferPointer {
-        TissueFeatures.compute(pixels: $0.baseAddress!, size: S, mean: pre.mean, std: pre.std)
+    rows.withUnsafeMutableBufferPointer { out in
+      let base = out.baseAddress!
+      parallelFor(n) { k in
+        var r = SeededRNG(seed: seeds[k])
+        var px = [Float](repeating: 0, count: 3 * S * S)
+        px.withUnsafeMutableBufferPointer { self.augmenter.augment(self.images[picks[k]], rng: &r, into: $0.baseAddress!) }
+        base[k] = px.withUnsafeBufferPointer {
+          TissueFeatures.compute(pixels: $0.baseAddress!, size: S, mean: pre.mean, std: pre.std)
+        }
       }
-      for i in 0..<F { rows[k * F + i] = f[i] }
     }
+    let (center, scale) = TissueBranch.standardisation(rows)
     let c = model.params.offset("vision_model.tissue_features.center")
     let s = model.params.offset("vision_model.tissue_features.scale")
-    for i in 0..<F {
-      var mean = 0.0, sq = 0.0
-      for k in 0..<n { mean += Double(rows[k * F + i]) }
-      mean /= Double(n)
-      for k in 0..<n { sq += (Double(rows[k * F + i]) - mean) * (Double(rows[k * F + i]) - mean) }
-      let sd = (sq / Double(n)).squareRoot()
-      model.params.data[c + i] = Float(mean)
-      model.params.data[s + i] = Float(1 / max(sd, 1e-4))
+    for i in center.indices {
+      model.params.data[c + i] = center[i]
+      model.params.data[s + i] = scale[i]
     }
+    return n
   }
 
   /// Token rows for captions: ids + end token, truncated and padded to the context length.
@@ -121,8 +121,7 @@ public final class CLIPTrainer {
   public func run(logEvery: Int = 20, stop: () -> Bool, log: (String) -> Void, save: (Int) throws -> Void) throws {
     let B = config.batch, S = augmenter.size
     if model.params.step == 0 && model.config.visionConfig.tissueFeatures > 0 {
-      fitTissueStatistics()
-      log("tissue statistics standardised on \(min(config.tissueSample, 4 * images.count)) augmented training draws")
+      log("tissue statistics standardised on \(fitTissueStatistics()) augmented training draws")
     }
     var losses: [Float] = []
     var t0 = Probes.now()
