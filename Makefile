@@ -66,6 +66,7 @@ BG_SLIDE   := ../shared/data/slides/CMU-1-Small-Region.svs
 weights: build lm notes
 	$(BIN) train bpe --corpus ../shared/data/text Prompts/knowledge Prompts/zero-shot --vocab-size 8192 --out Vocab
 	$(BIN) train clip --steps 1000 --out $(WEIGHTS)/clip --background-slide $(BG_SLIDE)
+	$(BIN) train clip-align --out $(WEIGHTS)/clip --background-slide $(BG_SLIDE)
 	cp Vocab/vocab.json Vocab/merges.txt Vocab/special_tokens.json $(WEIGHTS)/clip/
 	$(BIN) train decoder --weights $(WEIGHTS) --pretrain-steps 800 --instruct-steps 800 --background-slide $(BG_SLIDE)
 	$(BIN) train lm-projector --weights $(WEIGHTS) --lm "$(LM)" --steps 250 --batch 8 --background-slide $(BG_SLIDE)
@@ -83,6 +84,8 @@ DIAG_SETS  := lc25000-lung ebhi-seg prostate-panda endometrium
 LODO_DIR   := $(OUT)/lodo-$(LODO)
 weights-lodo: build
 	$(BIN) train clip --steps $(LODO_STEPS) --out $(LODO_DIR)/clip --background-slide $(BG_SLIDE) \
+	  --data $(addprefix ../shared/data/tiles/,$(filter-out $(LODO),$(DIAG_SETS)))
+	$(BIN) train clip-align --out $(LODO_DIR)/clip --background-slide $(BG_SLIDE) \
 	  --data $(addprefix ../shared/data/tiles/,$(filter-out $(LODO),$(DIAG_SETS)))
 	cp Vocab/vocab.json Vocab/merges.txt Vocab/special_tokens.json $(LODO_DIR)/clip/
 	$(BIN) train finalize --weights $(LODO_DIR) --record none --lodo none --report $(LODO_DIR)/EVALUATION.md \

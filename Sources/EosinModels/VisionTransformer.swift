@@ -168,6 +168,17 @@ public struct VisionTransformer: ImageEncoder {
     return (Array(out), Array(bb))
   }
 
+  /// The inputs of the projected pooling's linear maps, for each image: the class token after
+  /// the final norm (B, width) and, with a ``TissueBranch``, its standardised statistics
+  /// (B, ``TissueFeatures/count``; empty without one). Head alignment fits the maps on them.
+  public func projectionInputs(_ pixels: [Float], batch B: Int) -> (pooled: [Float], tissue: [Float]) {
+    let C = width, E = backboneDim
+    let bb = featuresAndBackbone(pixels, batch: B).backbone
+    var pooled = [Float](repeating: 0, count: B * C)
+    for b in 0..<B { for i in 0..<C { pooled[b * C + i] = bb[b * E + i] } }
+    return (pooled, tissue?.inputs(batch: pixels, B, size: inputSize) ?? [])
+  }
+
   /// B images (3,S,S) -> their tokens (B,T,C) before any norm: class token, registers, then the
   /// patches, each with its position. `cols` and `pe` are scratch (kept by training's tape).
   func embed(_ px: UnsafePointer<Float>, _ B: Int, cols: inout [Float], pe: inout [Float]) -> [Float] {

@@ -94,18 +94,23 @@ public struct FeatureEncoder: Sendable {
   /// embeddings themselves, when the weights' model is of that kind).
   public func embedScored(_ imgs: [RGBImage], batch: Int = 32) -> (features: [Float], outlier: [Float]?) {
     guard let o = outlier else { return (embed(imgs, batch: batch), nil) }
-    let r = encode(imgs, batch: batch, backbone: true)
+    let r = encode(imgs, batch: batch, backbone: true, statistics: o.model.features.usesTissueStatistics)
     return (r.features, r.backbone.map { o.model.distances($0) })
   }
 
   /// Embeds like ``embed(_:batch:)`` with each image's backbone row (see
-  /// ``CLIPModel/imageEmbeddingsAndBackbone(_:batch:)``); the backbone is nil for encoders other
-  /// than a CLIP image tower.
-  public func embedWithBackbone(_ imgs: [RGBImage], batch: Int = 32) -> (features: [Float], backbone: [Float]?) {
-    encode(imgs, batch: batch, backbone: true)
+  /// ``CLIPModel/imageEmbeddingsAndBackbone(_:batch:)``), followed, with `statistics`, by its
+  /// ``TissueFeatures`` (the rows of ``OutlierModel/Features/backboneAndTissue``); the backbone
+  /// is nil for encoders other than a CLIP image tower.
+  public func embedWithBackbone(_ imgs: [RGBImage], batch: Int = 32, statistics: Bool = false) -> (
+    features: [Float], backbone: [Float]?
+  ) {
+    encode(imgs, batch: batch, backbone: true, statistics: statistics)
   }
 
-  func encode(_ imgs: [RGBImage], batch: Int, backbone: Bool) -> (features: [Float], backbone: [Float]?) {
+  func encode(_ imgs: [RGBImage], batch: Int, backbone: Bool, statistics: Bool = false) -> (
+    features: [Float], backbone: [Float]?
+  ) {
     let S = encoder.inputSize, per = 3 * S * S, D = dim
     var out = [Float](repeating: 0, count: imgs.count * D)
     let clip = backbone ? encoder as? CLIPModel : nil
@@ -125,7 +130,25 @@ public struct FeatureEncoder: Sendable {
       if let clip {
         let r = clip.imageEmbeddingsAndBackbone(px, batch: n)
         e = r.embeddings
-        bb! += r.backbone
+        if statistics {
+          // Each row: the backbone, then the statistics of the pixels the tower saw.
+          let E = clip.backboneDim, F = TissueFeatures.count
+          var rows = [Float](repeating: 0, count: n * (E + F))
+          rows.withUnsafeMutableBufferPointer { o in
+            let base = o.baseAddress!
+            px.withUnsafeBufferPointer { p in
+              parallelFor(n) { k in
+                let st = TissueFeatures.compute(
+                  pixels: p.baseAddress! + k * per, size: S, mean: preprocess.mean, std: preprocess.std)
+                for j in 0..<E { base[k * (E + F) + j] = r.backbone[k * E + j] }
+                for j in 0..<F { base[k * (E + F) + E + j] = st[j] }
+              }
+            }
+          }
+          bb! += rows
+        } else {
+          bb! += r.backbone
+        }
       } else {
         e = encoder.features(px, batch: n)
       }

@@ -75,7 +75,16 @@ public final class ModelBundle: @unchecked Sendable {
       encoder: clip, preprocess: preprocess,
       name: manifest.name.isEmpty ? (directory as NSString).lastPathComponent : manifest.name,
       family: manifest.version > 0 ? "eosin" : "transformers-clip", sha256: clipSHA256, tileSize: tileSize, mpp: mpp,
-      precision: precision, outlier: outlier.flatMap { $0.features == .backbone ? ($0, outlierSHA256 ?? "") : nil })
+      precision: precision, outlier: outlier.flatMap { $0.features.usesBackbone ? ($0, outlierSHA256 ?? "") : nil })
+  }
+
+  /// Width of the rows an out-of-domain model of kind `features` measures on `clip`'s tower.
+  public static func outlierRowWidth(_ features: OutlierModel.Features, _ clip: CLIPModel) -> Int {
+    switch features {
+    case .embedding: return clip.embedDim
+    case .backbone: return clip.backboneDim
+    case .backboneAndTissue: return clip.backboneDim + TissueFeatures.count
+    }
   }
 
   /// sha256 of `clip/outlier.safetensors`, when the weights have one.
@@ -129,11 +138,11 @@ public final class ModelBundle: @unchecked Sendable {
     } else {
       outlierSHA256 = nil
     }
-    if let o = outlier, o.dim != (o.features == .backbone ? clip.backboneDim : clip.embedDim) {
+    if let o = outlier, o.dim != ModelBundle.outlierRowWidth(o.features, clip) {
       throw PipelineError.file(
         path: outlierPath,
         message:
-          "measures \(o.features.rawValue) rows of width \(o.dim), but the image tower's are \(o.features == .backbone ? clip.backboneDim : clip.embedDim) wide"
+          "measures \(o.features.rawValue) rows of width \(o.dim), but the image tower's are \(ModelBundle.outlierRowWidth(o.features, clip)) wide"
       )
     }
     tileSize = man.native?.tileSize ?? 224

@@ -20,6 +20,16 @@ public struct OutlierModel: Sendable {
     /// backbone keeps it (at the val 95th percentile on v1 it caught 0.58 of PANDA prostate tiles
     /// against 0.31, `Scripts/experiments/ood_features.py`).
     case backbone
+    /// The backbone row followed by the tile's ``TissueFeatures`` (stain, histogram, texture and
+    /// gradient statistics of the image as the tower sees it). An unseen organ or laboratory
+    /// often shows in its stain and texture before it shows in a small backbone trained on a
+    /// few organs; the statistics are fixed, so they measure the same way for any weights.
+    case backboneAndTissue = "backbone+tissue"
+
+    /// Whether rows of this kind start with the backbone row.
+    public var usesBackbone: Bool { self != .embedding }
+    /// Whether rows of this kind end with the tissue statistics.
+    public var usesTissueStatistics: Bool { self == .backboneAndTissue }
   }
   public let features: Features
   public let dim: Int
@@ -52,10 +62,15 @@ public struct OutlierModel: Sendable {
   }
 
   /// Fits class means and the shared covariance of `embeddings` (N, dim) with `labels` (N);
-  /// `ridge` is added to the covariance's diagonal before inverting.
+  /// `ridge` is added to the covariance's diagonal before inverting. For
+  /// ``Features/backboneAndTissue`` rows, whose columns differ in scale by orders of magnitude
+  /// (histogram shares beside optical densities), the ridge is relative instead: each diagonal
+  /// entry grows by `relativeRidge` of itself (at least 1e-9 of the mean diagonal), so no column's
+  /// precision depends on its units.
   /// - Returns: nil when there are fewer rows than dimensions or the covariance is singular.
   public static func fit(
-    embeddings: [Float], labels: [Int], dim D: Int, features: Features = .embedding, ridge: Double = 1e-4
+    embeddings: [Float], labels: [Int], dim D: Int, features: Features = .embedding, ridge: Double = 1e-4,
+    relativeRidge: Double = 1e-3
   ) -> OutlierModel? {
     let N = labels.count
     guard N > D, embeddings.count == N * D else { return nil }
@@ -81,7 +96,11 @@ public struct OutlierModel: Sendable {
         cov[i * D + j] /= Double(N)
         cov[j * D + i] = cov[i * D + j]
       }
-      cov[i * D + i] += ridge
+    }
+    let meanDiag = (0..<D).reduce(0.0) { $0 + cov[$1 * D + $1] } / Double(D)
+    for i in 0..<D {
+      cov[i * D + i] +=
+        features.usesTissueStatistics ? max(relativeRidge * cov[i * D + i], 1e-9 * meanDiag) : ridge
     }
     guard let inv = invertSymmetric(cov, D) else { return nil }
     return OutlierModel(dim: D, means: means.map { Float($0) }, precision: inv.map { Float($0) }, features: features)
@@ -136,7 +155,8 @@ public struct OutlierModel: Sendable {
   public init(file path: String) throws {
     let f = try SafeTensorsFile(path: path)
     guard let kind = Features(rawValue: f.metadata["features"] ?? "embedding") else {
-      throw PipelineError.file(path: path, message: "unknown features '\(f.metadata["features"] ?? "")' (embedding or backbone)")
+      throw PipelineError.file(
+        path: path, message: "unknown features '\(f.metadata["features"] ?? "")' (embedding, backbone or backbone+tissue)")
     }
     guard let m = f.tensors["means"], let p = f.tensors["precision"], m.shape.count == 2, p.shape == [m.shape[1], m.shape[1]]
     else { throw PipelineError.file(path: path, message: "needs 'means' (K, D) and 'precision' (D, D)") }

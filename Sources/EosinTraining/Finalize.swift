@@ -47,6 +47,9 @@ public struct WeightsFinalizer {
   /// out-of-domain limits are set: 0.95 flags about 5% of in-domain tiles, the budget a user
   /// accepts for catching tissue the model never saw.
   public var outlierQuantile = 0.95
+  /// Whether the out-of-domain rows add the tiles' ``TissueFeatures`` to the backbone row
+  /// (``OutlierModel/Features/backboneAndTissue``); without, the backbone row alone.
+  public var outlierTissueStatistics = true
   /// A previous version's recorded test metrics (`Weights/records/NAME.json`), shown beside
   /// these; nil for none.
   public var record: String?
@@ -140,7 +143,8 @@ public struct WeightsFinalizer {
             labels.append(it.label)
           }
         }
-        let r = bundle.featureEncoder.embedWithBackbone(imgs, batch: max(imgs.count, 1))
+        let r = bundle.featureEncoder.embedWithBackbone(
+          imgs, batch: max(imgs.count, 1), statistics: outlierTissueStatistics)
         emb += r.features
         bb += r.backbone ?? []
         i += chunk.count
@@ -158,7 +162,7 @@ public struct WeightsFinalizer {
       guard let o = fitted else { return nil }
       let key = ds.dir + "|" + sp.rawValue
       if measured[key] == nil {
-        measured[key] = o.distances(o.features == .backbone ? try backbone(ds, sp) : try embedded(ds, sp).0)
+        measured[key] = o.distances(o.features.usesBackbone ? try backbone(ds, sp) : try embedded(ds, sp).0)
       }
       let d = measured[key]!
       return keep.map { $0.map { d[$0] } } ?? d
@@ -271,23 +275,29 @@ public struct WeightsFinalizer {
     }
     // 3. Out-of-domain model: class means and shared covariance of the diagnostic sets' train
     //    backbone rows (the pooled class token and the patch-token mean: they keep what the
-    //    text-matched projection drops); limits at `outlierQuantile` of val tiles and of val
-    //    group means (up to 10 tiles). The organ sets stay out: they are what it must flag.
-    //    With fewer than two training tiles per backbone dimension the covariance would be
-    //    mostly ridge, so the projected embeddings are measured instead.
+    //    text-matched projection drops), followed by the tiles' fixed tissue statistics (stain
+    //    and texture: unseen organs and laboratories show there first); limits at
+    //    `outlierQuantile` of val tiles and of val group means (up to 10 tiles). The organ sets
+    //    stay out: they are what it must flag. With fewer than two training tiles per dimension
+    //    the covariance would be mostly ridge, so narrower rows are measured instead: the
+    //    backbone alone, then the projected embeddings.
     let D = bundle.clip.embedDim
     var trainCount = 0
     for ds in datasets { trainCount += try embedded(ds, .train).1.count }
-    let kind: OutlierModel.Features = trainCount >= 2 * bundle.clip.backboneDim ? .backbone : .embedding
-    if kind == .embedding {
+    // The richest rows with at least two training tiles per dimension.
+    let kinds: [OutlierModel.Features] = (outlierTissueStatistics ? [.backboneAndTissue] : []) + [.backbone]
+    let kind =
+      kinds.first { trainCount >= 2 * ModelBundle.outlierRowWidth($0, bundle.clip) } ?? OutlierModel.Features.embedding
+    if kind != kinds[0] {
       log(
-        "out-of-domain model on the embeddings: \(trainCount) training tiles for \(bundle.clip.backboneDim) backbone dimensions")
+        "out-of-domain model on \(kind.rawValue) rows: \(trainCount) training tiles for \(ModelBundle.outlierRowWidth(kinds[0], bundle.clip)) \(kinds[0].rawValue) dimensions"
+      )
     }
-    let E = kind == .backbone ? bundle.clip.backboneDim : D
+    let E = ModelBundle.outlierRowWidth(kind, bundle.clip)
     var trainEmb: [Float] = [], trainLab: [Int] = [], labelIndex: [String: Int] = [:]
     for ds in datasets {
       let (e, l) = try embedded(ds, .train)
-      trainEmb += kind == .backbone ? try backbone(ds, .train) : e
+      trainEmb += kind.usesBackbone ? try backbone(ds, .train) : e
       for x in l {
         let key = ds.folder + "/" + x
         if labelIndex[key] == nil { labelIndex[key] = labelIndex.count }
@@ -516,7 +526,7 @@ public struct WeightsFinalizer {
     // Out-of-domain check: test tiles over the tile limit, the organ sets, and the sample slide
     // (skin, a tissue the models never saw) when it is present.
     md +=
-      "\n## Out-of-domain check\n\nMahalanobis distance of a tile's \(outlier.features == .backbone ? "backbone features (the image tower's pooled class token before the projection, and the mean of its patch tokens)" : "embedding") to the nearest training class mean (shared covariance over the diagnostic sets' train tiles, `clip/outlier.safetensors`). Limits at the \(ordinalPercentile(outlierQuantile)) percentile on val (in-domain tiles past them are the price of catching unseen tissue): **\(fmt(Double(thr.maxOutlierDistance!), 1))** for a tile, **\(fmt(Double(thr.maxSlideOutlierDistance!), 1))** for a slide verdict (mean over its tissue tiles).\n\n| tiles | split | over the tile limit | share |\n|---|---|---|---|\n"
+      "\n## Out-of-domain check\n\nMahalanobis distance of a tile's \(outlierFeatureWords(outlier.features)) to the nearest training class mean (shared covariance over the diagnostic sets' train tiles, `clip/outlier.safetensors`). Limits at the \(ordinalPercentile(outlierQuantile)) percentile on val (in-domain tiles past them are the price of catching unseen tissue): **\(fmt(Double(thr.maxOutlierDistance!), 1))** for a tile, **\(fmt(Double(thr.maxSlideOutlierDistance!), 1))** for a slide verdict (mean over its tissue tiles).\n\n| tiles | split | over the tile limit | share |\n|---|---|---|---|\n"
     var missed: [String] = []
     for (ds, splits, label) in datasets.map({ ($0, [Split.test], "test") })
       + organData.map({ ($0, [Split.val, .test], "val + test") })
@@ -724,4 +734,16 @@ func ordinalPercentile(_ q: Double) -> String {
   let n = Int((q * 100).rounded())
   let suffix = (11...13).contains(n % 100) ? "th" : [1: "st", 2: "nd", 3: "rd"][n % 10] ?? "th"
   return "\(n)\(suffix)"
+}
+
+/// How EVALUATION.md names the rows an out-of-domain model measures.
+func outlierFeatureWords(_ f: OutlierModel.Features) -> String {
+  switch f {
+  case .embedding: return "embedding"
+  case .backbone:
+    return "backbone features (the image tower's pooled class token before the projection, and the mean of its patch tokens)"
+  case .backboneAndTissue:
+    return
+      "backbone features (the image tower's pooled class token before the projection, and the mean of its patch tokens) and its 123 fixed tissue statistics (H, E and DAB optical densities, colour histograms, local binary patterns and gradients at three scales, `TissueFeatures`)"
+  }
 }

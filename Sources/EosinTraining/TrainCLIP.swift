@@ -67,6 +67,13 @@ public final class TrainCLIP {
     try grads.visitParameters(&z)
   }
 
+  /// Copies the weights in ``params`` into ``model`` (each ``step(pixels:ids:labels:)`` does this
+  /// first); for inference on the trained weights between steps.
+  public func syncModel() {
+    var reader = ParameterReader(params: params)
+    try! model.visitParameters(&reader)
+  }
+
   /// One training step's forward and backward on a batch; gradients accumulate in `params`.
   /// - Parameters:
   ///   - pixels: (B,3,S,S) preprocessed images.
@@ -74,8 +81,7 @@ public final class TrainCLIP {
   ///   - labels: class index per pair, for the label-aware contrastive loss.
   /// - Returns: the loss.
   public func step(pixels: [Float], ids: [[Int32]], labels: [Int]) -> Float {
-    var reader = ParameterReader(params: params)
-    try! model.visitParameters(&reader)
+    syncModel()
     let B = ids.count, D = config.projectionDim
     let img = model.vision.trainingForward(pixels, batch: B, tape: &visionTape)
     let txt = model.textForward(ids, tape: &textTape)

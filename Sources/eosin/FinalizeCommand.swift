@@ -73,6 +73,11 @@ struct TrainFinalize: ParsableCommand {
   @Option(help: "Where to write the evaluation report.") var report = "EVALUATION.md"
   @Option(help: "Unflagged accuracy the review threshold aims for on val.") var targetAccuracy: Double = 0.95
   @Option(help: "Quantile of the val distances where the out-of-domain limits sit (0.5 to 1).") var outlierQuantile = 0.95
+  @Flag(
+    inversion: .prefixedNo,
+    help:
+      "Measure the out-of-domain distance on the backbone row and the tiles' fixed tissue statistics (without: the backbone row alone)."
+  ) var outlierTissueStatistics = true
 
   func run() throws {
     guard (0.5...1).contains(outlierQuantile) else {
@@ -89,6 +94,7 @@ struct TrainFinalize: ParsableCommand {
       makeGrounded: { try groundedLM($0, bundle: $1, notes: notes).0 },
       log: warn)
     f.outlierQuantile = outlierQuantile
+    f.outlierTissueStatistics = outlierTissueStatistics
     f.notes = notes
     f.chatData = try chatData.map { try finalizeDataset($0, sets: [:]) }
     let (_, md) = try f.run()

@@ -12,7 +12,8 @@ struct Train: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Train Eosin's models and vocabulary.",
     subcommands: [
-      TrainBPE.self, TrainCLIPCommand.self, TrainDecoderCommand.self, TrainLMProjectorCommand.self, TrainLMAdaptersCommand.self,
+      TrainBPE.self, TrainCLIPCommand.self, TrainCLIPAlignCommand.self, TrainDecoderCommand.self, TrainLMProjectorCommand.self,
+      TrainLMAdaptersCommand.self,
       TrainFinalize.self,
     ])
 }

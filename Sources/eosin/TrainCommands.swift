@@ -52,74 +52,15 @@ struct TrainCLIPCommand: ParsableCommand {
     )) var tissueFeatures = true
 
   func run() throws {
-    let classes = try Knowledge.load(knowledge)
-    var index: [String: Int] = [:]
-    for (i, c) in classes.enumerated() { index[c.datasetLabel] = i }
-    guard let ntClass = classes.firstIndex(where: { $0.id == "non_tissue" }) else {
-      throw CLIError("\(knowledge): no non_tissue class")
-    }
-    let tok = try Tokenizer.load(vocab)
-    // Held-out wording: every synonym a prompt set uses.
-    var heldOut: Set<String> = []
-    for f in ((try? FileManager.default.contentsOfDirectory(atPath: prompts)) ?? []).sorted() where f.hasSuffix(".json") {
-      if let o = try? JSONSerialization.jsonObject(with: FileManager.default.contents(atPath: prompts + "/" + f) ?? Data())
-        as? [String: Any]
-      {
-        for c in (o["classes"] as? [[String: Any]]) ?? [] {
-          for s in (c["synonyms"] as? [String]) ?? [] { heldOut.insert(s.lowercased()) }
-        }
-      }
-    }
-    // Load and split.
-    var train: [TileItem] = []
-    var splitCounts: [String: [String: Int]] = [:]
     guard imageSize >= 32, imageSize % 16 == 0 else {
       throw CLIError("--image-size \(imageSize): must be a multiple of 16, at least 32")
     }
-    for d in data + organData {
-      let name = (d as NSString).lastPathComponent
-      let (items, skipped) = try TileManifest.load(d, dataset: name)
-      for s in skipped { warn("eosin: warning: skipped \(s)") }
-      if !skipped.isEmpty { warn("eosin: warning: \(skipped.count) manifest rows skipped in \(d)") }
-      let splits = TileManifest.splits(dataset: name, groups: items.map(\.group), labels: items.map(\.label))
-      for it in items {
-        let sp = splits[it.group]!
-        splitCounts[name, default: [:]][sp.rawValue, default: 0] += 1
-        if sp == .train {
-          guard index[it.label] != nil else { throw CLIError("\(d): label '\(it.label)' has no knowledge class (dataset_label)") }
-          train.append(it)
-        }
-      }
-    }
-    // Decoded a little larger than the input, so random crops keep detail.
-    let size = imageSize * 5 / 4
-    warn("decoding \(train.count) training tiles ...")
-    let (imgs, bad) = decodeTiles(train.map { $0.path }, size: size)
-    var images: [RawImage] = [], labels: [Int] = [], sources: [String] = []
-    for (i, im) in imgs.enumerated() {
-      if let im = im {
-        images.append(im)
-        labels.append(index[train[i].label]!)
-        sources.append(train[i].dataset)
-      }
-    }
-    // Every diagnostic set an equal share; the organ sets `organShare` together.
-    let diagnostic = Set(data.map { ($0 as NSString).lastPathComponent })
-    let organ = Set(organData.map { ($0 as NSString).lastPathComponent }).subtracting(diagnostic)
-    var share: [String: Double] = [:]
-    for d in diagnostic { share[d] = (organ.isEmpty ? 1 : 1 - organShare) / Double(diagnostic.count) }
-    for d in organ { share[d] = (diagnostic.isEmpty ? 1 : organShare) / Double(organ.count) }
-    let weights = TileSampling.weights(datasets: sources, labels: labels, datasetShare: share)
-    for b in bad { warn("eosin: warning: skipped undecodable tile \(b)") }
-    if !bad.isEmpty { warn("eosin: warning: \(bad.count) tiles could not be decoded and were skipped") }
-    // Non-tissue examples.
-    var rng = SeededRNG(seed: seed ^ 0xABCDEF)
-    guard !images.isEmpty else { throw CLIError("no training tiles could be decoded: the dataset is empty") }
-    var nonTissue: [RawImage] = (0..<syntheticNonTissue).map { k in
-      NonTissue.make(kind: k, size: size, rng: &rng, blurSource: images[k % images.count])
-    }
-    for s in backgroundSlide { nonTissue += try backgroundTiles(s, size: size) }
-    warn("training set: \(images.count) tiles in \(Set(labels).count) classes, \(nonTissue.count) non-tissue images")
+    let set = try CLIPTrainingData.load(
+      data: data, organData: organData, organShare: organShare, knowledge: knowledge, prompts: prompts, vocab: vocab,
+      backgroundSlides: backgroundSlide, imageSize: imageSize, syntheticNonTissue: syntheticNonTissue, seed: seed)
+    let (classes, ntClass, tok, heldOut) = (set.classes, set.nonTissueClass, set.tokenizer, set.heldOut)
+    let (images, labels, weights, nonTissue) = (set.images, set.labels, set.weights, set.nonTissue)
+    let (splitCounts, share) = (set.splitCounts, set.share)
     // Model.
     let cfg = CLIPConfig.eosin(
       vocabSize: tok.vocabSize, eos: Int(tok.eos!), width: width, visionLayers: visionLayers, textLayers: textLayers,
@@ -172,6 +113,98 @@ struct TrainCLIPCommand: ParsableCommand {
       })
     if interrupted { throw ExitCode(130) }
     print("trained \(model.params.step) steps in \(fmt((Probes.now() - t0) / 60, 1)) min -> \(out)")
+  }
+}
+
+/// The contrastive training set as `eosin train clip` builds it: knowledge classes, the
+/// held-out prompt wording, decoded train-split tiles with organ- and class-balanced weights,
+/// non-tissue images, and (when asked) the decoded val-split tiles.
+struct CLIPTrainingData {
+  var classes: [KnowledgeClass]
+  var nonTissueClass: Int
+  var tokenizer: Tokenizer
+  var heldOut: Set<String>
+  var images: [RawImage] = []
+  var labels: [Int] = []
+  var sources: [String] = []
+  var weights: [Double] = []
+  var nonTissue: [RawImage] = []
+  var splitCounts: [String: [String: Int]] = [:]
+  var share: [String: Double] = [:]
+  /// Val-split tiles of the diagnostic sets (only with `validation`).
+  var validation: [(dataset: String, image: RawImage, label: Int)] = []
+
+  static func load(
+    data: [String], organData: [String], organShare: Double, knowledge: String, prompts: String, vocab: String,
+    backgroundSlides: [String], imageSize: Int, syntheticNonTissue: Int, seed: UInt64, validation: Bool = false
+  ) throws -> CLIPTrainingData {
+    let classes = try Knowledge.load(knowledge)
+    var index: [String: Int] = [:]
+    for (i, c) in classes.enumerated() { index[c.datasetLabel] = i }
+    guard let ntClass = classes.firstIndex(where: { $0.id == "non_tissue" }) else {
+      throw CLIError("\(knowledge): no non_tissue class")
+    }
+    let tok = try Tokenizer.load(vocab)
+    // Held-out wording: every synonym a prompt set uses.
+    var heldOut: Set<String> = []
+    for f in ((try? FileManager.default.contentsOfDirectory(atPath: prompts)) ?? []).sorted() where f.hasSuffix(".json") {
+      if let o = try? JSONSerialization.jsonObject(with: FileManager.default.contents(atPath: prompts + "/" + f) ?? Data())
+        as? [String: Any]
+      {
+        for c in (o["classes"] as? [[String: Any]]) ?? [] {
+          for s in (c["synonyms"] as? [String]) ?? [] { heldOut.insert(s.lowercased()) }
+        }
+      }
+    }
+    var out = CLIPTrainingData(classes: classes, nonTissueClass: ntClass, tokenizer: tok, heldOut: heldOut)
+    // Load and split.
+    var train: [TileItem] = [], val: [TileItem] = []
+    let diagnostic = Set(data.map { ($0 as NSString).lastPathComponent })
+    for d in data + organData {
+      let name = (d as NSString).lastPathComponent
+      let (items, skipped) = try TileManifest.load(d, dataset: name)
+      for s in skipped { warn("eosin: warning: skipped \(s)") }
+      if !skipped.isEmpty { warn("eosin: warning: \(skipped.count) manifest rows skipped in \(d)") }
+      let splits = TileManifest.splits(dataset: name, groups: items.map(\.group), labels: items.map(\.label))
+      for it in items {
+        let sp = splits[it.group]!
+        out.splitCounts[name, default: [:]][sp.rawValue, default: 0] += 1
+        guard sp == .train || (validation && sp == .val && diagnostic.contains(name)) else { continue }
+        guard index[it.label] != nil else { throw CLIError("\(d): label '\(it.label)' has no knowledge class (dataset_label)") }
+        if sp == .train { train.append(it) } else { val.append(it) }
+      }
+    }
+    // Decoded a little larger than the input, so random crops keep detail.
+    let size = imageSize * 5 / 4
+    warn("decoding \(train.count) training tiles\(validation ? " and \(val.count) validation tiles" : "") ...")
+    let (imgs, bad) = decodeTiles((train + val).map { $0.path }, size: size)
+    for (i, im) in imgs.enumerated() {
+      guard let im = im else { continue }
+      if i < train.count {
+        out.images.append(im)
+        out.labels.append(index[train[i].label]!)
+        out.sources.append(train[i].dataset)
+      } else {
+        let it = val[i - train.count]
+        out.validation.append((it.dataset, im, index[it.label]!))
+      }
+    }
+    // Every diagnostic set an equal share; the organ sets `organShare` together.
+    let organ = Set(organData.map { ($0 as NSString).lastPathComponent }).subtracting(diagnostic)
+    for d in diagnostic { out.share[d] = (organ.isEmpty ? 1 : 1 - organShare) / Double(diagnostic.count) }
+    for d in organ { out.share[d] = (diagnostic.isEmpty ? 1 : organShare) / Double(organ.count) }
+    out.weights = TileSampling.weights(datasets: out.sources, labels: out.labels, datasetShare: out.share)
+    for b in bad { warn("eosin: warning: skipped undecodable tile \(b)") }
+    if !bad.isEmpty { warn("eosin: warning: \(bad.count) tiles could not be decoded and were skipped") }
+    // Non-tissue examples.
+    var rng = SeededRNG(seed: seed ^ 0xABCDEF)
+    guard !out.images.isEmpty else { throw CLIError("no training tiles could be decoded: the dataset is empty") }
+    out.nonTissue = (0..<syntheticNonTissue).map { k in
+      NonTissue.make(kind: k, size: size, rng: &rng, blurSource: out.images[k % out.images.count])
+    }
+    for s in backgroundSlides { out.nonTissue += try backgroundTiles(s, size: size) }
+    warn("training set: \(out.images.count) tiles in \(Set(out.labels).count) classes, \(out.nonTissue.count) non-tissue images")
+    return out
   }
 }
 

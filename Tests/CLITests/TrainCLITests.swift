@@ -124,4 +124,58 @@ final class TrainCLITests: XCTestCase {
     XCTAssertTrue(r.stderr.contains("resumed at step \(step)"), r.stderr)
     XCTAssertEqual(Int(try SafeTensorsFile(path: out + "/train-state.safetensors").tensor("optimizer.step").data[0]), step + 3)
   }
+
+  /// Guards head alignment: `train clip-align` refits only the image head (every other tensor
+  /// stays byte-identical), keeps a head only when validation says it is better, reads the
+  /// contrastive state it never changes (a second run writes the same file), and records itself
+  /// in training.json; without a training state it is one clear line and exit status 2.
+  func testAlignHead() throws {
+    let out = Self.dir + "/align"
+    XCTAssertEqual(try train(["--steps", "4"], out: out).status, 0)
+    let before = try SafeTensorsFile(path: out + "/model.safetensors")
+    func align(_ dir: String) throws -> CLITests.Run {
+      try CLITests.run([
+        "train", "clip-align", "--data", Self.data, "--out", dir, "--knowledge", TestSupport.projectRoot + "/Prompts/knowledge",
+        "--prompts", TestSupport.projectRoot + "/Prompts/zero-shot", "--vocab", TestSupport.projectRoot + "/Vocab", "--draws",
+        "96", "--epochs", "40",
+      ])
+    }
+    let r = try align(out)
+    XCTAssertEqual(r.status, 0, r.stderr)
+    XCTAssertTrue(r.stdout.contains("lung  val balanced accuracy"), r.stdout)
+    let after = try SafeTensorsFile(path: out + "/model.safetensors")
+    let head: Set<String> = ["visual_projection.weight", "visual_tissue_projection.weight"]
+    XCTAssertEqual(Set(before.tensors.keys), Set(after.tensors.keys))
+    for name in before.tensors.keys where !head.contains(name) {
+      XCTAssertEqual(try before.tensor(name).data, try after.tensor(name).data, name)
+    }
+    let info = try XCTUnwrap(
+      JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/training.json"))) as? [String: Any])
+    let result = try XCTUnwrap((info["alignment"] as? [String: Any])?["result"] as? [String: Any])
+    let best = try XCTUnwrap(result["bestEpoch"] as? Int)
+    let valBefore = try XCTUnwrap(result["valBefore"] as? [String: Double])
+    let valAfter = try XCTUnwrap(result["valAfter"] as? [String: Double])
+    XCTAssertEqual(Set(valBefore.keys), ["lung"])
+    let changed = try head.contains { try before.tensor($0).data != after.tensor($0).data }
+    if best > 0 {
+      XCTAssertGreaterThan(valAfter["lung"]!, valBefore["lung"]!, "a head is kept only when val improves")
+      XCTAssertTrue(changed)
+    } else {
+      XCTAssertEqual(valAfter, valBefore)
+      XCTAssertFalse(changed, "no better head: the contrastive one stays")
+    }
+    XCTAssertEqual(info["steps"] as? Int, 4, "train clip's own record stays")
+    // Idempotent: it starts from the training state again.
+    let bytes = try Data(contentsOf: URL(fileURLWithPath: out + "/model.safetensors"))
+    XCTAssertEqual(try align(out).status, 0)
+    XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: out + "/model.safetensors")), bytes)
+    // No training state.
+    let empty = Self.dir + "/align-empty"
+    try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
+    let bad = try align(empty)
+    XCTAssertEqual(bad.status, 2)
+    XCTAssertEqual(
+      bad.stderr,
+      "eosin: error: \(empty)/train-state.safetensors: no training state; run `eosin train clip --out \(empty)` first\n")
+  }
 }

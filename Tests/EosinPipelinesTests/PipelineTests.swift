@@ -391,6 +391,42 @@ final class OutlierModelTests: XCTestCase {
   }
 }
 
+extension OutlierModelTests {
+  /// Guards the statistics rows' fit: with the relative ridge, a column's units do not matter
+  /// (scaling one column by 1000 leaves every distance as it was, where an absolute ridge would
+  /// swamp a column of tiny variance), and the kind round-trips under its metadata name.
+  func testTissueRowsFitIgnoresUnits() throws {
+    let D = 5
+    var rng = SystemRandomNumberGenerator()
+    func gauss() -> Float {
+      let u = Float.random(in: 1e-6..<1, using: &rng), v = Float.random(in: 0..<1, using: &rng)
+      return (-2 * logf(u)).squareRoot() * cosf(2 * .pi * v)
+    }
+    var emb: [Float] = [], labels: [Int] = []
+    for n in 0..<3000 {
+      var x = (0..<D).map { _ in gauss() }
+      x[0] += n % 2 == 0 ? 4 : -4
+      x[4] *= 0.001  // a histogram share beside optical densities
+      emb += x
+      labels.append(n % 2)
+    }
+    var scaled = emb
+    for n in 0..<3000 { scaled[n * D + 4] *= 1000 }
+    let probe: [Float] = [4, 0.5, -0.5, 1, 0.004], probeScaled: [Float] = [4, 0.5, -0.5, 1, 4]
+    let a = try XCTUnwrap(OutlierModel.fit(embeddings: emb, labels: labels, dim: D, features: .backboneAndTissue))
+    let b = try XCTUnwrap(OutlierModel.fit(embeddings: scaled, labels: labels, dim: D, features: .backboneAndTissue))
+    XCTAssertEqual(a.distances(probe)[0], b.distances(probeScaled)[0], accuracy: 1e-2)
+    XCTAssertGreaterThan(a.distances(probe)[0], 3.5, "4 standard deviations along the tiny column count")
+    let absolute = try XCTUnwrap(OutlierModel.fit(embeddings: emb, labels: labels, dim: D, features: .backbone))
+    XCTAssertLessThan(absolute.distances(probe)[0], 2, "an absolute ridge hides the tiny column")
+    let dir = TestSupport.tempDir("eosin-outlier-tissue")
+    try SafeTensorsWriter.write(a.tensors, metadata: a.metadata, to: dir + "/outlier.safetensors")
+    let back = try OutlierModel(file: dir + "/outlier.safetensors")
+    XCTAssertEqual(back.features, .backboneAndTissue)
+    XCTAssertEqual(back.distances(probe), a.distances(probe))
+  }
+}
+
 /// bf16 inference of the default weights on real tiles from every tile set in ../shared/data.
 final class BF16RealTileTests: XCTestCase {
   func testDefaultWeightsBF16MatchFP32OnRealTiles() throws {

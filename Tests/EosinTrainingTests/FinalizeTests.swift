@@ -1,3 +1,4 @@
+import EosinModels
 import EosinPipelines
 import EosinSlide
 import EosinTraining
@@ -145,6 +146,69 @@ final class FinalizeTests: XCTestCase {
     XCTAssertThrowsError(try ModelBundle(path: bad + "/w")) { e in
       let msg = e.localizedDescription
       XCTAssertTrue(msg.contains("outlier.safetensors") && msg.contains("backbone"), msg)
+      XCTAssertFalse(msg.contains("\n"))
+    }
+  }
+
+  /// Guards the statistics rows at inference: a `backbone+tissue` outlier model is accepted at
+  /// its width (backbone + 123), every image's row is its backbone row followed by the
+  /// ``TissueFeatures`` of the pixels the tower saw, and scored embedding and slide analysis use
+  /// those rows; a model one column short is refused in one line.
+  func testBackboneAndTissueOutlierRows() throws {
+    let root = TestSupport.tempDir("ood-tissue")
+    defer { try? FileManager.default.removeItem(atPath: root) }
+    let w = try TestSupport.writeTinyBundle(at: root + "/weights")
+    let plain = try ModelBundle(path: w)
+    let E = plain.clip.backboneDim + TissueFeatures.count
+    XCTAssertEqual(ModelBundle.outlierRowWidth(.backboneAndTissue, plain.clip), E)
+    let imgs = (0..<4).map { TestSupport.syntheticHE(width: 40 + 3 * $0, height: 40) }
+    let rows = try XCTUnwrap(plain.featureEncoder.embedWithBackbone(imgs, statistics: true).backbone)
+    let bb = try XCTUnwrap(plain.featureEncoder.embedWithBackbone(imgs).backbone)
+    XCTAssertEqual(rows.count, imgs.count * E)
+    let S = plain.clip.imageSize
+    for (i, im) in imgs.enumerated() {
+      XCTAssertEqual(
+        Array(rows[(i * E)..<(i * E + plain.clip.backboneDim)]),
+        Array(bb[(i * plain.clip.backboneDim)..<((i + 1) * plain.clip.backboneDim)]))
+      let px = plain.preprocess(im.pixels, width: im.width, height: im.height)
+      let st = px.withUnsafeBufferPointer {
+        TissueFeatures.compute(pixels: $0.baseAddress!, size: S, mean: plain.preprocess.mean, std: plain.preprocess.std)
+      }
+      XCTAssertEqual(Array(rows[(i * E + plain.clip.backboneDim)..<((i + 1) * E)]), st)
+    }
+    // A model over those rows: fitted on jittered copies, stored with the weights.
+    var train: [Float] = [], labels: [Int] = []
+    var rng = SeededRNG(seed: 4)
+    for n in 0..<(3 * E) {
+      let base = n % imgs.count
+      train += rows[(base * E)..<((base + 1) * E)].map { $0 * (1 + 0.05 * (rng.uniform() - 0.5)) + 0.01 * (rng.uniform() - 0.5) }
+      labels.append(base % 2)
+    }
+    let o = try XCTUnwrap(OutlierModel.fit(embeddings: train, labels: labels, dim: E, features: .backboneAndTissue))
+    func install(_ m: OutlierModel) throws {
+      try SafeTensorsWriter.write(m.tensors, metadata: m.metadata, to: w + "/clip/outlier.safetensors")
+      var man = try WeightsManifest.load(w + "/manifest.json")
+      man.files["clip/outlier.safetensors"] = .init(
+        sha256: try SHA256.hex(fileAt: w + "/clip/outlier.safetensors"),
+        bytes: (try FileManager.default.attributesOfItem(atPath: w + "/clip/outlier.safetensors")[.size] as? Int) ?? 0)
+      try man.encoded().write(to: URL(fileURLWithPath: w + "/manifest.json"))
+    }
+    try install(o)
+    let b = try ModelBundle(path: w)
+    XCTAssertEqual(b.outlier?.features, .backboneAndTissue)
+    let (_, dist) = SlideIndex.embedImagesScored(imgs, bundle: b)
+    XCTAssertEqual(try XCTUnwrap(dist), o.distances(rows))
+    let a = AnalyzedSlide.images(imgs, names: imgs.indices.map { "t\($0).png" }, bundle: b)
+    XCTAssertEqual(a.embeddings.outlier, dist)
+    // One column short: refused, naming the file and both widths.
+    let short = try XCTUnwrap(
+      OutlierModel(
+        dim: E - 1, means: [Float](repeating: 0, count: E - 1),
+        precision: (0..<((E - 1) * (E - 1))).map { $0 % E == 0 ? 1 : 0 }, features: .backboneAndTissue))
+    try install(short)
+    XCTAssertThrowsError(try ModelBundle(path: w)) { e in
+      let msg = e.localizedDescription
+      XCTAssertTrue(msg.contains("outlier.safetensors") && msg.contains("backbone+tissue") && msg.contains("\(E)"), msg)
       XCTAssertFalse(msg.contains("\n"))
     }
   }

@@ -1,0 +1,89 @@
+import ArgumentParser
+import EosinModels
+import EosinTensor
+import EosinTraining
+import EosinWeights
+import Foundation
+
+struct TrainCLIPAlignCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "clip-align",
+    abstract: "Fit the image tower's projections to the frozen text tower after `train clip` (head alignment).",
+    discussion: """
+      Every class competes in every example: each class's anchor is the mean text embedding of its training \
+      captions (never the prompt sets' held-out wording), and the image head (visual_projection and the \
+      tissue-statistics projection) minimises cross-entropy against the anchors over augmented training draws, \
+      pulled towards its contrastive weights. The backbone and the text tower stay frozen. The head with the best \
+      mean validation balanced accuracy is kept (possibly the unchanged one). Reads OUT/train-state.safetensors, \
+      which it never changes, so running it again gives the same result; writes OUT/model.safetensors and an \
+      "alignment" entry in OUT/training.json.
+      """)
+
+  @Option(parsing: .upToNextOption, help: "Diagnostic dataset folders (as for train clip).")
+  var data: [String] = defaultDiagnosticData
+  @Option(parsing: .upToNextOption, help: "Small organ-recognition sets (as for train clip).")
+  var organData: [String] = defaultOrganData
+  @Option(help: "Share of the tissue draws that go to the --organ-data sets together.") var organShare = 0.12
+  @Option(help: "Knowledge notes folder.") var knowledge = "Prompts/knowledge"
+  @Option(help: "Zero-shot prompt sets whose synonyms are held out of training.") var prompts = "Prompts/zero-shot"
+  @Option(help: "Vocabulary folder.") var vocab = "Vocab"
+  @Option(help: "Slides whose background tiles become non-tissue examples.") var backgroundSlide: [String] = []
+  @Option(help: "The trained CLIP folder (config.json, train-state.safetensors).") var out = "\(defaultWeights)/clip"
+  @Option(help: "Augmented training draws to fit on.") var draws = 8192
+  @Option(help: "Full-batch epochs.") var epochs = 400
+  @Option(help: "Adam learning rate.") var lr: Float = 2e-3
+  @Option(help: "L2 pull towards the contrastive head.") var pull: Float = 1e-2
+  @Option(help: "Seed for the draws and their augmentation.") var seed: UInt64 = 1
+
+  func run() throws {
+    let state = out + "/train-state.safetensors"
+    guard FileManager.default.fileExists(atPath: state) else {
+      throw CLIError("\(state): no training state; run `eosin train clip --out \(out)` first")
+    }
+    let base: CLIPModel
+    do { base = try CLIPModel(checkpoint: try Checkpoint(path: out)) } catch {
+      throw CLIError("\(out): not a CLIP checkpoint: \(error.localizedDescription)")
+    }
+    let model = try TrainCLIP(model: base)
+    do { try model.params.load(from: SafeTensorsFile(path: state)) } catch {
+      throw CLIError("\(state): does not match \(out)/config.json: \(error.localizedDescription)")
+    }
+    let S = model.config.visionConfig.imageSize
+    let set = try CLIPTrainingData.load(
+      data: data, organData: organData, organShare: organShare, knowledge: knowledge, prompts: prompts, vocab: vocab,
+      backgroundSlides: backgroundSlide, imageSize: S, syntheticNonTissue: 240, seed: seed, validation: true)
+    var tc = CLIPTrainConfig()
+    tc.seed = seed
+    let trainer = try CLIPTrainer(
+      model: model, images: set.images, labels: set.labels, weights: set.weights, nonTissue: set.nonTissue,
+      nonTissueClass: set.nonTissueClass, captions: CaptionBuilder(classes: set.classes, heldOutSynonyms: set.heldOut),
+      tokenizer: set.tokenizer, config: tc)
+    var ac = CLIPAlignConfig()
+    ac.draws = draws
+    ac.epochs = epochs
+    ac.lr = lr
+    ac.pull = pull
+    ac.seed = seed
+    let report = try CLIPHeadAligner(trainer: trainer, validation: set.validation, config: ac).run {
+      print($0)
+      fflush(stdout)
+    }
+    try SafeTensorsWriter.write(model.export(), metadata: ["format": "pt"], to: out + "/model.safetensors")
+    var info =
+      (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/training.json"))))
+      as? [String: Any] ?? [:]
+    let r = try JSONSerialization.jsonObject(with: JSONEncoder().encode(report))
+    info["alignment"] = [
+      "command": invocation(), "config": try JSONSerialization.jsonObject(with: JSONEncoder().encode(ac)), "result": r,
+    ]
+    try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]).write(
+      to: URL(fileURLWithPath: out + "/training.json"), options: .atomic)
+    let names = report.valAfter.keys.sorted()
+    for n in names {
+      print(String(format: "%@  val balanced accuracy %.3f -> %.3f", n, report.valBefore[n] ?? 0, report.valAfter[n] ?? 0))
+    }
+    print(
+      "kept epoch \(report.bestEpoch) of \(epochs) (\(report.draws) draws, \(report.classes) classes) in \(fmt(report.seconds / 60, 1)) min -> \(out)/model.safetensors"
+    )
+  }
+}
