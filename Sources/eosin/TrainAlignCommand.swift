@@ -19,15 +19,7 @@ struct TrainCLIPAlignCommand: ParsableCommand {
       "alignment" entry in OUT/training.json.
       """)
 
-  @Option(parsing: .upToNextOption, help: "Diagnostic dataset folders (as for train clip).")
-  var data: [String] = defaultDiagnosticData
-  @Option(parsing: .upToNextOption, help: "Small organ-recognition sets (as for train clip).")
-  var organData: [String] = defaultOrganData
-  @Option(help: "Share of the tissue draws that go to the --organ-data sets together.") var organShare = 0.12
-  @Option(help: "Knowledge notes folder.") var knowledge = "Prompts/knowledge"
-  @Option(help: "Zero-shot prompt sets whose synonyms are held out of training.") var prompts = "Prompts/zero-shot"
-  @Option(help: "Vocabulary folder.") var vocab = "Vocab"
-  @Option(help: "Slides whose background tiles become non-tissue examples.") var backgroundSlide: [String] = []
+  @OptionGroup var dataOptions: CLIPDataOptions
   @Option(help: "The trained CLIP folder (config.json, train-state.safetensors).") var out = "\(defaultWeights)/clip"
   @Option(help: "Augmented training draws to fit on.") var draws = 8192
   @Option(help: "Full-batch epochs.") var epochs = 400
@@ -49,9 +41,7 @@ struct TrainCLIPAlignCommand: ParsableCommand {
       throw CLIError("\(state): does not match \(out)/config.json: \(error.localizedDescription)")
     }
     let S = model.config.visionConfig.imageSize
-    let set = try CLIPTrainingData.load(
-      data: data, organData: organData, organShare: organShare, knowledge: knowledge, prompts: prompts, vocab: vocab,
-      backgroundSlides: backgroundSlide, imageSize: S, syntheticNonTissue: 240, seed: seed, validation: true)
+    let set = try dataOptions.load(imageSize: S, syntheticNonTissue: 240, seed: seed, validation: true)
     var tc = CLIPTrainConfig()
     tc.seed = seed
     let trainer = try CLIPTrainer(

@@ -15,21 +15,7 @@ struct TrainCLIPCommand: ParsableCommand {
     commandName: "clip",
     abstract: "Train the CLIP pair (ViT image encoder + text transformer) on labelled tiles, natively on the CPU.")
 
-  @Option(
-    parsing: .upToNextOption,
-    help: "Diagnostic dataset folders, each with manifest.csv (path,label,group|case_id); each gets an equal share of the draws.")
-  var data: [String] = defaultDiagnosticData
-  @Option(
-    parsing: .upToNextOption,
-    help:
-      "Small organ-recognition sets (captioned by organ or tissue, not diagnostic classes); together they get --organ-share of the draws."
-  )
-  var organData: [String] = defaultOrganData
-  @Option(help: "Share of the tissue draws that go to the --organ-data sets together.") var organShare = 0.12
-  @Option(help: "Knowledge notes folder.") var knowledge = "Prompts/knowledge"
-  @Option(help: "Zero-shot prompt sets whose synonyms are held out of training.") var prompts = "Prompts/zero-shot"
-  @Option(help: "Vocabulary folder.") var vocab = "Vocab"
-  @Option(help: "Slides whose background tiles become non-tissue examples.") var backgroundSlide: [String] = []
+  @OptionGroup var dataOptions: CLIPDataOptions
   @Option(help: "Output folder for the checkpoint.") var out = "\(defaultWeights)/clip"
   @Option(help: "Optimizer steps.") var steps = 2000
   @Option(help: "Images per step.") var batch = 64
@@ -55,9 +41,7 @@ struct TrainCLIPCommand: ParsableCommand {
     guard imageSize >= 32, imageSize % 16 == 0 else {
       throw CLIError("--image-size \(imageSize): must be a multiple of 16, at least 32")
     }
-    let set = try CLIPTrainingData.load(
-      data: data, organData: organData, organShare: organShare, knowledge: knowledge, prompts: prompts, vocab: vocab,
-      backgroundSlides: backgroundSlide, imageSize: imageSize, syntheticNonTissue: syntheticNonTissue, seed: seed)
+    let set = try dataOptions.load(imageSize: imageSize, syntheticNonTissue: syntheticNonTissue, seed: seed)
     let (classes, ntClass, tok, heldOut) = (set.classes, set.nonTissueClass, set.tokenizer, set.heldOut)
     let (images, labels, weights, nonTissue) = (set.images, set.labels, set.weights, set.nonTissue)
     let (splitCounts, share) = (set.splitCounts, set.share)
@@ -113,6 +97,33 @@ struct TrainCLIPCommand: ParsableCommand {
       })
     if interrupted { throw ExitCode(130) }
     print("trained \(model.params.step) steps in \(fmt((Probes.now() - t0) / 60, 1)) min -> \(out)")
+  }
+}
+
+/// The training data options `train clip` and `train clip-align` share.
+struct CLIPDataOptions: ParsableArguments {
+  @Option(
+    parsing: .upToNextOption,
+    help: "Diagnostic dataset folders, each with manifest.csv (path,label,group|case_id); each gets an equal share of the draws.")
+  var data: [String] = defaultDiagnosticData
+  @Option(
+    parsing: .upToNextOption,
+    help:
+      "Small organ-recognition sets (captioned by organ or tissue, not diagnostic classes); together they get --organ-share of the draws."
+  )
+  var organData: [String] = defaultOrganData
+  @Option(help: "Share of the tissue draws that go to the --organ-data sets together.") var organShare = 0.12
+  @Option(help: "Knowledge notes folder.") var knowledge = "Prompts/knowledge"
+  @Option(help: "Zero-shot prompt sets whose synonyms are held out of training.") var prompts = "Prompts/zero-shot"
+  @Option(help: "Vocabulary folder.") var vocab = "Vocab"
+  @Option(help: "Slides whose background tiles become non-tissue examples.") var backgroundSlide: [String] = []
+
+  /// The training set these options name (``CLIPTrainingData/load``).
+  func load(imageSize: Int, syntheticNonTissue: Int, seed: UInt64, validation: Bool = false) throws -> CLIPTrainingData {
+    try CLIPTrainingData.load(
+      data: data, organData: organData, organShare: organShare, knowledge: knowledge, prompts: prompts, vocab: vocab,
+      backgroundSlides: backgroundSlide, imageSize: imageSize, syntheticNonTissue: syntheticNonTissue, seed: seed,
+      validation: validation)
   }
 }
 
