@@ -50,6 +50,9 @@ public struct WeightsFinalizer {
   /// Whether the out-of-domain rows add the tiles' ``TissueFeatures`` to the backbone row
   /// (``OutlierModel/Features/backboneAndTissue``); without, the backbone row alone.
   public var outlierTissueStatistics = true
+  /// Shrinkage of the backbone+tissue covariance towards its diagonal: each diagonal entry grows
+  /// by this share of itself (``OutlierModel/fit(embeddings:labels:dim:features:ridge:relativeRidge:)``).
+  public var outlierShrinkage = 0.1
   /// A previous version's recorded test metrics (`Weights/records/NAME.json`), shown beside
   /// these; nil for none.
   public var record: String?
@@ -304,7 +307,10 @@ public struct WeightsFinalizer {
         trainLab.append(labelIndex[key]!)
       }
     }
-    guard let outlier = OutlierModel.fit(embeddings: trainEmb, labels: trainLab, dim: E, features: kind) else {
+    guard
+      let outlier = OutlierModel.fit(
+        embeddings: trainEmb, labels: trainLab, dim: E, features: kind, relativeRidge: outlierShrinkage)
+    else {
       throw TrainingError.data("cannot fit the out-of-domain model: too few training tiles or a singular covariance")
     }
     try SafeTensorsWriter.write(outlier.tensors, metadata: outlier.metadata, to: "\(weights)/clip/outlier.safetensors")

@@ -78,8 +78,15 @@ struct TrainFinalize: ParsableCommand {
     help:
       "Measure the out-of-domain distance on the backbone row and the tiles' fixed tissue statistics (without: the backbone row alone)."
   ) var outlierTissueStatistics = true
+  @Option(
+    help:
+      "Shrinkage of the out-of-domain covariance (backbone and tissue statistics) towards its diagonal: each variance grows by this share of itself."
+  ) var outlierShrinkage = 0.1
 
   func run() throws {
+    guard outlierShrinkage >= 0 && outlierShrinkage.isFinite else {
+      throw ValidationError("--outlier-shrinkage must be 0 or more, not \(outlierShrinkage)")
+    }
     guard (0.5...1).contains(outlierQuantile) else {
       throw ValidationError("--outlier-quantile must be between 0.5 and 1, not \(outlierQuantile)")
     }
@@ -95,6 +102,7 @@ struct TrainFinalize: ParsableCommand {
       log: warn)
     f.outlierQuantile = outlierQuantile
     f.outlierTissueStatistics = outlierTissueStatistics
+    f.outlierShrinkage = outlierShrinkage
     f.notes = notes
     f.chatData = try chatData.map { try finalizeDataset($0, sets: [:]) }
     let (_, md) = try f.run()
