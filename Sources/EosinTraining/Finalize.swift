@@ -127,9 +127,15 @@ public struct WeightsFinalizer {
     // Embed each split once, keeping the backbone rows the out-of-domain model measures.
     var cache: [String: ([Float], [String])] = [:]
     var backbones: [String: [Float]] = [:]
+    // The rows the out-of-domain model measures (set once its kind is chosen, step 3): the
+    // embedded rows carry the tissue statistics when asked; a backbone-only model drops them.
+    var rowKind: OutlierModel.Features = outlierTissueStatistics ? .backboneAndTissue : .backbone
     func backbone(_ ds: FinalizeDataset, _ sp: Split) throws -> [Float] {
       _ = try embedded(ds, sp)
-      return backbones[ds.dir + "|" + sp.rawValue]!
+      let rows = backbones[ds.dir + "|" + sp.rawValue]!
+      guard outlierTissueStatistics && rowKind == .backbone else { return rows }
+      let E = bundle.clip.backboneDim, F = TissueFeatures.count
+      return stride(from: 0, to: rows.count, by: E + F).flatMap { rows[$0..<($0 + E)] }
     }
     func embedded(_ ds: FinalizeDataset, _ sp: Split) throws -> ([Float], [String]) {
       let key = ds.dir + "|" + sp.rawValue
@@ -296,6 +302,7 @@ public struct WeightsFinalizer {
         "out-of-domain model on \(kind.rawValue) rows: \(trainCount) training tiles for \(ModelBundle.outlierRowWidth(kinds[0], bundle.clip)) \(kinds[0].rawValue) dimensions"
       )
     }
+    rowKind = kind
     let E = ModelBundle.outlierRowWidth(kind, bundle.clip)
     var trainEmb: [Float] = [], trainLab: [Int] = [], labelIndex: [String: Int] = [:]
     for ds in datasets {
