@@ -173,7 +173,9 @@ public struct VisionTransformer: ImageEncoder {
   /// (B, ``TissueFeatures/count``; empty without one). Head alignment fits the maps on them.
   public func projectionInputs(_ pixels: [Float], batch B: Int) -> (pooled: [Float], tissue: [Float]) {
     let C = width, E = backboneDim
-    let bb = featuresAndBackbone(pixels, batch: B).backbone
+    var plain = self
+    plain.tissue = nil  // the statistics are computed once, below
+    let bb = plain.featuresAndBackbone(pixels, batch: B).backbone
     var pooled = [Float](repeating: 0, count: B * C)
     for b in 0..<B { for i in 0..<C { pooled[b * C + i] = bb[b * E + i] } }
     return (pooled, tissue?.inputs(batch: pixels, B, size: inputSize) ?? [])

@@ -83,11 +83,8 @@ public final class CLIPHeadAligner {
       let texts = (0..<config.anchorCaptions).map { _ in trainer.captions.caption(c, rng: &rng) }
       let e = try model.model.textEmbeddings(trainer.tokenRows(texts))
       for t in 0..<texts.count { for d in 0..<D { out[k * D + d] += e[t * D + d] } }
-      var n: Float = 0
-      for d in 0..<D { n += out[k * D + d] * out[k * D + d] }
-      let s = 1 / max(n.squareRoot(), 1e-12)
-      for d in 0..<D { out[k * D + d] *= s }
     }
+    out.withUnsafeMutableBufferPointer { l2normForward($0.baseAddress!, nil, $0.baseAddress!, classes.count, D) }
     return out
   }
 
@@ -148,7 +145,7 @@ public final class CLIPHeadAligner {
       var r = SeededRNG(seed: seeds[i])
       self.trainer.augmenter.augment(picks[i].0, rng: &r, into: out)
     }
-    let Y = picks.map { slot[$0.1]! }
+    let Y = picks.map { Int32(slot[$0.1]!) }
     log("features of \(N) augmented training draws in \(String(format: "%.0f", Probes.now() - t0)) s")
     let V = validation.count
     let XV = inputs(count: V) { i, out in self.trainer.augmenter.plain(self.validation[i].image, into: out) }
@@ -174,12 +171,7 @@ public final class CLIPHeadAligner {
         }
       }
       var norm = [Float](repeating: 0, count: n)
-      for i in 0..<n {
-        var s: Float = 0
-        for d in 0..<D { s += e[i * D + d] * e[i * D + d] }
-        norm[i] = max(s.squareRoot(), 1e-12)
-        for d in 0..<D { e[i * D + d] /= norm[i] }
-      }
+      e.withUnsafeMutableBufferPointer { l2normForward($0.baseAddress!, &norm, $0.baseAddress!, n, D) }
       return (e, norm)
     }
     func logits(_ e: [Float], _ n: Int) -> [Float] {
@@ -222,21 +214,9 @@ public final class CLIPHeadAligner {
     let b1: Float = 0.9, b2: Float = 0.999
     for epoch in 0...config.epochs {
       let (e, norm) = embed(X, N, W)
-      var z = logits(e, N)
-      var loss = 0.0
-      for i in 0..<N {
-        var mx = -Float.infinity
-        for k in 0..<K { mx = max(mx, z[i * K + k]) }
-        var s: Float = 0
-        for k in 0..<K {
-          z[i * K + k] = expf(z[i * K + k] - mx)
-          s += z[i * K + k]
-        }
-        loss -= Double(logf(max(z[i * K + Y[i]] / s, 1e-30)))
-        for k in 0..<K { z[i * K + k] /= s * Float(N) }
-        z[i * K + Y[i]] -= 1 / Float(N)
-      }
-      loss /= Double(N)
+      let z = logits(e, N)
+      var dz = [Float](repeating: 0, count: N * K)
+      let loss = Double(crossEntropyForwardBackward(&dz, z, Y, N, K))
       if epoch == 0 { lossBefore = loss }
       if epoch > 0 && (epoch % config.evalEvery == 0 || epoch == config.epochs) {
         let score = mean(validate(W))
@@ -254,22 +234,14 @@ public final class CLIPHeadAligner {
         }
       }
       if epoch == config.epochs { break }
-      // dE_hat = scale * dZ @ A; dE = (dE_hat - e <e, dE_hat>) / |E|.
+      // dE_hat = scale * dZ @ A (= dZ @ (A^T)^T), then back through the normalisation.
+      var deHat = [Float](repeating: 0, count: N * D)
+      deHat.withUnsafeMutableBufferPointer { o in
+        AT.withUnsafeBufferPointer { matmulForward(o.baseAddress!, dz, $0.baseAddress!, nil, N, K, D) }
+      }
+      for i in deHat.indices { deHat[i] *= scale }
       var de = [Float](repeating: 0, count: N * D)
-      de.withUnsafeMutableBufferPointer { o in
-        z.withUnsafeBufferPointer { g in
-          // dZ (N,K) @ A (K,D) = dZ @ (A^T)^T.
-          AT.withUnsafeBufferPointer { matmulForward(o.baseAddress!, g.baseAddress!, $0.baseAddress!, nil, N, K, D) }
-        }
-      }
-      for i in 0..<N {
-        var dot: Float = 0
-        for d in 0..<D {
-          de[i * D + d] *= scale
-          dot += de[i * D + d] * e[i * D + d]
-        }
-        for d in 0..<D { de[i * D + d] = (de[i * D + d] - e[i * D + d] * dot) / norm[i] }
-      }
+      l2normBackward(&de, deHat, e, norm, N, D)
       for i in dW.indices { dW[i] = config.pull * (W[i] - W0[i]) }
       dW.withUnsafeMutableBufferPointer { g in
         de.withUnsafeBufferPointer { o in

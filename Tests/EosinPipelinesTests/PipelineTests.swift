@@ -353,16 +353,19 @@ final class ConsistencyTests: XCTestCase {
 }
 
 final class OutlierModelTests: XCTestCase {
+  var rng = SystemRandomNumberGenerator()
+
+  /// A standard normal draw (Box-Muller).
+  func gauss() -> Float {
+    let u = Float.random(in: 1e-6..<1, using: &rng), v = Float.random(in: 0..<1, using: &rng)
+    return (-2 * logf(u)).squareRoot() * cosf(2 * .pi * v)
+  }
+
   /// Guards the out-of-domain model: on two Gaussian classes with a correlated covariance, the
   /// distance of training-like points is about sqrt(D), a point off the data's plane is far even
   /// when its cosine to a class mean is high, and the model round-trips through safetensors.
   func testFitDistancesAndRoundTrip() throws {
     let D = 6
-    var rng = SystemRandomNumberGenerator()
-    func gauss() -> Float {
-      let u = Float.random(in: 1e-6..<1, using: &rng), v = Float.random(in: 0..<1, using: &rng)
-      return (-2 * logf(u)).squareRoot() * cosf(2 * .pi * v)
-    }
     var emb: [Float] = [], labels: [Int] = []
     for n in 0..<4000 {
       let k = n % 2
@@ -397,11 +400,6 @@ extension OutlierModelTests {
   /// swamp a column of tiny variance), and the kind round-trips under its metadata name.
   func testTissueRowsFitIgnoresUnits() throws {
     let D = 5
-    var rng = SystemRandomNumberGenerator()
-    func gauss() -> Float {
-      let u = Float.random(in: 1e-6..<1, using: &rng), v = Float.random(in: 0..<1, using: &rng)
-      return (-2 * logf(u)).squareRoot() * cosf(2 * .pi * v)
-    }
     var emb: [Float] = [], labels: [Int] = []
     for n in 0..<3000 {
       var x = (0..<D).map { _ in gauss() }
