@@ -99,6 +99,44 @@ public final class ModelBundle: @unchecked Sendable {
   /// The precision the image tower runs at.
   public let precision: Precision
 
+  /// Reads zero-shot prompt phrases the text tower was not trained on through a language model
+  /// (``WordingResolver``); every ``ZeroShotClassifier`` built on this bundle uses it. nil: as
+  /// written. Set by ``loadWording(languageModel:cacheDirectory:)`` when the manifest asks for it.
+  public var wording: WordingResolver?
+
+  /// Sets ``wording`` as the manifest's `wording` entry asks: its vocabulary (the names the
+  /// text tower was trained on, checked against the manifest's sha256) read by the language
+  /// model at `path` when that file's sha256 is the one the entry records.
+  /// - Returns: nil when the wording is read through the language model, else why it is read as
+  ///   written (no entry, no language model, another language model).
+  /// - Throws: ``PipelineError/file`` for a vocabulary file that is missing, damaged or malformed.
+  public func loadWording(languageModel path: String?, cacheDirectory: String?) throws -> String? {
+    wording = nil
+    guard let entry = manifest.wording else { return "these weights read prompts as written" }
+    guard let p = path, FileManager.default.fileExists(atPath: p) else {
+      return "the language model \(entry.model) is not fetched (`eosin models fetch`)"
+    }
+    guard try LanguageModel.Default.cachedSHA256(p) == entry.languageModelSHA256 else {
+      return "\((p as NSString).lastPathComponent) is not the language model the vocabulary was fitted with (\(entry.model))"
+    }
+    wording = try WordingResolver(
+      lm: try LanguageModel(path: p), vocabulary: try ModelBundle.vocabulary(self, entry), cacheDirectory: cacheDirectory)
+    return nil
+  }
+
+  /// The vocabulary file of a `wording` entry: `{"names": [...]}`, its sha256 checked.
+  static func vocabulary(_ b: ModelBundle, _ entry: WeightsManifest.WordingEntry) throws -> [String] {
+    let file = b.directory + "/" + entry.vocabulary
+    _ = try verifiedSHA(b.manifest, entry.vocabulary, file)
+    struct V: Decodable { var names: [String] }
+    guard let d = FileManager.default.contents(atPath: file), let v = try? JSONDecoder().decode(V.self, from: d),
+      !v.names.isEmpty
+    else {
+      throw PipelineError.file(path: file, message: "not a vocabulary file (a JSON object with a non-empty \"names\" list)")
+    }
+    return v.names
+  }
+
   /// - Parameter precision: the image tower's GEMM precision (`--precision`); bf16 weights are
   ///   packed once here.
   /// - Throws: ``PipelineError`` or the underlying weights/tokenizer error, naming the file.

@@ -126,6 +126,23 @@ public struct WeightsManifest: Codable, Equatable, Sendable {
       try c.encodeIfPresent(adapters, forKey: .adapters)
     }
   }
+  /// How zero-shot prompt wording is read (``WordingResolver``): through this language model,
+  /// onto the names in `vocabulary` (the names the text tower was trained on).
+  public struct WordingEntry: Codable, Equatable, Sendable {
+    /// The vocabulary file, relative to the weights folder (`clip/vocabulary.json`).
+    public var vocabulary: String
+    /// The language model's file name and sha256.
+    public var model: String
+    public var languageModelSHA256: String
+    enum CodingKeys: String, CodingKey {
+      case vocabulary, model, languageModelSHA256 = "language_model_sha256"
+    }
+    public init(vocabulary: String, model: String, languageModelSHA256: String) {
+      self.vocabulary = vocabulary
+      self.model = model
+      self.languageModelSHA256 = languageModelSHA256
+    }
+  }
   public struct FileEntry: Codable, Equatable, Sendable {
     public var sha256: String
     public var bytes: Int
@@ -152,6 +169,8 @@ public struct WeightsManifest: Codable, Equatable, Sendable {
   public var trainingCLIP: JSONValue?
   public var trainingDecoder: JSONValue?
   public var languageModel: LanguageModelEntry?
+  /// Zero-shot prompt wording read through a language model; nil: as written.
+  public var wording: WordingEntry?
   /// Relative path → sha256 and size of every weights file.
   public var files: [String: FileEntry]
   public var metrics: [String: JSONValue]?
@@ -159,7 +178,7 @@ public struct WeightsManifest: Codable, Equatable, Sendable {
   enum CodingKeys: String, CodingKey {
     case name, version, description, native, calibration, review, data, terms, splits, files, metrics
     case reviewFitting = "review_fitting", trainingCLIP = "training_clip", trainingDecoder = "training_decoder"
-    case languageModel = "language_model", splitRule = "split_rule"
+    case languageModel = "language_model", splitRule = "split_rule", wording
   }
 
   /// Whether these weights' splits are the label-stratified group splits (else the plain
@@ -192,6 +211,7 @@ public struct WeightsManifest: Codable, Equatable, Sendable {
     trainingCLIP = try c.decodeIfPresent(JSONValue.self, forKey: .trainingCLIP)
     trainingDecoder = try c.decodeIfPresent(JSONValue.self, forKey: .trainingDecoder)
     languageModel = try c.decodeIfPresent(LanguageModelEntry.self, forKey: .languageModel)
+    wording = try c.decodeIfPresent(WordingEntry.self, forKey: .wording)
     files = try c.decodeIfPresent([String: FileEntry].self, forKey: .files) ?? [:]
     metrics = try c.decodeIfPresent([String: JSONValue].self, forKey: .metrics)
   }

@@ -41,7 +41,8 @@ public struct TilePrediction: Sendable {
 
 /// Zero-shot classification from text prompts. Class embeddings are the normalised mean over
 /// synonyms x templates (CONCH style); per-template class embeddings measure prompt
-/// sensitivity. Text embeddings are cached on disk keyed by model sha256 + prompt-set sha256.
+/// sensitivity. Text embeddings are cached on disk keyed by model sha256 + prompt-set sha256
+/// (and the identity of the bundle's ``ModelBundle/wording`` resolver when one reads the prompts).
 public final class ZeroShotClassifier: @unchecked Sendable {
   public let bundle: ModelBundle
   public let promptSet: PromptSet
@@ -56,14 +57,21 @@ public final class ZeroShotClassifier: @unchecked Sendable {
   /// Where ``temperature`` came from; every output that shows a probability names it.
   public var temperatureSource: TemperatureSource
   public let fromCache: Bool
+  /// The resolver that read the prompt wording through a language model (the bundle's
+  /// ``ModelBundle/wording`` when the classifier was built), or nil: as written.
+  public let wording: WordingResolver?
 
   /// - Parameter temperature: an explicit temperature; nil: the one `eosin calibrate` fitted for
   ///   this model and prompt set (found under `cacheDir`), else the weights manifest's. Every
   ///   command that scores a (model, prompt set) pair builds its classifier here, so a fitted
   ///   temperature reaches classify, report, chat and eval alike.
+  ///   Each phrase that is not a trained name is read through the bundle's ``ModelBundle/wording``
+  ///   resolver when it has one.
   public init(bundle: ModelBundle, promptSet: PromptSet, cacheDir: String?, temperature: Float? = nil) throws {
     self.bundle = bundle
     self.promptSet = promptSet
+    let wording = bundle.wording
+    self.wording = wording
     let all = promptSet.allClasses
     classNames = all.map { $0.name }
     backgroundIndex = promptSet.background == nil ? nil : all.count - 1
@@ -81,7 +89,8 @@ public final class ZeroShotClassifier: @unchecked Sendable {
       temperatureSource = .manifest
     }
     let D = bundle.clip.embedDim, K = all.count, NT = promptSet.templates.count
-    let key = "\(bundle.clipSHA256.prefix(16))-\(promptSet.sha256.prefix(16))"
+    var key = "\(bundle.clipSHA256.prefix(16))-\(promptSet.sha256.prefix(16))"
+    if let w = wording { key += "-wording-\(w.identity.prefix(16))" }
     let cachePath = cacheDir.map { "\($0)/text/\(key).safetensors" }
     if let p = cachePath, let f = try? SafeTensorsFile(path: p), let t = try? f.tensor("templates", shape: [NT, K, D]) {
       templateEmbeddings = (0..<NT).map { Array(t.data[($0 * K * D)..<(($0 + 1) * K * D)]) }
@@ -97,7 +106,12 @@ public final class ZeroShotClassifier: @unchecked Sendable {
           }
         }
       }
-      let emb = try bundle.embedTexts(texts)
+      var emb = try bundle.embedTexts(texts)
+      if let w = wording {
+        var resolutions: [String: WordingResolver.Resolution] = [:]
+        for p in Set(all.flatMap(\.phrases)) { resolutions[p] = try w.resolve(p) }
+        try Self.blend(&emb, phrases: all.map(\.phrases), templates: promptSet.templates, resolutions, bundle)
+      }
       var te = [[Float]](repeating: [Float](repeating: 0, count: K * D), count: NT)
       for (i, (ti, k)) in owner.enumerated() { for d in 0..<D { te[ti][k * D + d] += emb[i * D + d] } }
       for ti in 0..<NT { te[ti].withUnsafeMutableBufferPointer { l2normForward($0.baseAddress!, nil, $0.baseAddress!, K, D) } }
@@ -117,6 +131,32 @@ public final class ZeroShotClassifier: @unchecked Sendable {
   }
 
   public var classCount: Int { classNames.count }
+
+  /// Replaces each phrase's normalised text embedding in `emb` (rows in the order templates,
+  /// then classes, then the class's phrases) by `(1 - share) · own + share · Σ weight ·
+  /// embedding(template with name)` for its ``WordingResolver/Resolution`` in `resolutions`.
+  public static func blend(
+    _ emb: inout [Float], phrases: [[String]], templates: [String], _ resolutions: [String: WordingResolver.Resolution],
+    _ bundle: ModelBundle
+  ) throws {
+    let D = bundle.clip.embedDim
+    var i = 0
+    for tmpl in templates {
+      for ps in phrases {
+        for p in ps {
+          defer { i += 1 }
+          guard let r = resolutions[p], r.share > 0 else { continue }
+          let named = try bundle.embedTexts(r.names.map { tmpl.replacingOccurrences(of: "{}", with: $0) })
+          for d in 0..<D {
+            var m: Float = 0
+            for (k, x) in r.weights.enumerated() { m += x * named[k * D + d] }
+            emb[i * D + d] = (1 - r.share) * emb[i * D + d] + r.share * m
+          }
+        }
+      }
+    }
+    precondition(i * D == emb.count, "one embedding row per template and phrase")
+  }
 
   /// Logits (N,K) = exp(logit_scale) x cosine, for normalised image embeddings (N,D).
   public func logits(_ emb: [Float]) -> [Float] { bundle.clip.logits(images: emb, texts: classEmbeddings) }

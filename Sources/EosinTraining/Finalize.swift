@@ -53,6 +53,10 @@ public struct WeightsFinalizer {
   /// Shrinkage of the backbone+tissue covariance towards its diagonal: each diagonal entry grows
   /// by this share of itself (``OutlierModel/fit(embeddings:labels:dim:features:ridge:relativeRidge:)``).
   public var outlierShrinkage = 0.1
+  /// Zero-shot prompt wording read through a language model (`--wording lm`): the names the
+  /// text tower was trained on, written to `clip/vocabulary.json` and recorded in the manifest,
+  /// and the resolver over them, used for every fit and evaluation here. nil: as written.
+  public var wording: (names: [String], resolver: WordingResolver)? = nil
   /// A previous version's recorded test metrics (`Weights/records/NAME.json`), shown beside
   /// these; nil for none.
   public var record: String?
@@ -104,6 +108,7 @@ public struct WeightsFinalizer {
   public func run() throws -> (manifest: WeightsManifest, report: String) {
     guard !datasets.isEmpty else { throw TrainingError.data("finalize: no datasets to evaluate") }
     var bundle = try ModelBundle(path: weights)
+    bundle.wording = wording?.resolver
     let know = LabeledTiles.knowledge(
       dirs("knowledge").first { FileManager.default.fileExists(atPath: $0) } ?? "Prompts/knowledge")
     func set(_ n: String) throws -> PromptSet { try PromptSet.load(n, searchDirs: dirs("zero-shot")) }
@@ -411,11 +416,29 @@ public struct WeightsFinalizer {
     } else if fm.fileExists(atPath: "\(weights)/lm-projector/model.safetensors") {
       manifest.languageModel?.projector = "lm-projector/model.safetensors"
     }
+    // The vocabulary the prompts' wording is read onto, when it is read through the language model.
+    let vocabularyFile = "\(weights)/clip/vocabulary.json"
+    if let w = wording {
+      let o: [String: Any] = [
+        "names": w.names,
+        "note":
+          "The names the text tower was trained on (knowledge notes less the prompt sets' held-out synonyms); zero-shot phrases outside it are read through \(w.resolver.modelName) (WordingResolver).",
+      ]
+      try writeAtomically(
+        try JSONSerialization.data(withJSONObject: o, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]),
+        to: vocabularyFile)
+      manifest.wording = .init(
+        vocabulary: "clip/vocabulary.json", model: w.resolver.modelName,
+        languageModelSHA256: try LanguageModel.Default.cachedSHA256(w.resolver.modelPath))
+    } else if fm.fileExists(atPath: vocabularyFile) {
+      try fm.removeItem(atPath: vocabularyFile)
+    }
     try writeManifest(&manifest)
     bundle = try ModelBundle(path: weights)
+    bundle.wording = wording?.resolver
     // 5. Test-split metrics.
     var md =
-      "# Evaluation of \(name)\n\nAll numbers are on the **test** splits (by group: LC25000 near-duplicate group, EBHI case, PANDA slide, endometrium case; never per tile), produced by\n`eosin train finalize` (run by `make weights`). Zero-shot prompts use the held-out templates and synonyms of\n`Prompts/zero-shot/*.json`, which never appear in training captions. Temperature and review threshold were fitted on\nthe val splits. *Unflagged* means no review flag under the full review policy (probability, margin, prompt\nspread, domain similarity, out-of-domain distance, class support, the organ check), as a user of `eosin classify` sees it.\n\n"
+      "# Evaluation of \(name)\n\nAll numbers are on the **test** splits (by group: LC25000 near-duplicate group, EBHI case, PANDA slide, endometrium case; never per tile), produced by\n`eosin train finalize` (run by `make weights`). Zero-shot prompts use the held-out templates and synonyms of\n`Prompts/zero-shot/*.json`, which never appear in training captions\(wording.map { "; a phrase the text tower was not trained on is read through \($0.resolver.modelName) (`--wording lm`: it borrows the text embeddings of the trained names nearest to it in the language model's hidden states)" } ?? ""). Temperature and review threshold were fitted on\nthe val splits. *Unflagged* means no review flag under the full review policy (probability, margin, prompt\nspread, domain similarity, out-of-domain distance, class support, the organ check), as a user of `eosin classify` sees it.\n\n"
     var metrics: [String: JSONValue] = [:]
     md +=
       "## Zero-shot tile classification\n\n| dataset | prompt set | classes | tiles | balanced accuracy | accuracy | ECE (T=1) | ECE (T=\(fmt(Double(T), 2))) | unflagged share | unflagged accuracy |\n|---|---|---|---|---|---|---|---|---|---|\n"

@@ -82,6 +82,10 @@ struct TrainFinalize: ParsableCommand {
     help:
       "Shrinkage of the out-of-domain covariance (backbone and tissue statistics) towards its diagonal: each variance grows by this share of itself."
   ) var outlierShrinkage = 0.1
+  @Option(
+    help:
+      "How zero-shot prompt phrases are read from now on: as-written, or lm (a phrase the text tower was not trained on borrows the text embeddings of the trained names nearest to it in the language model's hidden states; writes clip/vocabulary.json and records the language model's sha256 in the manifest)."
+  ) var wording: Wording = .asWritten
 
   func run() throws {
     guard outlierShrinkage >= 0 && outlierShrinkage.isFinite else {
@@ -90,6 +94,7 @@ struct TrainFinalize: ParsableCommand {
     guard (0.5...1).contains(outlierQuantile) else {
       throw ValidationError("--outlier-quantile must be between 0.5 and 1, not \(outlierQuantile)")
     }
+    guard wording != .auto else { throw ValidationError("--wording must be as-written or lm") }
     let table = try setsTable(sets)
     let notes = try chatNotes()
     var f = WeightsFinalizer(
@@ -105,6 +110,13 @@ struct TrainFinalize: ParsableCommand {
     f.outlierShrinkage = outlierShrinkage
     f.notes = notes
     f.chatData = try chatData.map { try finalizeDataset($0, sets: [:]) }
+    if wording == .lm {
+      guard let path = LanguageModel.Default.resolve(nil) else {
+        throw CLIError("--wording lm needs the language model: fetch SmolLM2 (`make lm`) or set EOSIN_LM")
+      }
+      let names = try trainedVocabulary(weights)
+      f.wording = (names, try WordingResolver(lm: try LanguageModel(path: path), vocabulary: names))
+    }
     let (_, md) = try f.run()
     try writeAtomically(Data(md.utf8), to: report)
     print(md)

@@ -18,6 +18,13 @@ struct ModelOptions: ParsableArguments {
       "Image-encoder precision: fp32 (default) or bf16 (AVX512-BF16; about 2x faster here, embeddings within cosine 0.999 of fp32)."
   )
   var precision: String = "fp32"
+  @Option(
+    help:
+      "How zero-shot prompt phrases are read: auto (as the weights' manifest says), as-written, or lm (a phrase the text tower was not trained on borrows the text embeddings of the trained names nearest to it in the language model's hidden states)."
+  )
+  var wording: Wording = .auto
+  @Option(help: "Language model that reads prompt wording (GGUF; default: $EOSIN_LM or the fetched SmolLM2).") var wordingLM:
+    String?
 
   var cacheDir: String? {
     if noCache { return nil }
@@ -29,9 +36,52 @@ struct ModelOptions: ParsableArguments {
     if Precision(rawValue: precision) == nil { throw ValidationError("--precision must be fp32 or bf16") }
   }
 
+  /// The weights, with their prompt wording read as `--wording` says; in `auto`, a manifest
+  /// that asks for the language model it cannot have gets one note on stderr.
   func bundle() throws -> ModelBundle {
-    try ModelBundle(path: weights ?? ModelBundle.defaultPath(), precision: Precision(rawValue: precision) ?? .fp32)
+    let b = try ModelBundle(path: weights ?? ModelBundle.defaultPath(), precision: Precision(rawValue: precision) ?? .fp32)
+    let lm = LanguageModel.Default.resolve(wordingLM)
+    let cache = cacheDir.map { $0 + "/wording" }
+    switch wording {
+    case .asWritten: break
+    case .auto:
+      if b.manifest.wording != nil, let why = try b.loadWording(languageModel: lm, cacheDirectory: cache) {
+        warn("eosin: note: zero-shot prompts are read as written: \(why)")
+      }
+    case .lm:
+      if b.manifest.wording != nil {
+        if let why = try b.loadWording(languageModel: lm, cacheDirectory: cache) { throw CLIError("--wording lm: \(why)") }
+      } else {
+        guard let path = lm else {
+          throw CLIError("--wording lm needs a language model: pass --wording-lm FILE.gguf, or fetch SmolLM2 (`make lm`)")
+        }
+        b.wording = try WordingResolver(
+          lm: try LanguageModel(path: path), vocabulary: try trainedVocabulary(b.directory), cacheDirectory: cache)
+      }
+    }
+    return b
   }
+}
+
+/// The names the text tower of the weights in `weights` was trained on, for weights whose
+/// manifest records none: the knowledge notes' class names and synonyms, less every synonym its
+/// training held out (`clip/training.json`) and every synonym of the prompt sets.
+func trainedVocabulary(_ weights: String) throws -> [String] {
+  var held: Set<String> = []
+  let record = weights + "/clip/training.json"
+  if let d = FileManager.default.contents(atPath: record) {
+    guard let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] else {
+      throw CLIError("\(record): not a JSON training record")
+    }
+    for s in (o["held_out_synonyms"] as? [String]) ?? [] { held.insert(s.lowercased()) }
+  }
+  for set in try PromptSet.loadAll(searchDirs: promptDirs("zero-shot")) {
+    for c in set.allClasses { for y in c.synonyms { held.insert(y.lowercased()) } }
+  }
+  guard let dir = promptDirs("knowledge").first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+    throw CLIError("Eosin's knowledge notes (Prompts/knowledge) were not found")
+  }
+  return try WordingResolver.trainedNames(knowledgeDirectory: dir, heldOut: held)
 }
 
 /// Options choosing the prompt set.
@@ -52,6 +102,14 @@ struct PromptOptions: ParsableArguments {
     if let c = classes { return try PromptSet.inline(c) }
     return try PromptSet.load(prompts!, searchDirs: promptDirs("zero-shot"))
   }
+}
+
+/// How zero-shot prompt wording reaches the text tower: as the weights' manifest says, as
+/// written, or read through the language model (``WordingResolver``).
+enum Wording: String, ExpressibleByArgument, CaseIterable {
+  case auto
+  case asWritten = "as-written"
+  case lm
 }
 
 /// The grounded chat model for a GGUF file: the model, Eosin's notes from `Prompts/knowledge`
@@ -204,7 +262,9 @@ struct Classify: ParsableCommand {
     let organs = try OrganCheck(
       organSets: PromptSet.loadAll(searchDirs: promptDirs("zero-shot")), bundle: bundle, cacheDir: model.cacheDir)
     let fmtOut = format ?? (isTerminal(1) ? "table" : "csv")
-    let tsource = "T=\(fmt(Double(clf.temperature), 3)) from \(clf.temperatureSource.label)"
+    let tsource =
+      "T=\(fmt(Double(clf.temperature), 3)) from \(clf.temperatureSource.label)"
+      + (clf.wording.map { ", wording read through \($0.modelName)" } ?? "")
     // Inputs: each argument expanded on its own, so one missing path fails alone.
     var items: [(String, InputCollector.Kind)] = []
     var missing: [(String, Error)] = []
@@ -451,6 +511,7 @@ struct EvalZeroShot: ParsableCommand {
       o["skipped"] = skipped
       o["temperature"] = clf.temperature
       o["temperature_source"] = clf.temperatureSource.label
+      o["wording"] = clf.wording == nil ? "as-written" : "lm"
       o["recall"] = Dictionary(uniqueKeysWithValues: zip(clf.classNames, sc.recall.map { $0 ?? -1 }))
       print(
         String(
@@ -459,7 +520,7 @@ struct EvalZeroShot: ParsableCommand {
       return
     }
     print(
-      "prompt set   \(set.name) (\(set.templates.count) templates), split \(split), \(truth.count) tiles\(skipped > 0 ? ", \(skipped) skipped" : "")\(sh == .none ? "" : ", shift: \(sh.summary)")"
+      "prompt set   \(set.name) (\(set.templates.count) templates), split \(split), \(truth.count) tiles\(skipped > 0 ? ", \(skipped) skipped" : "")\(sh == .none ? "" : ", shift: \(sh.summary)")\(clf.wording.map { ", wording read through \($0.modelName)" } ?? "")"
     )
     print("balanced accuracy  \(fmt(sc.balancedAccuracy, 4))   accuracy \(fmt(sc.accuracy, 4))")
     for (k, r) in sc.recall.enumerated() {

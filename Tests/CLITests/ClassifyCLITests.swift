@@ -137,4 +137,28 @@ final class ClassifyCLITests: XCTestCase {
     XCTAssertEqual(sh.status, 0, sh.stderr)
     XCTAssertEqual((try JSONSerialization.jsonObject(with: Data(sh.stdout.utf8)) as! [String: Any])["shift"] as? String, "stain")
   }
+
+  /// Guards `--wording lm`: classify and eval read the prompts through the language model and
+  /// say so; without a usable language model the command stops with one line and status 2.
+  func testWordingThroughLanguageModel() throws {
+    let gguf = TestSupport.projectRoot + "/Tests/EosinModelsTests/Fixtures/gguf/tiny-llama-F32.gguf"
+    let set = TestSupport.projectRoot + "/Prompts/zero-shot/lung.json"
+    let k = try run([
+      "classify", "--prompts", set, "--wording", "lm", "--wording-lm", gguf, "--format", "table", Self.tiles + "/tumour/t0.png",
+    ])
+    XCTAssertEqual(k.status, 0, k.stderr)
+    XCTAssertTrue(k.stdout.contains("wording read through tiny-llama-F32.gguf"), k.stdout)
+    let e = try run([
+      "eval", "zero-shot", "--prompts", set, "--label-map", "tumour=lung adenocarcinoma,stroma=benign lung tissue", "--data",
+      Self.tiles, "--wording", "lm", "--wording-lm", gguf, "--json",
+    ])
+    XCTAssertEqual(e.status, 0, e.stderr)
+    XCTAssertEqual((try JSONSerialization.jsonObject(with: Data(e.stdout.utf8)) as! [String: Any])["wording"] as? String, "lm")
+    for lm in ["/no/such.gguf", Self.tiles + "/tumour/t0.png"] {
+      let r = try run(["classify", "--prompts", set, "--wording", "lm", "--wording-lm", lm, Self.tiles + "/tumour/t0.png"])
+      XCTAssertEqual(r.status, 2, r.stderr)
+      XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+      XCTAssertTrue(r.stderr.contains(lm), r.stderr)
+    }
+  }
 }

@@ -105,6 +105,43 @@ final class FinalizeTests: XCTestCase {
     try checkBackboneOutlier(b, weights: w)
   }
 
+  /// Guards finalize `--wording lm`: the vocabulary is written beside the CLIP and hashed, the
+  /// manifest names the language model's sha256, the report says how prompts were read, and a
+  /// bundle loaded later reads them the same way only with that very language model file; a
+  /// damaged vocabulary is refused in one line naming it.
+  func testFinalizeWithWording() throws {
+    let root = TestSupport.tempDir("finalize-wording")
+    defer { try? FileManager.default.removeItem(atPath: root) }
+    let w = try TestSupport.writeTinyBundle(at: root + "/weights")
+    let lung = try tileSet(root, "tiny-lung", labels: ["lung_aca", "lung_scc", "lung_n"], groups: 40)
+    let prompts = TestSupport.projectRoot + "/Prompts"
+    let gguf = TestSupport.projectRoot + "/Tests/EosinModelsTests/Fixtures/gguf/tiny-llama-F32.gguf"
+    var f = WeightsFinalizer(
+      weights: w, name: "tiny-v2",
+      datasets: [FinalizeDataset(name: "Tiny lung", dir: lung, promptSets: ["lung"], terms: "test")], organData: [],
+      targetAccuracy: 0.9, record: nil, lodo: nil, languageModel: nil, dirs: { [prompts + "/" + $0] },
+      makeGrounded: { _, _ in throw TrainingError.data("no language model in this test") }, log: { _ in })
+    let names = ["lung adenocarcinoma", "lung squamous cell carcinoma", "benign lung tissue", "no interpretable tissue"]
+    f.wording = (names, try WordingResolver(lm: try LanguageModel(path: gguf), vocabulary: names, cacheDirectory: nil))
+    let (manifest, md) = try f.run()
+    let entry = try XCTUnwrap(manifest.wording)
+    XCTAssertEqual(entry.vocabulary, "clip/vocabulary.json")
+    XCTAssertEqual(entry.languageModelSHA256, try SHA256.hex(fileAt: gguf))
+    XCTAssertEqual(manifest.files["clip/vocabulary.json"]?.sha256, try SHA256.hex(fileAt: w + "/clip/vocabulary.json"))
+    XCTAssertTrue(md.contains("read through tiny-llama-F32.gguf"), "the report does not say how prompts were read")
+    let b = try ModelBundle(path: w)
+    XCTAssertNil(try b.loadWording(languageModel: gguf, cacheDirectory: nil))
+    XCTAssertEqual(b.wording?.vocabulary, names.sorted())
+    let other = TestSupport.projectRoot + "/Tests/EosinModelsTests/Fixtures/gguf/tiny-qwen2-F32.gguf"
+    XCTAssertTrue(try XCTUnwrap(b.loadWording(languageModel: other, cacheDirectory: nil)).contains("not the language model"))
+    XCTAssertNil(b.wording)
+    XCTAssertTrue(try XCTUnwrap(b.loadWording(languageModel: nil, cacheDirectory: nil)).contains("not fetched"))
+    try Data("{\"names\": []}".utf8).write(to: URL(fileURLWithPath: w + "/clip/vocabulary.json"))
+    XCTAssertThrowsError(try b.loadWording(languageModel: gguf, cacheDirectory: nil)) {
+      XCTAssertTrue($0.localizedDescription.contains("vocabulary.json"), $0.localizedDescription)
+    }
+  }
+
   /// The out-of-domain model finalize fits measures the image tower's backbone rows; every path
   /// that embeds images gives the same distances (tiles, a slide and its cached index), and a
   /// model of the wrong width is refused in one line naming the file.

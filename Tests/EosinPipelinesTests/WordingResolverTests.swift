@@ -1,0 +1,101 @@
+import EosinPipelines
+import Foundation
+import TestSupport
+import XCTest
+
+/// Prompt wording read through a language model (``WordingResolver``), on the tiny random LLaMA
+/// fixture and the tiny random bundle.
+final class WordingResolverTests: XCTestCase {
+  static let gguf = TestSupport.projectRoot + "/Tests/EosinModelsTests/Fixtures/gguf/tiny-llama-F32.gguf"
+  static let bundleDir: String = { try! TestSupport.writeTinyBundle(at: TestSupport.tempDir("eosin-wording-bundle")) }()
+
+  /// Guards the resolver's contract: a trained name (case aside) is kept as written; any other
+  /// phrase gets at most three trained names with weights that sum to one, nearest first, and a
+  /// share in [0, 1] that is zero exactly when no name is borrowed; the names' hidden states
+  /// are cached and read back to the same answers; an empty vocabulary is refused.
+  func testResolverContract() throws {
+    let lm = try LanguageModel(path: Self.gguf)
+    let cache = TestSupport.tempDir("eosin-wording-cache")
+    let vocab = ["lung adenocarcinoma", "benign lung tissue", "colon adenocarcinoma", "stroma", "lung adenocarcinoma "]
+    let r = try WordingResolver(lm: lm, vocabulary: vocab, cacheDirectory: cache)
+    XCTAssertEqual(r.vocabulary, ["benign lung tissue", "colon adenocarcinoma", "lung adenocarcinoma", "stroma"])
+    XCTAssertEqual(try r.resolve("LUNG ADENOCARCINOMA"), .init(names: [], weights: [], share: 0, cosine: 1))
+    for phrase in ["pulmonary adenocarcinoma", "fibrous stroma", "a completely different thing"] {
+      let x = try r.resolve(phrase)
+      XCTAssertGreaterThanOrEqual(x.share, 0)
+      XCTAssertLessThanOrEqual(x.share, 1)
+      XCTAssertEqual(x.share == 0, x.names.isEmpty, phrase)
+      if x.share > 0 {
+        XCTAssertLessThanOrEqual(x.names.count, 3)
+        XCTAssertEqual(x.weights.reduce(0, +), 1, accuracy: 1e-5)
+        XCTAssertEqual(x.weights, x.weights.sorted(by: >))
+        XCTAssertTrue(Set(x.names).isSubset(of: r.vocabulary))
+      }
+    }
+    XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: cache).count, 1)
+    let again = try WordingResolver(lm: lm, vocabulary: vocab, cacheDirectory: cache)
+    XCTAssertEqual(again.identity, r.identity)
+    XCTAssertEqual(try again.resolve("pulmonary adenocarcinoma"), try r.resolve("pulmonary adenocarcinoma"))
+    XCTAssertNotEqual(try WordingResolver(lm: lm, vocabulary: ["stroma"], cacheDirectory: nil).identity, r.identity)
+    XCTAssertThrowsError(try WordingResolver(lm: lm, vocabulary: [" "], cacheDirectory: nil))
+  }
+
+  /// Guards the blend: a phrase with a resolution becomes `(1 - share) · own + share · Σ weight
+  /// · embedding(template with name)` under each template; a phrase without one is unchanged.
+  func testBlendArithmetic() throws {
+    let bundle = try ModelBundle(path: Self.bundleDir)
+    let D = bundle.clip.embedDim
+    let templates = ["an image of {}.", "{}."]
+    let phrases = [["tumour", "neoplasm"], ["stroma"]]
+    let texts = templates.flatMap { t in phrases.joined().map { t.replacingOccurrences(of: "{}", with: $0) } }
+    let own = try bundle.embedTexts(texts)
+    let res = ["neoplasm": WordingResolver.Resolution(names: ["tumour", "fat"], weights: [0.75, 0.25], share: 0.6, cosine: 0.5)]
+    var emb = own
+    try ZeroShotClassifier.blend(&emb, phrases: phrases, templates: templates, res, bundle)
+    for (ti, t) in templates.enumerated() {
+      let named = try bundle.embedTexts(["tumour", "fat"].map { t.replacingOccurrences(of: "{}", with: $0) })
+      for (pi, p) in phrases.joined().enumerated() {
+        let row = ti * 3 + pi
+        for d in 0..<D {
+          let want =
+            p == "neoplasm" ? 0.4 * own[row * D + d] + 0.6 * (0.75 * named[d] + 0.25 * named[D + d]) : own[row * D + d]
+          XCTAssertEqual(emb[row * D + d], want, accuracy: 1e-6, "\(t) \(p) \(d)")
+        }
+      }
+    }
+  }
+
+  /// Guards the classifier on a bundle with a resolver: its text embeddings are cached apart from the
+  /// as-written ones, and a set whose phrases are all trained names scores exactly as written.
+  func testClassifierWithResolver() throws {
+    let bundle = try ModelBundle(path: Self.bundleDir)
+    let cache = TestSupport.tempDir("eosin-wording-clf")
+    let lm = try LanguageModel(path: Self.gguf)
+    let set = try PromptSet.inline("tumour,stroma,fat")
+    let plain = try ZeroShotClassifier(bundle: bundle, promptSet: set, cacheDir: cache)
+    let w = try WordingResolver(lm: lm, vocabulary: ["tumour", "stroma", "fat"], cacheDirectory: nil)
+    bundle.wording = w
+    let read = try ZeroShotClassifier(bundle: bundle, promptSet: set, cacheDir: cache)
+    XCTAssertTrue(read.wording === w)
+    XCTAssertFalse(read.fromCache, "the as-written cache entry must not answer for the resolver")
+    XCTAssertEqual(read.classEmbeddings, plain.classEmbeddings)
+    XCTAssertTrue(try ZeroShotClassifier(bundle: bundle, promptSet: set, cacheDir: cache).fromCache)
+  }
+
+  /// Guards the trained vocabulary: class names always (captions always use them), synonyms
+  /// unless held out (case aside); a file that is not a knowledge file is named.
+  func testTrainedNames() throws {
+    let dir = TestSupport.tempDir("eosin-wording-knowledge")
+    try
+      #"{"classes": [{"name": "lung adenocarcinoma", "synonyms": ["pulmonary adenocarcinoma", "lung ACA"]}, {"name": "cancer"}]}"#
+      .write(toFile: dir + "/lung.json", atomically: true, encoding: .utf8)
+    XCTAssertEqual(
+      try WordingResolver.trainedNames(knowledgeDirectory: dir, heldOut: ["Pulmonary Adenocarcinoma", "cancer"]),
+      ["lung adenocarcinoma", "lung ACA", "cancer"])
+    try "{\"classes\": 3}".write(toFile: dir + "/bad.json", atomically: true, encoding: .utf8)
+    XCTAssertThrowsError(try WordingResolver.trainedNames(knowledgeDirectory: dir, heldOut: [])) {
+      XCTAssertTrue($0.localizedDescription.contains(dir + "/bad.json"), $0.localizedDescription)
+    }
+    XCTAssertThrowsError(try WordingResolver.trainedNames(knowledgeDirectory: dir + "/none", heldOut: []))
+  }
+}
