@@ -60,7 +60,8 @@ demo: build lm notes
 # replaces it once it is better on every row of EVALUATION.md (see Weights/README.md). The
 # slide-token projector is trained through the chat language model (fetched by `make lm`), which
 # stays frozen and is never committed; `train lm-adapters` then trains low-rank adapters on it
-# with the projector, on grounded chat turns (about 30 minutes).
+# with the projector, on grounded chat turns (about 30 minutes). `finalize --wording lm` reads
+# zero-shot prompt phrases the text tower was never trained on through the same language model.
 WEIGHTS    ?= Weights/eosin-small-v2
 BG_SLIDE   := ../shared/data/slides/CMU-1-Small-Region.svs
 weights: build lm notes
@@ -71,7 +72,7 @@ weights: build lm notes
 	$(BIN) train decoder --weights $(WEIGHTS) --pretrain-steps 800 --instruct-steps 800 --background-slide $(BG_SLIDE)
 	$(BIN) train lm-projector --weights $(WEIGHTS) --lm "$(LM)" --steps 250 --batch 8 --background-slide $(BG_SLIDE)
 	$(BIN) train lm-adapters --weights $(WEIGHTS) --lm "$(LM)" --steps 120 --batch 8
-	$(BIN) train finalize --weights $(WEIGHTS) --report $(WEIGHTS)/EVALUATION.md
+	$(BIN) train finalize --weights $(WEIGHTS) --wording lm --report $(WEIGHTS)/EVALUATION.md
 
 # Leave one dataset out (LODO, default endometrium): the same CLIP recipe without it, calibrated
 # and thresholded on the other datasets' val splits, then scored on every LODO tile with nothing
@@ -82,13 +83,13 @@ LODO       ?= endometrium
 LODO_STEPS ?= 2000
 DIAG_SETS  := lc25000-lung ebhi-seg prostate-panda endometrium
 LODO_DIR   := $(OUT)/lodo-$(LODO)
-weights-lodo: build
+weights-lodo: build lm
 	$(BIN) train clip --steps $(LODO_STEPS) --out $(LODO_DIR)/clip --background-slide $(BG_SLIDE) \
 	  --data $(addprefix ../shared/data/tiles/,$(filter-out $(LODO),$(DIAG_SETS)))
 	$(BIN) train clip-align --out $(LODO_DIR)/clip --background-slide $(BG_SLIDE) \
 	  --data $(addprefix ../shared/data/tiles/,$(filter-out $(LODO),$(DIAG_SETS)))
 	cp Vocab/vocab.json Vocab/merges.txt Vocab/special_tokens.json $(LODO_DIR)/clip/
-	$(BIN) train finalize --weights $(LODO_DIR) --record none --lodo none --report $(LODO_DIR)/EVALUATION.md \
+	$(BIN) train finalize --weights $(LODO_DIR) --wording lm --record none --lodo none --report $(LODO_DIR)/EVALUATION.md \
 	  --data $(addprefix ../shared/data/tiles/,$(filter-out $(LODO),$(DIAG_SETS))) > /dev/null
 	$(BIN) eval lodo --weights $(LODO_DIR) --no-cache --data ../shared/data/tiles/$(LODO) --out Weights/records/lodo.json \
 	  --trained-by "make weights-lodo LODO=$(LODO) LODO_STEPS=$(LODO_STEPS)" --report $(WEIGHTS)/EVALUATION.md

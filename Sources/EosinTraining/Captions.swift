@@ -56,11 +56,16 @@ public struct CaptionBuilder: Sendable {
     self.heldOutSynonyms = heldOutSynonyms
   }
 
+  /// The names captions of class `c` use: its name and the synonyms no prompt set holds out.
+  public func names(_ c: Int) -> [String] {
+    [classes[c].name] + classes[c].synonyms.filter { !heldOutSynonyms.contains($0.lowercased()) }
+  }
+
   /// A random caption for class `c`: a template filled with the name or a training synonym,
   /// often followed by one to two of its morphological features.
   public func caption(_ c: Int, rng: inout SeededRNG) -> String {
     let k = classes[c]
-    let names = [k.name] + k.synonyms.filter { !heldOutSynonyms.contains($0.lowercased()) }
+    let names = names(c)
     let name = names[Int(rng.next() % UInt64(names.count))]
     let t = Self.trainingTemplates[Int(rng.next() % UInt64(Self.trainingTemplates.count))]
     var s = t.replacingOccurrences(of: "{}", with: name)

@@ -63,9 +63,10 @@ struct TrainCLIPCommand: ParsableCommand {
     tc.seed = seed
     tc.warmup = max(1, min(100, steps / 10))
     tc.checkpointEvery = max(1, min(100, steps / 5))
+    let captions = CaptionBuilder(classes: classes, heldOutSynonyms: heldOut)
     let trainer = try CLIPTrainer(
       model: model, images: images, labels: labels, weights: weights, nonTissue: nonTissue, nonTissueClass: ntClass,
-      captions: CaptionBuilder(classes: classes, heldOutSynonyms: heldOut), tokenizer: tok, config: tc)
+      captions: captions, tokenizer: tok, config: tc)
     signal(SIGINT) { _ in interrupted = true }
     let t0 = Probes.now()
     try trainer.run(
@@ -90,6 +91,9 @@ struct TrainCLIPCommand: ParsableCommand {
           "split_rule":
             splitRule,
           "held_out_synonyms": heldOut.sorted(), "training_templates": CaptionBuilder.trainingTemplates,
+          // The names the text tower is trained on (classes with training images, and the
+          // non-tissue class): the vocabulary `finalize --wording lm` reads prompts onto.
+          "caption_names": Array(Set(Set(labels + [ntClass]).flatMap { captions.names($0) })).sorted(),
           "minutes": (Probes.now() - t0) / 60,
         ]
         try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]).write(

@@ -63,9 +63,10 @@ struct ModelOptions: ParsableArguments {
   }
 }
 
-/// The names the text tower of the weights in `weights` was trained on, for weights whose
-/// manifest records none: the knowledge notes' class names and synonyms, less every synonym its
-/// training held out (`clip/training.json`) and every synonym of the prompt sets.
+/// The names the text tower of the weights in `weights` was trained on: the `caption_names` its
+/// training recorded (`clip/training.json`), else (weights trained before they were recorded)
+/// the knowledge notes' class names and synonyms, less every synonym its training held out and
+/// every synonym of the prompt sets.
 func trainedVocabulary(_ weights: String) throws -> [String] {
   var held: Set<String> = []
   let record = weights + "/clip/training.json"
@@ -73,6 +74,7 @@ func trainedVocabulary(_ weights: String) throws -> [String] {
     guard let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] else {
       throw CLIError("\(record): not a JSON training record")
     }
+    if let names = o["caption_names"] as? [String], !names.isEmpty { return names }
     for s in (o["held_out_synonyms"] as? [String]) ?? [] { held.insert(s.lowercased()) }
   }
   for set in try PromptSet.loadAll(searchDirs: promptDirs("zero-shot")) {

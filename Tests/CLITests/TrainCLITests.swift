@@ -165,6 +165,12 @@ final class TrainCLITests: XCTestCase {
       XCTAssertFalse(changed, "no better head: the contrastive one stays")
     }
     XCTAssertEqual(info["steps"] as? Int, 4, "train clip's own record stays")
+    // The trained vocabulary (`finalize --wording lm` reads prompts onto it): the lung and
+    // non-tissue classes' names, never a held-out synonym or a class without training images.
+    let names = try XCTUnwrap(info["caption_names"] as? [String])
+    XCTAssertTrue(names.contains("lung adenocarcinoma"), "\(names)")
+    XCTAssertTrue(Set(names.map { $0.lowercased() }).isDisjoint(with: (info["held_out_synonyms"] as? [String]) ?? []))
+    XCTAssertFalse(names.contains { $0.lowercased().contains("gleason") }, "\(names)")
     // Idempotent: it starts from the training state again.
     let bytes = try Data(contentsOf: URL(fileURLWithPath: out + "/model.safetensors"))
     XCTAssertEqual(try align(out).status, 0)
