@@ -77,7 +77,11 @@ public struct PromptSet: Codable, Equatable, Sendable {
     self.templates = templates
     self.background = background
     try validate(source: name)
-    sha256 = SHA256.hex(Array((try? JSONEncoder().encode(self)) ?? Data()))
+    // Sorted keys: on Linux a keyed container's order changes from one process to the next, and
+    // the hash keys the text-embedding cache and calibrations across runs.
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    sha256 = SHA256.hex(Array((try? encoder.encode(self)) ?? Data()))
   }
 
   public init(from d: Decoder) throws {

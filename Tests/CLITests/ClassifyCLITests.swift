@@ -133,6 +133,13 @@ final class ClassifyCLITests: XCTestCase {
     XCTAssertEqual((o["confusion"] as? [[Int]])?.count, 2)
     let k = try run(["classify", "--prompts", set, Self.tiles + "/tumour/t0.png"])
     XCTAssertEqual(k.status, 0)
+    // An inline set and the organ check's joint set hash the same in every process, so a second
+    // run reads their text embeddings from the cache instead of adding new entries.
+    func textEntries() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: Self.dir + "/cache/text"))?.count ?? 0 }
+    XCTAssertEqual(try run(["classify", "--classes", "tumour,fat", Self.tiles + "/tumour/t0.png"]).status, 0)
+    let entries = textEntries()
+    XCTAssertEqual(try run(["classify", "--classes", "tumour,fat", Self.tiles + "/tumour/t0.png"]).status, 0)
+    XCTAssertEqual(textEntries(), entries)
     let sh = try run(["eval", "zero-shot", "--prompts", set, "--data", Self.tiles, "--shift", "stain", "--json"])
     XCTAssertEqual(sh.status, 0, sh.stderr)
     XCTAssertEqual((try JSONSerialization.jsonObject(with: Data(sh.stdout.utf8)) as! [String: Any])["shift"] as? String, "stain")
