@@ -238,25 +238,63 @@ public enum ClaimGate {
     "what is the commonest ", "define ", "explain ", "when ",
   ]
 
-  /// Whether a question is about the open slide (or tiles), judged by its words: it asks for the
-  /// diagnosis, or points at the slide ("this", "these tiles", "is it"), or uses slide words
-  /// ("tissue", "grade", "features") without the form of a general-knowledge question ("What
-  /// is a granuloma?", "Which cells dominate acute inflammation?", "What does eosin stain in
-  /// H&E?"). A general question is answered from Eosin's notes, not from the classifier.
+  /// Words that point at the open slide whatever else the question says ("Is there cancer
+  /// here?", "What do you see in these tiles?").
+  static let strongDeicticWords = [
+    " this ", " these ", " here ", " the slide", " the tile", " the image", " the biopsy", " the specimen", " the sample",
+    " the case", " you see", " shown",
+  ]
+  /// Phrases in which "it" points at nothing on the slide ("What does it mean when ...?", "What
+  /// is it called when ...?").
+  static let idioms = ["what does it mean", "what is it called", "is it called", "what do you call", "how is it called"]
+  /// Marks of a question about a kind of thing, not the open slide: a naming question ("What is
+  /// a quick diagnosis on chilled tissue during surgery called?"), a condition or a time ("...
+  /// when it has broken through the bowel wall?"), a population or a frequency ("the deadliest
+  /// brain tumour of adults", "the most frequent type of breast cancer", "typical of
+  /// tuberculosis"), a comparison, or how practice goes ("How can a surgeon ...?").
+  static let generalMarkers = [
+    " called ", " the name for ", " when ", " while ", " typical", " typically ", " usual ", " usually ", " most ",
+    " commonest ", " deadliest ", " adults ", " children ", " the same as ", " how can ", " how do doctors ",
+    " how do pathologists ", " in general ", " normally ",
+  ]
+
+  /// Whether a question is about the open slide (or tiles), judged by its words:
+  /// - it points at the slide ("this", "these tiles", "here", "the biopsy"): yes;
+  /// - it has the marks of a question about a kind of thing (``generalMarkers``: "What is it
+  ///   called when ...?", "What is the most frequent type of breast cancer?"): no;
+  /// - a what/which/how/why question that names an organ without pointing at the slide (not
+  ///   even "it" or "they": "What kind of cancer grows from the inner lining of the bladder?")
+  ///   and does not ask for a grade or diagnosis: no;
+  /// - it asks for the diagnosis ("What is the diagnosis?", "What is it?"): yes;
+  /// - it names "tiles" or "slide" without an indefinite article ("Which tiles look
+  ///   malignant?"; "a glass slide" is any slide): yes;
+  /// - otherwise it uses slide words ("tissue", "grade", "features") and points at the slide
+  ///   ("is it", "they"), or lacks the form of a general-knowledge question ("What is a
+  ///   granuloma?", "Which cells dominate acute inflammation?").
+  ///
+  /// A general question is answered from Eosin's notes, not from the classifier.
   public static func isAboutSlide(_ question: String) -> Bool {
-    if asksForDiagnosis(question) { return true }
     let lower = question.lowercased()
-    guard slideWords.contains(where: { (" " + lower + " ").contains($0) }) else { return false }
-    let q = " " + String(lower.map { ".,;:!?".contains($0) ? " " : $0 }) + " "
-    if deicticWords.contains(where: { q.contains($0) }) { return true }
-    // "tiles" and "slide" without an indefinite article name the open input ("Which tiles look
-    // malignant?"); "a slide" is any slide ("What does microns per pixel mean for a slide?").
-    if [" tile ", " tiles ", " slide ", " slides "].contains(where: { q.contains($0) }),
-      ![" a tile ", " a slide "].contains(where: { q.contains($0) })
-    {
-      return true
-    }
+    var q = " " + String(lower.map { ".,;:!?\"".contains($0) ? " " : $0 }) + " "
+    if strongDeicticWords.contains(where: { q.contains($0) }) { return true }
+    for i in idioms { q = q.replacingOccurrences(of: i, with: " ") }
+    if generalMarkers.contains(where: { q.contains($0) }) { return false }
     let opening = q.trimmingCharacters(in: .whitespaces)
+    if ["what ", "which ", "how ", "why "].contains(where: { opening.hasPrefix($0) }), !OrganLexicon.organs(in: lower).isEmpty,
+      !deicticWords.contains(where: { q.contains($0) }), !["grade", "diagnos"].contains(where: { lower.contains($0) })
+    {
+      return false
+    }
+    if asksForDiagnosis(question) && !idioms.contains(where: { lower.contains($0) }) { return true }
+    guard slideWords.contains(where: { (" " + lower + " ").contains($0) }) else { return false }
+    // "tiles" and "slide" without an indefinite article name the open input ("Which tiles look
+    // malignant?"); "a slide", "a glass slide" and "any slide" are any slide.
+    let words = q.split(separator: " ").map(String.init)
+    for (i, w) in words.enumerated() where ["tile", "tiles", "slide", "slides"].contains(w) {
+      let before = words[max(0, i - 2)..<i]
+      if !before.contains(where: { ["a", "an", "any", "every", "each"].contains($0) }) { return true }
+    }
+    if deicticWords.contains(where: { q.contains($0) }) { return true }
     let generic = genericOpenings.contains { opening.hasPrefix($0) } || q.contains(" a ") || q.contains(" an ")
     return !generic
   }

@@ -228,13 +228,22 @@ final class GroundedChatTests: XCTestCase {
       "What does normal lung tissue look like?", "What is the difference between grade and stage?",
       "How do benign prostate glands differ from prostate cancer?", "What features show that a tumour is malignant?",
       "What does microns per pixel mean for a slide?", "What is a whole-slide image?",
+      // Naming questions, conditions, populations and frequencies ask about a kind of thing; so
+      // does a what/how question that names an organ without pointing at the slide.
+      "What is it called when one kind of lining cell is swapped for another?",
+      "What does it mean when cells lining an organ look abnormal but have not invaded?",
+      "What kind of necrosis is typical of tuberculosis?", "Why are cell nuclei purple on a routine slide?",
+      "What is a digital scan of a glass slide?", "What is the most frequent type of breast cancer?",
+      "What kind of cancer grows from the inner lining of the bladder?",
     ] {
       XCTAssertFalse(ClaimGate.isAboutSlide(general), general)
     }
     for slide in [
       "What is the diagnosis?", "What grade is it?", "What stain is this?", "How many tiles are there?",
       "Does the tissue show a tumour?", "Which diagnosis fits?", "What do you see in these tiles?", "Is there cancer here?",
-      "Which tiles look malignant?", "How many slides are open?",
+      "Which tiles look malignant?", "How many slides are open?", "Is there lung cancer?",
+      "Which tumour is it, lung adenocarcinoma or squamous cell carcinoma?", "What grade is the prostate cancer?",
+      "What is the most likely diagnosis here?", "What is the diagnosis in the lung?",
     ] {
       XCTAssertTrue(ClaimGate.isAboutSlide(slide), slide)
     }
@@ -248,5 +257,69 @@ final class GroundedChatTests: XCTestCase {
       answer: "A granuloma is a collection of macrophages.", question: "What is a granuloma?", verdict: nil, verdictSet: nil,
       otherSets: others, general: true)
     XCTAssertEqual(r.flags, [])
+  }
+
+  /// Questions written after the routing rules of ``ClaimGate/isAboutSlide(_:)`` and never used
+  /// to write them: when they were written, the rules routed 21 of the 25 slide questions and 22
+  /// of the 25 general ones right (the rules before gave 21 and 21).
+  static let routingSlide = [
+    "What's going on in this biopsy?",
+    "Is it cancer?",
+    "Are these glands malignant?",
+    "Can you tell me what the tissue shows?",
+    "Should I worry about this?",
+    "Which area looks the most suspicious?",
+    "What grade would you give it?",
+    "Is there any necrosis?",
+    "Do you see mitoses?",
+    "How confident are you?",
+    "What's the diagnosis here?",
+    "Is the tumour invasive?",
+    "Does it look like adenocarcinoma or squamous cell carcinoma?",
+    "What kind of tissue is on the slide?",
+    "Where is the tumour on the slide?",
+    "Is the lung tissue normal?",
+    "What Gleason pattern do you see?",
+    "Is there lymphovascular invasion?",
+    "How much of the tissue is tumour?",
+    "What are the evidence tiles?",
+    "Why do you think it is benign?",
+    "Is the margin involved?",
+    "What would you call this lesion?",
+    "Which organ does this come from?",
+    "Are the nuclei atypical?",
+  ]
+  static let routingGeneral = [
+    "What causes squamous metaplasia?",
+    "How is adenocarcinoma different from squamous cell carcinoma?",
+    "What are the risk factors for lung cancer?",
+    "What is Barrett oesophagus?",
+    "Why does tuberculosis form granulomas?",
+    "What is a Gleason score of 7?",
+    "Where do most colorectal cancers start?",
+    "What is dysplasia?",
+    "How do tumours spread to lymph nodes?",
+    "What is the role of p40 staining?",
+    "What does TTF-1 positivity suggest?",
+    "Explain what hyperplasia is.",
+    "What is the difference between an adenoma and a carcinoma?",
+    "How long does it take for a polyp to become cancer?",
+    "Which stain highlights mucin?",
+    "What is atypical endometrial hyperplasia?",
+    "Why do pathologists use H&E?",
+    "What does a high mitotic count mean?",
+    "Is smoking linked to squamous cell carcinoma of the lung?",
+    "How are prostate biopsies taken?",
+    "What is necrosis?",
+    "Name the layers of the colon wall.",
+    "What does lepidic growth mean in lung adenocarcinoma?",
+    "What is a serrated adenoma?",
+    "Can benign tumours become malignant?",
+  ]
+
+  /// Guards the routing on those questions: it must not get worse.
+  func testRoutingOnQuestionsNotUsedToWriteTheRules() {
+    XCTAssertGreaterThanOrEqual(Self.routingSlide.filter { ClaimGate.isAboutSlide($0) }.count, 21)
+    XCTAssertGreaterThanOrEqual(Self.routingGeneral.filter { !ClaimGate.isAboutSlide($0) }.count, 22)
   }
 }
