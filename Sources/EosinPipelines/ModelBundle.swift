@@ -120,7 +120,7 @@ public final class ModelBundle: @unchecked Sendable {
       return "\((p as NSString).lastPathComponent) is not the language model the vocabulary was fitted with (\(entry.model))"
     }
     wording = try WordingResolver(
-      lm: try LanguageModel(path: p), vocabulary: try ModelBundle.vocabulary(self, entry), cacheDirectory: cacheDirectory)
+      languageModel: p, vocabulary: try ModelBundle.vocabulary(self, entry), cacheDirectory: cacheDirectory)
     return nil
   }
 

@@ -15,11 +15,11 @@ import Foundation
 /// (`$XDG_CACHE_HOME/eosin/notes-index`), keyed by the model's sha256 and the passages.
 public final class NoteEmbeddings: @unchecked Sendable {
   /// The hidden width.
-  public let dim: Int
-  /// The passages' embeddings, in ``KnowledgeNotes/passages`` order: centred, unit length.
-  let vectors: [Float]
-  let mean: [Float]
-  let count: Int
+  public var dim: Int { index.dim }
+  /// How many passages are embedded.
+  var count: Int { index.count }
+  /// The passages' embeddings, in ``KnowledgeNotes/passages`` order.
+  let index: HiddenStateIndex
   let lm: LanguageModel
 
   /// The language model's file.
@@ -37,30 +37,10 @@ public final class NoteEmbeddings: @unchecked Sendable {
   /// - Throws: ``PipelineError`` when the model cannot embed a passage (too long for its context).
   public init(notes: KnowledgeNotes, lm: LanguageModel, cacheDirectory: String? = NoteEmbeddings.cacheDirectory) throws {
     self.lm = lm
-    let C = lm.model.config.channels
-    dim = C
-    count = notes.passages.count
     var key = "v1|" + ((try? LanguageModel.Default.cachedSHA256(lm.path)) ?? lm.path)
     for p in notes.passages { key += "\n" + p.source + "\t" + p.title + "\t" + p.text }
-    let file = cacheDirectory.map { $0 + "/" + SHA256.hex(Array(key.utf8)) + ".f32" }
-    var raw: [Float]
-    if let f = file, let d = FileManager.default.contents(atPath: f), d.count == count * C * 4 {
-      raw = d.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
-    } else {
-      raw = []
-      raw.reserveCapacity(count * C)
-      for p in notes.passages { raw += try NoteEmbeddings.hidden(lm, p.title + ": " + p.text) }
-      if let f = file, let dir = cacheDirectory {
-        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try? raw.withUnsafeBufferPointer { Data(buffer: $0) }.write(to: URL(fileURLWithPath: f), options: .atomic)
-      }
-    }
-    var m = [Float](repeating: 0, count: C)
-    for i in 0..<count { for j in 0..<C { m[j] += raw[i * C + j] } }
-    for j in 0..<C { m[j] /= Float(max(1, count)) }
-    for i in 0..<count { NoteEmbeddings.centre(&raw, i * C, m) }
-    mean = m
-    vectors = raw
+    index = try HiddenStateIndex(
+      lm: lm, texts: notes.passages.map { $0.title + ": " + $0.text }, cacheDirectory: cacheDirectory, key: key)
   }
 
   /// The final hidden state for `text`'s prompt.
@@ -85,8 +65,48 @@ public final class NoteEmbeddings: @unchecked Sendable {
   }
 
   /// The cosine similarity of `query` to every passage, in passage order.
-  public func similarities(_ query: String) throws -> [Float] {
-    var q = try NoteEmbeddings.hidden(lm, query)
+  public func similarities(_ query: String) throws -> [Float] { try index.similarities(lm, query) }
+}
+
+/// Texts embedded by a language model's hidden states (``NoteEmbeddings/hidden(_:_:)``),
+/// centred on their mean and scaled to unit length, with the cosine of any other text to each;
+/// computed once per `key` and kept in `cacheDirectory` (nil: never cached). Shared by note
+/// retrieval (``NoteEmbeddings``) and prompt wording (``WordingResolver``).
+struct HiddenStateIndex {
+  let dim: Int
+  let count: Int
+  /// (count, dim) centred unit rows, in `texts` order.
+  let vectors: [Float]
+  let mean: [Float]
+
+  init(lm: LanguageModel, texts: [String], cacheDirectory: String?, key: String) throws {
+    let C = lm.model.config.channels
+    dim = C
+    count = texts.count
+    let file = cacheDirectory.map { $0 + "/" + SHA256.hex(Array(key.utf8)) + ".f32" }
+    var raw: [Float]
+    if let f = file, let d = FileManager.default.contents(atPath: f), d.count == count * C * 4 {
+      raw = d.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+    } else {
+      raw = []
+      raw.reserveCapacity(count * C)
+      for t in texts { raw += try NoteEmbeddings.hidden(lm, t) }
+      if let f = file, let dir = cacheDirectory {
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try? raw.withUnsafeBufferPointer { Data(buffer: $0) }.write(to: URL(fileURLWithPath: f), options: .atomic)
+      }
+    }
+    var m = [Float](repeating: 0, count: C)
+    for i in 0..<count { for j in 0..<C { m[j] += raw[i * C + j] } }
+    for j in 0..<C { m[j] /= Float(max(1, count)) }
+    for i in 0..<count { NoteEmbeddings.centre(&raw, i * C, m) }
+    mean = m
+    vectors = raw
+  }
+
+  /// The cosine similarity of `text` (embedded by `lm`, centred on the same mean) to every row.
+  func similarities(_ lm: LanguageModel, _ text: String) throws -> [Float] {
+    var q = try NoteEmbeddings.hidden(lm, text)
     NoteEmbeddings.centre(&q, 0, mean)
     var out = [Float](repeating: 0, count: count)
     for i in 0..<count {

@@ -20,7 +20,9 @@ import Foundation
 /// - A phrase in the vocabulary (case aside) is never changed.
 ///
 /// The names' hidden states are computed once per language model and vocabulary and kept in
-/// the cache folder (`$XDG_CACHE_HOME/eosin/wording`).
+/// the cache folder (`$XDG_CACHE_HOME/eosin/wording`). The language model is loaded, and those
+/// states read, only when a phrase is first resolved: a classifier whose text embeddings are
+/// already cached (keyed by ``identity``) needs neither.
 public final class WordingResolver: @unchecked Sendable {
   /// The names the text tower was trained on, sorted.
   public let vocabulary: [String]
@@ -32,11 +34,12 @@ public final class WordingResolver: @unchecked Sendable {
   public let lower: Float = 0.3
   /// Cosine from which a phrase takes its neighbours' embeddings alone.
   public let upper: Float = 0.6
-  let vectors: [Float]
-  let mean: [Float]
-  let dim: Int
-  let lm: LanguageModel
+  /// The language model's file.
+  public let modelPath: String
   let lmSHA: String
+  let cacheDirectory: String?
+  let lock = NSLock()
+  var loaded: (lm: LanguageModel, index: HiddenStateIndex)?
 
   /// How one phrase is read.
   public struct Resolution: Equatable, Sendable {
@@ -67,68 +70,56 @@ public final class WordingResolver: @unchecked Sendable {
   }
 
   /// The language model's file name, for the line that says how prompts were read.
-  public var modelName: String { (lm.path as NSString).lastPathComponent }
-  /// The language model's file.
-  public var modelPath: String { lm.path }
+  public var modelName: String { (modelPath as NSString).lastPathComponent }
 
   /// Where the vocabulary's hidden states are cached.
   public static var cacheDirectory: String { EosinCache.root + "/wording" }
 
-  /// Embeds `vocabulary` (deduplicated, sorted) with `lm`, or reads it from `cacheDirectory`.
-  /// - Throws: ``PipelineError/input(_:)`` for an empty vocabulary; ``PipelineError`` when a
-  ///   name cannot be embedded.
-  public init(lm: LanguageModel, vocabulary: [String], cacheDirectory: String? = WordingResolver.cacheDirectory) throws {
+  /// A resolver onto `vocabulary` (deduplicated, sorted) through the GGUF language model at
+  /// `path`, whose sha256 is read here (``LanguageModel/Default/cachedSHA256(_:)``).
+  /// - Throws: ``PipelineError/input(_:)`` for an empty vocabulary; ``PipelineError/file`` for a
+  ///   language model file that cannot be read.
+  public init(languageModel path: String, vocabulary: [String], cacheDirectory: String? = WordingResolver.cacheDirectory)
+    throws
+  {
     let names = Array(Set(vocabulary.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })).sorted()
     guard !names.isEmpty else { throw PipelineError.input("the wording resolver needs at least one trained name") }
-    self.lm = lm
-    self.vocabulary = names
-    lmSHA = (try? LanguageModel.Default.cachedSHA256(lm.path)) ?? lm.path
-    let C = lm.model.config.channels
-    dim = C
-    let key = SHA256.hex(Array(("wording-names-v1|" + lmSHA + "\n" + names.joined(separator: "\n")).utf8))
-    let file = cacheDirectory.map { $0 + "/" + key + ".f32" }
-    var raw: [Float]
-    if let f = file, let d = FileManager.default.contents(atPath: f), d.count == names.count * C * 4 {
-      raw = d.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
-    } else {
-      raw = []
-      raw.reserveCapacity(names.count * C)
-      for n in names { raw += try NoteEmbeddings.hidden(lm, n) }
-      if let f = file, let dir = cacheDirectory {
-        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try? raw.withUnsafeBufferPointer { Data(buffer: $0) }.write(to: URL(fileURLWithPath: f), options: .atomic)
-      }
+    guard let sha = try? LanguageModel.Default.cachedSHA256(path) else {
+      throw PipelineError.file(path: path, message: "cannot read the language model")
     }
-    var m = [Float](repeating: 0, count: C)
-    for i in 0..<names.count { for j in 0..<C { m[j] += raw[i * C + j] } }
-    for j in 0..<C { m[j] /= Float(names.count) }
-    for i in 0..<names.count { NoteEmbeddings.centre(&raw, i * C, m) }
-    mean = m
-    vectors = raw
+    modelPath = path
+    lmSHA = sha
+    self.vocabulary = names
+    self.cacheDirectory = cacheDirectory
+  }
+
+  /// The language model and the vocabulary's hidden states, loaded on first use.
+  func load() throws -> (lm: LanguageModel, index: HiddenStateIndex) {
+    lock.lock()
+    defer { lock.unlock() }
+    if let l = loaded { return l }
+    let lm = try LanguageModel(path: modelPath)
+    let key = "wording-names-v1|" + lmSHA + "\n" + vocabulary.joined(separator: "\n")
+    let l = (lm, try HiddenStateIndex(lm: lm, texts: vocabulary, cacheDirectory: cacheDirectory, key: key))
+    loaded = l
+    return l
   }
 
   /// How `phrase` is read (``Resolution``).
-  /// - Throws: ``PipelineError`` when the phrase cannot be embedded.
+  /// - Throws: ``PipelineError`` when the language model cannot be loaded or the phrase embedded.
   public func resolve(_ phrase: String) throws -> Resolution {
     let p = phrase.trimmingCharacters(in: .whitespaces)
     if vocabulary.contains(where: { $0.caseInsensitiveCompare(p) == .orderedSame }) {
       return Resolution(names: [], weights: [], share: 0, cosine: 1)
     }
-    var q = try NoteEmbeddings.hidden(lm, p)
-    NoteEmbeddings.centre(&q, 0, mean)
-    var cos: [(Int, Float)] = []
-    for i in 0..<vocabulary.count {
-      var s: Float = 0
-      for j in 0..<dim { s += q[j] * vectors[i * dim + j] }
-      cos.append((i, s))
-    }
-    cos.sort { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }
-    let top = Array(cos.prefix(neighbours))
-    let best = top[0].1
-    let e = top.map { exp(scale * ($0.1 - best)) }
-    let z = e.reduce(0, +)
+    let (lm, index) = try load()
+    let top = try index.similarities(lm, p).enumerated().sorted { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }
+      .prefix(neighbours)
+    let best = top.first!.1
     let share = min(1, max(0, (best - lower) / (upper - lower)))
     if share == 0 { return Resolution(names: [], weights: [], share: 0, cosine: best) }
+    let e = top.map { exp(scale * ($0.1 - best)) }
+    let z = e.reduce(0, +)
     return Resolution(names: top.map { vocabulary[$0.0] }, weights: e.map { $0 / z }, share: share, cosine: best)
   }
 

@@ -140,16 +140,30 @@ public final class ZeroShotClassifier: @unchecked Sendable {
     _ bundle: ModelBundle
   ) throws {
     let D = bundle.clip.embedDim
+    // Every borrowed name under every template, embedded in one pass.
+    var texts: [String] = [], row: [String: Int] = [:]
+    for tmpl in templates {
+      for r in resolutions.values where r.share > 0 {
+        for n in r.names {
+          let t = tmpl.replacingOccurrences(of: "{}", with: n)
+          if row[t] == nil {
+            row[t] = texts.count
+            texts.append(t)
+          }
+        }
+      }
+    }
+    let named = texts.isEmpty ? [] : try bundle.embedTexts(texts)
     var i = 0
     for tmpl in templates {
       for ps in phrases {
         for p in ps {
           defer { i += 1 }
           guard let r = resolutions[p], r.share > 0 else { continue }
-          let named = try bundle.embedTexts(r.names.map { tmpl.replacingOccurrences(of: "{}", with: $0) })
+          let rows = r.names.map { row[tmpl.replacingOccurrences(of: "{}", with: $0)]! * D }
           for d in 0..<D {
             var m: Float = 0
-            for (k, x) in r.weights.enumerated() { m += x * named[k * D + d] }
+            for (at, x) in zip(rows, r.weights) { m += x * named[at + d] }
             emb[i * D + d] = (1 - r.share) * emb[i * D + d] + r.share * m
           }
         }

@@ -115,7 +115,7 @@ struct TrainFinalize: ParsableCommand {
         throw CLIError("--wording lm needs the language model: fetch SmolLM2 (`make lm`) or set EOSIN_LM")
       }
       let names = try trainedVocabulary(weights)
-      f.wording = (names, try WordingResolver(lm: try LanguageModel(path: path), vocabulary: names))
+      f.wording = (names, try WordingResolver(languageModel: path, vocabulary: names))
     }
     let (_, md) = try f.run()
     try writeAtomically(Data(md.utf8), to: report)

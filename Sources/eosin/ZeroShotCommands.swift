@@ -56,7 +56,7 @@ struct ModelOptions: ParsableArguments {
           throw CLIError("--wording lm needs a language model: pass --wording-lm FILE.gguf, or fetch SmolLM2 (`make lm`)")
         }
         b.wording = try WordingResolver(
-          lm: try LanguageModel(path: path), vocabulary: try trainedVocabulary(b.directory), cacheDirectory: cache)
+          languageModel: path, vocabulary: try trainedVocabulary(b.directory), cacheDirectory: cache)
       }
     }
     return b

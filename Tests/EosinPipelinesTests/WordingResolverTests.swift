@@ -12,14 +12,16 @@ final class WordingResolverTests: XCTestCase {
   /// Guards the resolver's contract: a trained name (case aside) is kept as written; any other
   /// phrase gets at most three trained names with weights that sum to one, nearest first, and a
   /// share in [0, 1] that is zero exactly when no name is borrowed; the names' hidden states
-  /// are cached and read back to the same answers; an empty vocabulary is refused.
+  /// are computed only when a phrase needs them, cached and read back to the same answers; an
+  /// empty vocabulary and a missing language model are refused.
   func testResolverContract() throws {
-    let lm = try LanguageModel(path: Self.gguf)
     let cache = TestSupport.tempDir("eosin-wording-cache")
+    func cached() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: cache))?.count ?? 0 }
     let vocab = ["lung adenocarcinoma", "benign lung tissue", "colon adenocarcinoma", "stroma", "lung adenocarcinoma "]
-    let r = try WordingResolver(lm: lm, vocabulary: vocab, cacheDirectory: cache)
+    let r = try WordingResolver(languageModel: Self.gguf, vocabulary: vocab, cacheDirectory: cache)
     XCTAssertEqual(r.vocabulary, ["benign lung tissue", "colon adenocarcinoma", "lung adenocarcinoma", "stroma"])
     XCTAssertEqual(try r.resolve("LUNG ADENOCARCINOMA"), .init(names: [], weights: [], share: 0, cosine: 1))
+    XCTAssertEqual(cached(), 0, "the names are embedded only when a phrase needs them")
     for phrase in ["pulmonary adenocarcinoma", "fibrous stroma", "a completely different thing"] {
       let x = try r.resolve(phrase)
       XCTAssertGreaterThanOrEqual(x.share, 0)
@@ -32,12 +34,16 @@ final class WordingResolverTests: XCTestCase {
         XCTAssertTrue(Set(x.names).isSubset(of: r.vocabulary))
       }
     }
-    XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: cache).count, 1)
-    let again = try WordingResolver(lm: lm, vocabulary: vocab, cacheDirectory: cache)
+    XCTAssertEqual(cached(), 1)
+    let again = try WordingResolver(languageModel: Self.gguf, vocabulary: vocab, cacheDirectory: cache)
     XCTAssertEqual(again.identity, r.identity)
     XCTAssertEqual(try again.resolve("pulmonary adenocarcinoma"), try r.resolve("pulmonary adenocarcinoma"))
-    XCTAssertNotEqual(try WordingResolver(lm: lm, vocabulary: ["stroma"], cacheDirectory: nil).identity, r.identity)
-    XCTAssertThrowsError(try WordingResolver(lm: lm, vocabulary: [" "], cacheDirectory: nil))
+    XCTAssertNotEqual(
+      try WordingResolver(languageModel: Self.gguf, vocabulary: ["stroma"], cacheDirectory: nil).identity, r.identity)
+    XCTAssertThrowsError(try WordingResolver(languageModel: Self.gguf, vocabulary: [" "], cacheDirectory: nil))
+    XCTAssertThrowsError(try WordingResolver(languageModel: cache + "/none.gguf", vocabulary: ["stroma"], cacheDirectory: nil)) {
+      XCTAssertTrue($0.localizedDescription.contains("none.gguf"), $0.localizedDescription)
+    }
   }
 
   /// Guards the blend: a phrase with a resolution becomes `(1 - share) · own + share · Σ weight
@@ -70,10 +76,9 @@ final class WordingResolverTests: XCTestCase {
   func testClassifierWithResolver() throws {
     let bundle = try ModelBundle(path: Self.bundleDir)
     let cache = TestSupport.tempDir("eosin-wording-clf")
-    let lm = try LanguageModel(path: Self.gguf)
     let set = try PromptSet.inline("tumour,stroma,fat")
     let plain = try ZeroShotClassifier(bundle: bundle, promptSet: set, cacheDir: cache)
-    let w = try WordingResolver(lm: lm, vocabulary: ["tumour", "stroma", "fat"], cacheDirectory: nil)
+    let w = try WordingResolver(languageModel: Self.gguf, vocabulary: ["tumour", "stroma", "fat"], cacheDirectory: nil)
     bundle.wording = w
     let read = try ZeroShotClassifier(bundle: bundle, promptSet: set, cacheDir: cache)
     XCTAssertTrue(read.wording === w)

@@ -122,7 +122,7 @@ final class FinalizeTests: XCTestCase {
       targetAccuracy: 0.9, record: nil, lodo: nil, languageModel: nil, dirs: { [prompts + "/" + $0] },
       makeGrounded: { _, _ in throw TrainingError.data("no language model in this test") }, log: { _ in })
     let names = ["lung adenocarcinoma", "lung squamous cell carcinoma", "benign lung tissue", "no interpretable tissue"]
-    f.wording = (names, try WordingResolver(lm: try LanguageModel(path: gguf), vocabulary: names, cacheDirectory: nil))
+    f.wording = (names, try WordingResolver(languageModel: gguf, vocabulary: names, cacheDirectory: nil))
     let (manifest, md) = try f.run()
     let entry = try XCTUnwrap(manifest.wording)
     XCTAssertEqual(entry.vocabulary, "clip/vocabulary.json")
