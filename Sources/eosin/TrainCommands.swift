@@ -161,16 +161,7 @@ struct CLIPTrainingData {
     }
     let tok = try Tokenizer.load(vocab)
     // Held-out wording: every synonym a prompt set uses.
-    var heldOut: Set<String> = []
-    for f in ((try? FileManager.default.contentsOfDirectory(atPath: prompts)) ?? []).sorted() where f.hasSuffix(".json") {
-      if let o = try? JSONSerialization.jsonObject(with: FileManager.default.contents(atPath: prompts + "/" + f) ?? Data())
-        as? [String: Any]
-      {
-        for c in (o["classes"] as? [[String: Any]]) ?? [] {
-          for s in (c["synonyms"] as? [String]) ?? [] { heldOut.insert(s.lowercased()) }
-        }
-      }
-    }
+    let heldOut = promptSynonyms(prompts)
     var out = CLIPTrainingData(classes: classes, nonTissueClass: ntClass, tokenizer: tok, heldOut: heldOut)
     // Load and split.
     var train: [TileItem] = [], val: [TileItem] = []
@@ -288,6 +279,22 @@ func backgroundTiles(_ path: String, size: Int) throws -> [RawImage] {
   where mask.fraction(x0: Double(ref.x), y0: Double(ref.y), width: t.grid.extent0, height: t.grid.extent0) == 0 {
     let img = resample(try t.read(ref), outWidth: size, outHeight: size)
     out.append(RawImage(width: size, height: size, pixels: img.pixels))
+  }
+  return out
+}
+
+/// Every synonym the prompt sets in `dir` use, lower-cased: the wording training captions hold
+/// out, so that zero-shot measures new wording.
+func promptSynonyms(_ dir: String) -> Set<String> {
+  var out: Set<String> = []
+  for f in ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted() where f.hasSuffix(".json") {
+    if let o = try? JSONSerialization.jsonObject(with: FileManager.default.contents(atPath: dir + "/" + f) ?? Data())
+      as? [String: Any]
+    {
+      for c in (o["classes"] as? [[String: Any]]) ?? [] {
+        for s in (c["synonyms"] as? [String]) ?? [] { out.insert(s.lowercased()) }
+      }
+    }
   }
   return out
 }

@@ -77,8 +77,8 @@ func trainedVocabulary(_ weights: String) throws -> [String] {
     if let names = o["caption_names"] as? [String], !names.isEmpty { return names }
     for s in (o["held_out_synonyms"] as? [String]) ?? [] { held.insert(s.lowercased()) }
   }
-  for set in try PromptSet.loadAll(searchDirs: promptDirs("zero-shot")) {
-    for c in set.allClasses { for y in c.synonyms { held.insert(y.lowercased()) } }
+  if let dir = promptDirs("zero-shot").first(where: { FileManager.default.fileExists(atPath: $0) }) {
+    held.formUnion(promptSynonyms(dir))
   }
   guard let dir = promptDirs("knowledge").first(where: { FileManager.default.fileExists(atPath: $0) }) else {
     throw CLIError("Eosin's knowledge notes (Prompts/knowledge) were not found")
