@@ -78,7 +78,7 @@ public enum SlidePooling {
       slide: true, set: classifier.promptSet)
     if preds.isEmpty { flags.append(ReviewFlag(code: "no-tiles", reason: "no tissue tiles were found")) }
     if verdict == bg { flags.append(ReviewFlag(code: "no-tissue", reason: "no interpretable tissue")) }
-    if let f = policy.support(classifier.classNames[verdict], classifier) { flags.append(f) }
+    flags += policy.caveats(classifier.classNames[verdict], classifier)
     return SlideResult(
       classNames: classifier.classNames, probs: probs, verdict: verdict, fractions: fractions, evidence: evidence,
       confidence: conf, flags: flags, tiles: preds,

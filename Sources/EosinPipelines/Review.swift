@@ -145,13 +145,34 @@ public struct ReviewPolicy: Sendable {
       conf, verdict: classifier.classNames[p.top], runnerUp: order.count > 1 ? classifier.classNames[order[1]] : nil, facts: tf,
       set: classifier.promptSet)
     if bg { f.append(ReviewFlag(code: "no-tissue", reason: "no interpretable tissue")) }
-    if let s = support(classifier.classNames[p.top], classifier) { f.append(s) }
+    f += caveats(classifier.classNames[p.top], classifier)
     return f
   }
 
   /// The class-support flag for a verdict of `classifier` (see ``ClassSupport``).
   public func support(_ className: String, _ classifier: ZeroShotClassifier) -> ReviewFlag? {
     ClassSupport.flag(className: className, set: classifier.promptSet, trainedOrgans: thresholds.trainedOrgans)
+  }
+
+  /// The flag for every verdict of a classifier whose prompt phrases were read as written while
+  /// the weights' temperature and thresholds were fitted with them read through a language model
+  /// (``ZeroShotClassifier/unreadPhrases``): its probabilities are not the ones those
+  /// thresholds were fitted on, so passing them proves nothing.
+  public func wording(_ classifier: ZeroShotClassifier) -> ReviewFlag? {
+    guard let first = classifier.unreadPhrases.first, let entry = classifier.bundle.manifest.wording else { return nil }
+    let n = classifier.unreadPhrases.count
+    let more = n > 1 ? " and \(n - 1) more" : ""
+    return ReviewFlag(
+      code: "wording-not-read",
+      reason:
+        "the prompt phrases of the \(classifier.promptSet.name) set that this model was not trained on (\"\(first)\"\(more)) were read as written, but its review thresholds were fitted with them read through \(entry.model), which is not loaded (`eosin models fetch`)"
+    )
+  }
+
+  /// What the model itself cannot vouch for in a verdict of `classifier`: the class-support
+  /// flag and the wording flag, each when it applies.
+  public func caveats(_ className: String, _ classifier: ZeroShotClassifier) -> [ReviewFlag] {
+    [support(className, classifier), wording(classifier)].compactMap { $0 }
   }
 
   /// Fields of one report (or turns of one chat) that contradict each other: a field whose class

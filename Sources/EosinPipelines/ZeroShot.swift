@@ -60,6 +60,12 @@ public final class ZeroShotClassifier: @unchecked Sendable {
   /// The resolver that read the prompt wording through a language model (the bundle's
   /// ``ModelBundle/wording`` when the classifier was built), or nil: as written.
   public let wording: WordingResolver?
+  /// The phrases of this set that were read as written although the weights' temperature and
+  /// review thresholds were fitted with them read through a language model (the manifest's
+  /// `wording` entry, when the bundle has no resolver: that language model is not fetched, or
+  /// another one was given). Phrases among the names the text tower was trained on are not
+  /// here: the resolver never changes them. Empty when the wording is read as fitted.
+  public let unreadPhrases: [String]
 
   /// - Parameter temperature: an explicit temperature; nil: the one `eosin calibrate` fitted for
   ///   this model and prompt set (found under `cacheDir`), else the weights manifest's. Every
@@ -73,6 +79,17 @@ public final class ZeroShotClassifier: @unchecked Sendable {
     let wording = bundle.wording
     self.wording = wording
     let all = promptSet.allClasses
+    if let entry = bundle.manifest.wording, wording == nil {
+      // A vocabulary that cannot be read trains nothing: every phrase counts as unread.
+      let trained = Set(((try? ModelBundle.vocabulary(bundle, entry)) ?? []).map { $0.lowercased() })
+      var seen = Set<String>()
+      unreadPhrases = all.flatMap(\.phrases).filter {
+        let p = $0.trimmingCharacters(in: .whitespaces).lowercased()
+        return !trained.contains(p) && seen.insert(p).inserted
+      }
+    } else {
+      unreadPhrases = []
+    }
     classNames = all.map { $0.name }
     backgroundIndex = promptSet.background == nil ? nil : all.count - 1
     if let t = temperature {

@@ -90,10 +90,11 @@ final class FinalizeTests: XCTestCase {
     let outlier = try XCTUnwrap(manifest.files["clip/outlier.safetensors"])
     XCTAssertEqual(outlier.sha256, try SHA256.hex(fileAt: w + "/clip/outlier.safetensors"))
     XCTAssertEqual(manifest.data?.prefix(3).map(\.name), ["Tiny lung", "Tiny prostate", "Tiny organs"])
-    // Weights finalized now record the stratified rule; eosin-small-v1's manifest, the hash rule.
+    // Weights finalized now record the stratified rule; eosin-small-v1's manifest (kept as a
+    // record), the hash rule.
     XCTAssertEqual(manifest.splitRule, "group-stratified-by-label")
     XCTAssertTrue(manifest.splitsStratifiedByLabel)
-    let v1 = try WeightsManifest.load(TestSupport.projectRoot + "/Weights/eosin-small-v1/manifest.json")
+    let v1 = try WeightsManifest.load(TestSupport.projectRoot + "/Weights/records/eosin-small-v1-manifest.json")
     XCTAssertFalse(v1.splitsStratifiedByLabel)
     let groups = (0..<30).map { "g\($0)" }, labels = groups.map { _ in "a" }
     let hashed = TileManifest.splits(dataset: "d", groups: groups, labels: labels, stratified: false)
@@ -136,6 +137,22 @@ final class FinalizeTests: XCTestCase {
     XCTAssertTrue(try XCTUnwrap(b.loadWording(languageModel: other, cacheDirectory: nil)).contains("not the language model"))
     XCTAssertNil(b.wording)
     XCTAssertTrue(try XCTUnwrap(b.loadWording(languageModel: nil, cacheDirectory: nil)).contains("not fetched"))
+    // Read as written, the thresholds fitted on the read wording prove nothing: every verdict of a
+    // set with phrases outside the vocabulary is flagged, and only the untrained phrases are named.
+    let set = try PromptSet.load("lung", searchDirs: [prompts + "/zero-shot"])
+    let policy = ReviewPolicy(thresholds: b.thresholds)
+    let asWritten = try ZeroShotClassifier(bundle: b, promptSet: set, cacheDir: nil)
+    XCTAssertFalse(asWritten.unreadPhrases.isEmpty)
+    XCTAssertTrue(Set(asWritten.unreadPhrases).isDisjoint(with: names))
+    let emb = SlideIndex.embedImages([TestSupport.syntheticHE(width: 40, height: 40)], bundle: b)
+    let tile = try XCTUnwrap(asWritten.predict(emb).first)
+    let flag = try XCTUnwrap(policy.tileFlags(tile, classifier: asWritten).first { $0.code == "wording-not-read" })
+    XCTAssertTrue(flag.reason.contains("tiny-llama-F32.gguf") && flag.reason.contains(asWritten.unreadPhrases[0]), flag.reason)
+    XCTAssertNil(try b.loadWording(languageModel: gguf, cacheDirectory: nil))
+    let read = try ZeroShotClassifier(bundle: b, promptSet: set, cacheDir: nil)
+    XCTAssertEqual(read.unreadPhrases, [])
+    XCTAssertFalse(
+      policy.tileFlags(try XCTUnwrap(read.predict(emb).first), classifier: read).contains { $0.code == "wording-not-read" })
     try Data("{\"names\": []}".utf8).write(to: URL(fileURLWithPath: w + "/clip/vocabulary.json"))
     XCTAssertThrowsError(try b.loadWording(languageModel: gguf, cacheDirectory: nil)) {
       XCTAssertTrue($0.localizedDescription.contains("vocabulary.json"), $0.localizedDescription)
