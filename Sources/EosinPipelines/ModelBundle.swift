@@ -106,35 +106,80 @@ public final class ModelBundle: @unchecked Sendable {
 
   /// Sets ``wording`` as the manifest's `wording` entry asks: its vocabulary (the names the
   /// text tower was trained on, checked against the manifest's sha256) read by the language
-  /// model at `path` when that file's sha256 is the one the entry records.
-  /// - Returns: nil when the wording is read through the language model, else why it is read as
-  ///   written (no entry, no language model, another language model).
+  /// model at `path` when that file's sha256 is the one the entry records. Without that file,
+  /// the readings finalize stored in the vocabulary file still read the phrases they cover (a
+  /// resolver without a language model; other phrases are kept as written).
+  /// - Returns: nil when the wording is read through the language model, else why it is not
+  ///   (no entry, no language model, another language model).
   /// - Throws: ``PipelineError/file`` for a vocabulary file that is missing, damaged or malformed.
   public func loadWording(languageModel path: String?, cacheDirectory: String?) throws -> String? {
     wording = nil
     guard let entry = manifest.wording else { return "these weights read prompts as written" }
-    guard let p = path, FileManager.default.fileExists(atPath: p) else {
-      return "the language model \(entry.model) is not fetched (`eosin models fetch`)"
+    let v = try ModelBundle.vocabulary(self, entry)
+    let why: String
+    if let p = path, FileManager.default.fileExists(atPath: p) {
+      if try LanguageModel.Default.cachedSHA256(p) == entry.languageModelSHA256 {
+        let r = try WordingResolver(languageModel: p, vocabulary: v.names, cacheDirectory: cacheDirectory)
+        if v.readingsIdentity == r.readingsIdentity { r.remember(v.readings) }
+        wording = r
+        return nil
+      }
+      why = "\((p as NSString).lastPathComponent) is not the language model the vocabulary was fitted with (\(entry.model))"
+    } else {
+      why = "the language model \(entry.model) is not fetched (`eosin models fetch`)"
     }
-    guard try LanguageModel.Default.cachedSHA256(p) == entry.languageModelSHA256 else {
-      return "\((p as NSString).lastPathComponent) is not the language model the vocabulary was fitted with (\(entry.model))"
+    if !v.readings.isEmpty {
+      let r = try WordingResolver(
+        readings: v.readings, vocabulary: v.names, languageModelSHA256: entry.languageModelSHA256, modelName: entry.model,
+        cacheDirectory: cacheDirectory)
+      if r.readingsIdentity == v.readingsIdentity { wording = r }
     }
-    wording = try WordingResolver(
-      languageModel: p, vocabulary: try ModelBundle.vocabulary(self, entry), cacheDirectory: cacheDirectory)
-    return nil
+    return why
   }
 
-  /// The vocabulary file of a `wording` entry: `{"names": [...]}`, its sha256 checked.
-  static func vocabulary(_ b: ModelBundle, _ entry: WeightsManifest.WordingEntry) throws -> [String] {
+  /// The vocabulary file of a `wording` entry, its sha256 checked: `{"names": [...]}`, and the
+  /// readings finalize stored (`"readings"`, valid under `"readings_identity"`).
+  static func vocabulary(_ b: ModelBundle, _ entry: WeightsManifest.WordingEntry) throws -> VocabularyFile {
     let file = b.directory + "/" + entry.vocabulary
     _ = try verifiedSHA(b.manifest, entry.vocabulary, file)
-    struct V: Decodable { var names: [String] }
-    guard let d = FileManager.default.contents(atPath: file), let v = try? JSONDecoder().decode(V.self, from: d),
+    guard let d = FileManager.default.contents(atPath: file), let v = try? JSONDecoder().decode(VocabularyFile.self, from: d),
       !v.names.isEmpty
     else {
       throw PipelineError.file(path: file, message: "not a vocabulary file (a JSON object with a non-empty \"names\" list)")
     }
-    return v.names
+    return v
+  }
+
+  /// `clip/vocabulary.json`: the names the text tower was trained on and the stored readings.
+  public struct VocabularyFile: Codable, Sendable {
+    /// The trained names.
+    public var names: [String]
+    /// How finalize read each prompt phrase of the shipped prompt sets, by phrase.
+    public var readings: [String: WordingResolver.Resolution] = [:]
+    /// The ``WordingResolver/readingsIdentity`` the readings were made under.
+    public var readingsIdentity: String? = nil
+    /// What the file is, in words.
+    public var note: String? = nil
+
+    enum CodingKeys: String, CodingKey {
+      case names, readings, note
+      case readingsIdentity = "readings_identity"
+    }
+
+    public init(names: [String], readings: [String: WordingResolver.Resolution], readingsIdentity: String?, note: String?) {
+      self.names = names
+      self.readings = readings
+      self.readingsIdentity = readingsIdentity
+      self.note = note
+    }
+
+    public init(from decoder: Decoder) throws {
+      let c = try decoder.container(keyedBy: CodingKeys.self)
+      names = try c.decode([String].self, forKey: .names)
+      readings = try c.decodeIfPresent([String: WordingResolver.Resolution].self, forKey: .readings) ?? [:]
+      readingsIdentity = try c.decodeIfPresent(String.self, forKey: .readingsIdentity)
+      note = try c.decodeIfPresent(String.self, forKey: .note)
+    }
   }
 
   /// - Parameter precision: the image tower's GEMM precision (`--precision`); bf16 weights are
@@ -145,7 +190,7 @@ public final class ModelBundle: @unchecked Sendable {
     var isDir: ObjCBool = false
     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else {
       throw PipelineError.file(
-        path: path, message: "weights folder not found; pass --weights DIR (default Weights/eosin-small-v1)")
+        path: path, message: "weights folder not found; pass --weights DIR (default \(ModelBundle.defaultRelativePath))")
     }
     directory = path
     var sub: ObjCBool = false
@@ -209,11 +254,14 @@ public final class ModelBundle: @unchecked Sendable {
     return h
   }
 
-  /// The default weights: `$EOSIN_WEIGHTS`, else `Weights/eosin-small-v1` under the working
+  /// The committed default weights, relative to the project root.
+  public static let defaultRelativePath = "Weights/eosin-small-v1"
+
+  /// The default weights: `$EOSIN_WEIGHTS`, else ``defaultRelativePath`` under the working
   /// directory or the project that holds the executable.
   public static func defaultPath(executable: String = CommandLine.arguments[0]) -> String {
     if let e = ProcessInfo.processInfo.environment["EOSIN_WEIGHTS"], !e.isEmpty { return e }
-    let rel = "Weights/eosin-small-v1"
+    let rel = defaultRelativePath
     if FileManager.default.fileExists(atPath: rel) { return rel }
     var url = URL(fileURLWithPath: executable).resolvingSymlinksInPath()
     while url.path != "/" {

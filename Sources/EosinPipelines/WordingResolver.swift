@@ -23,6 +23,13 @@ import Foundation
 /// the cache folder (`$XDG_CACHE_HOME/eosin/wording`). The language model is loaded, and those
 /// states read, only when a phrase is first resolved: a classifier whose text embeddings are
 /// already cached (keyed by ``identity``) needs neither.
+///
+/// Each reading is remembered (``readings``). `eosin train finalize --wording lm` stores the
+/// readings of every shipped prompt set's phrases in `clip/vocabulary.json`, so a phrase read
+/// there needs no language model at all: the weights score the shipped prompt sets as finalize
+/// measured them, with the language model or without it. A resolver without a language model
+/// (``init(readings:vocabulary:languageModelSHA256:modelName:cacheDirectory:)``) reads those
+/// phrases and keeps any other as written (``canRead(_:)`` says which).
 public final class WordingResolver: @unchecked Sendable {
   /// The names the text tower was trained on, sorted.
   public let vocabulary: [String]
@@ -34,15 +41,18 @@ public final class WordingResolver: @unchecked Sendable {
   public let lower: Float = 0.3
   /// Cosine from which a phrase takes its neighbours' embeddings alone.
   public let upper: Float = 0.6
-  /// The language model's file.
-  public let modelPath: String
+  /// The language model's file; nil for a resolver that only has stored ``readings``.
+  public let modelPath: String?
+  /// The language model's file name, for the line that says how prompts were read.
+  public let modelName: String
   let lmSHA: String
   let cacheDirectory: String?
   let lock = NSLock()
   var loaded: (lm: LanguageModel, index: HiddenStateIndex)?
+  var known: [String: Resolution]
 
   /// How one phrase is read.
-  public struct Resolution: Equatable, Sendable {
+  public struct Resolution: Codable, Equatable, Sendable {
     /// The vocabulary names it borrows from, nearest first (empty: kept as written).
     public var names: [String]
     /// Their weights, summing to one.
@@ -61,16 +71,39 @@ public final class WordingResolver: @unchecked Sendable {
     }
   }
 
-  /// What identifies the resolver's output, for cache keys: the language model's hash, the
-  /// parameters and the vocabulary.
-  public var identity: String {
+  /// What identifies the readings a resolver with its language model gives: the language
+  /// model's hash, the parameters and the vocabulary. Stored readings are used only under the
+  /// same one.
+  public var readingsIdentity: String {
     SHA256.hex(
       Array(
         "wording-v1|\(lmSHA)|\(neighbours)|\(scale)|\(lower)|\(upper)|\(vocabulary.joined(separator: "\n"))".utf8))
   }
 
-  /// The language model's file name, for the line that says how prompts were read.
-  public var modelName: String { (modelPath as NSString).lastPathComponent }
+  /// What identifies the resolver's output, for cache keys: ``readingsIdentity``, and for a
+  /// resolver without its language model also the phrases it can read (any other it keeps as
+  /// written).
+  public var identity: String {
+    guard modelPath == nil else { return readingsIdentity }
+    let phrases = readings.keys.sorted().joined(separator: "\n")
+    return SHA256.hex(Array("\(readingsIdentity)|readings-only|\(phrases)".utf8))
+  }
+
+  /// Every phrase read so far (and the stored readings), by phrase.
+  public var readings: [String: Resolution] {
+    lock.lock()
+    defer { lock.unlock() }
+    return known
+  }
+
+  /// Whether `phrase` is read as the language model reads it: a trained name, a stored
+  /// reading, or any phrase when the language model is at hand.
+  public func canRead(_ phrase: String) -> Bool {
+    let p = phrase.trimmingCharacters(in: .whitespaces)
+    return modelPath != nil || isTrainedName(p) || readings[p] != nil
+  }
+
+  func isTrainedName(_ p: String) -> Bool { vocabulary.contains { $0.caseInsensitiveCompare(p) == .orderedSame } }
 
   /// Where the vocabulary's hidden states are cached.
   public static var cacheDirectory: String { EosinCache.root + "/wording" }
@@ -88,9 +121,36 @@ public final class WordingResolver: @unchecked Sendable {
       throw PipelineError.file(path: path, message: "cannot read the language model")
     }
     modelPath = path
+    modelName = (path as NSString).lastPathComponent
     lmSHA = sha
     self.vocabulary = names
     self.cacheDirectory = cacheDirectory
+    known = [:]
+  }
+
+  /// A resolver that reads the phrases of `readings` as stored (finalize computed them with the
+  /// language model whose sha256 is `languageModelSHA256`) and keeps every other phrase as
+  /// written; it never loads a language model.
+  /// - Throws: ``PipelineError/input(_:)`` for an empty vocabulary.
+  public init(
+    readings: [String: Resolution], vocabulary: [String], languageModelSHA256: String, modelName: String,
+    cacheDirectory: String? = nil
+  ) throws {
+    let names = Array(Set(vocabulary.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })).sorted()
+    guard !names.isEmpty else { throw PipelineError.input("the wording resolver needs at least one trained name") }
+    modelPath = nil
+    self.modelName = modelName
+    lmSHA = languageModelSHA256
+    self.vocabulary = names
+    self.cacheDirectory = cacheDirectory
+    known = readings
+  }
+
+  /// Adds stored readings (from `clip/vocabulary.json`); a phrase already read keeps its reading.
+  public func remember(_ readings: [String: Resolution]) {
+    lock.lock()
+    defer { lock.unlock() }
+    known.merge(readings) { old, _ in old }
   }
 
   /// The language model and the vocabulary's hidden states, loaded on first use.
@@ -98,6 +158,7 @@ public final class WordingResolver: @unchecked Sendable {
     lock.lock()
     defer { lock.unlock() }
     if let l = loaded { return l }
+    guard let modelPath else { throw PipelineError.input("no language model to read prompt wording with") }
     let lm = try LanguageModel(path: modelPath)
     let key = "wording-names-v1|" + lmSHA + "\n" + vocabulary.joined(separator: "\n")
     let l = (lm, try HiddenStateIndex(lm: lm, texts: vocabulary, cacheDirectory: cacheDirectory, key: key))
@@ -105,13 +166,22 @@ public final class WordingResolver: @unchecked Sendable {
     return l
   }
 
-  /// How `phrase` is read (``Resolution``).
+  /// How `phrase` is read (``Resolution``). Without a language model, a phrase that is neither
+  /// a trained name nor a stored reading is kept as written (``canRead(_:)`` is false for it).
   /// - Throws: ``PipelineError`` when the language model cannot be loaded or the phrase embedded.
   public func resolve(_ phrase: String) throws -> Resolution {
     let p = phrase.trimmingCharacters(in: .whitespaces)
-    if vocabulary.contains(where: { $0.caseInsensitiveCompare(p) == .orderedSame }) {
-      return Resolution(names: [], weights: [], share: 0, cosine: 1)
-    }
+    if isTrainedName(p) { return Resolution(names: [], weights: [], share: 0, cosine: 1) }
+    if let r = readings[p] { return r }
+    guard modelPath != nil else { return Resolution(names: [], weights: [], share: 0, cosine: 0) }
+    let r = try read(p)
+    lock.lock()
+    known[p] = r
+    lock.unlock()
+    return r
+  }
+
+  func read(_ p: String) throws -> Resolution {
     let (lm, index) = try load()
     let top = try index.similarities(lm, p).enumerated().sorted { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }
       .prefix(neighbours)

@@ -79,13 +79,15 @@ public final class ZeroShotClassifier: @unchecked Sendable {
     let wording = bundle.wording
     self.wording = wording
     let all = promptSet.allClasses
-    if let entry = bundle.manifest.wording, wording == nil {
-      // A vocabulary that cannot be read trains nothing: every phrase counts as unread.
-      let trained = Set(((try? ModelBundle.vocabulary(bundle, entry)) ?? []).map { $0.lowercased() })
+    if let entry = bundle.manifest.wording {
       var seen = Set<String>()
-      unreadPhrases = all.flatMap(\.phrases).filter {
-        let p = $0.trimmingCharacters(in: .whitespaces).lowercased()
-        return !trained.contains(p) && seen.insert(p).inserted
+      let phrases = all.flatMap(\.phrases).filter { seen.insert($0.trimmingCharacters(in: .whitespaces).lowercased()).inserted }
+      if let w = wording {
+        unreadPhrases = phrases.filter { !w.canRead($0) }
+      } else {
+        // A vocabulary that cannot be read trains nothing: every phrase counts as unread.
+        let trained = Set(((try? ModelBundle.vocabulary(bundle, entry).names) ?? []).map { $0.lowercased() })
+        unreadPhrases = phrases.filter { !trained.contains($0.trimmingCharacters(in: .whitespaces).lowercased()) }
       }
     } else {
       unreadPhrases = []
@@ -148,6 +150,16 @@ public final class ZeroShotClassifier: @unchecked Sendable {
   }
 
   public var classCount: Int { classNames.count }
+
+  /// How the prompt wording was read, for the line that names the temperature: nil as written;
+  /// "wording read through MODEL"; or, without the language model, "wording as MODEL read it
+  /// in finalize" (with how many phrases stayed as written).
+  public var wordingLabel: String? {
+    guard let w = wording else { return nil }
+    if w.modelPath != nil { return "wording read through \(w.modelName)" }
+    let n = unreadPhrases.count
+    return "wording as \(w.modelName) read it in finalize" + (n > 0 ? " (\(n) phrase\(n == 1 ? "" : "s") as written)" : "")
+  }
 
   /// Replaces each phrase's normalised text embedding in `emb` (rows in the order templates,
   /// then classes, then the class's phrases) by `(1 - share) · own + share · Σ weight ·

@@ -418,18 +418,23 @@ public struct WeightsFinalizer {
     }
     // The vocabulary the prompts' wording is read onto, when it is read through the language model.
     let vocabularyFile = "\(weights)/clip/vocabulary.json"
-    if let w = wording {
-      let o: [String: Any] = [
-        "names": w.names,
-        "note":
-          "The names the text tower was trained on (knowledge notes less the prompt sets' held-out synonyms); zero-shot phrases outside it are read through \(w.resolver.modelName) (WordingResolver).",
-      ]
-      try writeAtomically(
-        try JSONSerialization.data(withJSONObject: o, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]),
-        to: vocabularyFile)
+    if let w = wording, let lmPath = w.resolver.modelPath {
+      // Every phrase of every prompt set there is, read now, so that the weights score them as
+      // measured here even where the language model is missing.
+      for set in try PromptSet.loadAll(searchDirs: dirs("zero-shot")) {
+        for c in set.allClasses { for p in c.phrases { _ = try w.resolver.resolve(p) } }
+      }
+      let file = ModelBundle.VocabularyFile(
+        names: w.names, readings: w.resolver.readings, readingsIdentity: w.resolver.readingsIdentity,
+        note:
+          "The names the text tower was trained on (knowledge notes less the prompt sets' held-out synonyms); zero-shot phrases outside it are read through \(w.resolver.modelName) (WordingResolver). readings: how finalize read the phrases of every prompt set, used as they are whenever readings_identity matches."
+      )
+      let enc = JSONEncoder()
+      enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+      try writeAtomically(try enc.encode(file), to: vocabularyFile)
       manifest.wording = .init(
         vocabulary: "clip/vocabulary.json", model: w.resolver.modelName,
-        languageModelSHA256: try LanguageModel.Default.cachedSHA256(w.resolver.modelPath))
+        languageModelSHA256: try LanguageModel.Default.cachedSHA256(lmPath))
     } else if fm.fileExists(atPath: vocabularyFile) {
       try fm.removeItem(atPath: vocabularyFile)
     }

@@ -45,8 +45,12 @@ struct ModelOptions: ParsableArguments {
     switch wording {
     case .asWritten: break
     case .auto:
-      if b.manifest.wording != nil, let why = try b.loadWording(languageModel: lm, cacheDirectory: cache) {
-        warn("eosin: note: zero-shot prompts are read as written: \(why)")
+      // Without the language model, the readings finalize stored still read the shipped prompt
+      // sets; a phrase outside them is read as written and its set's verdicts are flagged.
+      if b.manifest.wording != nil, let why = try b.loadWording(languageModel: lm, cacheDirectory: cache), b.wording == nil {
+        warn(
+          "eosin: note: zero-shot prompts are read as written: \(why); verdicts of prompt sets with phrases the model was not trained on are flagged for review"
+        )
       }
     case .lm:
       if b.manifest.wording != nil {
@@ -266,7 +270,7 @@ struct Classify: ParsableCommand {
     let fmtOut = format ?? (isTerminal(1) ? "table" : "csv")
     let tsource =
       "T=\(fmt(Double(clf.temperature), 3)) from \(clf.temperatureSource.label)"
-      + (clf.wording.map { ", wording read through \($0.modelName)" } ?? "")
+      + (clf.wordingLabel.map { ", \($0)" } ?? "")
     // Inputs: each argument expanded on its own, so one missing path fails alone.
     var items: [(String, InputCollector.Kind)] = []
     var missing: [(String, Error)] = []
@@ -513,7 +517,7 @@ struct EvalZeroShot: ParsableCommand {
       o["skipped"] = skipped
       o["temperature"] = clf.temperature
       o["temperature_source"] = clf.temperatureSource.label
-      o["wording"] = clf.wording == nil ? "as-written" : "lm"
+      o["wording"] = clf.wording == nil ? "as-written" : clf.wording?.modelPath == nil ? "lm-stored" : "lm"
       o["recall"] = Dictionary(uniqueKeysWithValues: zip(clf.classNames, sc.recall.map { $0 ?? -1 }))
       print(
         String(
@@ -522,7 +526,7 @@ struct EvalZeroShot: ParsableCommand {
       return
     }
     print(
-      "prompt set   \(set.name) (\(set.templates.count) templates), split \(split), \(truth.count) tiles\(skipped > 0 ? ", \(skipped) skipped" : "")\(sh == .none ? "" : ", shift: \(sh.summary)")\(clf.wording.map { ", wording read through \($0.modelName)" } ?? "")"
+      "prompt set   \(set.name) (\(set.templates.count) templates), split \(split), \(truth.count) tiles\(skipped > 0 ? ", \(skipped) skipped" : "")\(sh == .none ? "" : ", shift: \(sh.summary)")\(clf.wordingLabel.map { ", \($0)" } ?? "")"
     )
     print("balanced accuracy  \(fmt(sc.balancedAccuracy, 4))   accuracy \(fmt(sc.accuracy, 4))")
     for (k, r) in sc.recall.enumerated() {

@@ -321,15 +321,19 @@ final class WeightsManifestTests: XCTestCase {
   /// Guards the Codable manifest: the committed manifest decodes and re-encodes to the same JSON
   /// (every field kept), without escaped slashes.
   func testCommittedManifestRoundTrips() throws {
-    let p = TestSupport.projectRoot + "/Weights/eosin-small-v1/manifest.json"
-    let m = try WeightsManifest.load(p)
-    XCTAssertFalse(m.files.isEmpty)
-    XCTAssertNotNil(m.review?.maxOutlierDistance)
-    let again = try m.encoded()
-    XCTAssertFalse(String(decoding: again, as: UTF8.self).contains("\\/"))
-    let a = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: p))) as! NSDictionary
-    let b = try JSONSerialization.jsonObject(with: again) as! NSDictionary
-    XCTAssertEqual(a, b)
+    let root = TestSupport.projectRoot
+    for p in [
+      root + "/" + ModelBundle.defaultRelativePath + "/manifest.json", root + "/Weights/records/eosin-small-v1-manifest.json",
+    ] {
+      let m = try WeightsManifest.load(p)
+      XCTAssertFalse(m.files.isEmpty, p)
+      XCTAssertNotNil(m.review?.maxOutlierDistance, p)
+      let again = try m.encoded()
+      XCTAssertFalse(String(decoding: again, as: UTF8.self).contains("\\/"), p)
+      let a = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: p))) as! NSDictionary
+      let b = try JSONSerialization.jsonObject(with: again) as! NSDictionary
+      XCTAssertEqual(a, b, p)
+    }
   }
 }
 
@@ -429,7 +433,7 @@ extension OutlierModelTests {
 final class BF16RealTileTests: XCTestCase {
   func testDefaultWeightsBF16MatchFP32OnRealTiles() throws {
     guard let data = TestSupport.sharedData else { throw XCTSkip("../shared/data is absent") }
-    let weights = TestSupport.projectRoot + "/Weights/eosin-small-v1"
+    let weights = TestSupport.projectRoot + "/" + ModelBundle.defaultRelativePath
     let fp32 = try ModelBundle(path: weights), bf16 = try ModelBundle(path: weights, precision: .bf16)
     let fm = FileManager.default
     var paths: [String] = []

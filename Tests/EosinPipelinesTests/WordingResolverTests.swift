@@ -46,6 +46,35 @@ final class WordingResolverTests: XCTestCase {
     }
   }
 
+  /// Guards stored readings: a resolver with its language model remembers each reading and uses
+  /// a stored one as it is; a resolver without one reads trained names and stored phrases, keeps
+  /// any other phrase as written (``WordingResolver/canRead(_:)`` false), never loads a model,
+  /// and has its own identity, so its cache entries never stand in for the full resolver's.
+  func testStoredReadings() throws {
+    let vocab = ["lung adenocarcinoma", "benign lung tissue", "stroma"]
+    let r = try WordingResolver(languageModel: Self.gguf, vocabulary: vocab, cacheDirectory: nil)
+    let read = try r.resolve("pulmonary adenocarcinoma")
+    XCTAssertEqual(r.readings["pulmonary adenocarcinoma"], read)
+    let fixed = WordingResolver.Resolution(names: ["stroma"], weights: [1], share: 0.5, cosine: 0.45)
+    r.remember(["fibrous tissue": fixed, "pulmonary adenocarcinoma": fixed])
+    XCTAssertEqual(try r.resolve("fibrous tissue"), fixed)
+    XCTAssertEqual(try r.resolve("pulmonary adenocarcinoma"), read, "a phrase already read keeps its reading")
+    let stored = try WordingResolver(
+      readings: ["fibrous tissue": fixed], vocabulary: vocab, languageModelSHA256: String(repeating: "0", count: 64),
+      modelName: "m.gguf")
+    XCTAssertNil(stored.modelPath)
+    XCTAssertEqual(stored.modelName, "m.gguf")
+    XCTAssertTrue(stored.canRead("STROMA") && stored.canRead("fibrous tissue"))
+    XCTAssertFalse(stored.canRead("pleural effusion"))
+    XCTAssertEqual(try stored.resolve("fibrous tissue"), fixed)
+    XCTAssertEqual(try stored.resolve("pleural effusion").share, 0)
+    XCTAssertNotEqual(stored.identity, stored.readingsIdentity)
+    XCTAssertEqual(r.identity, r.readingsIdentity)
+    // The JSON form round-trips exactly.
+    let again = try JSONDecoder().decode(WordingResolver.Resolution.self, from: JSONEncoder().encode(read))
+    XCTAssertEqual(again, read)
+  }
+
   /// Guards the blend: a phrase with a resolution becomes `(1 - share) · own + share · Σ weight
   /// · embedding(template with name)` under each template; a phrase without one is unchanged.
   func testBlendArithmetic() throws {

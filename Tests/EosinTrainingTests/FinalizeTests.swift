@@ -130,29 +130,51 @@ final class FinalizeTests: XCTestCase {
     XCTAssertEqual(entry.languageModelSHA256, try SHA256.hex(fileAt: gguf))
     XCTAssertEqual(manifest.files["clip/vocabulary.json"]?.sha256, try SHA256.hex(fileAt: w + "/clip/vocabulary.json"))
     XCTAssertTrue(md.contains("read through tiny-llama-F32.gguf"), "the report does not say how prompts were read")
+    // The vocabulary file stores how finalize read every phrase of every prompt set.
+    let file = try JSONDecoder().decode(
+      ModelBundle.VocabularyFile.self, from: Data(contentsOf: URL(fileURLWithPath: w + "/clip/vocabulary.json")))
+    let set = try PromptSet.load("lung", searchDirs: [prompts + "/zero-shot"])
+    let untrained = Set(set.allClasses.flatMap(\.phrases)).subtracting(names)
+    XCTAssertFalse(untrained.isEmpty)
+    XCTAssertTrue(untrained.isSubset(of: file.readings.keys), "finalize stored no reading for some lung phrases")
     let b = try ModelBundle(path: w)
     XCTAssertNil(try b.loadWording(languageModel: gguf, cacheDirectory: nil))
     XCTAssertEqual(b.wording?.vocabulary, names.sorted())
-    let other = TestSupport.projectRoot + "/Tests/EosinModelsTests/Fixtures/gguf/tiny-qwen2-F32.gguf"
-    XCTAssertTrue(try XCTUnwrap(b.loadWording(languageModel: other, cacheDirectory: nil)).contains("not the language model"))
-    XCTAssertNil(b.wording)
-    XCTAssertTrue(try XCTUnwrap(b.loadWording(languageModel: nil, cacheDirectory: nil)).contains("not fetched"))
-    // Read as written, the thresholds fitted on the read wording prove nothing: every verdict of a
-    // set with phrases outside the vocabulary is flagged, and only the untrained phrases are named.
-    let set = try PromptSet.load("lung", searchDirs: [prompts + "/zero-shot"])
+    XCTAssertEqual(file.readingsIdentity, b.wording?.readingsIdentity)
     let policy = ReviewPolicy(thresholds: b.thresholds)
-    let asWritten = try ZeroShotClassifier(bundle: b, promptSet: set, cacheDir: nil)
-    XCTAssertFalse(asWritten.unreadPhrases.isEmpty)
-    XCTAssertTrue(Set(asWritten.unreadPhrases).isDisjoint(with: names))
-    let emb = SlideIndex.embedImages([TestSupport.syntheticHE(width: 40, height: 40)], bundle: b)
-    let tile = try XCTUnwrap(asWritten.predict(emb).first)
-    let flag = try XCTUnwrap(policy.tileFlags(tile, classifier: asWritten).first { $0.code == "wording-not-read" })
-    XCTAssertTrue(flag.reason.contains("tiny-llama-F32.gguf") && flag.reason.contains(asWritten.unreadPhrases[0]), flag.reason)
-    XCTAssertNil(try b.loadWording(languageModel: gguf, cacheDirectory: nil))
     let read = try ZeroShotClassifier(bundle: b, promptSet: set, cacheDir: nil)
     XCTAssertEqual(read.unreadPhrases, [])
+    XCTAssertEqual(read.wordingLabel, "wording read through tiny-llama-F32.gguf")
+    let emb = SlideIndex.embedImages([TestSupport.syntheticHE(width: 40, height: 40)], bundle: b)
     XCTAssertFalse(
       policy.tileFlags(try XCTUnwrap(read.predict(emb).first), classifier: read).contains { $0.code == "wording-not-read" })
+    // Without that language model, the stored readings read the shipped sets exactly as with it;
+    // a phrase they do not hold stays as written, and its set's verdicts are flagged.
+    let other = TestSupport.projectRoot + "/Tests/EosinModelsTests/Fixtures/gguf/tiny-qwen2-F32.gguf"
+    XCTAssertTrue(try XCTUnwrap(b.loadWording(languageModel: other, cacheDirectory: nil)).contains("not the language model"))
+    XCTAssertNil(b.wording?.modelPath)
+    XCTAssertTrue(try XCTUnwrap(b.loadWording(languageModel: nil, cacheDirectory: nil)).contains("not fetched"))
+    let stored = try XCTUnwrap(b.wording)
+    XCTAssertNil(stored.modelPath)
+    XCTAssertNotEqual(stored.identity, read.wording?.identity, "stored readings alone must not share the cache entry")
+    let fromStore = try ZeroShotClassifier(bundle: b, promptSet: set, cacheDir: nil)
+    XCTAssertEqual(fromStore.unreadPhrases, [])
+    XCTAssertEqual(fromStore.classEmbeddings, read.classEmbeddings)
+    XCTAssertEqual(fromStore.wordingLabel, "wording as tiny-llama-F32.gguf read it in finalize")
+    let custom = try PromptSet.inline("pulmonary mucinous neoplasm,lung adenocarcinoma")
+    let partly = try ZeroShotClassifier(bundle: b, promptSet: custom, cacheDir: nil)
+    XCTAssertEqual(partly.unreadPhrases, ["pulmonary mucinous neoplasm"])
+    let flag = try XCTUnwrap(
+      policy.tileFlags(try XCTUnwrap(partly.predict(emb).first), classifier: partly).first { $0.code == "wording-not-read" })
+    XCTAssertTrue(flag.reason.contains("tiny-llama-F32.gguf") && flag.reason.contains("pulmonary mucinous neoplasm"), flag.reason)
+    // With no resolver at all, every phrase outside the vocabulary counts as unread.
+    b.wording = nil
+    let asWritten = try ZeroShotClassifier(bundle: b, promptSet: set, cacheDir: nil)
+    XCTAssertEqual(Set(asWritten.unreadPhrases), untrained)
+    XCTAssertTrue(
+      policy.tileFlags(try XCTUnwrap(asWritten.predict(emb).first), classifier: asWritten).contains {
+        $0.code == "wording-not-read"
+      })
     try Data("{\"names\": []}".utf8).write(to: URL(fileURLWithPath: w + "/clip/vocabulary.json"))
     XCTAssertThrowsError(try b.loadWording(languageModel: gguf, cacheDirectory: nil)) {
       XCTAssertTrue($0.localizedDescription.contains("vocabulary.json"), $0.localizedDescription)
