@@ -700,7 +700,7 @@ public struct WeightsFinalizer {
       }
     }
     md +=
-      "\n## How to reproduce\n\n```sh\nmake weights        # trains clip, decoder and lm-projector, then runs eosin train finalize\neosin train finalize --weights \(weights)\n"
+      "\n## How to reproduce\n\n```sh\nmake weights        # trains bpe, clip, clip-align, decoder, lm-projector and lm-adapters, then runs eosin train finalize\neosin train finalize --weights \(weights)\(wording == nil ? "" : " --wording lm")\n"
     for (ds, ps) in zip(datasets, own) { md += "eosin eval zero-shot --prompts \(ps.name) --data \(ds.dir) --split test\n" }
     md += "```\n"
     manifest.metrics = metrics
