@@ -121,9 +121,12 @@ func languageModelTrainingLoop(
 }
 
 /// Records `files` of `weights/folder` (sha256 and size) in the weights manifest after `edit`,
-/// replacing the manifest atomically.
+/// replacing the manifest atomically. Weights that have no manifest yet (`make weights` trains
+/// every part before `eosin train finalize` writes it) are left as they are: finalize records
+/// every file it finds.
 func recordInManifest(weights: String, folder: String, files: [String], edit: (inout WeightsManifest) -> Void) throws {
   let manPath = weights + "/manifest.json"
+  guard FileManager.default.fileExists(atPath: manPath) else { return }
   var man = try WeightsManifest.load(manPath)
   edit(&man)
   for f in files {

@@ -184,4 +184,24 @@ final class TrainCLITests: XCTestCase {
       bad.stderr,
       "eosin: error: \(empty)/train-state.safetensors: no training state; run `eosin train clip --out \(empty)` first\n")
   }
+
+  /// Guards `make weights`' order: `train lm-projector` runs before `train finalize` writes the
+  /// manifest, so on weights without one it saves the projector and its record, exits 0, and
+  /// leaves the manifest to finalize.
+  func testLMProjectorBeforeFinalize() throws {
+    let w = Self.dir + "/lmproj"
+    XCTAssertEqual(try train(["--steps", "2"], out: w + "/clip").status, 0)
+    for f in ["vocab.json", "merges.txt", "special_tokens.json"] {
+      try? FileManager.default.copyItem(atPath: TestSupport.projectRoot + "/Vocab/" + f, toPath: w + "/clip/" + f)
+    }
+    let gguf = TestSupport.projectRoot + "/Tests/EosinModelsTests/Fixtures/gguf/tiny-llama-F32.gguf"
+    let r = try CLITests.run([
+      "train", "lm-projector", "--weights", w, "--lm", gguf, "--data", Self.data, "--knowledge",
+      TestSupport.projectRoot + "/Prompts/knowledge", "--steps", "2", "--batch", "2", "--hidden", "8",
+    ])
+    XCTAssertEqual(r.status, 0, r.stderr)
+    XCTAssertTrue(FileManager.default.fileExists(atPath: w + "/lm-projector/model.safetensors"))
+    XCTAssertTrue(FileManager.default.fileExists(atPath: w + "/lm-projector/training.json"))
+    XCTAssertFalse(FileManager.default.fileExists(atPath: w + "/manifest.json"), "finalize writes the manifest")
+  }
 }
