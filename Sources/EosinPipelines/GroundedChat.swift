@@ -316,6 +316,36 @@ public enum ClaimGate {
     return (asksMalignant == yes, String(first))
   }
 
+  /// The class of `set` a yes/no question asks about ("Is this an adenocarcinoma?" asks about
+  /// lung adenocarcinoma in the lung set): a phrase of the class, or a word of its phrases
+  /// that no other class of the set uses and that says more than the set's organ or a polarity
+  /// ("adenocarcinoma", "squamous", "4" in "Gleason pattern 4", not "lung", "carcinoma" or
+  /// "benign"). nil for another question, a negated one, or one that names several classes.
+  public static func askedClass(_ question: String, _ set: PromptSet) -> String? {
+    let q = " " + question.lowercased().map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : " " } + " "
+    let openings = [" is ", " are ", " does ", " do ", " could ", " can ", " was ", " were ", " has ", " have "]
+    guard openings.contains(where: { q.hasPrefix($0) }), !q.contains(" not "), !q.contains("n t ") else { return nil }
+    let classes = set.allClasses.filter { $0.name != set.background?.name }
+    if let (name, _) = assertedClass(q, question, set), name != set.background?.name { return name }
+    func words(_ c: PromptClass) -> Set<String> {
+      Set(
+        c.phrases.flatMap {
+          $0.lowercased().split { !($0.isLetter || $0.isNumber || $0 == "-") }.map(String.init)
+        })
+    }
+    let general: Set<String> =
+      Set(malignantWords + benignWords + genericTerms + (set.organWords ?? []).map { $0.lowercased() })
+      .union(["of", "the", "a", "an", "and", "with", "without", "in", "tissue", "cell", "cells", "normal", "lung", "pulmonary"])
+    let all = classes.map(words)
+    var named: [String] = []
+    for (i, c) in classes.enumerated() {
+      let others = all.enumerated().filter { $0.offset != i }.reduce(into: Set<String>()) { $0.formUnion($1.element) }
+      let own = all[i].subtracting(others).subtracting(general).filter { $0.count >= 4 || $0.allSatisfy(\.isNumber) }
+      if own.contains(where: { q.contains(" \($0) ") }) { named.append(c.name) }
+    }
+    return named.count == 1 ? named[0] : nil
+  }
+
   /// Whether a yes/no question asks if the tissue is malignant (true: "Is this cancer?") or
   /// benign (false: "Is it normal?"); nil for any other question, one that asks both, or a
   /// negated one ("Isn't this benign?").
@@ -519,8 +549,9 @@ public enum ClaimGate {
         }
       }
       // A bare yes or no to a question about one polarity ("Is this benign?" "Yes. The
-      // classifier calls it lung squamous cell carcinoma.") is a claim too.
-      if !flags.contains(where: { $0.code == "wrong-polarity" }),
+      // classifier calls it lung squamous cell carcinoma.") is a claim too; so is one to a
+      // question about one class ("Is this an adenocarcinoma?"), checked below.
+      if !flags.contains(where: { $0.code == "wrong-polarity" }), askedClass(question, set) == nil,
         let (m, q) = answeredPolarity(question: question, answer: answer),
         m != p
       {
@@ -531,6 +562,23 @@ public enum ClaimGate {
             reason:
               "\"\(q)\" to \"\(question.trimmingCharacters(in: .whitespaces))\" calls it \(m ? "malignant" : "benign"), but the classifier sees \(v)"
           ))
+      }
+    }
+    // A bare yes or no to a question about one class: "Yes" to "Is this an adenocarcinoma?" on a
+    // squamous cell carcinoma calls it adenocarcinoma; "No" on an adenocarcinoma denies the verdict.
+    if let named = askedClass(question, set) {
+      let first = String(answer.prefix { $0.isLetter })
+      let yes = first.lowercased() == "yes", no = first.lowercased() == "no"
+      if (yes && named != v) || (no && named == v) {
+        consistent = false
+        flags.append(
+          ReviewFlag(
+            code: "inconsistent",
+            reason:
+              "\"\(first)\" to \"\(question.trimmingCharacters(in: .whitespaces))\" \(yes ? "calls it \(named)" : "denies \(named)"), but the classifier sees \(v)"
+          ))
+      } else if yes || no {
+        consistent = consistent ?? true
       }
     }
     return (flags, consistent)
@@ -766,11 +814,15 @@ extension ChatSession {
     // A yes/no question about one polarity ("Is this benign?") is answered yes or no by the
     // classifier's verdict, and the model goes on from there: left to itself, SmolLM2 answered
     // such questions against the verdict about half the time.
+    // A yes/no question that names a class of the set ("Is this an adenocarcinoma?") is answered
+    // by whether the verdict is that class, not by its polarity.
     var opening = ""
-    if about, let v = verdictName, let p = ClaimGate.polarity(ofClass: v), let asks = ClaimGate.askedPolarity(question) {
+    if about, let v = verdictName, let s = set, let named = ClaimGate.askedClass(question, s) {
+      opening = named == v ? "Yes." : "No."
+    } else if about, let v = verdictName, let p = ClaimGate.polarity(ofClass: v), let asks = ClaimGate.askedPolarity(question) {
       opening = asks == p ? "Yes." : "No."
-      rest += tok.encodeLlama(opening, addSpecial: false, parseSpecial: false)
     }
+    if !opening.isEmpty { rest += tok.encodeLlama(opening, addSpecial: false, parseSpecial: false) }
     var cancelled = false
     // A cancel during the opening word shows at the model's first piece.
     if !opening.isEmpty { _ = onToken(opening) }

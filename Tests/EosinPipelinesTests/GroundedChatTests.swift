@@ -148,6 +148,38 @@ final class GroundedChatTests: XCTestCase {
     XCTAssertEqual(ClaimGate.answeredPolarity(question: "Is it healthy?", answer: "no")?.malignant, true)
   }
 
+  /// A yes/no question that names one class is answered by the class, not by its polarity:
+  /// "Yes" to "Is this an adenocarcinoma?" on a squamous cell carcinoma (both malignant) is
+  /// flagged, "No" to it on an adenocarcinoma too; the right yes or no, and questions that name
+  /// only a polarity or several classes, are left to the polarity check.
+  func testClaimGateYesNoClass() throws {
+    let set = try lungSet(), others = try otherSets()
+    let prostate = try PromptSet.load("prostate", searchDirs: [Self.root + "/Prompts/zero-shot"])
+    XCTAssertEqual(ClaimGate.askedClass("Is this an adenocarcinoma?", set), "lung adenocarcinoma")
+    XCTAssertEqual(ClaimGate.askedClass("Is it squamous?", set), "lung squamous cell carcinoma")
+    XCTAssertEqual(ClaimGate.askedClass("Is this a pulmonary adenocarcinoma?", set), "lung adenocarcinoma")
+    XCTAssertNil(ClaimGate.askedClass("Is this a carcinoma?", set))
+    XCTAssertNil(ClaimGate.askedClass("Is this lung tissue?", set))
+    XCTAssertNil(ClaimGate.askedClass("Is this adenocarcinoma or squamous cell carcinoma?", set))
+    XCTAssertNil(ClaimGate.askedClass("Isn't this an adenocarcinoma?", set))
+    XCTAssertNil(ClaimGate.askedClass("What is an adenocarcinoma?", set))
+    XCTAssertEqual(ClaimGate.askedClass("Is this Gleason pattern 4?", prostate), "prostate adenocarcinoma Gleason pattern 4")
+    func check(_ a: String, _ q: String, _ v: String) -> (flags: [ReviewFlag], consistent: Bool?) {
+      ClaimGate.check(answer: a, question: q, verdict: v, verdictSet: set, otherSets: others)
+    }
+    let scc = "lung squamous cell carcinoma", aca = "lung adenocarcinoma"
+    let wrong = check(
+      "Yes. The classifier calls it lung squamous cell carcinoma (probability 0.96).", "Is this an adenocarcinoma?", scc)
+    XCTAssertEqual(wrong.flags.map(\.code), ["inconsistent"])
+    XCTAssertEqual(wrong.consistent, false)
+    XCTAssertTrue(wrong.flags[0].reason.hasPrefix("\"Yes\" to \"Is this an adenocarcinoma?\" calls it lung adenocarcinoma"))
+    XCTAssertEqual(check("No.", "Is this an adenocarcinoma?", aca).flags.map(\.code), ["inconsistent"])
+    XCTAssertEqual(
+      check("No. The classifier calls it lung squamous cell carcinoma.", "Is this an adenocarcinoma?", scc).flags, [])
+    XCTAssertEqual(check("Yes.", "Is this an adenocarcinoma?", aca).consistent, true)
+    XCTAssertEqual(check("Yes.", "Is this a carcinoma?", scc).flags, [])
+  }
+
   /// Abbreviations of specific diagnoses are claims too: "Lung SCLC" on a squamous cell
   /// carcinoma verdict is flagged with the claim quoted; NSCLC, which covers it, is not matched.
   func testClaimGateAbbreviations() throws {
