@@ -697,6 +697,9 @@ public struct WeightsFinalizer {
         let (section, m) = try cmp.run(cases: cases, sets: sets)
         md += section
         metrics.merge(m) { $1 }
+      } else {
+        md +=
+          "\n## Chat answers\n\nNot measured by this run of `eosin train finalize` (no chat language model, or `--no-chat`): `eosin eval chat --weights \(weights)` measures the same table.\n"
       }
     }
     md +=

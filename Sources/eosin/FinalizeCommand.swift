@@ -82,6 +82,11 @@ struct TrainFinalize: ParsableCommand {
     help:
       "Shrinkage of the out-of-domain covariance (backbone and tissue statistics) towards its diagonal: each variance grows by this share of itself."
   ) var outlierShrinkage = 0.1
+  @Flag(
+    inversion: .prefixedNo,
+    help:
+      "Write the chat section: every chat model answers closed, yes/no, off-topic and general questions (most of finalize's time)."
+  ) var chat = true
   @Option(
     help:
       "How zero-shot prompt phrases are read from now on: as-written, or lm (a phrase the text tower was not trained on borrows the text embeddings of the trained names nearest to it in the language model's hidden states; writes clip/vocabulary.json and records the language model's sha256 in the manifest)."
@@ -102,7 +107,7 @@ struct TrainFinalize: ParsableCommand {
       datasets: try data.map { try finalizeDataset($0, sets: table) },
       organData: try organData.map { try finalizeDataset($0, sets: table) }, targetAccuracy: targetAccuracy,
       record: FileManager.default.fileExists(atPath: record) ? record : nil, lodo: lodo,
-      languageModel: LanguageModel.Default.resolve(nil), dirs: promptDirs,
+      languageModel: chat ? LanguageModel.Default.resolve(nil) : nil, dirs: promptDirs,
       makeGrounded: { try groundedLM($0, bundle: $1, notes: notes).0 },
       log: warn)
     f.outlierQuantile = outlierQuantile
