@@ -7,7 +7,7 @@ rank), and classifies each test tile by the majority label of its 10 most cosine
 tiles. No text is involved: this measures what the image embeddings separate, apart from the
 prompts. Needs numpy and h5py.
 
-    python3 Scripts/eval/knn_probe.py --encoder Weights/eosin-small-v1 [--eosin .build/release/eosin]
+    python3 Scripts/eval/knn_probe.py --encoder Weights/eosin-small-v2 [--eosin .build/release/eosin]
 """
 import argparse, collections, csv, os, subprocess, tempfile
 import h5py, numpy as np

@@ -7,7 +7,7 @@ uses), the pooled output, the patch-token mean, and pooled + patch mean; then pe
 against one global limit; then the projected and pooled + patch distances together.
 
     pip install 'torch==2.13.0+cpu' transformers pillow
-    python3 Scripts/experiments/ood_features.py Weights/eosin-small-v1/clip 112
+    python3 Scripts/experiments/ood_features.py Weights/eosin-small-v2/clip 160
 
 Tiles are resized whole with PIL (bilinear), not area-downsampled and centre-cropped as Eosin
 does, and the split is this script's own: its shares differ from EVALUATION.md's, which

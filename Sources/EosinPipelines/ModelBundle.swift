@@ -255,7 +255,7 @@ public final class ModelBundle: @unchecked Sendable {
   }
 
   /// The committed default weights, relative to the project root.
-  public static let defaultRelativePath = "Weights/eosin-small-v1"
+  public static let defaultRelativePath = "Weights/eosin-small-v2"
 
   /// The default weights: `$EOSIN_WEIGHTS`, else ``defaultRelativePath`` under the working
   /// directory or the project that holds the executable.

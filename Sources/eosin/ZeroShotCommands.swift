@@ -9,7 +9,7 @@ import Foundation
 
 /// Options naming the weights and the cache, shared by commands that run models.
 struct ModelOptions: ParsableArguments {
-  @Option(help: "Weights folder (default: $EOSIN_WEIGHTS or Weights/eosin-small-v1).") var weights: String?
+  @Option(help: "Weights folder (default: $EOSIN_WEIGHTS or Weights/eosin-small-v2).") var weights: String?
   @Option(help: "Cache folder for text embeddings, slide indexes and calibrations (default: $XDG_CACHE_HOME/eosin).") var cache:
     String?
   @Flag(help: "Do not read or write the cache.") var noCache = false
