@@ -316,6 +316,13 @@ public enum ClaimGate {
     return (asksMalignant == yes, String(first))
   }
 
+  /// Whether `q` (lower-cased, punctuation as spaces, padded with a space) is a yes/no question
+  /// that is not negated ("Is this ...?", not "Isn't this ...?").
+  static func isPlainYesNo(_ q: String) -> Bool {
+    let openings = [" is ", " are ", " does ", " do ", " could ", " can ", " was ", " were ", " has ", " have "]
+    return openings.contains(where: { q.hasPrefix($0) }) && !q.contains(" not ") && !q.contains("n t ")
+  }
+
   /// The class of `set` a yes/no question asks about ("Is this an adenocarcinoma?" asks about
   /// lung adenocarcinoma in the lung set): a phrase of the class, or a word of its phrases
   /// that no other class of the set uses and that says more than the set's organ or a polarity
@@ -323,8 +330,7 @@ public enum ClaimGate {
   /// "benign"). nil for another question, a negated one, or one that names several classes.
   public static func askedClass(_ question: String, _ set: PromptSet) -> String? {
     let q = " " + question.lowercased().map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : " " } + " "
-    let openings = [" is ", " are ", " does ", " do ", " could ", " can ", " was ", " were ", " has ", " have "]
-    guard openings.contains(where: { q.hasPrefix($0) }), !q.contains(" not "), !q.contains("n t ") else { return nil }
+    guard isPlainYesNo(q) else { return nil }
     let classes = set.allClasses.filter { $0.name != set.background?.name }
     if let (name, _) = assertedClass(q, question, set), name != set.background?.name { return name }
     func words(_ c: PromptClass) -> Set<String> {
@@ -333,14 +339,18 @@ public enum ClaimGate {
           $0.lowercased().split { !($0.isLetter || $0.isNumber || $0 == "-") }.map(String.init)
         })
     }
-    let general: Set<String> =
-      Set(malignantWords + benignWords + genericTerms + (set.organWords ?? []).map { $0.lowercased() })
-      .union(["of", "the", "a", "an", "and", "with", "without", "in", "tissue", "cell", "cells", "normal", "lung", "pulmonary"])
+    // Words that say no more than a polarity or an organ (any organ's terms are stems:
+    // "bronch" covers "bronchial").
+    let general = Set(malignantWords + benignWords + genericTerms + ["tissue", "cell", "cells", "normal"])
+    let organTerms = (OrganLexicon.organs.flatMap(\.terms) + (set.organWords ?? [])).map { $0.lowercased() }
+    func specific(_ w: String) -> Bool {
+      (w.count >= 4 || w.allSatisfy(\.isNumber)) && !general.contains(w) && !organTerms.contains { w.hasPrefix($0) }
+    }
     let all = classes.map(words)
     var named: [String] = []
     for (i, c) in classes.enumerated() {
       let others = all.enumerated().filter { $0.offset != i }.reduce(into: Set<String>()) { $0.formUnion($1.element) }
-      let own = all[i].subtracting(others).subtracting(general).filter { $0.count >= 4 || $0.allSatisfy(\.isNumber) }
+      let own = all[i].subtracting(others).filter(specific)
       if own.contains(where: { q.contains(" \($0) ") }) { named.append(c.name) }
     }
     return named.count == 1 ? named[0] : nil
@@ -351,8 +361,7 @@ public enum ClaimGate {
   /// negated one ("Isn't this benign?").
   public static func askedPolarity(_ question: String) -> Bool? {
     let q = " " + question.lowercased().map { $0.isLetter || $0 == "-" ? $0 : " " } + " "
-    let openings = [" is ", " are ", " does ", " do ", " could ", " can ", " was ", " were ", " has ", " have "]
-    guard openings.contains(where: { q.hasPrefix($0) }), !q.contains(" not "), !q.contains("n t ") else { return nil }
+    guard isPlainYesNo(q) else { return nil }
     let asksMalignant = malignantWords.contains { q.contains($0) }
     let asksBenign = ["benign", "normal", "healthy", "harmless", "non-neoplastic", "reactive"].contains { q.contains($0) }
     return asksMalignant != asksBenign ? asksMalignant : nil

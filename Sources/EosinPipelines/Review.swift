@@ -165,7 +165,7 @@ public struct ReviewPolicy: Sendable {
     return ReviewFlag(
       code: "wording-not-read",
       reason:
-        "the prompt phrases of the \(classifier.promptSet.name) set that this model was not trained on (\"\(first)\"\(more)) were read as written, but its review thresholds were fitted with them read through \(entry.model), which is not loaded (`eosin models fetch`)"
+        "the prompt phrases of the \(classifier.promptSet.name) set that this model was not trained on (\"\(first)\"\(more)) were read as written, but its review thresholds were fitted with them read through \(entry.model), which this run does not use (fetch it with `eosin models fetch`; leave out `--wording as-written`)"
     )
   }
 

@@ -115,8 +115,7 @@ public final class WordingResolver: @unchecked Sendable {
   public init(languageModel path: String, vocabulary: [String], cacheDirectory: String? = WordingResolver.cacheDirectory)
     throws
   {
-    let names = Array(Set(vocabulary.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })).sorted()
-    guard !names.isEmpty else { throw PipelineError.input("the wording resolver needs at least one trained name") }
+    let names = try Self.names(vocabulary)
     guard let sha = try? LanguageModel.Default.cachedSHA256(path) else {
       throw PipelineError.file(path: path, message: "cannot read the language model")
     }
@@ -136,14 +135,21 @@ public final class WordingResolver: @unchecked Sendable {
     readings: [String: Resolution], vocabulary: [String], languageModelSHA256: String, modelName: String,
     cacheDirectory: String? = nil
   ) throws {
-    let names = Array(Set(vocabulary.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })).sorted()
-    guard !names.isEmpty else { throw PipelineError.input("the wording resolver needs at least one trained name") }
+    let names = try Self.names(vocabulary)
     modelPath = nil
     self.modelName = modelName
     lmSHA = languageModelSHA256
     self.vocabulary = names
     self.cacheDirectory = cacheDirectory
     known = readings
+  }
+
+  /// `vocabulary` trimmed, deduplicated and sorted.
+  /// - Throws: ``PipelineError/input(_:)`` when no name is left.
+  static func names(_ vocabulary: [String]) throws -> [String] {
+    let names = Array(Set(vocabulary.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })).sorted()
+    guard !names.isEmpty else { throw PipelineError.input("the wording resolver needs at least one trained name") }
+    return names
   }
 
   /// Adds stored readings (from `clip/vocabulary.json`); a phrase already read keeps its reading.
