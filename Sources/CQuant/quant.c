@@ -13,6 +13,13 @@
 #else
 #define EQ_AVX512 0
 #endif
+/* AVX2 kernels for CPUs without AVX-512 (most laptops): used only when the AVX-512 ones are not. */
+#if !EQ_AVX512 && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define EQ_AVX2 1
+#else
+#define EQ_AVX2 0
+#endif
 
 enum { T_F32 = 0, T_F16 = 1, T_Q4_0 = 2, T_Q4_1 = 3, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14, T_BF16 = 30 };
 
@@ -64,7 +71,7 @@ int eq_block_bytes(uint32_t t) {
 }
 
 int eq_has_q8(uint32_t t) { return t == T_Q4_0 || t == T_Q4_1 || t == T_Q8_0; }
-int eq_simd_level(void) { return EQ_AVX512; }
+int eq_simd_level(void) { return EQ_AVX512 ? 2 : EQ_AVX2 ? 1 : 0; }
 
 /* ---- dequantisation (scalar; also the reference) ---- */
 
@@ -203,10 +210,55 @@ static int dequant_avx512(uint32_t t, const uint8_t *p, float *dst, int64_t n) {
 }
 #endif
 
+#if EQ_AVX2
+static inline __m256 cvt8_u8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
+static inline __m256 cvt8_s8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
+
+/* The AVX2 twin of dequant_avx512: 8 values per register. */
+static int dequant_avx2(uint32_t t, const uint8_t *p, float *dst, int64_t n) {
+  const __m128i m4 = _mm_set1_epi8(0x0F);
+  if (t == T_Q4_0 || t == T_Q4_1) {
+    int bb = t == T_Q4_0 ? 18 : 20;
+    for (int64_t b = 0; b < n / 32; b++) {
+      const uint8_t *blk = p + b * bb;
+      float df = _cvtsh_ss(rd16(blk));
+      __m256 d = _mm256_set1_ps(df);
+      __m256 m = _mm256_set1_ps(t == T_Q4_0 ? -8 * df : _cvtsh_ss(rd16(blk + 2)));
+      __m128i q = _mm_loadu_si128((const __m128i *)(blk + bb - 16));
+      __m128i lo = _mm_and_si128(q, m4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+      float *o = dst + 32 * b;
+      _mm256_storeu_ps(o, _mm256_fmadd_ps(cvt8_u8(lo), d, m));
+      _mm256_storeu_ps(o + 8, _mm256_fmadd_ps(cvt8_u8(_mm_srli_si128(lo, 8)), d, m));
+      _mm256_storeu_ps(o + 16, _mm256_fmadd_ps(cvt8_u8(hi), d, m));
+      _mm256_storeu_ps(o + 24, _mm256_fmadd_ps(cvt8_u8(_mm_srli_si128(hi, 8)), d, m));
+    }
+    return 1;
+  }
+  if (t == T_Q8_0) {
+    for (int64_t b = 0; b < n / 32; b++) {
+      const uint8_t *blk = p + b * 34;
+      __m256 d = _mm256_set1_ps(_cvtsh_ss(rd16(blk)));
+      for (int j = 0; j < 32; j += 8)
+        _mm256_storeu_ps(dst + 32 * b + j, _mm256_mul_ps(cvt8_s8(_mm_loadl_epi64((const __m128i *)(blk + 2 + j))), d));
+    }
+    return 1;
+  }
+  if (t == T_F16) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 2 * i))));
+    for (; i < n; i++) dst[i] = half_to_float(rd16(p + 2 * i));
+    return 1;
+  }
+  return 0;
+}
+#endif
+
 void eq_dequantize(uint32_t t, const void *src, float *dst, int64_t n) {
   const uint8_t *p = (const uint8_t *)src;
 #if EQ_AVX512
   if (dequant_avx512(t, p, dst, n)) return;
+#elif EQ_AVX2
+  if (dequant_avx2(t, p, dst, n)) return;
 #endif
   switch (t) {
   case T_F32: memcpy(dst, src, (size_t)n * 4); return;
@@ -341,9 +393,103 @@ static float dot_f32_avx512(uint32_t t, const void *row, const float *x, int64_t
 }
 #endif
 
+#if EQ_AVX2
+static inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/* The AVX2 twin of dot_f32_avx512. */
+static float dot_f32_avx2(uint32_t t, const void *row, const float *x, int64_t n) {
+  const uint8_t *p = (const uint8_t *)row;
+  __m256 acc = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps();
+  const __m128i m4 = _mm_set1_epi8(0x0F);
+  switch (t) {
+  case T_F32: {
+    const float *w = (const float *)row;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      acc = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), acc);
+      acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), acc2);
+    }
+    float s = hsum8(_mm256_add_ps(acc, acc2));
+    for (; i < n; i++) s += w[i] * x[i];
+    return s;
+  }
+  case T_F16: {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 2 * i))), _mm256_loadu_ps(x + i), acc);
+    float s = hsum8(acc);
+    for (; i < n; i++) s += half_to_float(rd16(p + 2 * i)) * x[i];
+    return s;
+  }
+  case T_BF16: {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 2 * i))), 16);
+      acc = _mm256_fmadd_ps(_mm256_castsi256_ps(w), _mm256_loadu_ps(x + i), acc);
+    }
+    float s = hsum8(acc);
+    for (; i < n; i++) s += bf16_to_float(rd16(p + 2 * i)) * x[i];
+    return s;
+  }
+  case T_Q4_0:
+  case T_Q4_1: {
+    /* As in dot_f32_avx512: d * sum q_j x_j + m * sum x_j. */
+    int bb = t == T_Q4_0 ? 18 : 20;
+    for (int64_t b = 0; b < n / 32; b++) {
+      const uint8_t *blk = p + b * bb;
+      float d = _cvtsh_ss(rd16(blk));
+      float m = t == T_Q4_0 ? -8 * d : _cvtsh_ss(rd16(blk + 2));
+      __m128i q = _mm_loadu_si128((const __m128i *)(blk + bb - 16));
+      __m128i lo = _mm_and_si128(q, m4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+      const float *xb = x + 32 * b;
+      __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8), x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);
+      __m256 qx = _mm256_mul_ps(cvt8_u8(lo), x0);
+      qx = _mm256_fmadd_ps(cvt8_u8(_mm_srli_si128(lo, 8)), x1, qx);
+      qx = _mm256_fmadd_ps(cvt8_u8(hi), x2, qx);
+      qx = _mm256_fmadd_ps(cvt8_u8(_mm_srli_si128(hi, 8)), x3, qx);
+      acc = _mm256_fmadd_ps(qx, _mm256_set1_ps(d), acc);
+      acc2 = _mm256_fmadd_ps(_mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)), _mm256_set1_ps(m), acc2);
+    }
+    return hsum8(_mm256_add_ps(acc, acc2));
+  }
+  case T_Q8_0: {
+    for (int64_t b = 0; b < n / 32; b++) {
+      const uint8_t *blk = p + b * 34;
+      const float *xb = x + 32 * b;
+      __m256 qx = _mm256_setzero_ps();
+      for (int j = 0; j < 32; j += 8)
+        qx = _mm256_fmadd_ps(cvt8_s8(_mm_loadl_epi64((const __m128i *)(blk + 2 + j))), _mm256_loadu_ps(xb + j), qx);
+      acc = _mm256_fmadd_ps(qx, _mm256_set1_ps(_cvtsh_ss(rd16(blk))), acc);
+    }
+    return hsum8(acc);
+  }
+  default: {
+    int bb = eq_block_bytes(t);
+    float buf[256] __attribute__((aligned(32)));
+    for (int64_t b = 0; b < n / 256; b++) {
+      dequant_block(t, p + b * bb, buf);
+      const float *xb = x + 256 * b;
+      for (int j = 0; j < 256; j += 16) {
+        acc = _mm256_fmadd_ps(_mm256_load_ps(buf + j), _mm256_loadu_ps(xb + j), acc);
+        acc2 = _mm256_fmadd_ps(_mm256_load_ps(buf + j + 8), _mm256_loadu_ps(xb + j + 8), acc2);
+      }
+    }
+    return hsum8(_mm256_add_ps(acc, acc2));
+  }
+  }
+}
+#endif
+
 float eq_dot_f32(uint32_t t, const void *row, const float *x, int64_t n) {
 #if EQ_AVX512
   return dot_f32_avx512(t, row, x, n);
+#elif EQ_AVX2
+  return dot_f32_avx2(t, row, x, n);
 #else
   return eq_dot_f32_ref(t, row, x, n);
 #endif
@@ -451,9 +597,49 @@ static float dot_q8_avx512(uint32_t t, const void *row, eq_q8 xq, int64_t n) {
 }
 #endif
 
+#if EQ_AVX2
+/* Integer dot products without VNNI: maddubs (u8 x s8 -> pairs of i16) then madd with ones
+ * (-> i32). The i16 pair sums cannot saturate: at most 2 * 127 * 127 for Q8_0 (signs moved onto
+ * x) and 2 * 15 * 127 for the 4-bit types. */
+static float dot_q8_avx2(uint32_t t, const void *row, eq_q8 xq, int64_t n) {
+  const uint8_t *p = (const uint8_t *)row;
+  const int64_t nb = n / 32;
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m128i m4 = _mm_set1_epi8(0x0F);
+  __m256 acc = _mm256_setzero_ps();
+  float msum = 0;
+  if (t == T_Q8_0) {
+    for (int64_t b = 0; b < nb; b++) {
+      const uint8_t *blk = p + b * 34;
+      __m256i w = _mm256_loadu_si256((const __m256i *)(blk + 2));
+      __m256i xv = _mm256_loadu_si256((const __m256i *)(xq.q + 32 * b));
+      __m256i pr = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(xv, w));
+      __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(pr, ones));
+      acc = _mm256_fmadd_ps(dot, _mm256_set1_ps(_cvtsh_ss(rd16(blk)) * xq.d[b]), acc);
+    }
+  } else {
+    const int bb = t == T_Q4_0 ? 18 : 20, qo = bb - 16;
+    for (int64_t b = 0; b < nb; b++) {
+      const uint8_t *blk = p + b * bb;
+      __m128i q = _mm_loadu_si128((const __m128i *)(blk + qo));
+      /* [low nibbles | high nibbles]: the block's 32 values in element order. */
+      __m256i w = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_and_si128(q, m4));
+      __m256i xv = _mm256_loadu_si256((const __m256i *)(xq.q + 32 * b));
+      __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(w, xv), ones));
+      float d = _cvtsh_ss(rd16(blk));
+      acc = _mm256_fmadd_ps(dot, _mm256_set1_ps(d * xq.d[b]), acc);
+      msum += (t == T_Q4_0 ? -8 * d : _cvtsh_ss(rd16(blk + 2))) * xq.s[b];
+    }
+  }
+  return hsum8(acc) + msum;
+}
+#endif
+
 float eq_dot_q8(uint32_t t, const void *row, eq_q8 xq, int64_t n) {
 #if EQ_AVX512 && defined(__AVX512VNNI__)
   return dot_q8_avx512(t, row, xq, n);
+#elif EQ_AVX2
+  return dot_q8_avx2(t, row, xq, n);
 #else
   return eq_dot_q8_ref(t, row, xq, n);
 #endif

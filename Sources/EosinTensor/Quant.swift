@@ -224,5 +224,14 @@ public func ggmlDequantizeNaive(_ type: GGMLType, _ src: UnsafeRawPointer, _ dst
   eq_dequantize_ref(type.rawValue, src, dst, Int64(n))
 }
 
-/// Whether this build runs the AVX-512 quantised kernels (else the portable ones).
+/// Whether this build runs SIMD quantised kernels (AVX-512 or AVX2; else the portable ones).
 public var quantKernelsUseSIMD: Bool { eq_simd_level() != 0 }
+
+/// The instruction set of this build's quantised kernels: "AVX-512", "AVX2" or "portable".
+public var quantKernelsSIMDName: String {
+  switch eq_simd_level() {
+  case 2: return "AVX-512"
+  case 1: return "AVX2"
+  default: return "portable"
+  }
+}

@@ -131,7 +131,7 @@ struct BenchLM: ParsableCommand {
       "model       \(gguf) (\(m.model.config.architecture.rawValue), \(m.model.config.layers) blocks, \(Int(bytes)) weight bytes/token)"
     )
     print(
-      "threads     \(Threads.cores) (process affinity), decode precision \(precision.rawValue), SIMD kernels \(quantKernelsUseSIMD ? "AVX-512" : "portable")"
+      "threads     \(Threads.cores) (process affinity), decode precision \(precision.rawValue), SIMD kernels \(quantKernelsSIMDName)"
     )
     print("start-up    \(fmt(startup * 1000, 1)) ms to a loaded model (map, metadata, tokenizer)")
     print("prompt      \(fmt(ppM, 1)) tok/s (pp\(prompt), median of \(repeats); range \(fmt(pp.min()!, 1))-\(fmt(pp.max()!, 1)))")

@@ -29,7 +29,8 @@ int eq_block_size(uint32_t type);
 int eq_block_bytes(uint32_t type);
 /* 1 when the q8 path covers the type. */
 int eq_has_q8(uint32_t type);
-/* 1 when this build has the AVX-512 kernels (else the portable ones run). */
+/* 2 when this build has the AVX-512 kernels, 1 for the AVX2 (+FMA, F16C) ones, 0 for the portable
+ * ones. Chosen at compile time (-march=native). */
 int eq_simd_level(void);
 
 /* Dequantise n elements. src (n elements of type) -> dst (n) fp32. */
