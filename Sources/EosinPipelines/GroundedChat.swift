@@ -664,7 +664,7 @@ extension ChatSession {
     // A slide question is answered from the classifier and Eosin's own notes: imported lecture
     // text only ever answers general questions.
     var hits = notes.search(question, k: 1, fallback: !about, dense: dense)
-    if let v = t.verdictName, let h = notes.search(v, k: 1, minimumScore: 0).first, !hits.contains(where: { $0.0 == h.0 }) {
+    if let v = t.verdictName, let h = notes.passage(forClass: v), !hits.contains(where: { $0.0 == h.0 }) {
       hits.append(h)
     }
     t.hits = hits

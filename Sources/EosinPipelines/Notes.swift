@@ -225,6 +225,17 @@ public final class KnowledgeNotes: @unchecked Sendable {
     return ["collection": collection, "source": (path as NSString).lastPathComponent, "notes": notes]
   }
 
+  /// The passage written for a class of that name (a knowledge file's class, whose title is its
+  /// name; letter case ignored), else the best passage for the name by ``search(_:k:minimumScore:fallback:dense:)``
+  /// among these passages, scored 0 when it is the named one. Nil when neither exists. A verdict's
+  /// own class passage must win over a sibling that shares most of its words ("Gleason pattern
+  /// 3" against "Gleason pattern 4").
+  public func passage(forClass name: String) -> (NotePassage, Double)? {
+    let key = name.lowercased()
+    if let p = passages.first(where: { $0.title.lowercased() == key }) { return (p, 0) }
+    return search(name, k: 1, minimumScore: 0, fallback: false).first
+  }
+
   /// The best passages for a query with their BM25 scores, best first; passages scoring below
   /// `minimumScore` are left out. `fallback: false` searches these passages only. With `dense`
   /// (embeddings of these passages), the passages BM25 finds are ranked by reciprocal rank

@@ -24,6 +24,28 @@ final class GroundedChatTests: XCTestCase {
     XCTAssertTrue(notes.search("florp zibble quantum banana?").isEmpty)
   }
 
+  /// Guards the verdict's citation: every class of every prompt set that has a knowledge passage
+  /// cites its own passage, never a sibling sharing most of its words (a Gleason pattern 3
+  /// verdict once cited the pattern 4 note, which BM25 ranked first on "3").
+  func testVerdictCitesItsOwnClassNote() throws {
+    let notes = try KnowledgeNotes(directories: [Self.root + "/Prompts/knowledge", Self.root + "/Prompts/notes"])
+    XCTAssertEqual(notes.passage(forClass: "prostate adenocarcinoma Gleason pattern 3")?.0.source, "prostate.json#prostate_g3")
+    XCTAssertEqual(notes.passage(forClass: "Prostate Adenocarcinoma Gleason Pattern 4")?.0.source, "prostate.json#prostate_g4")
+    let classes = notes.passages.filter { $0.source.contains("#") && !$0.source.hasPrefix("general.json") }
+    var checked = 0
+    let dir = Self.root + "/Prompts/zero-shot"
+    for name in try FileManager.default.contentsOfDirectory(atPath: dir) where name.hasSuffix(".json") {
+      for c in try PromptSet.load(dir + "/" + name).classes {
+        guard let own = classes.first(where: { $0.title.lowercased() == c.name.lowercased() }) else { continue }
+        XCTAssertEqual(notes.passage(forClass: c.name)?.0, own, "\(name): \(c.name)")
+        checked += 1
+      }
+    }
+    XCTAssertGreaterThanOrEqual(checked, 10)
+    // A name no class carries still finds the nearest passage, from Eosin's notes only.
+    XCTAssertNotNil(notes.passage(forClass: "squamous cell carcinoma of the lung"))
+  }
+
   /// Lecture notes cut into passages: English lectures in passages of about the asked length,
   /// each titled (from the file name where the title is a placeholder), figure credits,
   /// citations and markup left out; a Turkish lecture skipped; a damaged line named.
