@@ -356,6 +356,36 @@ public enum ClaimGate {
     return named.count == 1 ? named[0] : nil
   }
 
+  /// Words a yes/no question may hold without naming anything to look for ("Is there anything
+  /// here?").
+  static let findingFillers: Set<String> = [
+    "there", "here", "this", "these", "that", "it", "any", "anything", "some", "see", "seen", "show", "shows", "present",
+    "visible", "tissue", "slide", "tile", "tiles", "image", "sample", "biopsy", "specimen", "case", "area", "areas",
+  ]
+
+  /// What a yes/no question about the open slide asks to find when Eosin's classifier cannot
+  /// settle it ("Is there necrosis here?" gives "necrosis"; "Are mitoses frequent?" gives
+  /// "mitoses frequent"): the question names no class of `set` or of any organ's set, no
+  /// polarity, lesion, grade or organ. nil for any other question. A model asked such a question
+  /// answered "Yes." at the verdict's confidence; the classifier is no evidence either way.
+  public static func uncheckedFinding(_ question: String, _ set: PromptSet) -> String? {
+    let lower = question.lowercased()
+    let q = " " + lower.map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : " " } + " "
+    guard isPlainYesNo(q), askedClass(question, set) == nil, askedPolarity(question) == nil,
+      OrganLexicon.organs(in: lower).isEmpty
+    else { return nil }
+    let named =
+      diagnosisTerms + malignantWords + benignWords + Array(genericTerms) + [
+        "grade", "gleason", "pattern", "normal", "healthy", "diagnos", "classif", "verdict", "probab", "sure", "confiden",
+      ]
+    if named.contains(where: { q.contains($0) }) { return nil }
+    let classWords = set.allClasses.flatMap(\.phrases).flatMap { $0.lowercased().split { !$0.isLetter }.map(String.init) }
+    let skip = findingFillers.union(KnowledgeNotes.stopWords).union(["is", "are", "does", "do", "could", "can", "was", "were"])
+    let words = q.split(separator: " ").map(String.init).filter { !skip.contains($0) }
+    if words.isEmpty || words.allSatisfy({ classWords.contains($0) }) { return nil }
+    return words.joined(separator: " ")
+  }
+
   /// Whether a yes/no question asks if the tissue is malignant (true: "Is this cancer?") or
   /// benign (false: "Is it normal?"); nil for any other question, one that asks both, or a
   /// negated one ("Isn't this benign?").
@@ -572,6 +602,16 @@ public enum ClaimGate {
               "\"\(q)\" to \"\(question.trimmingCharacters(in: .whitespaces))\" calls it \(m ? "malignant" : "benign"), but the classifier sees \(v)"
           ))
       }
+    }
+    // A question the classifier cannot settle ("Is there necrosis here?"): whatever the answer
+    // says about it rests on the language model alone.
+    if let f = uncheckedFinding(question, set) {
+      flags.append(
+        ReviewFlag(
+          code: "unchecked-finding",
+          reason:
+            "the question asks about \"\(f)\", which Eosin's classifier does not check (it tells only the \(set.name) set's classes apart): the answer is not evidence of it"
+        ))
     }
     // A bare yes or no to a question about one class: "Yes" to "Is this an adenocarcinoma?" on a
     // squamous cell carcinoma calls it adenocarcinoma; "No" on an adenocarcinoma denies the verdict.
@@ -830,6 +870,9 @@ extension ChatSession {
       opening = named == v ? "Yes." : "No."
     } else if about, let v = verdictName, let p = ClaimGate.polarity(ofClass: v), let asks = ClaimGate.askedPolarity(question) {
       opening = asks == p ? "Yes." : "No."
+    } else if about, let s = set, ClaimGate.uncheckedFinding(question, s) != nil {
+      // Left to itself, the model answered "Yes." to "Is there necrosis here?".
+      opening = "Eosin cannot tell: its classifier only tells the \(s.name) set's classes apart."
     }
     if !opening.isEmpty { rest += tok.encodeLlama(opening, addSpecial: false, parseSpecial: false) }
     var cancelled = false

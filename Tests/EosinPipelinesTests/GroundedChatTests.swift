@@ -147,7 +147,8 @@ final class GroundedChatTests: XCTestCase {
 
   /// A bare yes or no to a question about one polarity is a claim: "Yes" to "Is this benign?"
   /// on a carcinoma verdict is flagged with the question quoted, "Yes" to "Is it cancer?" on a
-  /// benign one too; agreeing answers, negated questions and questions about neither are not.
+  /// benign one too; agreeing answers and negated questions are not, and a yes to a question
+  /// about neither is no polarity claim (it is an unchecked finding).
   func testClaimGateYesNoPolarity() throws {
     let set = try lungSet(), others = try otherSets()
     func codes(_ a: String, _ q: String, _ v: String) -> [String] {
@@ -165,7 +166,9 @@ final class GroundedChatTests: XCTestCase {
     XCTAssertEqual(codes("No.", "Is this malignant?", benign), [])
     XCTAssertEqual(codes("Yes.", "Is this normal tissue?", benign), [])
     XCTAssertEqual(codes("Yes.", "Isn't this benign?", scc), [])
-    XCTAssertEqual(codes("Yes.", "Is this an H&E stain?", scc), [])
+    // Not about a polarity, and nothing the classifier checks (chat answers it from the slide's
+    // facts instead).
+    XCTAssertEqual(codes("Yes.", "Is this an H&E stain?", scc), ["unchecked-finding"])
     XCTAssertNil(ClaimGate.answeredPolarity(question: "Is it benign or malignant?", answer: "Yes"))
     XCTAssertEqual(ClaimGate.answeredPolarity(question: "Is it healthy?", answer: "no")?.malignant, true)
   }

@@ -51,6 +51,84 @@ final class UnverifiedAnswerTests: XCTestCase {
     XCTAssertFalse(features.flags.contains { $0.code == "unverified-answer" }, "\(features.flags)")
   }
 
+  /// Guards the questions the open input's facts answer: each kind is recognised, questions
+  /// that do not point at the slide or ask something else are not, and the answers (a slide
+  /// written here, and a set of images) state the facts, carry confidence 1 and no flag, and
+  /// name no diagnosis. Before, "How many tiles are there?" and "What stain is this?" got the
+  /// classifier's verdict.
+  func testSlideFactQuestions() throws {
+    let kinds: [(String, SlideFactQuestion?)] = [
+      ("How many tiles are there?", .tiles), ("How many images are in this case?", .tiles),
+      ("What magnification is this?", .resolution), ("What is the resolution of this slide?", .resolution),
+      ("What is the magnification?", .resolution), ("How big is this slide?", .size),
+      ("How much tissue is on this slide?", .tissue), ("What stain is this?", .stain), ("Is this stained with H&E?", .stain),
+      ("Which scanner made this slide?", .file),
+      ("What is the diagnosis?", nil), ("Is this malignant?", nil), ("Describe the features.", nil),
+      ("What stain shows amyloid?", nil), ("What magnification is used to count mitoses?", nil),
+      ("What is the capital of France?", nil), ("How many mitoses are there per 10 high-power fields?", nil),
+    ]
+    for (q, want) in kinds { XCTAssertEqual(SlideFactQuestion.of(q), want, q) }
+
+    let dir = try TestSupport.writeTinyBundle(at: TestSupport.tempDir("facts"))
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let bundle = try ModelBundle(path: dir)
+    let chat = try ChatModel(directory: dir + "/decoder", imageDim: bundle.clip.embedDim)
+    let lung = try PromptSet.load("lung", searchDirs: [TestSupport.projectRoot + "/Prompts/zero-shot"])
+    let s = ChatSession(bundle: bundle, chat: chat, promptSets: [lung], cacheDir: nil)
+    let slide = try TestSupport.writeSyntheticSlide(at: dir + "/facts.tiff", width: 1024, height: 768, levels: 2, mpp: 0.25)
+    try s.open([slide])
+    let n = try XCTUnwrap(s.embeddings).tiles.count
+    var streamed = ""
+    let tiles = try s.ask("How many tiles are there?") {
+      streamed += $0; return true
+    }
+    XCTAssertTrue(tiles.text.hasPrefix("The slide gives \(n) tiles"), tiles.text)
+    XCTAssertTrue(streamed.hasPrefix(tiles.text) && streamed.contains("(Source: the slide's facts"), streamed)
+    XCTAssertEqual(tiles.flags.map(\.code), [])
+    XCTAssertEqual(tiles.shownConfidence, 1)
+    XCTAssertEqual(tiles.source, "the slide's facts")
+    XCTAssertEqual(tiles.verdict, "-")
+    let res = try s.ask("What magnification is this?")
+    XCTAssertTrue(res.text.contains("0.250 µm per pixel") && res.text.contains("about 40x"), res.text)
+    XCTAssertTrue(try s.ask("How big is this slide?").text.contains("1024 x 768 px at full resolution, 0.3 x 0.2 mm"))
+    let stain = try s.ask("What stain is this?")
+    XCTAssertTrue(stain.text.hasPrefix("Eosin does not identify stains."), stain.text)
+    for a in [tiles, res, stain] { XCTAssertFalse(ClaimGate.namesDiagnosis(a.text), a.text) }
+
+    s.load(AnalyzedSlide.images([TestSupport.syntheticHE(width: 64, height: 64)], names: ["tile.png"], bundle: bundle))
+    XCTAssertEqual(try s.ask("How many tiles are there?").text, "1 image is open (tile.png); Eosin takes each image as one tile.")
+    XCTAssertTrue(try s.ask("What magnification is this?").text.hasPrefix("Image files carry no resolution"))
+  }
+
+  /// Guards yes/no questions the classifier cannot settle ("Is there necrosis here?", once
+  /// answered "Yes." unflagged at the verdict's confidence): recognised with their subject, and
+  /// any answer to one is flagged `unchecked-finding`; questions about a class, a polarity, a
+  /// grade or an organ are not such questions.
+  func testUncheckedFindingsAreFlagged() throws {
+    let lung = try PromptSet.load("lung", searchDirs: [TestSupport.projectRoot + "/Prompts/zero-shot"])
+    XCTAssertEqual(ClaimGate.uncheckedFinding("Is there necrosis here?", lung), "necrosis")
+    XCTAssertEqual(ClaimGate.uncheckedFinding("Are there mitoses in these tiles?", lung), "mitoses")
+    XCTAssertEqual(ClaimGate.uncheckedFinding("Does this show vascular invasion?", lung), "vascular invasion")
+    for q in [
+      "Is this malignant?", "Is this an adenocarcinoma?", "Is this benign?", "Is it squamous?", "Is this high grade?",
+      "Is this lung tissue?", "Is there tissue here?", "Is this melanoma?", "Are you sure?", "What is the diagnosis?",
+      "Is there a tumour here?", "Isn't there necrosis here?",
+    ] {
+      XCTAssertNil(ClaimGate.uncheckedFinding(q, lung), q)
+    }
+    for answer in ["Yes. The classifier calls it lung squamous cell carcinoma.", "No.", "Eosin cannot tell."] {
+      let (flags, _) = ClaimGate.check(
+        answer: answer, question: "Is there necrosis here?", verdict: "lung squamous cell carcinoma", verdictSet: lung,
+        otherSets: [lung])
+      let f = try XCTUnwrap(flags.first { $0.code == "unchecked-finding" }, answer)
+      XCTAssertTrue(f.reason.contains("\"necrosis\""), f.reason)
+    }
+    let (flags, _) = ClaimGate.check(
+      answer: "Yes. The classifier calls it lung squamous cell carcinoma.", question: "Is this malignant?",
+      verdict: "lung squamous cell carcinoma", verdictSet: lung, otherSets: [lung])
+    XCTAssertEqual(flags.map(\.code), [])
+  }
+
   /// The grounding checks on hand-written answers to general questions, with the passage the
   /// question retrieves: a faithful answer passes; one that does not mention the question's
   /// subject, one with a number the notes do not hold, and one in other words are flagged. A

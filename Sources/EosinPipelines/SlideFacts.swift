@@ -1,0 +1,128 @@
+import Foundation
+
+/// A question about the open input that its recorded facts answer exactly, with no model: how
+/// many tiles, the resolution, the size, the tissue share, the stain, the file.
+public enum SlideFactQuestion: String, Sendable, CaseIterable {
+  case tiles, resolution, size, tissue, stain, file
+
+  /// The kind of fact a question about the open slide asks for; nil when it asks for anything
+  /// else (a diagnosis, a finding, a general question). Only questions that point at the slide
+  /// count (``ClaimGate/isAboutSlide(_:)``): "What magnification is this?" does, "What
+  /// magnification is used to count mitoses?" does not.
+  public static func of(_ question: String) -> SlideFactQuestion? {
+    let q = " " + question.lowercased().map { $0.isLetter || $0.isNumber || $0 == "&" || $0 == "µ" ? $0 : " " } + " "
+    func has(_ xs: [String]) -> Bool { xs.contains { q.contains($0) } }
+    // "What is the magnification?" asks about the open slide too.
+    let definite = has([" the magnification", " the resolution", " the tiles", " the mpp", " the scanner", " the stain"])
+    guard ClaimGate.isAboutSlide(question) || definite else { return nil }
+    if has([" how many tile", " how many image", " how many patch", " number of tile", " number of image", " count of tile"]) {
+      return .tiles
+    }
+    if has([
+      " magnification", " magnified", " resolution", " mpp ", " microns per pixel", " micrometres per pixel",
+      " micrometers per pixel", " µm per pixel", " um per pixel", " objective", " zoom", " what power",
+    ]) {
+      return .resolution
+    }
+    if has([" dimensions", " how big is", " how large is", " size of the slide", " size of this slide", " size of the image"])
+      && has([" slide", " image", " this", " it "])
+    {
+      return .size
+    }
+    if has([" how much tissue", " tissue fraction", " percentage of tissue", " share of tissue", " how much of the slide"]) {
+      return .tissue
+    }
+    // A stain question must point at the slide: "What stain shows amyloid?" is general.
+    if has([" stain ", " stains ", " staining", " stained", " h&e", " h e ", " ihc ", " immunohistochem"]),
+      definite || has(ClaimGate.strongDeicticWords + [" it ", " its "])
+    {
+      return .stain
+    }
+    if has([" scanner", " vendor", " file format", " what format", " which format"]) { return .file }
+    return nil
+  }
+}
+
+extension AnalyzedSlide {
+  /// The answer to a ``SlideFactQuestion``, in plain sentences, from what Eosin read and
+  /// measured (never from a model).
+  public func answer(_ kind: SlideFactQuestion, encoderMPP: Double) -> String {
+    let e = embeddings
+    let n = e.tiles.count
+    guard let s = slide else {
+      let imgs = n == 1 ? "1 image is open (\(name))" : "\(n) images are open, taken as one case"
+      switch kind {
+      case .tiles:
+        return "\(imgs); Eosin takes each image as one tile."
+      case .resolution, .size:
+        return
+          "Image files carry no resolution, so Eosin cannot tell their magnification; it takes each image whole as one tile and scales it to \(e.tileSize) px. \(imgs)."
+      case .tissue:
+        return "Eosin measures the tissue share on whole slides only; \(imgs.lowercased()), each taken whole."
+      case .stain:
+        return
+          "Eosin does not identify stains. Its models were trained on H&E (haematoxylin and eosin) tiles and assume H&E; on another stain their verdicts do not hold."
+      case .file:
+        return "\(imgs); image files are read directly, not through OpenSlide."
+      }
+    }
+    let (W, H) = s.dimensions
+    switch kind {
+    case .tiles:
+      return String(
+        format:
+          "The slide gives %d tiles of %d px at %.3f µm/px, each covering %.0f µm of tissue; tiles with too little tissue are left out.",
+        n, e.tileSize, e.mpp, Double(e.tileSize) * e.mpp)
+    case .resolution:
+      guard let m = mpp else {
+        return
+          "The slide does not record its resolution (no µm per pixel), so its magnification is unknown; give it with --mpp to tile it at a known scale."
+      }
+      let given = s.mppX == nil ? " (given with --mpp, not recorded in the file)" : ""
+      return String(
+        format:
+          "Full resolution is %.3f µm per pixel%@, about %.0fx by the usual convention (0.25 µm/px is 40x, 0.5 µm/px is 20x). Eosin reads its tiles at %.3f µm/px, as its image encoder was trained (%.3f µm/px).",
+        m, given, 10 / m, e.mpp, encoderMPP)
+    case .size:
+      let mm = mpp.map { String(format: ", %.1f x %.1f mm", Double(W) * $0 / 1000, Double(H) * $0 / 1000) } ?? ""
+      return "The slide is \(W) x \(H) px at full resolution\(mm), in \(s.levels.count) level\(s.levels.count == 1 ? "" : "s")."
+    case .tissue:
+      guard let t = tissue else { return "Eosin has not measured this slide's tissue." }
+      return String(
+        format: "Tissue covers %.1f%% of the slide (Otsu's threshold on the thumbnail's saturation); Eosin tiles only there.",
+        t.tissueFraction * 100)
+    case .stain:
+      var s =
+        "Eosin does not identify stains. Its models were trained on H&E (haematoxylin and eosin) tiles and assume H&E; on another stain their verdicts do not hold."
+      if let t = tissue {
+        s +=
+          t.modality == .brightfield
+          ? " This slide looks like a brightfield stain (bright background, coloured tissue), as H&E is."
+          : " This slide does not look like a brightfield stain: \(t.modalityReason ?? t.modality.rawValue)."
+      }
+      return s
+    case .file:
+      return "OpenSlide reads it as a \(s.vendor) slide: \(W) x \(H) px in \(s.levels.count) levels (\(name))."
+    }
+  }
+}
+
+extension ChatSession {
+  /// Answers a question that the open input's facts settle (``SlideFactQuestion``) with those
+  /// facts, streamed as one piece and cited as the slide's facts; nil for any other question.
+  /// A language model asked "How many tiles are there?" or "What stain is this?" answered with
+  /// the diagnosis; these answers are exact, so they carry confidence 1 and no flag.
+  func answerFromFacts(_ question: String, onToken: (String) -> Bool) -> ChatAnswer? {
+    guard let input, let kind = SlideFactQuestion.of(question) else { return nil }
+    let text = input.answer(kind, encoderMPP: bundle.mpp)
+    let cancelled = !onToken(text)
+    if !cancelled { _ = onToken("\n(Source: the slide's facts, as Eosin read them)") }
+    var a = review(
+      question: question, answer: text, set: nil, judgedBy: "", classifier: nil, result: nil, picks: [], generator: 1,
+      cancelled: cancelled, general: true, extraFlags: [])
+    a.source = "the slide's facts"
+    a.judgedBy = "the slide's facts"
+    lastAnswer = a
+    return a
+  }
+}
