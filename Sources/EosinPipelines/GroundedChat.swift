@@ -787,6 +787,30 @@ extension ChatSession {
     return flags
   }
 
+  /// Words of a request about the open slide that any account of it answers ("Summarise this
+  /// slide.", "What is your impression?").
+  static let slideRequestWords: Set<String> = [
+    "summarise", "summarize", "summary", "describe", "overview", "report", "finding", "impression", "assess", "assessment",
+    "interpret", "review", "analyse", "analyze", "opinion", "think", "say", "give", "tell", "going", "on", "happening",
+    "should", "would", "will", "must",
+  ]
+
+  /// `off-question` for an answer to a slide question that takes up none of the question's
+  /// subject words (its words less the slide's: "tiles", "tissue", "here" and requests such as
+  /// "describe"; a shared stem of five letters counts); nil when it takes one up or the question
+  /// has none.
+  static func offSlideQuestionFlag(answer: String, question: String) -> ReviewFlag? {
+    let subject = KnowledgeNotes.subjectWords(question).subtracting(ClaimGate.findingFillers).subtracting(slideRequestWords)
+    guard !subject.isEmpty, !answer.isEmpty else { return nil }
+    let words = Set(KnowledgeNotes.words(answer))
+    func stem(_ w: String) -> String { w.count >= 5 ? String(w.prefix(5)) : w }
+    let stems = Set(words.map(stem))
+    if subject.contains(where: { words.contains($0) || stems.contains(stem($0)) }) { return nil }
+    return ReviewFlag(
+      code: "off-question",
+      reason: "the answer does not take up what the question asks about (\(subject.sorted().joined(separator: ", ")))")
+  }
+
   /// The answer without the question it may open by repeating ("Why is my biopsy purple?\nThe
   /// answer to this question can be found ..."): the repeated words say nothing, so the
   /// grounding checks judge the rest.
@@ -906,14 +930,24 @@ extension ChatSession {
             "not about the slide and not from Eosin's notes: nothing relevant was found, so this is the language model's own text"
         ))
     }
-    // The grounding checks judge the answer without a repeated question.
-    let judged = Self.withoutEcho(answer, question)
+    // The grounding checks judge the model's words: not Eosin's own opening, nor a repeated
+    // question.
+    let judged = Self.withoutEcho(streamed.trimmingCharacters(in: .whitespacesAndNewlines), question)
     if !hits.isEmpty {
       flags += Self.groundingFlags(
         answer: judged, question: question, passages: hits.map(\.0),
         slideFacts: about
           ? system.replacingOccurrences(of: Self.systemPreamble, with: "").replacingOccurrences(
             of: Self.systemSlideRule, with: "") : nil)
+    }
+    // A slide question that asks neither for the diagnosis nor about a class, a polarity or an
+    // unchecked finding must be taken up by the answer: "What should be done next for this
+    // patient?" got the verdict and a garbled sentence from its note.
+    if about, let s = set, !ClaimGate.asksForDiagnosis(question), ClaimGate.askedClass(question, s) == nil,
+      ClaimGate.askedPolarity(question) == nil, ClaimGate.uncheckedFinding(question, s) == nil,
+      let f = Self.offSlideQuestionFlag(answer: judged, question: question)
+    {
+      flags.append(f)
     }
     // Cite the note that grounds the answer: the verdict class's for a slide question.
     let cited = about ? hits.last : hits.first

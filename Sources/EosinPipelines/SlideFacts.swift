@@ -109,20 +109,60 @@ extension AnalyzedSlide {
 
 extension ChatSession {
   /// Answers a question that the open input's facts settle (``SlideFactQuestion``) with those
-  /// facts, streamed as one piece and cited as the slide's facts; nil for any other question.
+  /// facts, streamed as one piece and cited as the slide's facts, and "How sure are you?" with
+  /// the last answer's confidence and review; nil for any other question.
   /// A language model asked "How many tiles are there?" or "What stain is this?" answered with
   /// the diagnosis; these answers are exact, so they carry confidence 1 and no flag.
   func answerFromFacts(_ question: String, onToken: (String) -> Bool) -> ChatAnswer? {
-    guard let input, let kind = SlideFactQuestion.of(question) else { return nil }
-    let text = input.answer(kind, encoderMPP: bundle.mpp)
+    guard let input else { return nil }
+    let text: String
+    let sure = Self.asksHowSure(question)
+    if sure {
+      text = Self.howSure(of: lastAnswer)
+    } else if let kind = SlideFactQuestion.of(question) {
+      text = input.answer(kind, encoderMPP: bundle.mpp)
+    } else {
+      return nil
+    }
+    let source = sure ? "this chat's review of the last answer" : "the slide's facts"
     let cancelled = !onToken(text)
-    if !cancelled { _ = onToken("\n(Source: the slide's facts, as Eosin read them)") }
+    if !cancelled { _ = onToken("\n(Source: \(source), as Eosin recorded them)") }
     var a = review(
       question: question, answer: text, set: nil, judgedBy: "", classifier: nil, result: nil, picks: [], generator: 1,
       cancelled: cancelled, general: true, extraFlags: [])
-    a.source = "the slide's facts"
-    a.judgedBy = "the slide's facts"
-    lastAnswer = a
+    a.source = source
+    a.judgedBy = source
+    // `:evidence` and a later "How sure are you?" still refer to the answer before.
+    if !sure { lastAnswer = a }
     return a
+  }
+
+  /// Whether a question asks how sure the last answer was ("How sure are you?", "Can I trust
+  /// that?").
+  static func asksHowSure(_ question: String) -> Bool {
+    let q = " " + question.lowercased().map { $0.isLetter ? $0 : " " } + " "
+    return [
+      " how sure ", " how confident ", " how certain ", " how reliable ", " are you sure ", " are you certain ",
+      " can i trust ", " should i trust ", " how much can i trust ",
+    ].contains { q.contains($0) }
+  }
+
+  /// The last answer's confidence and review, in words.
+  static func howSure(of last: ChatAnswer?) -> String {
+    guard let a = last else { return "Nothing has been answered yet in this chat, so there is no confidence to report." }
+    let q = a.question.trimmingCharacters(in: .whitespacesAndNewlines)
+    var s = String(format: "The last answer (to \"%@\") had confidence %.2f", q, a.shownConfidence)
+    if a.verdict != "-" {
+      s += String(
+        format:
+          ": the classifier's calibrated probability of %@ (%.2f), capped by the language model's probability of the answer's key claim",
+        a.verdict, a.verdictProbability)
+    }
+    s += "."
+    s +=
+      a.flags.isEmpty
+      ? " Nothing flagged it for review."
+      : " It is flagged for review: " + a.flags.map(\.reason).joined(separator: "; ") + "."
+    return s
   }
 }

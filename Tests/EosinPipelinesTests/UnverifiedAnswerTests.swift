@@ -83,7 +83,8 @@ final class UnverifiedAnswerTests: XCTestCase {
       streamed += $0; return true
     }
     XCTAssertTrue(tiles.text.hasPrefix("The slide gives \(n) tiles"), tiles.text)
-    XCTAssertTrue(streamed.hasPrefix(tiles.text) && streamed.contains("(Source: the slide's facts"), streamed)
+    XCTAssertTrue(
+      streamed.hasPrefix(tiles.text) && streamed.contains("(Source: the slide's facts, as Eosin recorded them)"), streamed)
     XCTAssertEqual(tiles.flags.map(\.code), [])
     XCTAssertEqual(tiles.shownConfidence, 1)
     XCTAssertEqual(tiles.source, "the slide's facts")
@@ -95,6 +96,12 @@ final class UnverifiedAnswerTests: XCTestCase {
     XCTAssertTrue(stain.text.hasPrefix("Eosin does not identify stains."), stain.text)
     for a in [tiles, res, stain] { XCTAssertFalse(ClaimGate.namesDiagnosis(a.text), a.text) }
 
+    // "How sure are you?" reports the last answer's confidence and review, and leaves it the last.
+    let sure = try s.ask("How sure are you?")
+    XCTAssertTrue(sure.text.hasPrefix("The last answer (to \"What stain is this?\") had confidence 1.00."), sure.text)
+    XCTAssertEqual(s.lastAnswer?.question, "What stain is this?")
+    XCTAssertTrue(ChatSession.asksHowSure("Can I trust that?"))
+    XCTAssertFalse(ChatSession.asksHowSure("Is this surely cancer?"))
     s.load(AnalyzedSlide.images([TestSupport.syntheticHE(width: 64, height: 64)], names: ["tile.png"], bundle: bundle))
     XCTAssertEqual(try s.ask("How many tiles are there?").text, "1 image is open (tile.png); Eosin takes each image as one tile.")
     XCTAssertTrue(try s.ask("What magnification is this?").text.hasPrefix("Image files carry no resolution"))
@@ -127,6 +134,29 @@ final class UnverifiedAnswerTests: XCTestCase {
       answer: "Yes. The classifier calls it lung squamous cell carcinoma.", question: "Is this malignant?",
       verdict: "lung squamous cell carcinoma", verdictSet: lung, otherSets: [lung])
     XCTAssertEqual(flags.map(\.code), [])
+  }
+
+  /// Guards answers that ignore a slide question that is not diagnostic: flagged `off-question`
+  /// naming the question's subject; an answer that takes it up, or a request any account of the
+  /// slide answers, is not.
+  func testAnswerThatIgnoresASlideQuestion() throws {
+    let verdict = "The classifier calls it lung squamous cell carcinoma (probability 0.96)."
+    let ignored = try XCTUnwrap(
+      ChatSession.offSlideQuestionFlag(
+        answer: verdict + " It is a malignant tumor that has characteristics of epithelial and cellular.",
+        question: "What should be done next for this patient?"))
+    XCTAssertEqual(ignored.code, "off-question")
+    XCTAssertTrue(ignored.reason.hasSuffix("(done, next, patient)"), ignored.reason)
+    XCTAssertNotNil(ChatSession.offSlideQuestionFlag(answer: verdict, question: "Write a poem about this slide."))
+    XCTAssertNil(
+      ChatSession.offSlideQuestionFlag(
+        answer: verdict + " Its typical features are sheets and nests of polygonal tumour cells.",
+        question: "Describe the features of this tissue."))
+    XCTAssertNil(ChatSession.offSlideQuestionFlag(answer: verdict, question: "Summarise this slide."))
+    XCTAssertNil(ChatSession.offSlideQuestionFlag(answer: verdict, question: "What is going on here?"))
+    XCTAssertNil(
+      ChatSession.offSlideQuestionFlag(
+        answer: "Keratinisation with keratin pearls marks it as squamous.", question: "Is there keratinization here?"))
   }
 
   /// The grounding checks on hand-written answers to general questions, with the passage the
