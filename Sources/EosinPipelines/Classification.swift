@@ -99,10 +99,14 @@ public struct CalibrationFile: Codable, Sendable {
   public var nllAfter: Double
   public var eceBefore: Double
   public var eceAfter: Double
+  /// The identity of the resolver that read the prompt wording when the temperature was fitted
+  /// (``WordingResolver/identity``); nil: the prompts as written. A temperature fitted on one
+  /// reading of the prompts does not hold for another.
+  public var wording: String? = nil
 
   enum CodingKeys: String, CodingKey {
     case modelSHA256 = "model_sha256", promptSetSHA256 = "prompt_set_sha256", promptSet = "prompt_set", temperature, tiles
-    case nllBefore = "nll_before", nllAfter = "nll_after", eceBefore = "ece_before", eceAfter = "ece_after"
+    case nllBefore = "nll_before", nllAfter = "nll_after", eceBefore = "ece_before", eceAfter = "ece_after", wording
   }
 
   public init(
@@ -121,16 +125,21 @@ public struct CalibrationFile: Codable, Sendable {
     self.eceAfter = eceAfter
   }
 
-  /// Where the calibration for (model, prompt set) lives under a cache/config folder.
-  public static func path(dir: String, modelSHA: String, promptSetSHA: String) -> String {
-    "\(dir)/calibration/\(modelSHA.prefix(16))-\(promptSetSHA.prefix(16)).json"
+  /// Where the calibration for (model, prompt set, wording) lives under a cache/config folder;
+  /// `wording` is the identity of the resolver that reads the prompts (nil: as written, the
+  /// path calibrations had before wording was read).
+  public static func path(dir: String, modelSHA: String, promptSetSHA: String, wording: String? = nil) -> String {
+    "\(dir)/calibration/\(modelSHA.prefix(16))-\(promptSetSHA.prefix(16))"
+      + (wording.map { "-wording-\($0.prefix(16))" } ?? "") + ".json"
   }
 
-  /// The saved temperature for (model, prompt set), if any.
-  public static func load(dir: String, modelSHA: String, promptSetSHA: String) -> CalibrationFile? {
-    let p = path(dir: dir, modelSHA: modelSHA, promptSetSHA: promptSetSHA)
-    guard let d = FileManager.default.contents(atPath: p) else { return nil }
-    return try? JSONDecoder().decode(CalibrationFile.self, from: d)
+  /// The saved temperature for (model, prompt set, wording), if any.
+  public static func load(dir: String, modelSHA: String, promptSetSHA: String, wording: String? = nil) -> CalibrationFile? {
+    let p = path(dir: dir, modelSHA: modelSHA, promptSetSHA: promptSetSHA, wording: wording)
+    guard let d = FileManager.default.contents(atPath: p),
+      let c = try? JSONDecoder().decode(CalibrationFile.self, from: d), c.wording == wording
+    else { return nil }
+    return c
   }
 }
 

@@ -98,11 +98,13 @@ public final class ZeroShotClassifier: @unchecked Sendable {
       self.temperature = t
       temperatureSource = .explicit
     } else if let dir = cacheDir,
-      let cal = CalibrationFile.load(dir: dir, modelSHA: bundle.clipSHA256, promptSetSHA: promptSet.sha256)
+      let cal = CalibrationFile.load(
+        dir: dir, modelSHA: bundle.clipSHA256, promptSetSHA: promptSet.sha256, wording: wording?.identity)
     {
       self.temperature = cal.temperature
       temperatureSource = .calibration(
-        path: CalibrationFile.path(dir: dir, modelSHA: bundle.clipSHA256, promptSetSHA: promptSet.sha256))
+        path: CalibrationFile.path(
+          dir: dir, modelSHA: bundle.clipSHA256, promptSetSHA: promptSet.sha256, wording: wording?.identity))
     } else {
       self.temperature = bundle.temperature
       temperatureSource = .manifest

@@ -429,7 +429,8 @@ func scoreLabelled(
 
 struct Calibrate: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Fit a calibration temperature on your labelled tiles; later runs with the same model and prompt set use it.")
+    abstract:
+      "Fit a calibration temperature on your labelled tiles; later runs with the same model, prompt set and wording use it.")
 
   @OptionGroup var model: ModelOptions
   @OptionGroup var promptOptions: PromptOptions
@@ -447,12 +448,15 @@ struct Calibrate: ParsableCommand {
     let K = clf.classCount
     let T = Metrics.fitTemperature(lg, truth: truth, classes: K)
     func eceAt(_ t: Float) -> Double { Metrics.ece(logits: lg, truth: truth, classes: K, temperature: t) }
-    let cal = CalibrationFile(
+    var cal = CalibrationFile(
       modelSHA256: bundle.clipSHA256, promptSetSHA256: set.sha256, promptSet: set.name, temperature: T, tiles: truth.count,
       nllBefore: Metrics.nll(lg, truth: truth, classes: K, temperature: bundle.temperature),
       nllAfter: Metrics.nll(lg, truth: truth, classes: K, temperature: T),
       eceBefore: eceAt(bundle.temperature), eceAfter: eceAt(T))
-    let path = CalibrationFile.path(dir: dir, modelSHA: bundle.clipSHA256, promptSetSHA: set.sha256)
+    // The temperature holds for this reading of the prompts only (as written, or through the
+    // language model), and is keyed by it.
+    cal.wording = clf.wording?.identity
+    let path = CalibrationFile.path(dir: dir, modelSHA: bundle.clipSHA256, promptSetSHA: set.sha256, wording: cal.wording)
     let e = JSONEncoder()
     e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     try writeAtomically(try e.encode(cal), to: path)

@@ -161,6 +161,22 @@ final class ClassifyCLITests: XCTestCase {
     ])
     XCTAssertEqual(e.status, 0, e.stderr)
     XCTAssertEqual((try JSONSerialization.jsonObject(with: Data(e.stdout.utf8)) as! [String: Any])["wording"] as? String, "lm")
+    // A temperature fitted on the prompts read through the language model holds for that
+    // reading only: classify with it uses it, classify as written does not.
+    let cal = try run([
+      "calibrate", "--prompts", set, "--label-map", "tumour=lung adenocarcinoma,stroma=benign lung tissue", "--data", Self.tiles,
+      "--wording", "lm", "--wording-lm", gguf,
+    ])
+    XCTAssertEqual(cal.status, 0, cal.stderr)
+    XCTAssertTrue(cal.stdout.contains("-wording-"), cal.stdout)
+    let read = try run([
+      "classify", "--prompts", set, "--wording", "lm", "--wording-lm", gguf, "--format", "table", Self.tiles + "/tumour/t0.png",
+    ])
+    XCTAssertTrue(read.stdout.contains("from calibration "), read.stdout)
+    let written = try run([
+      "classify", "--prompts", set, "--wording", "as-written", "--format", "table", Self.tiles + "/tumour/t0.png",
+    ])
+    XCTAssertTrue(written.stdout.contains("from weights manifest"), written.stdout)
     for lm in ["/no/such.gguf", Self.tiles + "/tumour/t0.png"] {
       let r = try run(["classify", "--prompts", set, "--wording", "lm", "--wording-lm", lm, Self.tiles + "/tumour/t0.png"])
       XCTAssertEqual(r.status, 2, r.stderr)
