@@ -54,7 +54,7 @@ demo: build lm notes
 	echo "== eosin report --template lung-biopsy" && $(BIN) report --template lung-biopsy --out $(OUT)/reports "$$slide" && \
 	echo "(draft: $(OUT)/reports/CMU-1-Small-Region.md, .json, .html)"
 
-# Trains eosin-small-v2, the committed default, from ../shared/data (2.5 hours measured without finalize's chat section, an estimated 3 with it)
+# Trains eosin-small-v2, the committed default, from ../shared/data (about 2 h 40 min: its steps measured one by one, finalize with the chat section 20 min)
 # into Weights/eosin-small-v2 with its manifest, and writes its evaluation to EVALUATION.md. The
 # slide-token projector is trained through the chat language model (fetched by `make lm`), which
 # stays frozen and is never committed; `train lm-adapters` then trains low-rank adapters on it
