@@ -32,6 +32,9 @@ public final class GroundedLM {
   var cachedPrefix: [Int32] = []
   /// Whether the cached prefix was computed with the adapters.
   var cachedAdapted = false
+  /// The last answer's generation: its prompt tokens after the cached prefix (the user turn,
+  /// slide tokens included), their prefill time, and the decode.
+  public private(set) var lastGeneration: Generation?
 
   /// Embeddings of Eosin's notes by this model's hidden states (``NoteEmbeddings``), fused with
   /// BM25 when a question retrieves its notes; nil: BM25 alone.
@@ -122,6 +125,7 @@ public final class GroundedLM {
     var sentences = 0
     var stopped = false
     let limit = maxSentences
+    lastGeneration = nil
     let g = try generateRaw(prefix: prefix, slide: slide, rest: rest) { piece in
       var emit = ""
       for ch in piece {
@@ -138,6 +142,7 @@ public final class GroundedLM {
       if !emit.isEmpty && !onText(emit) { return false }
       return !stopped
     }
+    lastGeneration = g
     return (g, text)
   }
 

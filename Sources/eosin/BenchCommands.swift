@@ -202,7 +202,7 @@ struct BenchChat: ParsableCommand {
     s.maxTokens = 64
     try s.open([slide])  // builds or loads the slide index
     _ = try s.ask("What is the diagnosis?")  // warm: classifier verdicts and text embeddings
-    var ttft: [Double] = [], tps: [Double] = []
+    var ttft: [Double] = [], tps: [Double] = [], prefill: [(Int, Double)] = []
     for q in 0..<repeats {
       let question = [
         "What is the diagnosis?", "Is this malignant?", "Describe the features.", "Which organ is this?",
@@ -218,6 +218,7 @@ struct BenchChat: ParsableCommand {
       }
       let total = Probes.now() - a0
       ttft.append(first ?? total)
+      if let g = grounded?.lastGeneration { prefill.append((g.promptTokens, g.promptSeconds)) }
       if n > 1, let f = first { tps.append(Double(n - 1) / (total - f)) }
     }
     // Decode speed alone, and its bound.
@@ -238,6 +239,11 @@ struct BenchChat: ParsableCommand {
     print(
       "first token  \(fmt(medianOf(ttft) * 1000, 0)) ms median on a cached slide (\(grounded == nil ? "tile selection, projector, prefill" : "retrieval, classifier context cached, prefill of the question and notes")) (target <= \(grounded == nil ? 150 : 400))"
     )
+    if !prefill.isEmpty {
+      print(
+        "prefill      \(medianOf(prefill.map { Double($0.0) }).formatted()) tokens in \(fmt(medianOf(prefill.map(\.1)) * 1000, 0)) ms (medians; the user turn with notes and slide tokens after the cached slide context)"
+      )
+    }
     print("answer       \(fmt(tps.isEmpty ? 0 : medianOf(tps), 1)) \(grounded == nil ? "tok/s" : "pieces/s") while streaming")
     print(
       "decode       \(fmt(rate, 1)) tok/s; weights \(fmt(bytes / 1e6, 1)) MB/token; bound at \(fmt(bw, 1)) GB/s = \(fmt(bw * 1e9 / bytes, 0)) tok/s (\(fmt(rate / (bw * 1e9 / bytes), 2)) of bound)"
