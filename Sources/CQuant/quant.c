@@ -458,15 +458,19 @@ static float dot_f32_avx2(uint32_t t, const void *row, const float *x, int64_t n
     return hsum8(_mm256_add_ps(acc, acc2));
   }
   case T_Q8_0: {
+    /* Two products per block and two accumulators: no long chain of dependent FMAs. */
     for (int64_t b = 0; b < n / 32; b++) {
       const uint8_t *blk = p + b * 34;
       const float *xb = x + 32 * b;
-      __m256 qx = _mm256_setzero_ps();
-      for (int j = 0; j < 32; j += 8)
-        qx = _mm256_fmadd_ps(cvt8_s8(_mm_loadl_epi64((const __m128i *)(blk + 2 + j))), _mm256_loadu_ps(xb + j), qx);
-      acc = _mm256_fmadd_ps(qx, _mm256_set1_ps(_cvtsh_ss(rd16(blk))), acc);
+      __m256 qa = _mm256_mul_ps(cvt8_s8(_mm_loadl_epi64((const __m128i *)(blk + 2))), _mm256_loadu_ps(xb));
+      __m256 qb = _mm256_mul_ps(cvt8_s8(_mm_loadl_epi64((const __m128i *)(blk + 10))), _mm256_loadu_ps(xb + 8));
+      qa = _mm256_fmadd_ps(cvt8_s8(_mm_loadl_epi64((const __m128i *)(blk + 18))), _mm256_loadu_ps(xb + 16), qa);
+      qb = _mm256_fmadd_ps(cvt8_s8(_mm_loadl_epi64((const __m128i *)(blk + 26))), _mm256_loadu_ps(xb + 24), qb);
+      __m256 dv = _mm256_set1_ps(_cvtsh_ss(rd16(blk)));
+      if (b & 1) acc2 = _mm256_fmadd_ps(_mm256_add_ps(qa, qb), dv, acc2);
+      else acc = _mm256_fmadd_ps(_mm256_add_ps(qa, qb), dv, acc);
     }
-    return hsum8(acc);
+    return hsum8(_mm256_add_ps(acc, acc2));
   }
   default: {
     int bb = eq_block_bytes(t);
@@ -495,7 +499,47 @@ float eq_dot_f32(uint32_t t, const void *row, const float *x, int64_t n) {
 #endif
 }
 
+#if EQ_AVX2
+/* A 4-bit row against x with the block sums of x (xs) computed once per product:
+ * sum_j (d q_j + m) x_j = d * sum q_j x_j + m * xs[b]. Two accumulators, so consecutive blocks
+ * do not wait on one FMA chain. */
+static float dot_q4_xs_avx2(uint32_t t, const uint8_t *p, const float *x, const float *xs, int64_t nb) {
+  const int bb = t == T_Q4_0 ? 18 : 20;
+  const __m128i m4 = _mm_set1_epi8(0x0F);
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  float msum = 0;
+  for (int64_t b = 0; b < nb; b++) {
+    const uint8_t *blk = p + b * bb;
+    float d = _cvtsh_ss(rd16(blk));
+    msum += (t == T_Q4_0 ? -8 * d : _cvtsh_ss(rd16(blk + 2))) * xs[b];
+    __m128i q = _mm_loadu_si128((const __m128i *)(blk + bb - 16));
+    __m128i lo = _mm_and_si128(q, m4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+    const float *xb = x + 32 * b;
+    __m256 qa = _mm256_mul_ps(cvt8_u8(lo), _mm256_loadu_ps(xb));
+    __m256 qb = _mm256_mul_ps(cvt8_u8(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(xb + 8));
+    qa = _mm256_fmadd_ps(cvt8_u8(hi), _mm256_loadu_ps(xb + 16), qa);
+    qb = _mm256_fmadd_ps(cvt8_u8(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(xb + 24), qb);
+    acc[b & 1] = _mm256_fmadd_ps(_mm256_add_ps(qa, qb), _mm256_set1_ps(d), acc[b & 1]);
+  }
+  return hsum8(_mm256_add_ps(acc[0], acc[1])) + msum;
+}
+#endif
+
 void eq_gemv_f32(uint32_t t, const void *w, size_t row_bytes, const float *x, float *out, int64_t n, int64_t r0, int64_t r1) {
+#if EQ_AVX2
+  if ((t == T_Q4_0 || t == T_Q4_1) && n / 32 <= 1024) {
+    float xs[1024];
+    const int64_t nb = n / 32;
+    for (int64_t b = 0; b < nb; b++) {
+      const float *xb = x + 32 * b;
+      __m256 v = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8)),
+                               _mm256_add_ps(_mm256_loadu_ps(xb + 16), _mm256_loadu_ps(xb + 24)));
+      xs[b] = hsum8(v);
+    }
+    for (int64_t r = r0; r < r1; r++) out[r] = dot_q4_xs_avx2(t, (const uint8_t *)w + r * row_bytes, x, xs, nb);
+    return;
+  }
+#endif
   for (int64_t r = r0; r < r1; r++) out[r] = eq_dot_f32(t, (const uint8_t *)w + r * row_bytes, x, n);
 }
 
