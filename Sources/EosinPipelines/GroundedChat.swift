@@ -285,7 +285,8 @@ public enum ClaimGate {
     for i in idioms { q = q.replacingOccurrences(of: i, with: " ") }
     if generalMarkers.contains(where: { q.contains($0) }) { return false }
     let opening = q.trimmingCharacters(in: .whitespaces)
-    if ["what ", "which ", "how ", "why "].contains(where: { opening.hasPrefix($0) }), !OrganLexicon.organs(in: lower).isEmpty,
+    if ["what ", "which ", "how ", "why ", "where "].contains(where: { opening.hasPrefix($0) }),
+      !OrganLexicon.organs(in: lower).isEmpty,
       !deicticWords.contains(where: { q.contains($0) }), !["grade", "diagnos"].contains(where: { lower.contains($0) })
     {
       return false
@@ -336,6 +337,13 @@ public enum ClaimGate {
   public static func askedClass(_ question: String, _ set: PromptSet) -> String? {
     let q = " " + question.lowercased().map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : " " } + " "
     guard isPlainYesNo(q) else { return nil }
+    return namedClass(question, set)
+  }
+
+  /// The class of `set` a question names, as ``askedClass(_:_:)`` finds it but in any question
+  /// ("Which tiles look most like Gleason pattern 4?"); nil when it names none or several.
+  public static func namedClass(_ question: String, _ set: PromptSet) -> String? {
+    let q = " " + question.lowercased().map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : " " } + " "
     let classes = set.allClasses.filter { $0.name != set.background?.name }
     if let (name, _) = assertedClass(q, question, set), name != set.background?.name { return name }
     func words(_ c: PromptClass) -> Set<String> {

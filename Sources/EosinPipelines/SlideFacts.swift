@@ -124,9 +124,9 @@ extension ChatSession {
     } else {
       return nil
     }
-    let source = sure ? "this chat's review of the last answer" : "the slide's facts"
+    let source = sure ? "this chat's review of the last answer" : "the slide's facts, as Eosin recorded them"
     let cancelled = !onToken(text)
-    if !cancelled { _ = onToken("\n(Source: \(source), as Eosin recorded them)") }
+    if !cancelled { _ = onToken("\n(Source: \(source))") }
     var a = review(
       question: question, answer: text, set: nil, judgedBy: "", classifier: nil, result: nil, picks: [], generator: 1,
       cancelled: cancelled, general: true, extraFlags: [])
@@ -153,10 +153,10 @@ extension ChatSession {
     let q = a.question.trimmingCharacters(in: .whitespacesAndNewlines)
     var s = String(format: "The last answer (to \"%@\") had confidence %.2f", q, a.shownConfidence)
     if a.verdict != "-" {
-      s += String(
-        format:
-          ": the classifier's calibrated probability of %@ (%.2f), capped by the language model's probability of the answer's key claim",
-        a.verdict, a.verdictProbability)
+      s += String(format: ": the classifier's calibrated probability of %@ (%.2f)", a.verdict, a.verdictProbability)
+      if let g = a.confidence.generator, g < a.verdictProbability {
+        s += String(format: ", capped by the language model's probability of the answer's key claim (%.2f)", g)
+      }
     }
     s += "."
     s +=
@@ -164,5 +164,79 @@ extension ChatSession {
       ? " Nothing flagged it for review."
       : " It is flagged for review: " + a.flags.map(\.reason).joined(separator: "; ") + "."
     return s
+  }
+}
+
+/// Whether a question asks where on the open slide something is ("Where is the tumour?",
+/// "Which tiles show the carcinoma?"), which the classifier's tile probabilities answer; not a
+/// question of origin or spread ("Where does this tumour come from?").
+public enum SlideLocationQuestion {
+  public static func asks(_ question: String) -> Bool {
+    let q = " " + question.lowercased().map { $0.isLetter || $0.isNumber ? $0 : " " } + " "
+    func has(_ xs: [String]) -> Bool { xs.contains { q.contains($0) } }
+    if has([" come from", " arise", " arising", " originat", " spread", " metasta", " go ", " found in the body"]) {
+      return false
+    }
+    let opening = q.trimmingCharacters(in: .whitespaces)
+    // "Where is the adenocarcinoma?" names a lesion, not an organ's place in the body.
+    let lesion = (ClaimGate.diagnosisTerms + ClaimGate.malignantWords).contains { q.contains(" \($0)") }
+    guard ClaimGate.isAboutSlide(question) || has([" tile", " tiles "]) || (opening.hasPrefix("where ") && lesion) else {
+      return false
+    }
+    return opening.hasPrefix("where ")
+      || has([
+        " which tile", " which tiles", " which area", " which areas", " which region", " which regions", " which part",
+        " which parts", " show me where", " point to", " locate ", " where on ",
+      ])
+  }
+}
+
+extension ChatSession {
+  /// Answers a ``SlideLocationQuestion`` from the classifier's tile probabilities: the tiles
+  /// most like the class the question names (else the slide's verdict), with their places and
+  /// probabilities, and how many tiles reach 0.5, after the verdict when the class is another;
+  /// nil for any other question. Its claim about the slide is the verdict, judged like any slide
+  /// answer (the verdict's flags, the organ's source), and its tiles are the evidence
+  /// `:evidence` shows. A language model asked "Where is the
+  /// tumour?" answered "The tumour is located in the lungs."
+  func answerWhere(_ question: String, onToken: (String) -> Bool) throws -> ChatAnswer? {
+    guard let input, SlideLocationQuestion.asks(question) else { return nil }
+    let (s, why, guessed) = try choosePromptSet(for: question)
+    let (clf, r) = try verdict(s)
+    let lower = question.lowercased()
+    let named = ClaimGate.assertedClass(lower, question, s)?.0 ?? ClaimGate.namedClass(question, s)
+    let target = named.flatMap { n in r.classNames.firstIndex(of: n) } ?? r.verdict
+    let tiles = r.tiles.indices.sorted { r.tiles[$0].probs[target] > r.tiles[$1].probs[target] }
+    let top = Array(tiles.prefix(5))
+    let reach = r.tiles.filter { $0.probs[target] >= 0.5 }.count
+    var text = ""
+    let vName = r.classNames[r.verdict], tName = r.classNames[target]
+    let asksLesion = (ClaimGate.malignantWords + Array(ClaimGate.genericTerms)).contains { lower.contains($0) }
+    let notLesion = named == nil && asksLesion && ClaimGate.polarity(ofClass: vName) != true
+    if target != r.verdict || notLesion {
+      text += String(
+        format: "The classifier calls the slide %@ (probability %.2f)%@. ", vName, r.probs[r.verdict],
+        notLesion ? ", not a tumour" : "")
+    }
+    if top.isEmpty {
+      text += "The slide has no tiles to point to."
+    } else {
+      let places = top.map { String(format: "%@ %.2f", input.tileLabel($0), r.tiles[$0].probs[target]) }
+      text += "The tiles most like \(tName) (classifier probability): " + places.joined(separator: ", ") + "; "
+      text += "\(reach) of \(r.tiles.count) tiles reach 0.5."
+    }
+    let cancelled = !onToken(text)
+    let source = "the classifier's tile probabilities, \(s.name) set"
+    if !cancelled { _ = onToken("\n(Source: \(source))") }
+    // The text is the classifier's own numbers: what it claims about the slide is the verdict
+    // (the gate judges that, with the verdict's flags and the organ's source), not the class
+    // whose tiles it lists.
+    var a = review(
+      question: question, answer: "The classifier calls it \(vName).", set: s, judgedBy: why, organGuessed: guessed,
+      classifier: clf, result: r, picks: top, generator: 1, cancelled: cancelled, general: false, extraFlags: [])
+    a.text = text
+    a.source = source
+    lastAnswer = a
+    return a
   }
 }

@@ -75,9 +75,10 @@ final class UnverifiedAnswerTests: XCTestCase {
     let chat = try ChatModel(directory: dir + "/decoder", imageDim: bundle.clip.embedDim)
     let lung = try PromptSet.load("lung", searchDirs: [TestSupport.projectRoot + "/Prompts/zero-shot"])
     let s = ChatSession(bundle: bundle, chat: chat, promptSets: [lung], cacheDir: nil)
-    let slide = try TestSupport.writeSyntheticSlide(at: dir + "/facts.tiff", width: 1024, height: 768, levels: 2, mpp: 0.25)
+    let slide = try TestSupport.writeSyntheticSlide(at: dir + "/facts.tiff", width: 2048, height: 1536, levels: 2, mpp: 0.25)
     try s.open([slide])
     let n = try XCTUnwrap(s.embeddings).tiles.count
+    XCTAssertGreaterThan(n, 0)
     var streamed = ""
     let tiles = try s.ask("How many tiles are there?") {
       streamed += $0; return true
@@ -87,19 +88,45 @@ final class UnverifiedAnswerTests: XCTestCase {
       streamed.hasPrefix(tiles.text) && streamed.contains("(Source: the slide's facts, as Eosin recorded them)"), streamed)
     XCTAssertEqual(tiles.flags.map(\.code), [])
     XCTAssertEqual(tiles.shownConfidence, 1)
-    XCTAssertEqual(tiles.source, "the slide's facts")
+    XCTAssertEqual(tiles.source, "the slide's facts, as Eosin recorded them")
     XCTAssertEqual(tiles.verdict, "-")
     let res = try s.ask("What magnification is this?")
     XCTAssertTrue(res.text.contains("0.250 µm per pixel") && res.text.contains("about 40x"), res.text)
-    XCTAssertTrue(try s.ask("How big is this slide?").text.contains("1024 x 768 px at full resolution, 0.3 x 0.2 mm"))
+    XCTAssertTrue(try s.ask("How big is this slide?").text.contains("2048 x 1536 px at full resolution, 0.5 x 0.4 mm"))
     let stain = try s.ask("What stain is this?")
     XCTAssertTrue(stain.text.hasPrefix("Eosin does not identify stains."), stain.text)
     for a in [tiles, res, stain] { XCTAssertFalse(ClaimGate.namesDiagnosis(a.text), a.text) }
 
+    // "Where is ...?" is answered from the classifier's tile probabilities, its tiles the evidence.
+    for q in ["Where is the tumour?", "Which tiles show the carcinoma?", "Where on this slide is the adenocarcinoma?"] {
+      XCTAssertTrue(SlideLocationQuestion.asks(q), q)
+    }
+    for q in [
+      "Where does this tumour come from?", "Where do lung adenocarcinomas arise?", "What is the diagnosis?",
+      "How do antibodies help find out where a cancer came from?",
+    ] {
+      XCTAssertFalse(SlideLocationQuestion.asks(q), q)
+    }
+    XCTAssertEqual(ClaimGate.namedClass("Which tiles look most like squamous carcinoma?", lung), "lung squamous cell carcinoma")
+    // A where-question that names an organ without pointing at the slide is general.
+    XCTAssertFalse(ClaimGate.isAboutSlide("Where does prostate cancer spread?"))
+    XCTAssertTrue(ClaimGate.isAboutSlide("Where is the tumour in this prostate biopsy?"))
+    let whereA = try s.ask("Where is the lung adenocarcinoma?")
+    XCTAssertTrue(whereA.text.contains("The tiles most like lung adenocarcinoma (classifier probability): ("), whereA.text)
+    XCTAssertTrue(whereA.text.hasSuffix("of \(n) tiles reach 0.5."), whereA.text)
+    XCTAssertEqual(whereA.evidence.count, min(5, n))
+    XCTAssertEqual(whereA.promptSet, "lung")
+    XCTAssertEqual(whereA.source, "the classifier's tile probabilities, lung set")
+    // Listing the tiles of a class the verdict is not says the verdict first, and claims nothing
+    // against it.
+    if whereA.verdict != "lung adenocarcinoma" {
+      XCTAssertTrue(whereA.text.hasPrefix("The classifier calls the slide \(whereA.verdict) (probability "), whereA.text)
+    }
+    XCTAssertFalse(whereA.flags.contains { ["inconsistent", "self-contradiction"].contains($0.code) }, "\(whereA.flags)")
     // "How sure are you?" reports the last answer's confidence and review, and leaves it the last.
     let sure = try s.ask("How sure are you?")
-    XCTAssertTrue(sure.text.hasPrefix("The last answer (to \"What stain is this?\") had confidence 1.00."), sure.text)
-    XCTAssertEqual(s.lastAnswer?.question, "What stain is this?")
+    XCTAssertTrue(sure.text.hasPrefix("The last answer (to \"Where is the lung adenocarcinoma?\") had confidence"), sure.text)
+    XCTAssertEqual(s.lastAnswer?.question, "Where is the lung adenocarcinoma?")
     XCTAssertTrue(ChatSession.asksHowSure("Can I trust that?"))
     XCTAssertFalse(ChatSession.asksHowSure("Is this surely cancer?"))
     s.load(AnalyzedSlide.images([TestSupport.syntheticHE(width: 64, height: 64)], names: ["tile.png"], bundle: bundle))
