@@ -261,6 +261,7 @@ public final class ChatSession {
     if input != nil, let (s, _) = namedOrganSet(in: question) { statedSet = s }
     if let a = answerFromFacts(question, onToken: onToken) { return a }
     if let a = try answerWhere(question, onToken: onToken) { return a }
+    if let a = try answerNextSteps(question, onToken: onToken) { return a }
     if let g = grounded { return try askGrounded(question, g, onToken: onToken) }
     if let n = notes, !ClaimGate.isAboutSlide(question) {
       return answerFromNotes(question, n, onToken: onToken)

@@ -240,3 +240,56 @@ extension ChatSession {
     return a
   }
 }
+
+/// Whether a question asks what to do next about the open slide ("What should be done next for
+/// this patient?", "What are the next steps?", "Which tests would you recommend here?"), which
+/// Eosin's note on the verdict's class answers.
+public enum NextStepsQuestion {
+  public static func asks(_ question: String) -> Bool {
+    let q = " " + question.lowercased().map { $0.isLetter || $0.isNumber ? $0 : " " } + " "
+    func has(_ xs: [String]) -> Bool { xs.contains { q.contains($0) } }
+    guard
+      has([
+        " next step", " what should be done", " what should i do", " what to do", " what next", " what now", " work up",
+        " workup", " further test", " which test", " what test", " recommend", " management", " follow up",
+        " done next", " do next",
+      ])
+    else { return false }
+    if ClaimGate.generalMarkers.contains(where: { q.contains($0) }) { return false }
+    return ClaimGate.isAboutSlide(question)
+      || has([" patient", " next step", " what next", " what now", " do next", " done next", " should be done"])
+  }
+}
+
+extension ChatSession {
+  /// Answers a ``NextStepsQuestion`` with the next steps Eosin's note gives for the verdict's
+  /// class, after the verdict; nil for any other question, or when no note of the class has
+  /// next steps. Its claim about the slide is the verdict, judged like any slide answer (the
+  /// verdict's flags, the organ's source). A language model asked "What should be done next for
+  /// this patient?" restated the verdict with a garbled sentence.
+  func answerNextSteps(_ question: String, onToken: (String) -> Bool) throws -> ChatAnswer? {
+    guard input != nil, NextStepsQuestion.asks(question), let notes = grounded?.notes ?? notes else { return nil }
+    let (s, why, guessed) = try choosePromptSet(for: question)
+    let (clf, r) = try verdict(s)
+    let v = r.classNames[r.verdict]
+    guard let p = notes.passage(forClass: v)?.0, p.title.lowercased() == v.lowercased(),
+      let mark = p.text.range(of: "Next steps: ")
+    else { return nil }
+    var steps = String(p.text[mark.upperBound...]).trimmingCharacters(in: .whitespaces)
+    if steps.hasSuffix(".") { steps.removeLast() }
+    let text = String(
+      format: "The classifier calls it %@ (probability %.2f). For that, Eosin's note gives these next steps: %@.", v,
+      r.probs[r.verdict], steps)
+    let cancelled = !onToken(text)
+    let source = "Eosin's notes, \(p.source)"
+    if !cancelled { _ = onToken("\n(Source: \(source))") }
+    var a = review(
+      question: question, answer: "The classifier calls it \(v).", set: s, judgedBy: why, organGuessed: guessed,
+      classifier: clf, result: r, picks: try selectTiles(for: question), generator: 1, cancelled: cancelled, general: false,
+      extraFlags: [])
+    a.text = text
+    a.source = source
+    lastAnswer = a
+    return a
+  }
+}
