@@ -815,7 +815,11 @@ extension ChatSession {
   static func offSlideQuestionFlag(answer: String, question: String) -> ReviewFlag? {
     let subject = KnowledgeNotes.subjectWords(question).subtracting(ClaimGate.findingFillers).subtracting(slideRequestWords)
     guard !subject.isEmpty, !answer.isEmpty else { return nil }
-    let words = Set(KnowledgeNotes.words(answer))
+    var words = Set(KnowledgeNotes.words(answer))
+    // A Gleason pattern or a named grade answers a question about the grade or the score.
+    if ["gleason", "pattern", "grade", "low-grade", "high-grade"].contains(where: { words.contains($0) }) {
+      words.formUnion(["grade", "gleason", "score", "pattern"])
+    }
     func stem(_ w: String) -> String { w.count >= 5 ? String(w.prefix(5)) : w }
     let stems = Set(words.map(stem))
     if subject.contains(where: { words.contains($0) || stems.contains(stem($0)) }) { return nil }

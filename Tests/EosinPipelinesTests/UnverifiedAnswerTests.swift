@@ -193,6 +193,12 @@ final class UnverifiedAnswerTests: XCTestCase {
         answer: verdict + " Its typical features are sheets and nests of polygonal tumour cells.",
         question: "Describe the features of this tissue."))
     XCTAssertNil(ChatSession.offSlideQuestionFlag(answer: verdict, question: "Summarise this slide."))
+    // A Gleason pattern answers a question about the grade; a verdict without one does not.
+    XCTAssertNil(
+      ChatSession.offSlideQuestionFlag(
+        answer: "The classifier calls it prostate adenocarcinoma Gleason pattern 3 (probability 0.81).",
+        question: "What grade is this?"))
+    XCTAssertNotNil(ChatSession.offSlideQuestionFlag(answer: verdict, question: "What grade is this?"))
     XCTAssertNil(ChatSession.offSlideQuestionFlag(answer: verdict, question: "What is going on here?"))
     XCTAssertNil(
       ChatSession.offSlideQuestionFlag(
