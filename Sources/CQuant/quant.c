@@ -401,11 +401,14 @@ static inline float hsum8(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+enum { EQ_XS_MAX = 1024 }; /* block sums kept on the stack: rows of up to 32768 values */
+static void block_sums_avx2(const float *x, float *xs, int64_t nb);
+static float dot_q4_xs_avx2(uint32_t t, const uint8_t *p, const float *x, const float *xs, int64_t nb);
+
 /* The AVX2 twin of dot_f32_avx512. */
 static float dot_f32_avx2(uint32_t t, const void *row, const float *x, int64_t n) {
   const uint8_t *p = (const uint8_t *)row;
   __m256 acc = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps();
-  const __m128i m4 = _mm_set1_epi8(0x0F);
   switch (t) {
   case T_F32: {
     const float *w = (const float *)row;
@@ -438,24 +441,11 @@ static float dot_f32_avx2(uint32_t t, const void *row, const float *x, int64_t n
   }
   case T_Q4_0:
   case T_Q4_1: {
-    /* As in dot_f32_avx512: d * sum q_j x_j + m * sum x_j. */
-    int bb = t == T_Q4_0 ? 18 : 20;
-    for (int64_t b = 0; b < n / 32; b++) {
-      const uint8_t *blk = p + b * bb;
-      float d = _cvtsh_ss(rd16(blk));
-      float m = t == T_Q4_0 ? -8 * d : _cvtsh_ss(rd16(blk + 2));
-      __m128i q = _mm_loadu_si128((const __m128i *)(blk + bb - 16));
-      __m128i lo = _mm_and_si128(q, m4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
-      const float *xb = x + 32 * b;
-      __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8), x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);
-      __m256 qx = _mm256_mul_ps(cvt8_u8(lo), x0);
-      qx = _mm256_fmadd_ps(cvt8_u8(_mm_srli_si128(lo, 8)), x1, qx);
-      qx = _mm256_fmadd_ps(cvt8_u8(hi), x2, qx);
-      qx = _mm256_fmadd_ps(cvt8_u8(_mm_srli_si128(hi, 8)), x3, qx);
-      acc = _mm256_fmadd_ps(qx, _mm256_set1_ps(d), acc);
-      acc2 = _mm256_fmadd_ps(_mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)), _mm256_set1_ps(m), acc2);
-    }
-    return hsum8(_mm256_add_ps(acc, acc2));
+    /* The kernel eq_gemv_f32 runs, with x's block sums for this one row. */
+    float xs[EQ_XS_MAX];
+    if (n / 32 > EQ_XS_MAX) return eq_dot_f32_ref(t, row, x, n);
+    block_sums_avx2(x, xs, n / 32);
+    return dot_q4_xs_avx2(t, p, x, xs, n / 32);
   }
   case T_Q8_0: {
     /* Two products per block and two accumulators: no long chain of dependent FMAs. */
@@ -500,6 +490,15 @@ float eq_dot_f32(uint32_t t, const void *row, const float *x, int64_t n) {
 }
 
 #if EQ_AVX2
+/* xs[b] = the sum of x's block b of 32 values. */
+static void block_sums_avx2(const float *x, float *xs, int64_t nb) {
+  for (int64_t b = 0; b < nb; b++) {
+    const float *xb = x + 32 * b;
+    xs[b] = hsum8(_mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8)),
+                                _mm256_add_ps(_mm256_loadu_ps(xb + 16), _mm256_loadu_ps(xb + 24))));
+  }
+}
+
 /* A 4-bit row against x with the block sums of x (xs) computed once per product:
  * sum_j (d q_j + m) x_j = d * sum q_j x_j + m * xs[b]. Two accumulators, so consecutive blocks
  * do not wait on one FMA chain. */
@@ -527,15 +526,11 @@ static float dot_q4_xs_avx2(uint32_t t, const uint8_t *p, const float *x, const 
 
 void eq_gemv_f32(uint32_t t, const void *w, size_t row_bytes, const float *x, float *out, int64_t n, int64_t r0, int64_t r1) {
 #if EQ_AVX2
-  if ((t == T_Q4_0 || t == T_Q4_1) && n / 32 <= 1024) {
-    float xs[1024];
+  if ((t == T_Q4_0 || t == T_Q4_1) && n / 32 <= EQ_XS_MAX) {
+    /* x's block sums once per product, not once per row. */
+    float xs[EQ_XS_MAX];
     const int64_t nb = n / 32;
-    for (int64_t b = 0; b < nb; b++) {
-      const float *xb = x + 32 * b;
-      __m256 v = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8)),
-                               _mm256_add_ps(_mm256_loadu_ps(xb + 16), _mm256_loadu_ps(xb + 24)));
-      xs[b] = hsum8(v);
-    }
+    block_sums_avx2(x, xs, nb);
     for (int64_t r = r0; r < r1; r++) out[r] = dot_q4_xs_avx2(t, (const uint8_t *)w + r * row_bytes, x, xs, nb);
     return;
   }

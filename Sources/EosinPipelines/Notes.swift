@@ -9,6 +9,8 @@ public struct NotePassage: Sendable, Equatable {
   /// The collection named when an answer cites the passage: "Eosin's notes", or an imported
   /// collection with its terms (`eosin notes import`).
   public var collection: String = NotePassage.curated
+  /// What to do next, for a knowledge file's class (its `next_steps`); nil for other passages.
+  public var nextSteps: String? = nil
 
   /// The collection of Eosin's own, curated notes.
   public static let curated = "Eosin's notes"
@@ -98,7 +100,9 @@ public final class KnowledgeNotes: @unchecked Sendable {
             if let b = c["behaviour"] as? String, b != "not stated" { t += "; \(b)" }
             if let f = c["features"] as? [String], !f.isEmpty { t += ". Features: \(f.joined(separator: "; "))" }
             if let x = c["next_steps"] as? String { t += ". Next steps: \(x)" }
-            ps.append(NotePassage(source: "\(n)#\(c["id"] as? String ?? name)", title: name, text: t + "."))
+            var passage = NotePassage(source: "\(n)#\(c["id"] as? String ?? name)", title: name, text: t + ".")
+            passage.nextSteps = c["next_steps"] as? String
+            ps.append(passage)
           }
         } else if let notes = obj["notes"] as? [[String: Any]] {
           let collection = obj["collection"] as? String ?? NotePassage.curated

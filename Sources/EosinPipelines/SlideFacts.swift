@@ -44,6 +44,10 @@ public enum SlideFactQuestion: String, Sendable, CaseIterable {
 }
 
 extension AnalyzedSlide {
+  /// What every answer about the stain says first.
+  static let stainNote =
+    "Eosin does not identify stains. Its models were trained on H&E (haematoxylin and eosin) tiles and assume H&E; on another stain their verdicts do not hold."
+
   /// The answer to a ``SlideFactQuestion``, in plain sentences, from what Eosin read and
   /// measured (never from a model).
   public func answer(_ kind: SlideFactQuestion, encoderMPP: Double) -> String {
@@ -60,8 +64,7 @@ extension AnalyzedSlide {
       case .tissue:
         return "Eosin measures the tissue share on whole slides only; \(imgs.lowercased()), each taken whole."
       case .stain:
-        return
-          "Eosin does not identify stains. Its models were trained on H&E (haematoxylin and eosin) tiles and assume H&E; on another stain their verdicts do not hold."
+        return Self.stainNote
       case .file:
         return "\(imgs); image files are read directly, not through OpenSlide."
       }
@@ -92,8 +95,7 @@ extension AnalyzedSlide {
         format: "Tissue covers %.1f%% of the slide (Otsu's threshold on the thumbnail's saturation); Eosin tiles only there.",
         t.tissueFraction * 100)
     case .stain:
-      var s =
-        "Eosin does not identify stains. Its models were trained on H&E (haematoxylin and eosin) tiles and assume H&E; on another stain their verdicts do not hold."
+      var s = Self.stainNote
       if let t = tissue {
         s +=
           t.modality == .brightfield
@@ -272,11 +274,9 @@ extension ChatSession {
     let (s, why, guessed) = try choosePromptSet(for: question)
     let (clf, r) = try verdict(s)
     let v = r.classNames[r.verdict]
-    guard let p = notes.passage(forClass: v)?.0, p.title.lowercased() == v.lowercased(),
-      let mark = p.text.range(of: "Next steps: ")
-    else { return nil }
-    var steps = String(p.text[mark.upperBound...]).trimmingCharacters(in: .whitespaces)
-    if steps.hasSuffix(".") { steps.removeLast() }
+    guard let p = notes.passage(forClass: v)?.0, p.title.lowercased() == v.lowercased(), let steps = p.nextSteps else {
+      return nil
+    }
     let text = String(
       format: "The classifier calls it %@ (probability %.2f). For that, Eosin's note gives these next steps: %@.", v,
       r.probs[r.verdict], steps)
