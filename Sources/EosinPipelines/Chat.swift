@@ -12,19 +12,27 @@ public final class ChatModel: @unchecked Sendable {
   public let tokenizer: Tokenizer
   public let decoderSHA256: String
 
-  /// - Parameter manifest: the bundle's manifest, whose recorded sha256 saves hashing the weights.
-  public init(directory: String, imageDim: Int, manifest: WeightsManifest? = nil) throws {
+  /// - Parameters:
+  ///   - imageDim: the image embedding width the projector must take; nil takes the projector
+  ///     file's own (check ``imageDim`` against the CLIP model's before use, as
+  ///     ``ChatSession`` does).
+  ///   - manifest: the bundle's manifest; a file whose sha256 differs from the one it records
+  ///     is refused.
+  public init(directory: String, imageDim: Int?, manifest: WeightsManifest? = nil) throws {
     let ck = try Checkpoint(path: directory)
     decoder = try GPT2Model(checkpoint: ck)
     tokenizer = try Tokenizer.load(directory)
     let pf = try SafeTensorsFile(path: directory + "/projector.safetensors")
-    guard let h = pf.tensors["mm_projector.0.weight"]?.shape.first else {
+    guard let shape = pf.tensors["mm_projector.0.weight"]?.shape, shape.count == 2 else {
       throw PipelineError.file(path: pf.path, message: "no mm_projector.0.weight")
     }
-    projector = try Projector(file: pf, inDim: imageDim, hidden: h, outDim: decoder.channels)
+    projector = try Projector(file: pf, inDim: imageDim ?? shape[1], hidden: shape[0], outDim: decoder.channels)
     decoderSHA256 = try ModelBundle.verifiedSHA(manifest, "decoder/model.safetensors", ck.weights.path)
     _ = try ModelBundle.verifiedSHA(manifest, "decoder/projector.safetensors", directory + "/projector.safetensors")
   }
+
+  /// The image embedding width the slide-token projector takes.
+  public var imageDim: Int { projector.fc1.inFeatures }
 }
 
 /// One answer with everything needed to trust or check it.

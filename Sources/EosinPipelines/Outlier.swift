@@ -172,19 +172,37 @@ public struct OutlierModel: Sendable {
 /// it is not positive definite.
 func cholesky(_ a: [Double], _ n: Int) -> [Double]? {
   var l = [Double](repeating: 0, count: n * n)
-  for i in 0..<n {
-    for j in 0...i {
-      var s = a[i * n + j]
-      for k in 0..<j { s -= l[i * n + k] * l[j * n + k] }
-      if i == j {
-        guard s > 0 else { return nil }
-        l[i * n + i] = s.squareRoot()
-      } else {
-        l[i * n + j] = s / l[j * n + j]
+  let ok = l.withUnsafeMutableBufferPointer { lb -> Bool in
+    a.withUnsafeBufferPointer { ab -> Bool in
+      let l = lb.baseAddress!, a = ab.baseAddress!
+      for i in 0..<n {
+        let li = l + i * n
+        for j in 0...i {
+          // s = a[i][j] - <l[i][0..<j], l[j][0..<j]>, four partial sums (rows are contiguous).
+          let lj = l + j * n
+          var p = SIMD4<Double>()
+          var k = 0
+          while k + 4 <= j {
+            p += SIMD4(li[k], li[k + 1], li[k + 2], li[k + 3]) * SIMD4(lj[k], lj[k + 1], lj[k + 2], lj[k + 3])
+            k += 4
+          }
+          var s = a[i * n + j] - p.sum()
+          while k < j {
+            s -= li[k] * lj[k]
+            k += 1
+          }
+          if i == j {
+            guard s > 0 else { return false }
+            li[i] = s.squareRoot()
+          } else {
+            li[j] = s / lj[j]
+          }
+        }
       }
+      return true
     }
   }
-  return l
+  return ok ? l : nil
 }
 
 /// Inverse of a symmetric positive-definite matrix (n, n) through its Cholesky factor; nil if

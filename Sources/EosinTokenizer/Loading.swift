@@ -38,6 +38,19 @@ extension Tokenizer {
   /// vocabulary, plus those listed in `special_tokens.json` beside the vocabulary when present.
   public static func byteLevel(vocabFile: String, mergesFile: String) throws -> Tokenizer {
     let vtext = try readText(vocabFile)
+    let mtext = try readText(mergesFile)
+    let sp = ((vocabFile as NSString).deletingLastPathComponent as NSString).appendingPathComponent("special_tokens.json")
+    let stext = FileManager.default.fileExists(atPath: sp) ? try readText(sp) : nil
+    // Eosin's CLIP and its embedded decoder ship the same vocabulary: files with the same
+    // contents give the same (immutable, thread-safe) tokenizer, built once per process.
+    return try ByteLevelMemo.shared.tokenizer(key: .init([vtext, mtext, stext ?? "\u{0}none"])) {
+      try buildByteLevel(vtext: vtext, mtext: mtext, stext: stext, vocabFile: vocabFile, mergesFile: mergesFile, specialFile: sp)
+    }
+  }
+
+  private static func buildByteLevel(
+    vtext: String, mtext: String, stext: String?, vocabFile: String, mergesFile: String, specialFile sp: String
+  ) throws -> Tokenizer {
     let obj: Any
     do { obj = try JSONSerialization.jsonObject(with: Data(vtext.utf8)) } catch {
       throw TokenizerError.line(path: vocabFile, line: jsonErrorLine(error, vtext), message: "malformed JSON")
@@ -52,14 +65,12 @@ extension Tokenizer {
       }
       vocab[k] = try vocabID(i, token: k, path: vocabFile)
     }
-    let merges = try parseMerges(try readText(mergesFile), path: mergesFile)
+    let merges = try parseMerges(mtext, path: mergesFile)
     let model = try BPEModel(
       vocab: vocab, merges: merges.pairs, endOfWord: nil, source: mergesFile, firstMergeLine: merges.firstLine)
     var special: [String: Int32] = [:]
     if let e = vocab["<|endoftext|>"] { special["<|endoftext|>"] = e }
-    let sp = ((vocabFile as NSString).deletingLastPathComponent as NSString).appendingPathComponent("special_tokens.json")
-    if FileManager.default.fileExists(atPath: sp) {
-      let st = try readText(sp)
+    if let st = stext {
       guard let list = try? JSONSerialization.jsonObject(with: Data(st.utf8)) as? [String] else {
         throw TokenizerError.file(path: sp, message: "expected a JSON array of token strings")
       }
@@ -196,4 +207,50 @@ func vocabID(_ i: Int, token: String, path: String) throws -> Int32 {
     throw TokenizerError.file(path: path, message: "token '\(token.prefix(40))' has id \(i), outside 0...\(maxVocabID)")
   }
   return Int32(i)
+}
+
+/// Tokenizers built from `vocab.json` + `merges.txt` (+ `special_tokens.json`), by file
+/// contents. A second thread asking for the same contents while the first builds waits for it.
+final class ByteLevelMemo: @unchecked Sendable {
+  static let shared = ByteLevelMemo()
+  private final class Entry {
+    let ready = DispatchSemaphore(value: 0)
+    var result: Result<Tokenizer, Error>? = nil
+  }
+  private let lock = NSLock()
+  private var entries: [Key: Entry] = [:]
+
+  /// The files' bytes, hashed whole.
+  struct Key: Hashable {
+    let bytes: [UInt8]
+    init(_ texts: [String]) {
+      var b: [UInt8] = []
+      for t in texts { b += t.utf8 + [0] }
+      bytes = b
+    }
+    func hash(into h: inout Hasher) { bytes.withUnsafeBytes { h.combine(bytes: $0) } }
+  }
+
+  func tokenizer(key: Key, build: () throws -> Tokenizer) throws -> Tokenizer {
+    lock.lock()
+    if let e = entries[key] {
+      lock.unlock()
+      e.ready.wait()
+      e.ready.signal()
+      return try e.result!.get()
+    }
+    let e = Entry()
+    entries[key] = e
+    lock.unlock()
+    let r = Result { try build() }
+    if case .failure = r {
+      // A file that failed to parse is not remembered: each load reports its own error.
+      lock.lock()
+      entries[key] = nil
+      lock.unlock()
+    }
+    e.result = r
+    e.ready.signal()
+    return try r.get()
+  }
 }

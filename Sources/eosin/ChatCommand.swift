@@ -87,20 +87,14 @@ struct Chat: ParsableCommand {
 
   func run() throws {
     let t0 = Probes.now()
-    let bundle = try model.bundle()
-    guard let dec = bundle.decoderDirectory else {
-      throw CLIError("\(bundle.directory): these weights have no decoder/; chat needs one (see `eosin train decoder`)")
-    }
-    let chatModel = try ChatModel(directory: dec, imageDim: bundle.clip.embedDim, manifest: bundle.manifest)
+    let loaded = try ChatModels.load(model, lm: lm, retrieval: retrieval)
     let session = ChatSession(
-      bundle: bundle, chat: chatModel, promptSets: try PromptSet.loadAll(searchDirs: promptDirs("zero-shot")),
-      cacheDir: model.cacheDir)
+      bundle: loaded.bundle, chat: loaded.chat, promptSets: loaded.promptSets, cacheDir: model.cacheDir)
     session.sampler = Sampler(temperature: temperature, topP: topP, seed: seed)
     session.maxTokens = maxTokens ?? 40
-    let notes = try chatNotes()
-    session.notes = notes
-    if let path = LanguageModel.Default.resolve(lm) {
-      let (g, why) = try groundedLM(path, bundle: bundle, notes: notes, retrieval: retrieval)
+    session.notes = loaded.notes
+    if let g = loaded.grounded {
+      let path = g.lm.path, why = loaded.noSlideTokens
       let model = g.lm
       g.maxTokens = maxTokens ?? 96
       session.grounded = g
