@@ -658,11 +658,10 @@ extension ChatSession {
   public static let slideMarker = "<slide>"
 
   /// The turn a grounded answer starts from, as ``askGrounded(_:_:onToken:)`` builds it and
-  /// `train lm-adapters` trains on it: the system turn (slide facts, the classifier's verdict
-  /// and Eosin's note on the verdict's class when the question is about the slide: all of it the
-  /// slide's, so its KV cache serves every question), the user turn (the passage the question
-  /// retrieved, then the question; "Slide tiles: <slide>" first when slide tokens go in), the
-  /// tile embeddings that become slide tokens, and what the review needs afterwards.
+  /// `train lm-adapters` trains on it: the system turn (slide facts and the classifier's verdict
+  /// when the question is about the slide), the user turn (the best notes passages, then the
+  /// question; "Slide tiles: <slide>" first when slide tokens go in), the tile embeddings that
+  /// become slide tokens, and what the review needs afterwards.
   public struct GroundedTurn {
     /// The system message (the cached prefix).
     public var system: String
@@ -726,18 +725,8 @@ extension ChatSession {
       hits.append(h)
     }
     t.hits = hits
-    // The verdict class's note belongs to the slide, not to the question: it goes in the system
-    // turn, whose keys and values chat computes once per slide, so a question's prefill holds
-    // only what the question retrieved (about 160 tokens fewer).
-    var asked = hits
-    if about, let v = t.verdictName, let h = notes.passage(forClass: v) {
-      t.system += "\nNotes:\n- \(h.0.text)"
-      asked.removeAll { $0.0 == h.0 }
-    }
-    if !asked.isEmpty {
-      t.user = "Notes:\n" + asked.map { "- \($0.0.text)" }.joined(separator: "\n") + "\n\nUsing the notes, answer: " + question
-    } else if !hits.isEmpty {
-      t.user = "Using the notes, answer: " + question
+    if !hits.isEmpty {
+      t.user = "Notes:\n" + hits.map { "- \($0.0.text)" }.joined(separator: "\n") + "\n\nUsing the notes, answer: " + question
     }
     // Slide tokens: the question's tiles and the slide's mean, where the user turn says "Slide tiles:".
     if about, slideTokens, let e = embeddings, !t.picks.isEmpty {

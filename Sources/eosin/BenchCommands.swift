@@ -249,7 +249,7 @@ struct BenchChat: ParsableCommand {
     )
     if !prefill.isEmpty {
       print(
-        "prefill      \(medianOf(prefill.map { Double($0.0) }).formatted()) tokens in \(fmt(medianOf(prefill.map(\.1)) * 1000, 0)) ms (medians; the user turn: slide tokens, the question's passage and the question, after the cached slide context of facts, verdict and the verdict's note)"
+        "prefill      \(medianOf(prefill.map { Double($0.0) }).formatted()) tokens in \(fmt(medianOf(prefill.map(\.1)) * 1000, 0)) ms (medians; the user turn with notes and slide tokens after the cached slide context)"
       )
     }
     print("answer       \(fmt(tps.isEmpty ? 0 : medianOf(tps), 1)) \(grounded == nil ? "tok/s" : "pieces/s") while streaming")

@@ -331,39 +331,4 @@ final class UnverifiedAnswerTests: XCTestCase {
     s.load(tile)
     XCTAssertTrue(try s.choosePromptSet(for: "What is the grade?").guessed)
   }
-
-  /// The verdict class's note is the slide's: it goes in the system turn, whose KV cache chat
-  /// computes once per slide, so every question about the slide shares that prefix and its
-  /// prefill holds only what the question itself retrieved.
-  func testVerdictNoteIsInTheCachedSystemTurn() throws {
-    let root = TestSupport.projectRoot
-    let dir = try TestSupport.writeTinyBundle(at: TestSupport.tempDir("turn"))
-    defer { try? FileManager.default.removeItem(atPath: dir) }
-    let bundle = try ModelBundle(path: dir)
-    let chat = try ChatModel(directory: dir + "/decoder", imageDim: bundle.clip.embedDim)
-    let lung = try PromptSet.load("lung", searchDirs: [root + "/Prompts/zero-shot"])
-    let s = ChatSession(bundle: bundle, chat: chat, promptSets: [lung], cacheDir: nil)
-    try s.open([try TestSupport.writeSyntheticSlide(at: dir + "/turn.tiff", width: 1024, height: 1024, levels: 1)])
-    let notes = try KnowledgeNotes(directories: [root + "/Prompts/knowledge", root + "/Prompts/notes"])
-    let a = try s.groundedTurn("What is the diagnosis?", notes: notes, slideTokens: true)
-    let b = try s.groundedTurn("Is this malignant?", notes: notes, slideTokens: true)
-    let verdict = try XCTUnwrap(a.verdictName)
-    let note = try XCTUnwrap(notes.passage(forClass: verdict)).0
-    XCTAssertEqual(a.system, b.system, "two questions about one slide share the cached prefix")
-    XCTAssertTrue(a.system.hasSuffix("\nNotes:\n- " + note.text), a.system)
-    for t in [a, b] {
-      XCTAssertFalse(t.user.contains(note.text), t.user)
-      XCTAssertTrue(t.user.hasPrefix("Slide tiles: \(ChatSession.slideMarker)\n"), t.user)
-      // The review still checks the answer against the verdict's note, and cites it.
-      XCTAssertEqual(t.hits.last?.0, note)
-    }
-    // The question's own passage, when it is another, is in the user turn.
-    let other = try XCTUnwrap(b.hits.first?.0)
-    XCTAssertNotEqual(other, note)
-    XCTAssertTrue(b.user.contains("Notes:\n- " + other.text + "\n\nUsing the notes, answer: Is this malignant?"), b.user)
-    // A general question has no slide context: its passage is in the user turn.
-    let g = try s.groundedTurn("What is a granuloma?", notes: notes, slideTokens: true)
-    XCTAssertFalse(g.system.contains("Notes:"), g.system)
-    XCTAssertTrue(g.user.hasPrefix("Notes:\n- "), g.user)
-  }
 }
