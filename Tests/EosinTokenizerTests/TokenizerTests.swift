@@ -91,6 +91,35 @@ final class TokenizerTests: XCTestCase {
 
   /// Guards bad input: missing and malformed vocabulary files give a clear error with the file
   /// and line.
+  /// Vocabulary files with the same contents give one shared tokenizer (Eosin's CLIP and its
+  /// decoder ship the same files, and chat loads both at once); other contents give another,
+  /// and a file that fails is not remembered: each load reports its own error.
+  func testIdenticalVocabularyFilesShareOneTokenizer() throws {
+    let src = Self.fixtures + "/small-bpe"
+    var dirs: [String] = []
+    for _ in 0..<3 {
+      let d = TestSupport.tempDir()
+      for f in ["vocab.json", "merges.txt", "special_tokens.json"] {
+        try FileManager.default.copyItem(atPath: src + "/" + f, toPath: d + "/" + f)
+      }
+      dirs.append(d)
+    }
+    let a = try Tokenizer.load(dirs[0]), b = try Tokenizer.load(dirs[1])
+    XCTAssertTrue(a === b)
+    XCTAssertEqual(a.encode("The lung shows adenocarcinoma"), Self.small.encode("The lung shows adenocarcinoma"))
+    let merges = try String(contentsOfFile: src + "/merges.txt", encoding: .utf8)
+    try (merges.split(separator: "\n", omittingEmptySubsequences: false).dropLast(2).joined(separator: "\n") + "\n")
+      .write(toFile: dirs[2] + "/merges.txt", atomically: true, encoding: .utf8)
+    XCTAssertFalse(try Tokenizer.load(dirs[2]) === a)
+    try "#version: 0.2\nzz qq\n".write(toFile: dirs[2] + "/merges.txt", atomically: true, encoding: .utf8)
+    for _ in 0..<2 {
+      XCTAssertThrowsError(try Tokenizer.load(dirs[2])) {
+        XCTAssertTrue(
+          $0.localizedDescription.contains("merges.txt:2: merge 'zz qq' uses a token missing"), $0.localizedDescription)
+      }
+    }
+  }
+
   func testBadVocabFiles() throws {
     let d = TestSupport.tempDir()
     XCTAssertThrowsError(try Tokenizer.load(d + "/nope")) {
