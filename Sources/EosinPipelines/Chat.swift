@@ -11,28 +11,41 @@ public final class ChatModel: @unchecked Sendable {
   public let projector: Projector
   public let tokenizer: Tokenizer
   public let decoderSHA256: String
+  /// The slide-token projector's file.
+  public let projectorPath: String
 
   /// - Parameters:
   ///   - imageDim: the image embedding width the projector must take; nil takes the projector
-  ///     file's own (check ``imageDim`` against the CLIP model's before use, as
-  ///     ``ChatSession`` does).
+  ///     file's own, to be checked with ``checkFits(_:)`` once the CLIP model is loaded.
   ///   - manifest: the bundle's manifest; a file whose sha256 differs from the one it records
   ///     is refused.
   public init(directory: String, imageDim: Int?, manifest: WeightsManifest? = nil) throws {
     let ck = try Checkpoint(path: directory)
     decoder = try GPT2Model(checkpoint: ck)
     tokenizer = try Tokenizer.load(directory)
-    let pf = try SafeTensorsFile(path: directory + "/projector.safetensors")
+    projectorPath = directory + "/projector.safetensors"
+    let pf = try SafeTensorsFile(path: projectorPath)
     guard let shape = pf.tensors["mm_projector.0.weight"]?.shape, shape.count == 2 else {
       throw PipelineError.file(path: pf.path, message: "no mm_projector.0.weight")
     }
     projector = try Projector(file: pf, inDim: imageDim ?? shape[1], hidden: shape[0], outDim: decoder.channels)
     decoderSHA256 = try ModelBundle.verifiedSHA(manifest, "decoder/model.safetensors", ck.weights.path)
-    _ = try ModelBundle.verifiedSHA(manifest, "decoder/projector.safetensors", directory + "/projector.safetensors")
+    _ = try ModelBundle.verifiedSHA(manifest, "decoder/projector.safetensors", projectorPath)
   }
 
   /// The image embedding width the slide-token projector takes.
   public var imageDim: Int { projector.fc1.inFeatures }
+
+  /// Checks that the slide-token projector takes the embeddings `bundle`'s CLIP model gives
+  /// (a decoder loaded with `imageDim: nil`, beside the weights rather than after them).
+  /// - Throws: ``PipelineError/file(path:message:)`` naming the projector file when it does not.
+  public func checkFits(_ bundle: ModelBundle) throws {
+    guard imageDim == bundle.clip.embedDim else {
+      throw PipelineError.file(
+        path: projectorPath,
+        message: "takes \(imageDim)-wide image embeddings, but the CLIP model gives \(bundle.clip.embedDim)")
+    }
+  }
 }
 
 /// One answer with everything needed to trust or check it.

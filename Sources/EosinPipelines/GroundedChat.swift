@@ -339,15 +339,20 @@ public enum ClaimGate {
   /// ("adenocarcinoma", "squamous", "4" in "Gleason pattern 4", not "lung", "carcinoma" or
   /// "benign"). nil for another question, a negated one, or one that names several classes.
   public static func askedClass(_ question: String, _ set: PromptSet) -> String? {
-    let q = " " + question.lowercased().map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : " " } + " "
-    guard isPlainYesNo(q) else { return nil }
+    guard isPlainYesNo(spaced(question)) else { return nil }
     return namedClass(question, set)
+  }
+
+  /// `text` lowercased, every character but letters, digits and hyphens a space, with a space
+  /// at either end (so " word " matches whole words).
+  static func spaced(_ text: String) -> String {
+    " " + text.lowercased().map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : " " } + " "
   }
 
   /// The class of `set` a question names, as ``askedClass(_:_:)`` finds it but in any question
   /// ("Which tiles look most like Gleason pattern 4?"); nil when it names none or several.
   public static func namedClass(_ question: String, _ set: PromptSet) -> String? {
-    let q = " " + question.lowercased().map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : " " } + " "
+    let q = spaced(question)
     let classes = set.allClasses.filter { $0.name != set.background?.name }
     if let (name, _) = assertedClass(q, question, set), name != set.background?.name { return name }
     func words(_ c: PromptClass) -> Set<String> {
@@ -387,7 +392,7 @@ public enum ClaimGate {
   /// answered "Yes." at the verdict's confidence; the classifier is no evidence either way.
   public static func uncheckedFinding(_ question: String, _ set: PromptSet) -> String? {
     let lower = question.lowercased()
-    let q = " " + lower.map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : " " } + " "
+    let q = spaced(question)
     guard isPlainYesNo(q), askedClass(question, set) == nil, askedPolarity(question) == nil,
       OrganLexicon.organs(in: lower).isEmpty
     else { return nil }

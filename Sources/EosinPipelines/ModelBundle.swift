@@ -91,8 +91,11 @@ public final class ModelBundle: @unchecked Sendable {
   public let outlierSHA256: String?
 
   /// The decoder folder, when the bundle has one.
-  public var decoderDirectory: String? {
-    let d = (directory as NSString).appendingPathComponent("decoder")
+  public var decoderDirectory: String? { Self.decoderDirectory(in: directory) }
+
+  /// The `decoder/` folder of the weights folder `path`, when it has one (a `config.json`).
+  public static func decoderDirectory(in path: String) -> String? {
+    let d = (path as NSString).appendingPathComponent("decoder")
     return FileManager.default.fileExists(atPath: d + "/config.json") ? d : nil
   }
 

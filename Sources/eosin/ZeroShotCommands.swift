@@ -125,7 +125,14 @@ enum Wording: String, ExpressibleByArgument, CaseIterable {
 func groundedLM(_ path: String, bundle: ModelBundle? = nil, notes: KnowledgeNotes? = nil, retrieval: Retrieval = .bm25) throws
   -> (GroundedLM, String?)
 {
-  let g = try GroundedLM(lm: try LanguageModel(path: path), notes: try notes ?? chatNotes(), denseRetrieval: retrieval == .hybrid)
+  try groundedLM(try LanguageModel(path: path), bundle: bundle, notes: notes, retrieval: retrieval)
+}
+
+/// The same, for a language model already loaded.
+func groundedLM(_ lm: LanguageModel, bundle: ModelBundle? = nil, notes: KnowledgeNotes? = nil, retrieval: Retrieval = .bm25)
+  throws -> (GroundedLM, String?)
+{
+  let g = try GroundedLM(lm: lm, notes: try notes ?? chatNotes(), denseRetrieval: retrieval == .hybrid)
   guard let b = bundle else { return (g, "no weights given") }
   return (g, try g.loadProjector(from: b))
 }
