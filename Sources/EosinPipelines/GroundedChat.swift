@@ -94,6 +94,32 @@ public final class GroundedLM {
     )
   }
 
+  /// The token ids of a grounded turn (``ChatSession/GroundedTurn``), as chat runs it and
+  /// `train lm-adapters` trains on it:
+  /// - `prefix`: the system turn and the user turn up to the end of its `lead` (the part that
+  ///   depends on the slide only), which chat keeps in the KV cache across questions;
+  /// - `before`: the rest of the user turn up to ``ChatSession/slideMarker`` (all of it when
+  ///   `slide` is false);
+  /// - `after`: the user turn after the marker and the assistant opening (empty when `slide` is
+  ///   false).
+  ///
+  /// The text is cut at the lead's end, which ends in a newline, a token boundary of the
+  /// byte-level tokenizers, so each part is encoded on its own.
+  public static func turnTokens(
+    system: String, user: String, lead: String, slide: Bool, template: ChatTemplate, tokenizer tok: Tokenizer
+  ) -> (prefix: [Int32], before: [Int32], after: [Int32]) {
+    var prefix = tok.encodeLlama(
+      template.render([(role: "system", content: system)], generationPrompt: false), addSpecial: true, parseSpecial: true)
+    var rest = template.render([(role: "user", content: user)], generationPrompt: true)
+    if !lead.isEmpty, user.hasPrefix(lead), let r = rest.range(of: lead) {
+      prefix += tok.encodeLlama(String(rest[..<r.upperBound]), addSpecial: false, parseSpecial: true)
+      rest = String(rest[r.upperBound...])
+    }
+    guard slide else { return (prefix, tok.encodeLlama(rest, addSpecial: false, parseSpecial: true), []) }
+    let (b, a) = encodeAroundSlide(rest, tok, addSpecial: false)
+    return (prefix, b, a)
+  }
+
   /// The mean probability of the generated tokens that overlap the first occurrence of `phrase`
   /// (case-insensitive) in `text`, the streamed text those tokens spell; nil when absent.
   static func probability(of phrase: String, in text: String, tokens: [Int32], probabilities: [Float], tokenizer: Tokenizer)
@@ -672,6 +698,9 @@ extension ChatSession {
     public var system: String
     /// The user message; holds ``slideMarker`` where the slide tokens go when ``slideInputs`` is set.
     public var user: String
+    /// The start of ``user`` that depends on the slide only (the verdict class's note), cached
+    /// with the system turn; empty: none.
+    public var lead: String
     /// (``slideTokenTiles`` + 1, D) tile embeddings (the question's tiles, then the slide's
     /// mean) for the projector; nil: no slide tokens.
     public var slideInputs: [Float]?
@@ -700,7 +729,7 @@ extension ChatSession {
   {
     let about = ClaimGate.isAboutSlide(question) && embeddings != nil
     var t = GroundedTurn(
-      system: Self.systemPreamble, user: question,
+      system: Self.systemPreamble, user: question, lead: "",
       slideInputs: nil, about: about, set: nil, result: nil, verdictName: nil, classifier: nil, picks: [], why: "",
       guessed: false, hits: [])
     if about, let e = embeddings {
@@ -726,12 +755,19 @@ extension ChatSession {
     // A slide question is answered from the classifier and Eosin's own notes: imported lecture
     // text only ever answers general questions.
     var hits = notes.search(question, k: 1, fallback: !about, dense: dense)
-    if let v = t.verdictName, let h = notes.passage(forClass: v), !hits.contains(where: { $0.0 == h.0 }) {
-      hits.append(h)
-    }
+    let classNote = t.verdictName.flatMap { notes.passage(forClass: $0) }
+    if let h = classNote, !hits.contains(where: { $0.0 == h.0 }) { hits.append(h) }
     t.hits = hits
-    if !hits.isEmpty {
-      t.user = "Notes:\n" + hits.map { "- \($0.0.text)" }.joined(separator: "\n") + "\n\nUsing the notes, answer: " + question
+    // The verdict class's note goes first: it depends on the slide only, so chat computes it
+    // once per slide with the system turn; the question's passage, the slide tokens (of the
+    // question's tiles) and the question follow.
+    var ordered = hits
+    if let h = classNote {
+      ordered = [h] + hits.filter { $0.0 != h.0 }
+      t.lead = "Notes:\n- \(h.0.text)\n"
+    }
+    if !ordered.isEmpty {
+      t.user = "Notes:\n" + ordered.map { "- \($0.0.text)" }.joined(separator: "\n") + "\n\nUsing the notes, answer: " + question
     }
     // Slide tokens: the question's tiles and the slide's mean, where the user turn says "Slide tiles:".
     if about, slideTokens, let e = embeddings, !t.picks.isEmpty {
@@ -744,7 +780,12 @@ extension ChatSession {
       for i in 0..<e.tiles.count { for d in 0..<D { mean[d] += e.embeddings[i * D + d] } }
       x += mean.map { $0 / Float(max(e.tiles.count, 1)) }
       t.slideInputs = x
-      t.user = "Slide tiles: \(Self.slideMarker)\n" + t.user
+      let marker = "Slide tiles: \(Self.slideMarker)\n"
+      if let r = t.user.range(of: "Using the notes, answer: ") {
+        t.user.insert(contentsOf: marker, at: r.lowerBound)
+      } else {
+        t.user = marker + t.user
+      }
     }
     return t
   }
@@ -884,24 +925,26 @@ extension ChatSession {
     guard let tmpl = g.lm.template else { throw PipelineError.input("\(g.lm.path): the language model has no chat template") }
     var slideTokens: [Float]? = nil
     if let x = turn.slideInputs, let proj = g.projector { slideTokens = proj.forward(x, Self.slideTokenTiles + 1) }
-    // The system turn is the cached prefix; the user turn and the assistant opening follow.
-    let prefixText = tmpl.render([(role: "system", content: system)], generationPrompt: false)
-    let restText = tmpl.render([(role: "user", content: user)], generationPrompt: true)
-    let prefix = tok.encodeLlama(prefixText, addSpecial: true, parseSpecial: true)
+    // The system turn and the user turn's slide-only lead are the cached prefix; the rest of
+    // the user turn and the assistant opening follow.
+    let parts = GroundedLM.turnTokens(
+      system: system, user: user, lead: turn.lead, slide: slideTokens != nil, template: tmpl, tokenizer: tok)
+    var prefix = parts.prefix
     var slide: (before: [Int32], tokens: [Float])? = nil
     var rest: [Int32]
     if let st = slideTokens {
-      let (before, after) = GroundedLM.encodeAroundSlide(restText, tok, addSpecial: false)
-      slide = (before, st)
-      rest = after
+      slide = (parts.before, st)
+      rest = parts.after
     } else {
-      rest = tok.encodeLlama(restText, addSpecial: false, parseSpecial: true)
+      rest = parts.before
     }
     let context = g.lm.model.config.contextLength
     if prefix.count + rest.count + g.maxTokens + (slide.map { $0.before.count + Self.slideTokenTiles + 1 } ?? 0) > context {
       // Too long for the model's context: leave the notes and the slide tokens out, then give up
       // with a clear message.
       slide = nil
+      prefix = tok.encodeLlama(
+        tmpl.render([(role: "system", content: system)], generationPrompt: false), addSpecial: true, parseSpecial: true)
       rest = tok.encodeLlama(
         tmpl.render([(role: "user", content: question)], generationPrompt: true), addSpecial: false, parseSpecial: true)
       guard prefix.count + rest.count + g.maxTokens <= context else {

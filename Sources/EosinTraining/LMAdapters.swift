@@ -15,14 +15,17 @@ public struct GroundedExample: Sendable {
   public var system: String
   /// The user message; holds ``ChatSession/slideMarker`` where slide tokens go.
   public var user: String
+  /// The start of `user` chat caches with the system turn (``ChatSession/GroundedTurn/lead``).
+  public var lead: String
   /// (slide tokens, D) projector inputs; nil for a turn without slide tokens.
   public var slideInputs: [Float]?
   /// The answer the model is trained to give.
   public var answer: String
-  public init(kind: String, system: String, user: String, slideInputs: [Float]?, answer: String) {
+  public init(kind: String, system: String, user: String, lead: String = "", slideInputs: [Float]?, answer: String) {
     self.kind = kind
     self.system = system
     self.user = user
+    self.lead = lead
     self.slideInputs = slideInputs
     self.answer = answer
   }
@@ -149,7 +152,8 @@ public enum GroundedInstructions {
       let q = pool[Int(rng.next() % UInt64(pool.count))].replacingOccurrences(of: "{organ}", with: organ)
       let t = try session.groundedTurn(q, notes: notes, slideTokens: true)
       guard t.slideInputs != nil, let a = slideAnswer(kind: kind, turn: t) else { continue }
-      out.append(GroundedExample(kind: "slide", system: t.system, user: t.user, slideInputs: t.slideInputs, answer: a))
+      out.append(
+        GroundedExample(kind: "slide", system: t.system, user: t.user, lead: t.lead, slideInputs: t.slideInputs, answer: a))
     }
     return out
   }
@@ -280,18 +284,11 @@ public final class LMAdapterTrainer {
   /// the rest of the user turn and the assistant opening (`after`), and the answer with the
   /// end-of-turn token.
   public func tokens(_ ex: GroundedExample) -> (before: [Int32], after: [Int32], answer: [Int32]) {
-    let tmpl = lm.template!, tok = lm.tokenizer
-    let prefix = tok.encodeLlama(
-      tmpl.render([(role: "system", content: ex.system)], generationPrompt: false), addSpecial: true, parseSpecial: true)
-    let rest = tmpl.render([(role: "user", content: ex.user)], generationPrompt: true)
-    var before = prefix, after: [Int32]
-    if ex.slideInputs != nil {
-      let (b, a) = GroundedLM.encodeAroundSlide(rest, tok, addSpecial: false)
-      before += b
-      after = a
-    } else {
-      after = tok.encodeLlama(rest, addSpecial: false, parseSpecial: true)
-    }
+    let tok = lm.tokenizer
+    let p = GroundedLM.turnTokens(
+      system: ex.system, user: ex.user, lead: ex.lead, slide: ex.slideInputs != nil, template: lm.template!, tokenizer: tok)
+    // Without slide tokens the whole turn is "before" the (absent) slide tokens.
+    let (before, after) = ex.slideInputs != nil ? (p.prefix + p.before, p.after) : (p.prefix, p.before)
     var ans = tok.encodeLlama(ex.answer, addSpecial: false, parseSpecial: false)
     if let end = tok.special["<|im_end|>"] ?? tok.special["<|eot_id|>"] ?? tok.eos { ans.append(end) }
     return (before, after, ans)

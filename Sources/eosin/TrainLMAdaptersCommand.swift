@@ -29,7 +29,8 @@ struct TrainLMAdaptersCommand: ParsableCommand {
   @Option(help: "Adapter alpha (the update is scaled by alpha / rank).") var alpha: Float = 16
   @Option(help: "Peak learning rate.") var lr: Float = 3e-4
   @Option(help: "Seed.") var seed: UInt64 = 1
-  @Option(help: "Also write every turn of the pool here, one JSON line each (kind, system, user, answer).") var turns: String?
+  @Option(help: "Also write every turn of the pool here, one JSON line each (kind, system, user, lead, answer).") var turns:
+    String?
 
   func run() throws {
     guard let path = lm ?? LanguageModel.Default.resolve(nil) else {
@@ -40,6 +41,9 @@ struct TrainLMAdaptersCommand: ParsableCommand {
     let (grounded, _) = try groundedLM(path)
     let lmSHA = try LanguageModel.Default.cachedSHA256(path)
     let bundle = try ModelBundle(path: weights)
+    // The slide turns' verdicts and flags as chat gives them: with the prompts read through the
+    // language model (finalize fits the review thresholds so, `--wording lm`).
+    try readWordingThroughLM(bundle, lm: path, cacheDirectory: nil)
     let stage1 = weights + "/lm-projector/model.safetensors"
     guard FileManager.default.fileExists(atPath: stage1) else {
       throw CLIError("\(stage1): no slide-token projector; run `eosin train lm-projector --weights \(weights)` first")
@@ -79,7 +83,7 @@ struct TrainLMAdaptersCommand: ParsableCommand {
     if let f = turns {
       var lines = ""
       for e in slide + notesTurns + vqa + off {
-        let o = ["kind": e.kind, "system": e.system, "user": e.user, "answer": e.answer]
+        let o = ["kind": e.kind, "system": e.system, "user": e.user, "lead": e.lead, "answer": e.answer]
         lines += String(decoding: try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]), as: UTF8.self) + "\n"
       }
       try writeAtomically(Data(lines.utf8), to: f)

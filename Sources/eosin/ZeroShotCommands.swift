@@ -52,18 +52,24 @@ struct ModelOptions: ParsableArguments {
           "eosin: note: zero-shot prompts are read as written: \(why); verdicts of prompt sets with phrases the model was not trained on are flagged for review"
         )
       }
-    case .lm:
-      if b.manifest.wording != nil {
-        if let why = try b.loadWording(languageModel: lm, cacheDirectory: cache) { throw CLIError("--wording lm: \(why)") }
-      } else {
-        guard let path = lm else {
-          throw CLIError("--wording lm needs a language model: pass --wording-lm FILE.gguf, or fetch SmolLM2 (`make lm`)")
-        }
-        b.wording = try WordingResolver(
-          languageModel: path, vocabulary: try trainedVocabulary(b.directory), cacheDirectory: cache)
-      }
+    case .lm: try readWordingThroughLM(b, lm: lm, cacheDirectory: cache)
     }
     return b
+  }
+}
+
+/// Reads the prompt wording of `b` through the language model at `lm`, as `--wording lm` does:
+/// with the vocabulary (and stored readings) its manifest records, else, for weights that
+/// record none yet, with the names its text tower was trained on.
+/// - Throws: ``CLIError`` when there is no language model or it is not the manifest's.
+func readWordingThroughLM(_ b: ModelBundle, lm: String?, cacheDirectory cache: String?) throws {
+  if b.manifest.wording != nil {
+    if let why = try b.loadWording(languageModel: lm, cacheDirectory: cache) { throw CLIError("--wording lm: \(why)") }
+  } else {
+    guard let path = lm else {
+      throw CLIError("--wording lm needs a language model: pass --wording-lm FILE.gguf, or fetch SmolLM2 (`make lm`)")
+    }
+    b.wording = try WordingResolver(languageModel: path, vocabulary: try trainedVocabulary(b.directory), cacheDirectory: cache)
   }
 }
 

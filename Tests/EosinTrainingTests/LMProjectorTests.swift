@@ -157,3 +157,56 @@ func fifteenSteps(_ params: ParameterSet, step: () throws -> Float, loss: () thr
   }
   return (first, try loss())
 }
+
+extension LMAdapterTrainerTests {
+  /// Guards the cached lead of a grounded turn: the system turn and the user turn's slide-only
+  /// lead (the verdict class's note) are one prefix, the same for every question on the slide;
+  /// the rest splits at the slide marker; the pieces spell the whole turn; and `train
+  /// lm-adapters` trains on exactly the tokens chat runs.
+  func testTurnTokensCacheTheLeadAndTrainingUsesThem() throws {
+    let lm = try LanguageModel(path: LMProjectorTests.gguf)
+    let tmpl = try XCTUnwrap(lm.template), tok = lm.tokenizer
+    let system = "You are Eosin. The classifier calls it lung adenocarcinoma."
+    let lead = "Notes:\n- lung adenocarcinoma; malignant. Features: glands.\n"
+    func user(_ q: String) -> String {
+      lead + "- a passage for the question\n\nSlide tiles: \(ChatSession.slideMarker)\nUsing the notes, answer: " + q
+    }
+    func spell(_ ids: [Int32]) -> String { String(decoding: ids.flatMap { tok.bytes(of: $0) }, as: UTF8.self) }
+    let a = GroundedLM.turnTokens(
+      system: system, user: user("What is it?"), lead: lead, slide: true, template: tmpl, tokenizer: tok)
+    let b = GroundedLM.turnTokens(
+      system: system, user: user("Describe the features."), lead: lead, slide: true, template: tmpl, tokenizer: tok)
+    let systemOnly = tok.encodeLlama(
+      tmpl.render([(role: "system", content: system)], generationPrompt: false), addSpecial: true, parseSpecial: true)
+    XCTAssertEqual(a.prefix, b.prefix)
+    XCTAssertEqual(Array(a.prefix.prefix(systemOnly.count)), systemOnly)
+    XCTAssertTrue(spell(a.prefix).hasSuffix(lead), spell(a.prefix))
+    XCTAssertEqual(spell(a.before), "- a passage for the question\n\nSlide tiles: ")
+    let whole =
+      tmpl.render([(role: "system", content: system)], generationPrompt: false)
+      + tmpl.render([(role: "user", content: user("What is it?"))], generationPrompt: true)
+    XCTAssertEqual(
+      spell(a.prefix + a.before) + ChatSession.slideMarker + spell(a.after),
+      spell(tok.encodeLlama(whole, addSpecial: true, parseSpecial: true)))
+    // No lead, or a lead the user turn does not start with: the system turn alone is cached.
+    for l in ["", "Notes:\n- another note\n"] {
+      let c = GroundedLM.turnTokens(
+        system: system, user: user("What is it?"), lead: l, slide: true, template: tmpl, tokenizer: tok)
+      XCTAssertEqual(c.prefix, systemOnly)
+    }
+    // Without slide tokens the rest is one piece.
+    let d = GroundedLM.turnTokens(
+      system: system, user: user("What is it?"), lead: lead, slide: false, template: tmpl, tokenizer: tok)
+    XCTAssertEqual(d.prefix, a.prefix)
+    XCTAssertTrue(d.after.isEmpty)
+    // Training's tokens are chat's.
+    let C = lm.model.config.channels
+    let t = try LMAdapterTrainer(lm: lm, projector: try projector(8, C), rank: 2, alpha: 4, seed: 3)
+    let ex = GroundedExample(
+      kind: "slide", system: system, user: user("What is it?"), lead: lead, slideInputs: [Float](repeating: 0, count: 24),
+      answer: "lung adenocarcinoma")
+    let (before, after, _) = t.tokens(ex)
+    XCTAssertEqual(before, a.prefix + a.before)
+    XCTAssertEqual(after, a.after)
+  }
+}
