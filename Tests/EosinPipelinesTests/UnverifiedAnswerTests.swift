@@ -332,3 +332,41 @@ final class UnverifiedAnswerTests: XCTestCase {
     XCTAssertTrue(try s.choosePromptSet(for: "What is the grade?").guessed)
   }
 }
+
+extension UnverifiedAnswerTests {
+  /// Guards the grounded turn's layout: with slide tokens the verdict class's note leads the user
+  /// turn (the cached `lead`, the same for every question on the slide), then the question's
+  /// passage, the slide marker and the question; without slide tokens there is no lead and the
+  /// verdict's note is last, next to the question; a general question has neither.
+  func testGroundedTurnLeadsWithTheVerdictNoteOnlyWithSlideTokens() throws {
+    let dir = try TestSupport.writeTinyBundle(at: TestSupport.tempDir("turn-layout"))
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let bundle = try ModelBundle(path: dir)
+    let chat = try ChatModel(directory: dir + "/decoder", imageDim: bundle.clip.embedDim)
+    let lung = try PromptSet.load("lung", searchDirs: [TestSupport.projectRoot + "/Prompts/zero-shot"])
+    let s = ChatSession(bundle: bundle, chat: chat, promptSets: [lung], cacheDir: nil)
+    s.load(AnalyzedSlide.images([TestSupport.syntheticHE(width: 64, height: 64)], names: ["tile"], bundle: bundle))
+    let notes = try KnowledgeNotes(directories: [
+      TestSupport.projectRoot + "/Prompts/knowledge", TestSupport.projectRoot + "/Prompts/notes",
+    ])
+    let q = "What is a granuloma, and what does this lung tissue show?"
+    let with = try s.groundedTurn(q, notes: notes, slideTokens: true)
+    let verdict = try XCTUnwrap(with.verdictName)
+    let note = try XCTUnwrap(notes.passage(forClass: verdict)?.0)
+    XCTAssertEqual(with.lead, "Notes:\n- \(note.text)\n")
+    XCTAssertTrue(with.user.hasPrefix(with.lead), with.user)
+    XCTAssertNotNil(with.slideInputs)
+    let marker = try XCTUnwrap(with.user.range(of: ChatSession.slideMarker))
+    XCTAssertTrue(with.user[marker.upperBound...].hasSuffix("Using the notes, answer: " + q), with.user)
+    XCTAssertEqual(
+      try s.groundedTurn("Describe the features of this lung tissue.", notes: notes, slideTokens: true).lead, with.lead)
+    let without = try s.groundedTurn(q, notes: notes, slideTokens: false)
+    XCTAssertEqual(without.lead, "")
+    XCTAssertNil(without.slideInputs)
+    XCTAssertTrue(without.user.hasSuffix("- \(note.text)\n\nUsing the notes, answer: " + q), without.user)
+    let general = try s.groundedTurn("What is a granuloma?", notes: notes, slideTokens: true)
+    XCTAssertFalse(general.about)
+    XCTAssertEqual(general.lead, "")
+    XCTAssertFalse(general.user.contains(ChatSession.slideMarker))
+  }
+}
