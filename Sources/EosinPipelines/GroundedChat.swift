@@ -434,6 +434,16 @@ public enum ClaimGate {
     return words.joined(separator: " ")
   }
 
+  /// Whether a question asks what the tissue looks like ("Describe the features.", "What
+  /// features do these tiles show?", "Which findings support the diagnosis here?"), not a yes/no
+  /// question ("Are there worrying features?").
+  public static func asksForFeatures(_ question: String) -> Bool {
+    let q = spaced(question)
+    guard !isPlainYesNo(q) else { return false }
+    return ["feature", "finding", "describe", "description", "morpholog", "appearance", "look like", "looks like", "histolog"]
+      .contains { q.contains($0) }
+  }
+
   /// Whether a yes/no question asks if the tissue is malignant (true: "Is this cancer?") or
   /// benign (false: "Is it normal?"); nil for any other question, one that asks both, or a
   /// negated one ("Isn't this benign?").
@@ -970,6 +980,14 @@ extension ChatSession {
     } else if about, let s = set, ClaimGate.uncheckedFinding(question, s) != nil {
       // Left to itself, the model answered "Yes." to "Is there necrosis here?".
       opening = "Eosin cannot tell: its classifier only tells the \(s.name) set's classes apart."
+    } else if about, let v = verdictName, let r = result, set?.background?.name != v, ClaimGate.asksForFeatures(question),
+      g.notes.passage(forClass: v).map({ $0.0.text.contains("Features: ") }) == true
+    {
+      // A feature question opens as `train lm-adapters` answers one, and the model goes on with
+      // the features of the verdict class's note: left to itself, it stopped after the verdict
+      // on 28 of 90 feature questions (flagged `off-question`).
+      opening =
+        "The classifier calls it \(v) (probability \(String(format: "%.2f", r.probs[r.verdict]))). Its typical features are"
     }
     if !opening.isEmpty { rest += tok.encodeLlama(opening, addSpecial: false, parseSpecial: false) }
     var cancelled = false
@@ -1018,7 +1036,7 @@ extension ChatSession {
     // patient?" got the verdict and a garbled sentence from its note.
     if about, let s = set, !ClaimGate.asksForDiagnosis(question), ClaimGate.askedClass(question, s) == nil,
       ClaimGate.askedPolarity(question) == nil, ClaimGate.uncheckedFinding(question, s) == nil,
-      let f = Self.offSlideQuestionFlag(answer: judged, question: question)
+      let f = Self.offSlideQuestionFlag(answer: opening + " " + judged, question: question)
     {
       flags.append(f)
     }

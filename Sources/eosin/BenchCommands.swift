@@ -201,11 +201,12 @@ struct BenchChat: ParsableCommand {
     s.maxTokens = 64
     try s.open([slide])  // builds or loads the slide index
     _ = try s.ask("What is the diagnosis?")  // warm: classifier verdicts, text embeddings, the slide's context
-    // Questions the model answers from its first word: a yes/no question streams the verdict's
-    // "Yes."/"No." before the prefill, and fact questions need no model, so neither is timed.
+    // Questions the model answers from its first word: a yes/no or feature question streams
+    // Eosin's own opening (the verdict's "Yes."/"No.", or the verdict before its features) before
+    // the prefill, and fact questions need no model, so none of them is timed.
     let questions = [
-      "What is the diagnosis?", "Describe the features.", "Which organ is this?", "What does this slide show?",
-      "What features support this diagnosis?",
+      "What is the diagnosis?", "What is your impression of this slide?", "Which organ is this?",
+      "What does this slide show?", "Summarise this slide.",
     ]
     var ttft: [Double] = [], tps: [Double] = [], prefill: [(Int, Double)] = []
     for q in 0..<repeats {

@@ -208,3 +208,21 @@ extension GroundedChatCLITests {
     }
   }
 }
+
+extension GroundedChatCLITests {
+  /// Guards: a feature question opens with the verdict and "Its typical features are", and the
+  /// model goes on from there (the tiny random model's words follow); the diagnosis question
+  /// before it gets no such opening.
+  func testFeatureQuestionOpensWithTheVerdict() throws {
+    let lm = LMCLITests.fixtures + "/tiny-llama-Q4_0.gguf"
+    let r = try CLITests.run(
+      [
+        "chat", "--weights", ChatCLITests.bundle, "--cache", ChatCLITests.dir + "/cache", "--lm", lm, ChatCLITests.slide,
+      ], stdin: "What is the diagnosis in this lung tissue?\nDescribe the features.\n",
+      env: ["XDG_STATE_HOME": ChatCLITests.dir + "/state"])
+    XCTAssertEqual(r.status, 0, r.stderr)
+    let openings = r.stdout.split(separator: "\n").filter { $0.hasPrefix("The classifier calls it ") }
+    XCTAssertEqual(openings.count, 1, r.stdout)
+    XCTAssertTrue(openings.first?.contains("). Its typical features are") == true, r.stdout)
+  }
+}

@@ -17,6 +17,20 @@ final class UnverifiedAnswerTests: XCTestCase {
     }
   }
 
+  /// Guards which questions get the feature opening: questions about what the tissue looks
+  /// like, not yes/no questions about features nor diagnosis questions.
+  func testFeatureQuestions() {
+    for q in [
+      "Describe the features.", "What features do these tiles show?", "Which findings support the diagnosis here?",
+      "What does the morphology look like?",
+    ] {
+      XCTAssertTrue(ClaimGate.asksForFeatures(q), q)
+    }
+    for q in ["Are there worrying features?", "What is the diagnosis?", "Is this malignant?", "What stain is this?"] {
+      XCTAssertFalse(ClaimGate.asksForFeatures(q), q)
+    }
+  }
+
   /// "What is the diagnosis?" answered without naming a class is flagged `unverified-answer`,
   /// with the classifier's verdict in the reason; naming the verdict's class is not; a feature
   /// question answered without a class is not.
