@@ -50,7 +50,7 @@ demo: build lm notes
 	echo "== eosin info $$slide"; $(BIN) info "$$slide" && \
 	echo "== eosin thumbnail" && $(BIN) thumbnail "$$slide" --out $(OUT)/thumbnail.png --overlay-tissue && \
 	echo "== eosin classify --prompts lung" && $(BIN) classify --prompts lung --format table --heatmap $(OUT)/heatmaps --geojson $(OUT)/tiles.geojson "$$slide" && \
-	echo "== eosin chat (scripted)" && printf 'What is the diagnosis?\nHow many tiles are there?\nIs this malignant?\n:evidence\nWhat is a granuloma?\nWhy is my biopsy purple?\nWhat causes silicosis?\nWhat is the capital of France?\n:save $(OUT)/chat\n' | $(BIN) chat "$$slide" && \
+	echo "== eosin chat (scripted)" && printf 'What is the diagnosis?\nHow many tiles are there?\nIs this malignant?\n:evidence\nIs this a Gleason pattern 4 tumour?\nWhat is a granuloma?\nWhy is my biopsy purple?\nWhat causes silicosis?\nWhat is the capital of France?\n:save $(OUT)/chat\n' | $(BIN) chat "$$slide" && \
 	echo "== eosin report --template lung-biopsy" && $(BIN) report --template lung-biopsy --out $(OUT)/reports "$$slide" && \
 	echo "(draft: $(OUT)/reports/CMU-1-Small-Region.md, .json, .html)"
 
