@@ -79,14 +79,19 @@ final class LMCLITests: XCTestCase {
 
 /// `eosin chat --lm FILE.gguf`: the grounded chat path end to end, offline, on a tiny random GGUF.
 final class GroundedChatCLITests: XCTestCase {
+  /// `eosin chat` on the tiny bundle's slide with the tiny random GGUF, `stdin` as the script.
+  func tinyChat(_ stdin: String) throws -> CLITests.Run {
+    try CLITests.run(
+      [
+        "chat", "--weights", ChatCLITests.bundle, "--cache", ChatCLITests.dir + "/cache", "--lm",
+        LMCLITests.fixtures + "/tiny-llama-Q4_0.gguf", ChatCLITests.slide,
+      ], stdin: stdin, env: ["XDG_STATE_HOME": ChatCLITests.dir + "/state"])
+  }
+
   /// Guards: the model is named once on stderr; each question gets an answer and one confidence
   /// or REVIEW line; an off-topic question is flagged as not from Eosin's notes.
   func testChatWithGGUF() throws {
-    let lm = LMCLITests.fixtures + "/tiny-llama-Q4_0.gguf"
-    let r = try CLITests.run(
-      [
-        "chat", "--weights", ChatCLITests.bundle, "--cache", ChatCLITests.dir + "/cache", "--lm", lm, ChatCLITests.slide,
-      ], stdin: "What is the diagnosis?\nWhat is the capital of France?\n", env: ["XDG_STATE_HOME": ChatCLITests.dir + "/state"])
+    let r = try tinyChat("What is the diagnosis?\nWhat is the capital of France?\n")
     XCTAssertEqual(r.status, 0, r.stderr)
     XCTAssertTrue(r.stderr.contains("chat model: tiny-llama-Q4_0.gguf"), r.stderr)
     let verdicts = r.stdout.split(separator: "\n").filter { $0.hasPrefix("confidence ") || $0.hasPrefix("⚠ REVIEW:") }
@@ -97,12 +102,7 @@ final class GroundedChatCLITests: XCTestCase {
   /// Guards: a yes/no question about one polarity is answered yes or no by the classifier's
   /// verdict (the model goes on from there), so the gate never finds that opening against it.
   func testYesNoPolarityOpensWithTheVerdict() throws {
-    let lm = LMCLITests.fixtures + "/tiny-llama-Q4_0.gguf"
-    let r = try CLITests.run(
-      [
-        "chat", "--weights", ChatCLITests.bundle, "--cache", ChatCLITests.dir + "/cache", "--lm", lm, ChatCLITests.slide,
-      ], stdin: "What is the diagnosis in this lung tissue?\nIs this benign?\nIs it cancer?\n",
-      env: ["XDG_STATE_HOME": ChatCLITests.dir + "/state"])
+    let r = try tinyChat("What is the diagnosis in this lung tissue?\nIs this benign?\nIs it cancer?\n")
     XCTAssertEqual(r.status, 0, r.stderr)
     let lines = r.stdout.split(separator: "\n").map(String.init)
     let openings = lines.filter { $0.hasPrefix("Yes.") || $0.hasPrefix("No.") }
@@ -214,12 +214,7 @@ extension GroundedChatCLITests {
   /// model goes on from there (the tiny random model's words follow); the diagnosis question
   /// before it gets no such opening.
   func testFeatureQuestionOpensWithTheVerdict() throws {
-    let lm = LMCLITests.fixtures + "/tiny-llama-Q4_0.gguf"
-    let r = try CLITests.run(
-      [
-        "chat", "--weights", ChatCLITests.bundle, "--cache", ChatCLITests.dir + "/cache", "--lm", lm, ChatCLITests.slide,
-      ], stdin: "What is the diagnosis in this lung tissue?\nDescribe the features.\n",
-      env: ["XDG_STATE_HOME": ChatCLITests.dir + "/state"])
+    let r = try tinyChat("What is the diagnosis in this lung tissue?\nDescribe the features.\n")
     XCTAssertEqual(r.status, 0, r.stderr)
     let openings = r.stdout.split(separator: "\n").filter { $0.hasPrefix("The classifier calls it ") }
     XCTAssertEqual(openings.count, 1, r.stdout)

@@ -31,18 +31,25 @@ final class UnverifiedAnswerTests: XCTestCase {
     }
   }
 
+  /// A chat session on the tiny random bundle (written to a new folder, returned for removal)
+  /// with one synthetic H&E tile open, judged by the named prompt sets.
+  func tileSession(_ name: String, sets: [String]) throws -> (ChatSession, String) {
+    let dir = try TestSupport.writeTinyBundle(at: TestSupport.tempDir(name))
+    let bundle = try ModelBundle(path: dir)
+    let chat = try ChatModel(directory: dir + "/decoder", imageDim: bundle.clip.embedDim)
+    let promptSets = try sets.map { try PromptSet.load($0, searchDirs: [TestSupport.projectRoot + "/Prompts/zero-shot"]) }
+    let s = ChatSession(bundle: bundle, chat: chat, promptSets: promptSets, cacheDir: nil)
+    s.load(AnalyzedSlide.images([TestSupport.syntheticHE(width: 64, height: 64)], names: ["tile"], bundle: bundle))
+    return (s, dir)
+  }
+
   /// "What is the diagnosis?" answered without naming a class is flagged `unverified-answer`,
   /// with the classifier's verdict in the reason; naming the verdict's class is not; a feature
   /// question answered without a class is not.
   func testAnswerWithoutACheckableDiagnosisIsFlagged() throws {
-    let dir = try TestSupport.writeTinyBundle(at: TestSupport.tempDir("unverified"))
+    let (s, dir) = try tileSession("unverified", sets: ["lung", "malignancy"])
     defer { try? FileManager.default.removeItem(atPath: dir) }
-    let bundle = try ModelBundle(path: dir)
-    let chat = try ChatModel(directory: dir + "/decoder", imageDim: bundle.clip.embedDim)
-    let lung = try PromptSet.load("lung", searchDirs: [TestSupport.projectRoot + "/Prompts/zero-shot"])
-    let malignancy = try PromptSet.load("malignancy", searchDirs: [TestSupport.projectRoot + "/Prompts/zero-shot"])
-    let s = ChatSession(bundle: bundle, chat: chat, promptSets: [lung, malignancy], cacheDir: nil)
-    s.load(AnalyzedSlide.images([TestSupport.syntheticHE(width: 64, height: 64)], names: ["tile"], bundle: bundle))
+    let lung = s.promptSets[0]
     let (clf, r) = try s.verdict(lung)
     let verdict = clf.classNames[r.verdict]
     func review(_ q: String, _ a: String) -> ChatAnswer {
@@ -353,13 +360,8 @@ extension UnverifiedAnswerTests {
   /// passage, the slide marker and the question; without slide tokens there is no lead and the
   /// verdict's note is last, next to the question; a general question has neither.
   func testGroundedTurnLeadsWithTheVerdictNoteOnlyWithSlideTokens() throws {
-    let dir = try TestSupport.writeTinyBundle(at: TestSupport.tempDir("turn-layout"))
+    let (s, dir) = try tileSession("turn-layout", sets: ["lung"])
     defer { try? FileManager.default.removeItem(atPath: dir) }
-    let bundle = try ModelBundle(path: dir)
-    let chat = try ChatModel(directory: dir + "/decoder", imageDim: bundle.clip.embedDim)
-    let lung = try PromptSet.load("lung", searchDirs: [TestSupport.projectRoot + "/Prompts/zero-shot"])
-    let s = ChatSession(bundle: bundle, chat: chat, promptSets: [lung], cacheDir: nil)
-    s.load(AnalyzedSlide.images([TestSupport.syntheticHE(width: 64, height: 64)], names: ["tile"], bundle: bundle))
     let notes = try KnowledgeNotes(directories: [
       TestSupport.projectRoot + "/Prompts/knowledge", TestSupport.projectRoot + "/Prompts/notes",
     ])
