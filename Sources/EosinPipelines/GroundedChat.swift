@@ -434,6 +434,26 @@ public enum ClaimGate {
     return words.joined(separator: " ")
   }
 
+  /// The diagnosis a yes/no question asks about that is none of `set`'s classes ("Is there any
+  /// sarcoma here?", "Could this be a melanoma?" on the lung set): a specific term of
+  /// ``diagnosisTerms`` that no class name or synonym of the set holds. nil for any other
+  /// question, one that names a class, or one about a term a class holds ("Is this a
+  /// carcinoma?" on the lung set asks about its polarity). The classifier is no evidence of such
+  /// a diagnosis either way: "sarcoma" once got Eosin's own "Yes." because it is a malignant word.
+  public static func askedOtherDiagnosis(_ question: String, _ set: PromptSet) -> String? {
+    let q = spaced(question)
+    guard isPlainYesNo(q) || q.hasPrefix(" could ") || q.hasPrefix(" might "), namedClass(question, set) == nil else {
+      return nil
+    }
+    let known = (set.classes + (set.background.map { [$0] } ?? [])).flatMap { [$0.name] + $0.synonyms }.map {
+      spaced($0)
+    }
+    return diagnosisTerms.first { term in
+      guard !genericTerms.contains(term), !known.contains(where: { $0.contains(" \(term) ") }) else { return false }
+      return q.contains(" \(term) ") || q.contains(" \(term)s ")
+    }
+  }
+
   /// Whether a question asks what the tissue looks like ("Describe the features.", "What
   /// features do these tiles show?", "Which findings support the diagnosis here?"), not a yes/no
   /// question ("Are there worrying features?").
@@ -660,6 +680,16 @@ public enum ClaimGate {
               "\"\(q)\" to \"\(question.trimmingCharacters(in: .whitespaces))\" calls it \(m ? "malignant" : "benign"), but the classifier sees \(v)"
           ))
       }
+    }
+    // A diagnosis none of the set's classes is ("Is there any sarcoma here?"): the classifier
+    // cannot confirm or exclude it.
+    if let d = askedOtherDiagnosis(question, set) {
+      flags.append(
+        ReviewFlag(
+          code: "unchecked-diagnosis",
+          reason:
+            "the question asks about \"\(d)\", which is none of the \(set.name) set's classes: Eosin's classifier can neither confirm nor exclude it"
+        ))
     }
     // A question the classifier cannot settle ("Is there necrosis here?"): whatever the answer
     // says about it rests on the language model alone.
@@ -975,6 +1005,12 @@ extension ChatSession {
     var opening = ""
     if about, let v = verdictName, let s = set, let named = ClaimGate.askedClass(question, s) {
       opening = named == v ? "Yes." : "No."
+    } else if about, let s = set, ClaimGate.askedOtherDiagnosis(question, s) != nil {
+      // Left to itself, the model answered "Yes." to "Is this a lymphoma?" on a lung carcinoma.
+      // The opening does not repeat the term: the gate would read it as a diagnosis the answer
+      // makes (the review flag names it).
+      opening =
+        "Eosin cannot tell: its classifier only tells the \(s.name) set's classes apart, and that diagnosis is not one of them."
     } else if about, let v = verdictName, let p = ClaimGate.polarity(ofClass: v), let asks = ClaimGate.askedPolarity(question) {
       opening = asks == p ? "Yes." : "No."
     } else if about, let s = set, ClaimGate.uncheckedFinding(question, s) != nil {
@@ -1036,6 +1072,7 @@ extension ChatSession {
     // patient?" got the verdict and a garbled sentence from its note.
     if about, let s = set, !ClaimGate.asksForDiagnosis(question), ClaimGate.askedClass(question, s) == nil,
       ClaimGate.askedPolarity(question) == nil, ClaimGate.uncheckedFinding(question, s) == nil,
+      ClaimGate.askedOtherDiagnosis(question, s) == nil,
       let f = Self.offSlideQuestionFlag(answer: opening + " " + judged, question: question)
     {
       flags.append(f)

@@ -212,12 +212,16 @@ extension GroundedChatCLITests {
 extension GroundedChatCLITests {
   /// Guards: a feature question opens with the verdict and "Its typical features are", and the
   /// model goes on from there (the tiny random model's words follow); the diagnosis question
-  /// before it gets no such opening.
+  /// before it gets no such opening; a yes/no question about a diagnosis outside the set opens
+  /// with "Eosin cannot tell" and is flagged.
   func testFeatureQuestionOpensWithTheVerdict() throws {
-    let r = try tinyChat("What is the diagnosis in this lung tissue?\nDescribe the features.\n")
+    let r = try tinyChat("What is the diagnosis in this lung tissue?\nDescribe the features.\nIs this a lymphoma?\n")
     XCTAssertEqual(r.status, 0, r.stderr)
     let openings = r.stdout.split(separator: "\n").filter { $0.hasPrefix("The classifier calls it ") }
     XCTAssertEqual(openings.count, 1, r.stdout)
     XCTAssertTrue(openings.first?.contains("). Its typical features are") == true, r.stdout)
+    // A diagnosis none of the set's classes is: Eosin says it cannot tell, and the answer is flagged.
+    XCTAssertTrue(r.stdout.contains("Eosin cannot tell: its classifier only tells the lung set's classes apart"), r.stdout)
+    XCTAssertTrue(r.stdout.contains("the question asks about \"lymphoma\""), r.stdout)
   }
 }

@@ -31,6 +31,35 @@ final class UnverifiedAnswerTests: XCTestCase {
     }
   }
 
+  /// Guards yes/no questions about a diagnosis that is none of the set's classes: found (not
+  /// for a class, a term a class holds, or a question that is not yes/no), and flagged
+  /// `unchecked-diagnosis` whatever the answer says; "sarcoma" once got Eosin's own "Yes."
+  /// because it is a malignant word.
+  func testOtherDiagnosisQuestions() throws {
+    let sets = try ["lung", "prostate"].map {
+      try PromptSet.load($0, searchDirs: [TestSupport.projectRoot + "/Prompts/zero-shot"])
+    }
+    let (lung, prostate) = (sets[0], sets[1])
+    let cases: [(String, PromptSet, String?)] = [
+      ("Is there any sarcoma here?", lung, "sarcoma"), ("Could this be a melanoma?", lung, "melanoma"),
+      ("Is this a lymphoma?", lung, "lymphoma"), ("Is this Gleason pattern 4?", lung, "gleason"),
+      ("Is this Gleason pattern 4?", prostate, nil), ("Is this a carcinoma?", lung, nil),
+      ("Is this an adenocarcinoma?", lung, nil), ("Is this malignant?", lung, nil), ("What is a lymphoma?", lung, nil),
+      ("Is there necrosis here?", lung, nil),
+    ]
+    for (q, set, want) in cases { XCTAssertEqual(ClaimGate.askedOtherDiagnosis(q, set), want, "\(q) (\(set.name))") }
+    let (s, dir) = try tileSession("other-diagnosis", sets: ["lung"])
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let (clf, r) = try s.verdict(lung)
+    for answer in ["Yes.", "No.", "Eosin cannot tell."] {
+      let a = s.review(
+        question: "Is there any sarcoma here?", answer: answer, set: lung, judgedBy: "test", classifier: clf, result: r,
+        picks: [0], generator: 0.9, cancelled: false, general: false, extraFlags: [])
+      let flag = try XCTUnwrap(a.flags.first { $0.code == "unchecked-diagnosis" }, "\(answer): \(a.flags)")
+      XCTAssertTrue(flag.reason.contains("\"sarcoma\""), flag.reason)
+    }
+  }
+
   /// A chat session on the tiny random bundle (written to a new folder, returned for removal)
   /// with one synthetic H&E tile open, judged by the named prompt sets.
   func tileSession(_ name: String, sets: [String]) throws -> (ChatSession, String) {
