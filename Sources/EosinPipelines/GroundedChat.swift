@@ -445,9 +445,7 @@ public enum ClaimGate {
     guard isPlainYesNo(q) || q.hasPrefix(" could ") || q.hasPrefix(" might "), namedClass(question, set) == nil else {
       return nil
     }
-    let known = (set.classes + (set.background.map { [$0] } ?? [])).flatMap { [$0.name] + $0.synonyms }.map {
-      spaced($0)
-    }
+    let known = set.allClasses.flatMap { [$0.name] + $0.synonyms }.map(spaced)
     return diagnosisTerms.first { term in
       guard !genericTerms.contains(term), !known.contains(where: { $0.contains(" \(term) ") }) else { return false }
       return q.contains(" \(term) ") || q.contains(" \(term)s ")
@@ -742,6 +740,9 @@ extension ChatSession {
     /// The start of ``user`` that depends on the slide only (the verdict class's note), cached
     /// with the system turn; empty: none.
     public var lead: String
+    /// Eosin's note on the verdict's class (``KnowledgeNotes/passage(forClass:)``); nil for a
+    /// general question or a class without one.
+    public var classNote: NotePassage?
     /// (``slideTokenTiles`` + 1, D) tile embeddings (the question's tiles, then the slide's
     /// mean) for the projector; nil: no slide tokens.
     public var slideInputs: [Float]?
@@ -770,7 +771,7 @@ extension ChatSession {
   {
     let about = ClaimGate.isAboutSlide(question) && embeddings != nil
     var t = GroundedTurn(
-      system: Self.systemPreamble, user: question, lead: "",
+      system: Self.systemPreamble, user: question, lead: "", classNote: nil,
       slideInputs: nil, about: about, set: nil, result: nil, verdictName: nil, classifier: nil, picks: [], why: "",
       guessed: false, hits: [])
     if about, let e = embeddings {
@@ -799,6 +800,7 @@ extension ChatSession {
     let classNote = t.verdictName.flatMap { notes.passage(forClass: $0) }
     if let h = classNote, !hits.contains(where: { $0.0 == h.0 }) { hits.append(h) }
     t.hits = hits
+    t.classNote = classNote?.0
     // With slide tokens the verdict class's note goes first: it depends on the slide only, so
     // chat computes it once per slide with the system turn; the question's passage, the slide
     // tokens (of the question's tiles) and the question follow. The adapters are trained on that
@@ -1017,7 +1019,7 @@ extension ChatSession {
       // Left to itself, the model answered "Yes." to "Is there necrosis here?".
       opening = "Eosin cannot tell: its classifier only tells the \(s.name) set's classes apart."
     } else if about, let v = verdictName, let r = result, set?.background?.name != v, ClaimGate.asksForFeatures(question),
-      g.notes.passage(forClass: v).map({ $0.0.text.contains("Features: ") }) == true
+      turn.classNote?.text.contains("Features: ") == true
     {
       // A feature question opens as `train lm-adapters` answers one, and the model goes on with
       // the features of the verdict class's note: left to itself, it stopped after the verdict

@@ -398,6 +398,7 @@ extension UnverifiedAnswerTests {
     let with = try s.groundedTurn(q, notes: notes, slideTokens: true)
     let verdict = try XCTUnwrap(with.verdictName)
     let note = try XCTUnwrap(notes.passage(forClass: verdict)?.0)
+    XCTAssertEqual(with.classNote, note)
     XCTAssertEqual(with.lead, "Notes:\n- \(note.text)\n")
     XCTAssertTrue(with.user.hasPrefix(with.lead), with.user)
     XCTAssertNotNil(with.slideInputs)
