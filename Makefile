@@ -80,7 +80,7 @@ weights: build lm notes
 # section of the candidate's evaluation (`eosin train finalize` reports the same file). About 50
 # minutes on 2 cores.
 LODO       ?= endometrium
-LODO_STEPS ?= 2000
+LODO_STEPS ?= 1000
 DIAG_SETS  := lc25000-lung ebhi-seg prostate-panda endometrium
 LODO_DIR   := $(OUT)/lodo-$(LODO)
 weights-lodo: build lm

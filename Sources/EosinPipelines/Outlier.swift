@@ -43,16 +43,27 @@ public struct OutlierModel: Sendable {
   let whitening: [Float]
   /// (K, dim) whitened class means.
   let whitenedMeans: [Float]
+  /// (K) factor applied to the distance of a row whose nearest class is k (all 1 unless
+  /// ``withScales(_:)`` set them). Training sets differ in how tightly their tiles cluster: one
+  /// pooled limit flags many in-domain tiles of a loose set (photographs of glass slides, say)
+  /// and lets unseen tissue near a tight set pass. Scaling each class's distances by its
+  /// dataset's own validation spread puts every set on one scale, so one limit fits them all.
+  public let scales: [Float]
 
   public var classes: Int { means.count / dim }
 
-  /// - Returns: nil when `precision` is not positive definite.
-  public init?(dim: Int, means: [Float], precision: [Float], features: Features = .embedding) {
+  /// - Parameter scales: one factor per class (K), or nil for all 1.
+  /// - Returns: nil when `precision` is not positive definite or `scales` has the wrong length
+  ///   or a factor that is not positive and finite.
+  public init?(dim: Int, means: [Float], precision: [Float], features: Features = .embedding, scales: [Float]? = nil) {
+    let K = means.count / dim
+    if let s = scales, s.count != K || s.contains(where: { !($0 > 0 && $0.isFinite) }) { return nil }
     guard let l = cholesky(precision.map { Double($0) }, dim) else { return nil }
     self.features = features
     self.dim = dim
     self.means = means
     self.precision = precision
+    self.scales = scales ?? [Float](repeating: 1, count: K)
     var w = [Float](repeating: 0, count: dim * dim)
     for i in 0..<dim { for j in 0..<dim { w[i * dim + j] = Float(l[j * dim + i]) } }
     whitening = w
@@ -106,23 +117,60 @@ public struct OutlierModel: Sendable {
     return OutlierModel(dim: D, means: means.map { Float($0) }, precision: inv.map { Float($0) }, features: features)
   }
 
-  /// Distance of each row of `embeddings` (N, dim) to its nearest class mean.
+  /// Distance of each row of `embeddings` (N, dim) to its nearest class mean, times that
+  /// class's ``scales`` factor.
   public func distances(_ embeddings: [Float]) -> [Float] {
+    nearest(embeddings).map { $0.distance * scales[$0.class] }
+  }
+
+  /// For each row of `embeddings` (N, dim): its nearest class mean and the (unscaled)
+  /// Mahalanobis distance to it.
+  public func nearest(_ embeddings: [Float]) -> [(class: Int, distance: Float)] {
     let D = dim, N = embeddings.count / D, K = classes
     var z = [Float](repeating: 0, count: N * D)
     z.withUnsafeMutableBufferPointer { matmulForward($0.baseAddress!, embeddings, whitening, nil, N, D, D) }
     return (0..<N).map { n in
-      var best = Float.infinity
+      var best = Float.infinity, arg = 0
       for k in 0..<K {
         var s: Float = 0
         for d in 0..<D {
           let e = z[n * D + d] - whitenedMeans[k * D + d]
           s += e * e
         }
-        best = min(best, s)
+        if s < best {
+          best = s
+          arg = k
+        }
       }
-      return best.squareRoot()
+      return (arg, best.squareRoot())
     }
+  }
+
+  /// The same model with per-class distance factors fitted on validation rows: the classes are
+  /// grouped (a class's training dataset, `groupOf[k]`); each group's limit is the `quantile` of
+  /// the unscaled distances of the validation rows nearest to one of its classes, and its classes
+  /// get the factor `reference / limit`, where `reference` is the same quantile over every row.
+  /// A group with fewer than `minimumRows` such rows keeps the factor 1.
+  public func withScales(
+    validation rows: [Float], groupOf: [Int], quantile: Double = 0.95, minimumRows: Int = 20
+  ) -> OutlierModel {
+    precondition(groupOf.count == classes, "groupOf needs one group per class")
+    let near = nearest(rows)
+    func q(_ xs: [Float]) -> Float {
+      let s = xs.sorted()
+      return s[min(s.count - 1, Int((Double(s.count - 1) * quantile).rounded()))]
+    }
+    guard !near.isEmpty else { return self }
+    let reference = q(near.map(\.distance))
+    var byGroup: [Int: [Float]] = [:]
+    for r in near { byGroup[groupOf[r.class], default: []].append(r.distance) }
+    let factor = byGroup.mapValues { xs -> Float in
+      guard xs.count >= minimumRows else { return 1 }
+      let l = q(xs)
+      return l > 0 ? reference / l : 1
+    }
+    let s = (0..<classes).map { factor[groupOf[$0]] ?? 1 }
+    return OutlierModel(dim: dim, means: means, precision: precision, features: features, scales: s)!
   }
 
   /// Review limits from validation distances: the `quantile` of the tile distances, and of the
@@ -143,13 +191,17 @@ public struct OutlierModel: Sendable {
 
   /// The tensors as stored in `outlier.safetensors`.
   public var tensors: [String: Tensor] {
-    ["means": Tensor(shape: [classes, dim], data: means), "precision": Tensor(shape: [dim, dim], data: precision)]
+    [
+      "means": Tensor(shape: [classes, dim], data: means), "precision": Tensor(shape: [dim, dim], data: precision),
+      "scales": Tensor(shape: [classes], data: scales),
+    ]
   }
 
   /// The metadata stored beside ``tensors``.
   public var metadata: [String: String] { ["features": features.rawValue] }
 
-  /// Loads `outlier.safetensors` (features from its `features` metadata; `embedding` when absent).
+  /// Loads `outlier.safetensors` (features from its `features` metadata; `embedding` when absent;
+  /// per-class `scales` all 1 when absent, as files written before them have it).
   /// - Throws: ``PipelineError/file(path:message:)`` when a tensor is missing or misshapen, or
   ///   the features are of an unknown kind.
   public init(file path: String) throws {
@@ -160,9 +212,18 @@ public struct OutlierModel: Sendable {
     }
     guard let m = f.tensors["means"], let p = f.tensors["precision"], m.shape.count == 2, p.shape == [m.shape[1], m.shape[1]]
     else { throw PipelineError.file(path: path, message: "needs 'means' (K, D) and 'precision' (D, D)") }
+    var scales: [Float]? = nil
+    if let s = f.tensors["scales"] {
+      let sd = try f.tensor("scales").data
+      guard s.shape == [m.shape[0]], sd.allSatisfy({ $0 > 0 && $0.isFinite }) else {
+        throw PipelineError.file(path: path, message: "'scales' must hold one positive factor per class (\(m.shape[0]))")
+      }
+      scales = sd
+    }
     guard
       let model = OutlierModel(
-        dim: m.shape[1], means: try f.tensor("means").data, precision: try f.tensor("precision").data, features: kind)
+        dim: m.shape[1], means: try f.tensor("means").data, precision: try f.tensor("precision").data, features: kind,
+        scales: scales)
     else { throw PipelineError.file(path: path, message: "'precision' is not positive definite") }
     self = model
   }

@@ -53,6 +53,10 @@ public struct WeightsFinalizer {
   /// Shrinkage of the backbone+tissue covariance towards its diagonal: each diagonal entry grows
   /// by this share of itself (``OutlierModel/fit(embeddings:labels:dim:features:ridge:relativeRidge:)``).
   public var outlierShrinkage = 0.1
+  /// Whether each training set's out-of-domain distances are scaled by its own val spread
+  /// (``OutlierModel/withScales(validation:groupOf:quantile:minimumRows:)``), so one limit
+  /// flags about the same share of every set's in-domain tiles.
+  public var outlierScalesByDataset = true
   /// Zero-shot prompt wording read through a language model (`--wording lm`): the names the
   /// text tower was trained on, written to `clip/vocabulary.json` and recorded in the manifest,
   /// and the resolver over them, used for every fit and evaluation here. nil: as written.
@@ -135,6 +139,8 @@ public struct WeightsFinalizer {
     // The rows the out-of-domain model measures (set once its kind is chosen, step 3): the
     // embedded rows carry the tissue statistics when asked; a backbone-only model drops them.
     var rowKind: OutlierModel.Features = outlierTissueStatistics ? .backboneAndTissue : .backbone
+    // Each training set's out-of-domain distance factor (step 3), for the report.
+    var outlierScales: [(String, Float)] = []
     func backbone(_ ds: FinalizeDataset, _ sp: Split) throws -> [Float] {
       _ = try embedded(ds, sp)
       let rows = backbones[ds.dir + "|" + sp.rawValue]!
@@ -320,10 +326,27 @@ public struct WeightsFinalizer {
       }
     }
     guard
-      let outlier = OutlierModel.fit(
+      let pooledModel = OutlierModel.fit(
         embeddings: trainEmb, labels: trainLab, dim: E, features: kind, relativeRidge: outlierShrinkage)
     else {
       throw TrainingError.data("cannot fit the out-of-domain model: too few training tiles or a singular covariance")
+    }
+    // Each training set's distances scaled by its own val spread (`OutlierModel.withScales`), so
+    // one limit flags about the same share of every set's val tiles: the endometrium photographs
+    // lie farther from their class means than LC25000's tiles from theirs.
+    var valRows: [Float] = []
+    for ds in datasets {
+      let (e, _) = try embedded(ds, .val)
+      guard try items(ds, .val).count * D == e.count else { continue }
+      valRows += kind.usesBackbone ? try backbone(ds, .val) : e
+    }
+    var groupOf = [Int](repeating: 0, count: pooledModel.classes)
+    for (key, k) in labelIndex { groupOf[k] = datasets.firstIndex { key.hasPrefix($0.folder + "/") } ?? 0 }
+    let outlier =
+      outlierScalesByDataset
+      ? pooledModel.withScales(validation: valRows, groupOf: groupOf, quantile: outlierQuantile) : pooledModel
+    outlierScales = datasets.enumerated().compactMap { i, ds in
+      groupOf.firstIndex(of: i).map { (ds.name, outlier.scales[$0]) }
     }
     try SafeTensorsWriter.write(outlier.tensors, metadata: outlier.metadata, to: "\(weights)/clip/outlier.safetensors")
     fitted = outlier
@@ -371,7 +394,7 @@ public struct WeightsFinalizer {
     manifest.review = thr
     manifest.reviewFitting = .init(
       rule:
-        "lowest min_probability keeping at least 20 val tiles whose unflagged accuracy is >= \(targetAccuracy) with a one-sided 95% Wilson lower bound >= \(targetAccuracy - 0.05), every dataset's val split pooled; each prompt set likewise on its own val tiles (min_probability_by_set); out-of-domain limits at the \(ordinalPercentile(outlierQuantile)) percentile of val distances",
+        "lowest min_probability keeping at least 20 val tiles whose unflagged accuracy is >= \(targetAccuracy) with a one-sided 95% Wilson lower bound >= \(targetAccuracy - 0.05), every dataset's val split pooled; each prompt set likewise on its own val tiles (min_probability_by_set); out-of-domain limits at the \(ordinalPercentile(outlierQuantile)) percentile of val distances\(outlierScalesByDataset ? ", each training set's distances scaled by its own val spread" : "")",
       valCoverage: chosen.coverage, valAccuracy: chosen.accuracy)
     var sources: [WeightsManifest.DataSource] = []
     for ds in datasets + organData {
@@ -567,7 +590,13 @@ public struct WeightsFinalizer {
     // Out-of-domain check: test tiles over the tile limit, the organ sets, and the sample slide
     // (skin, a tissue the models never saw) when it is present.
     md +=
-      "\n## Out-of-domain check\n\nMahalanobis distance of a tile's \(outlierFeatureWords(outlier.features)) to the nearest training class mean (shared covariance over the diagnostic sets' train tiles, `clip/outlier.safetensors`). Limits at the \(ordinalPercentile(outlierQuantile)) percentile on val (in-domain tiles past them are the price of catching unseen tissue): **\(fmt(Double(thr.maxOutlierDistance!), 1))** for a tile, **\(fmt(Double(thr.maxSlideOutlierDistance!), 1))** for a slide verdict (mean over its tissue tiles).\n\n| tiles | split | over the tile limit | share |\n|---|---|---|---|\n"
+      "\n## Out-of-domain check\n\nMahalanobis distance of a tile's \(outlierFeatureWords(outlier.features)) to the nearest training class mean (shared covariance over the diagnostic sets' train tiles, `clip/outlier.safetensors`). Limits at the \(ordinalPercentile(outlierQuantile)) percentile on val (in-domain tiles past them are the price of catching unseen tissue): **\(fmt(Double(thr.maxOutlierDistance!), 1))** for a tile, **\(fmt(Double(thr.maxSlideOutlierDistance!), 1))** for a slide verdict (mean over its tissue tiles).\n"
+    if outlierScales.contains(where: { $0.1 != 1 }) {
+      md +=
+        "\nEach training set's distances are scaled by its own spread (the \(ordinalPercentile(outlierQuantile)) percentile of the val tiles nearest to its classes, against that of every val tile), so that one limit flags about the same share of each set's in-domain tiles; a tile takes the factor of its nearest class's set: "
+        + outlierScales.map { "\($0.0) \(fmt(Double($0.1), 2))" }.joined(separator: ", ") + ".\n"
+    }
+    md += "\n| tiles | split | over the tile limit | share |\n|---|---|---|---|\n"
     var missed: [String] = []
     for (ds, splits, label) in datasets.map({ ($0, [Split.test], "test") })
       + organData.map({ ($0, [Split.val, .test], "val + test") })

@@ -88,8 +88,12 @@ public final class CLIPHeadAligner {
     return out
   }
 
-  /// Head inputs (pooled class token, then tissue statistics) of preprocessed pixels, 256 at a time.
-  func inputs(count n: Int, fill: (Int, UnsafeMutablePointer<Float>) -> Void) -> [Float] {
+  /// Rows of preprocessed pixels, 256 images at a time: `fill` writes image i's pixels, and
+  /// `parts` maps a batch (pixels, count) to per-image parts (each (count, width)), which each
+  /// image's row holds one after another.
+  func rows(
+    count n: Int, fill: (Int, UnsafeMutablePointer<Float>) -> Void, parts: ([Float], Int) -> [[Float]]
+  ) -> [Float] {
     let S = model.config.visionConfig.imageSize, per = 3 * S * S
     var rows: [Float] = []
     var start = 0
@@ -100,15 +104,97 @@ public final class CLIPHeadAligner {
         let base = p.baseAddress!
         parallelFor(b) { i in fill(start + i, base + i * per) }
       }
-      let r = model.model.vision.projectionInputs(px, batch: b)
-      let P = r.pooled.count / b, F = r.tissue.count / b
+      let ps = parts(px, b)
       for i in 0..<b {
-        rows += r.pooled[(i * P)..<((i + 1) * P)]
-        rows += r.tissue[(i * F)..<((i + 1) * F)]
+        for p in ps {
+          let w = p.count / b
+          rows += p[(i * w)..<((i + 1) * w)]
+        }
       }
       start += b
     }
     return rows
+  }
+
+  /// Head inputs (pooled class token, then tissue statistics) of preprocessed pixels.
+  func inputs(count n: Int, fill: (Int, UnsafeMutablePointer<Float>) -> Void) -> [Float] {
+    rows(count: n, fill: fill) { px, b in
+      let r = model.model.vision.projectionInputs(px, batch: b)
+      return [r.pooled, r.tissue]
+    }
+  }
+
+  /// The `config.draws` training draws (image, class) the head is fitted on, organ- and
+  /// class-balanced with `config.nonTissueShare` non-tissue images, and each one's augmentation seed.
+  func draws() -> (picks: [(RawImage, Int)], seeds: [UInt64]) {
+    var rng = SeededRNG(seed: config.seed ^ 0xA11_6E)
+    var picks: [(RawImage, Int)] = []
+    for _ in 0..<config.draws {
+      if !trainer.nonTissue.isEmpty && rng.uniform() < config.nonTissueShare {
+        picks.append((trainer.nonTissue[Int(rng.next() % UInt64(trainer.nonTissue.count))], trainer.nonTissueClass))
+      } else {
+        let i = TileSampling.draw(trainer.cumulative, Double(rng.uniform()))
+        picks.append((trainer.images[i], trainer.labels[i]))
+      }
+    }
+    return (picks, (0..<config.draws).map { _ in rng.next() })
+  }
+
+  /// Backbone rows (the pooled class token and the patch-token mean, 2 x width) followed by the
+  /// standardised tissue statistics, for preprocessed pixels.
+  func backboneRows(count n: Int, fill: (Int, UnsafeMutablePointer<Float>) -> Void) -> [Float] {
+    let vision = model.model.vision
+    return rows(count: n, fill: fill) { px, b in
+      [vision.featuresAndBackbone(px, batch: b).backbone, vision.projectionInputs(px, batch: b).tissue]
+    }
+  }
+
+  /// What a head could be fitted on, for experiments with other heads
+  /// (`Scripts/experiments/head_probe.py`): the training draws' rows (``backboneRows``: backbone
+  /// then tissue statistics) and their class slots, the validation tiles' rows, class slots and
+  /// dataset indices, the class anchors, and the current head's two maps. The class slots index
+  /// `classes` (metadata, JSON, the knowledge class of each slot); `datasets` (JSON) names the
+  /// dataset indices; `logit_scale` is the contrastive scale.
+  public func features() throws -> (tensors: [String: Tensor], metadata: [String: String]) {
+    model.syncModel()
+    let D = model.config.projectionDim, C = model.config.visionConfig.hiddenSize
+    let F = model.config.visionConfig.tissueFeatures
+    let classes = classList
+    var slot: [Int: Int] = [:]
+    for (k, c) in classes.enumerated() { slot[c] = k }
+    let (picks, seeds) = draws()
+    let X = backboneRows(count: picks.count) { i, out in
+      var r = SeededRNG(seed: seeds[i])
+      self.trainer.augmenter.augment(picks[i].0, rng: &r, into: out)
+    }
+    let XV = backboneRows(count: validation.count) { i, out in
+      self.trainer.augmenter.plain(self.validation[i].image, into: out)
+    }
+    let R = 2 * C + F
+    let names = Array(Set(validation.map(\.dataset))).sorted()
+    let ov = model.params.offset("visual_projection.weight")
+    var t: [String: Tensor] = [
+      "train_rows": Tensor(shape: [picks.count, R], data: X),
+      "train_labels": Tensor(shape: [picks.count], data: picks.map { Float(slot[$0.1]!) }),
+      "val_rows": Tensor(shape: [validation.count, R], data: XV),
+      "val_labels": Tensor(shape: [validation.count], data: validation.map { Float(slot[$0.label]!) }),
+      "val_datasets": Tensor(shape: [validation.count], data: validation.map { Float(names.firstIndex(of: $0.dataset)!) }),
+      "anchors": Tensor(shape: [classes.count, D], data: try anchors(classes)),
+      "visual_projection": Tensor(shape: [D, C], data: Array(model.params.data[ov..<(ov + D * C)])),
+      "logit_scale": Tensor(shape: [1], data: [expf(model.params.data[model.params.offset("logit_scale")])]),
+    ]
+    if F > 0 {
+      let ot = model.params.offset("visual_tissue_projection.weight")
+      t["visual_tissue_projection"] = Tensor(shape: [D, F], data: Array(model.params.data[ot..<(ot + D * F)]))
+    }
+    let json = { (x: Any) in String(decoding: try JSONSerialization.data(withJSONObject: x), as: UTF8.self) }
+    return (
+      t,
+      [
+        "datasets": try json(names), "classes": try json(classes.map { trainer.captions.classes[$0].id }),
+        "non_tissue_slot": "\(slot[trainer.nonTissueClass]!)", "backbone_width": "\(2 * C)",
+      ]
+    )
   }
 
   /// Fits the head and writes it into `model.params`.
@@ -130,17 +216,7 @@ public final class CLIPHeadAligner {
 
     // Training draws.
     let N = config.draws
-    var rng = SeededRNG(seed: config.seed ^ 0xA11_6E)
-    var picks: [(RawImage, Int)] = []
-    for _ in 0..<N {
-      if !trainer.nonTissue.isEmpty && rng.uniform() < config.nonTissueShare {
-        picks.append((trainer.nonTissue[Int(rng.next() % UInt64(trainer.nonTissue.count))], trainer.nonTissueClass))
-      } else {
-        let i = TileSampling.draw(trainer.cumulative, Double(rng.uniform()))
-        picks.append((trainer.images[i], trainer.labels[i]))
-      }
-    }
-    let seeds = (0..<N).map { _ in rng.next() }
+    let (picks, seeds) = draws()
     let X = inputs(count: N) { i, out in
       var r = SeededRNG(seed: seeds[i])
       self.trainer.augmenter.augment(picks[i].0, rng: &r, into: out)

@@ -26,10 +26,16 @@ struct TrainCLIPAlignCommand: ParsableCommand {
   @Option(help: "Adam learning rate.") var lr: Float = 2e-3
   @Option(help: "L2 pull towards the contrastive head.") var pull: Float = 1e-2
   @Option(help: "Seed for the draws and their augmentation.") var seed: UInt64 = 1
+  @Option(
+    help: ArgumentHelp(
+      "Write what a head could be fitted on (training draws' and val tiles' backbone and tissue rows, anchors, the current head) to this safetensors file, and fit nothing. Uses OUT/model.safetensors when there is no training state.",
+      valueName: "file")) var featuresOut: String?
+  @Option(help: "With --features-out: the split whose tiles stand in for val (val or test).") var featuresSplit = "val"
 
   func run() throws {
     let state = out + "/train-state.safetensors"
-    guard FileManager.default.fileExists(atPath: state) else {
+    let hasState = FileManager.default.fileExists(atPath: state)
+    guard hasState || featuresOut != nil else {
       throw CLIError("\(state): no training state; run `eosin train clip --out \(out)` first")
     }
     let base: CLIPModel
@@ -37,11 +43,16 @@ struct TrainCLIPAlignCommand: ParsableCommand {
       throw CLIError("\(out): not a CLIP checkpoint: \(error.localizedDescription)")
     }
     let model = try TrainCLIP(model: base)
-    do { try model.params.load(from: SafeTensorsFile(path: state)) } catch {
-      throw CLIError("\(state): does not match \(out)/config.json: \(error.localizedDescription)")
+    if hasState {
+      do { try model.params.load(from: SafeTensorsFile(path: state)) } catch {
+        throw CLIError("\(state): does not match \(out)/config.json: \(error.localizedDescription)")
+      }
     }
     let S = model.config.visionConfig.imageSize
-    let set = try dataOptions.load(imageSize: S, syntheticNonTissue: 240, seed: seed, validation: true)
+    guard let heldOut = Split(rawValue: featuresSplit), heldOut != .train, featuresOut != nil || heldOut == .val else {
+      throw ValidationError("--features-split must be val or test, and test only with --features-out")
+    }
+    let set = try dataOptions.load(imageSize: S, syntheticNonTissue: 240, seed: seed, validation: true, heldOutSplit: heldOut)
     var tc = CLIPTrainConfig()
     tc.seed = seed
     let trainer = try CLIPTrainer(
@@ -54,7 +65,16 @@ struct TrainCLIPAlignCommand: ParsableCommand {
     ac.lr = lr
     ac.pull = pull
     ac.seed = seed
-    let report = try CLIPHeadAligner(trainer: trainer, validation: set.validation, config: ac).run {
+    let aligner = CLIPHeadAligner(trainer: trainer, validation: set.validation, config: ac)
+    if let path = featuresOut {
+      let (tensors, metadata) = try aligner.features()
+      let tmp = path + ".partial"
+      try SafeTensorsWriter.write(tensors, metadata: metadata, to: tmp)
+      guard rename(tmp, path) == 0 else { throw CLIError("\(path): cannot write: \(String(cString: strerror(errno)))") }
+      print("wrote \(tensors["train_rows"]!.shape[0]) training draws and \(set.validation.count) val tiles to \(path)")
+      return
+    }
+    let report = try aligner.run {
       print($0)
       fflush(stdout)
     }

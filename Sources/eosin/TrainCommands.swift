@@ -123,11 +123,15 @@ struct CLIPDataOptions: ParsableArguments {
   @Option(help: "Slides whose background tiles become non-tissue examples.") var backgroundSlide: [String] = []
 
   /// The training set these options name (``CLIPTrainingData/load``).
-  func load(imageSize: Int, syntheticNonTissue: Int, seed: UInt64, validation: Bool = false) throws -> CLIPTrainingData {
+  /// - Parameter heldOutSplit: the split of the diagnostic sets loaded as `validation` (val; test only
+  ///   for experiments that score on it).
+  func load(
+    imageSize: Int, syntheticNonTissue: Int, seed: UInt64, validation: Bool = false, heldOutSplit: Split = .val
+  ) throws -> CLIPTrainingData {
     try CLIPTrainingData.load(
       data: data, organData: organData, organShare: organShare, knowledge: knowledge, prompts: prompts, vocab: vocab,
       backgroundSlides: backgroundSlide, imageSize: imageSize, syntheticNonTissue: syntheticNonTissue, seed: seed,
-      validation: validation)
+      validation: validation, heldOutSplit: heldOutSplit)
   }
 }
 
@@ -151,7 +155,8 @@ struct CLIPTrainingData {
 
   static func load(
     data: [String], organData: [String], organShare: Double, knowledge: String, prompts: String, vocab: String,
-    backgroundSlides: [String], imageSize: Int, syntheticNonTissue: Int, seed: UInt64, validation: Bool = false
+    backgroundSlides: [String], imageSize: Int, syntheticNonTissue: Int, seed: UInt64, validation: Bool = false,
+    heldOutSplit: Split = .val
   ) throws -> CLIPTrainingData {
     let classes = try Knowledge.load(knowledge)
     var index: [String: Int] = [:]
@@ -175,14 +180,14 @@ struct CLIPTrainingData {
       for it in items {
         let sp = splits[it.group]!
         out.splitCounts[name, default: [:]][sp.rawValue, default: 0] += 1
-        guard sp == .train || (validation && sp == .val && diagnostic.contains(name)) else { continue }
+        guard sp == .train || (validation && sp == heldOutSplit && diagnostic.contains(name)) else { continue }
         guard index[it.label] != nil else { throw CLIError("\(d): label '\(it.label)' has no knowledge class (dataset_label)") }
         if sp == .train { train.append(it) } else { val.append(it) }
       }
     }
     // Decoded a little larger than the input, so random crops keep detail.
     let size = imageSize * 5 / 4
-    warn("decoding \(train.count) training tiles\(validation ? " and \(val.count) validation tiles" : "") ...")
+    warn("decoding \(train.count) training tiles\(validation ? " and \(val.count) \(heldOutSplit.rawValue) tiles" : "") ...")
     let (imgs, bad) = decodeTiles((train + val).map { $0.path }, size: size)
     for (i, im) in imgs.enumerated() {
       guard let im = im else { continue }

@@ -133,12 +133,13 @@ final class TrainCLITests: XCTestCase {
     let out = Self.dir + "/align"
     XCTAssertEqual(try train(["--steps", "4"], out: out).status, 0)
     let before = try SafeTensorsFile(path: out + "/model.safetensors")
-    func align(_ dir: String) throws -> CLITests.Run {
-      try CLITests.run([
-        "train", "clip-align", "--data", Self.data, "--out", dir, "--knowledge", TestSupport.projectRoot + "/Prompts/knowledge",
-        "--prompts", TestSupport.projectRoot + "/Prompts/zero-shot", "--vocab", TestSupport.projectRoot + "/Vocab", "--draws",
-        "96", "--epochs", "40",
-      ])
+    func align(_ dir: String, _ extra: [String] = []) throws -> CLITests.Run {
+      try CLITests.run(
+        [
+          "train", "clip-align", "--data", Self.data, "--out", dir, "--knowledge",
+          TestSupport.projectRoot + "/Prompts/knowledge", "--prompts", TestSupport.projectRoot + "/Prompts/zero-shot", "--vocab",
+          TestSupport.projectRoot + "/Vocab", "--draws", "96", "--epochs", "40",
+        ] + extra)
     }
     let r = try align(out)
     XCTAssertEqual(r.status, 0, r.stderr)
@@ -175,6 +176,25 @@ final class TrainCLITests: XCTestCase {
     let bytes = try Data(contentsOf: URL(fileURLWithPath: out + "/model.safetensors"))
     XCTAssertEqual(try align(out).status, 0)
     XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: out + "/model.safetensors")), bytes)
+    // --features-out: the rows a head could be fitted on (backbone, then tissue statistics), the
+    // anchors and the head, with the test split standing in for val; nothing is fitted.
+    let features = Self.dir + "/align-features.safetensors"
+    let f = try align(out, ["--features-out", features, "--features-split", "test"])
+    XCTAssertEqual(f.status, 0, f.stderr)
+    XCTAssertTrue(f.stderr.contains("test tiles"), f.stderr)
+    XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: out + "/model.safetensors")), bytes)
+    let file = try SafeTensorsFile(path: features)
+    let rows = try file.tensor("train_rows"), anchors = try file.tensor("anchors")
+    XCTAssertEqual(rows.shape, [96, 2 * 32 + 123], "123 tissue statistics")
+    XCTAssertEqual(try file.tensor("train_labels").shape, [96])
+    XCTAssertEqual(try file.tensor("val_rows").shape[0], try file.tensor("val_labels").shape[0])
+    XCTAssertGreaterThan(try file.tensor("val_rows").shape[0], 0)
+    XCTAssertEqual(anchors.shape[1], 16)
+    XCTAssertEqual(try file.tensor("visual_projection").shape, [16, 32])
+    XCTAssertEqual(file.metadata["datasets"], "[\"lung\"]")
+    XCTAssertTrue(rows.data.allSatisfy(\.isFinite))
+    let misuse = try align(out, ["--features-split", "test"])
+    XCTAssertEqual(misuse.status, 64, "test tiles may stand in for val only in an export")
     // No training state.
     let empty = Self.dir + "/align-empty"
     try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)

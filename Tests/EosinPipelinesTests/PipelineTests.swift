@@ -1,6 +1,7 @@
 import EosinModels
 import EosinPipelines
 import EosinSlide
+import EosinTensor
 import EosinWeights
 import Foundation
 import TestSupport
@@ -426,6 +427,70 @@ extension OutlierModelTests {
     let back = try OutlierModel(file: dir + "/outlier.safetensors")
     XCTAssertEqual(back.features, .backboneAndTissue)
     XCTAssertEqual(back.distances(probe), a.distances(probe))
+  }
+}
+
+extension OutlierModelTests {
+  /// Guards the per-set scales: two training sets, one spread three times wider than the other.
+  /// One pooled limit at the 95th percentile of val flags mostly the wide set's tiles; with each
+  /// set's distances scaled by its own val spread, the same rule flags about 5% of each, a point
+  /// between the tight set's classes that the pooled limit lets pass is caught, and the scales
+  /// round-trip (a file without them reads as all 1).
+  func testScalesPutEveryTrainingSetOnOneLimit() throws {
+    let D = 4
+    // Classes 0 and 1 (set 0) tight around +-6 on dimension 0; classes 2 and 3 (set 1) around
+    // +-6 on dimension 1, three times as noisy in every direction.
+    func draw(_ n: Int) -> (rows: [Float], labels: [Int]) {
+      var rows: [Float] = [], labels: [Int] = []
+      for i in 0..<n {
+        let k = i % 4
+        let s: Float = k < 2 ? 1 : 3
+        var x = (0..<D).map { _ in s * gauss() }
+        x[k < 2 ? 0 : 1] += k % 2 == 0 ? 30 : -30
+        rows += x
+        labels.append(k)
+      }
+      return (rows, labels)
+    }
+    let train = draw(8000), val = draw(2000), test = draw(4000)
+    let pooled = try XCTUnwrap(OutlierModel.fit(embeddings: train.rows, labels: train.labels, dim: D, ridge: 1e-6))
+    XCTAssertEqual(pooled.scales, [1, 1, 1, 1])
+    func shares(_ m: OutlierModel) -> (tight: Double, wide: Double, limit: Float) {
+      let limit = OutlierModel.limits(distances: m.distances(val.rows), groups: val.labels.map(String.init), quantile: 0.95)
+        .tile
+      let d = m.distances(test.rows)
+      var over = [0, 0], count = [0, 0]
+      for (i, k) in test.labels.enumerated() {
+        count[k / 2] += 1
+        if d[i] > limit { over[k / 2] += 1 }
+      }
+      return (Double(over[0]) / Double(count[0]), Double(over[1]) / Double(count[1]), limit)
+    }
+    let before = shares(pooled)
+    XCTAssertLessThan(before.tight, 0.01)
+    XCTAssertGreaterThan(before.wide, 0.08)
+    let scaled = pooled.withScales(validation: val.rows, groupOf: [0, 0, 1, 1], quantile: 0.95)
+    XCTAssertEqual(scaled.scales[0], scaled.scales[1])
+    XCTAssertGreaterThan(scaled.scales[0], scaled.scales[2])
+    let after = shares(scaled)
+    XCTAssertEqual(after.tight, 0.05, accuracy: 0.025)
+    XCTAssertEqual(after.wide, 0.05, accuracy: 0.025)
+    // Four tight standard deviations off a tight class: pooled it passes, scaled it is flagged.
+    let odd: [Float] = [30, 0, 0, 4.5]
+    XCTAssertLessThan(pooled.distances(odd)[0], before.limit)
+    XCTAssertGreaterThan(scaled.distances(odd)[0], after.limit)
+    let dir = TestSupport.tempDir("eosin-outlier-scales")
+    try SafeTensorsWriter.write(scaled.tensors, metadata: scaled.metadata, to: dir + "/outlier.safetensors")
+    XCTAssertEqual(try OutlierModel(file: dir + "/outlier.safetensors").distances(odd), scaled.distances(odd))
+    var old = pooled.tensors
+    old["scales"] = nil
+    try SafeTensorsWriter.write(old, metadata: pooled.metadata, to: dir + "/old.safetensors")
+    XCTAssertEqual(try OutlierModel(file: dir + "/old.safetensors").scales, [1, 1, 1, 1])
+    old["scales"] = Tensor(shape: [4], data: [1, 1, 0, 1])
+    try SafeTensorsWriter.write(old, metadata: pooled.metadata, to: dir + "/bad.safetensors")
+    XCTAssertThrowsError(try OutlierModel(file: dir + "/bad.safetensors")) {
+      XCTAssertTrue("\($0)".contains("scales"), "\($0)")
+    }
   }
 }
 
