@@ -71,7 +71,9 @@ struct TrainCLIPAlignCommand: ParsableCommand {
       let tmp = path + ".partial"
       try SafeTensorsWriter.write(tensors, metadata: metadata, to: tmp)
       guard rename(tmp, path) == 0 else { throw CLIError("\(path): cannot write: \(String(cString: strerror(errno)))") }
-      print("wrote \(tensors["train_rows"]!.shape[0]) training draws and \(set.validation.count) val tiles to \(path)")
+      print(
+        "wrote \(tensors["train_rows"]!.shape[0]) training draws and \(set.validation.count) \(heldOut.rawValue) tiles to \(path)"
+      )
       return
     }
     let report = try aligner.run {
