@@ -85,6 +85,11 @@ struct TrainFinalize: ParsableCommand {
   @Flag(
     inversion: .prefixedNo,
     help:
+      "Scale each training set's out-of-domain distances by its own val spread, so one limit flags about the same share of every set's tiles (without: one pooled scale)."
+  ) var outlierScales = true
+  @Flag(
+    inversion: .prefixedNo,
+    help:
       "Write the chat section: every chat model answers closed, yes/no, off-topic and general questions (most of finalize's time)."
   ) var chat = true
   @Option(
@@ -113,6 +118,7 @@ struct TrainFinalize: ParsableCommand {
     f.outlierQuantile = outlierQuantile
     f.outlierTissueStatistics = outlierTissueStatistics
     f.outlierShrinkage = outlierShrinkage
+    f.outlierScalesByDataset = outlierScales
     f.notes = notes
     f.chatData = try chatData.map { try finalizeDataset($0, sets: [:]) }
     if wording == .lm {

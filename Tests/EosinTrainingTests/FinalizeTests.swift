@@ -103,6 +103,13 @@ final class FinalizeTests: XCTestCase {
     let b = try ModelBundle(path: w)
     XCTAssertEqual(b.thresholds.trainedOrgans, ["lung", "prostate"])
     XCTAssertNotNil(b.outlier)
+    // Out-of-domain scales: one positive factor per class (lung's three, then prostate's three),
+    // shared by the classes of one training set.
+    let scales = try XCTUnwrap(b.outlier?.scales)
+    XCTAssertEqual(scales.count, 6)
+    XCTAssertTrue(scales.allSatisfy { $0 > 0 && $0.isFinite }, "\(scales)")
+    XCTAssertEqual(Set(scales.prefix(3)).count, 1, "\(scales)")
+    XCTAssertEqual(Set(scales.suffix(3)).count, 1, "\(scales)")
     try checkBackboneOutlier(b, weights: w)
   }
 
