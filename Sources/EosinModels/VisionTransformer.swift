@@ -173,12 +173,19 @@ public struct VisionTransformer: ImageEncoder {
   /// (B, ``TissueFeatures/count``; empty without one). Head alignment fits the maps on them.
   public func projectionInputs(_ pixels: [Float], batch B: Int) -> (pooled: [Float], tissue: [Float]) {
     let C = width, E = backboneDim
-    var plain = self
-    plain.tissue = nil  // the statistics are computed once, below
-    let bb = plain.featuresAndBackbone(pixels, batch: B).backbone
+    let (bb, tissue) = backboneAndTissue(pixels, batch: B)
     var pooled = [Float](repeating: 0, count: B * C)
     for b in 0..<B { for i in 0..<C { pooled[b * C + i] = bb[b * E + i] } }
-    return (pooled, tissue?.inputs(batch: pixels, B, size: inputSize) ?? [])
+    return (pooled, tissue)
+  }
+
+  /// For each image: its backbone row (B, ``backboneDim``; see
+  /// ``featuresAndBackbone(_:batch:)``) and, with a ``TissueBranch``, its standardised tissue
+  /// statistics (B, ``TissueFeatures/count``; empty without one), in one pass of the tower.
+  public func backboneAndTissue(_ pixels: [Float], batch B: Int) -> (backbone: [Float], tissue: [Float]) {
+    var plain = self
+    plain.tissue = nil  // the statistics are computed once, below
+    return (plain.featuresAndBackbone(pixels, batch: B).backbone, tissue?.inputs(batch: pixels, B, size: inputSize) ?? [])
   }
 
   /// B images (3,S,S) -> their tokens (B,T,C) before any norm: class token, registers, then the

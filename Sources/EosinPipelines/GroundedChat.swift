@@ -806,7 +806,8 @@ extension ChatSession {
     // tokens (of the question's tiles) and the question follow. The adapters are trained on that
     // order. Without them the note stays last, next to the question: the model as its file has
     // it named the verdict's class in 0.219 of the closed questions with the note first and in
-    // 0.328 with it last (EVALUATION.md, "Chat answers").
+    // 0.328 with it last (two full `train finalize` runs; EVALUATION.md, "Chat answers", has the
+    // shipped layout's figure).
     var ordered = hits
     if slideTokens, let h = classNote {
       ordered = [h] + hits.filter { $0.0 != h.0 }

@@ -156,11 +156,8 @@ public struct OutlierModel: Sendable {
   ) -> OutlierModel {
     precondition(groupOf.count == classes, "groupOf needs one group per class")
     let near = nearest(rows)
-    func q(_ xs: [Float]) -> Float {
-      let s = xs.sorted()
-      return s[min(s.count - 1, Int((Double(s.count - 1) * quantile).rounded()))]
-    }
     guard !near.isEmpty else { return self }
+    let q = { (xs: [Float]) in Self.quantile(xs, quantile) }
     let reference = q(near.map(\.distance))
     var byGroup: [Int: [Float]] = [:]
     for r in near { byGroup[groupOf[r.class], default: []].append(r.distance) }
@@ -182,11 +179,13 @@ public struct OutlierModel: Sendable {
     var byGroup: [String: [Float]] = [:]
     for (g, x) in zip(groups, distances) { byGroup[g, default: []].append(x) }
     let means = byGroup.values.map { $0.prefix(tilesPerGroup).reduce(0, +) / Float(min(tilesPerGroup, $0.count)) }
-    func q(_ xs: [Float]) -> Float {
-      let s = xs.sorted()
-      return s.isEmpty ? .infinity : s[min(s.count - 1, Int((Double(s.count - 1) * quantile).rounded()))]
-    }
-    return (q(distances), q(means))
+    return (Self.quantile(distances, quantile), Self.quantile(means, quantile))
+  }
+
+  /// The `q` quantile of `xs` (nearest rank); infinity when `xs` is empty.
+  static func quantile(_ xs: [Float], _ q: Double) -> Float {
+    let s = xs.sorted()
+    return s.isEmpty ? .infinity : s[min(s.count - 1, Int((Double(s.count - 1) * q).rounded()))]
   }
 
   /// The tensors as stored in `outlier.safetensors`.

@@ -334,11 +334,14 @@ public struct WeightsFinalizer {
     // Each training set's distances scaled by its own val spread (`OutlierModel.withScales`), so
     // one limit flags about the same share of every set's val tiles: the endometrium photographs
     // lie farther from their class means than LC25000's tiles from theirs.
-    var valRows: [Float] = []
+    var valRows: [Float] = [], valGroups: [String] = [], valSets: [FinalizeDataset] = []
     for ds in datasets {
+      let its = try items(ds, .val)
       let (e, _) = try embedded(ds, .val)
-      guard try items(ds, .val).count * D == e.count else { continue }
+      guard its.count * D == e.count else { continue }  // an unreadable tile would misalign groups
       valRows += kind.usesBackbone ? try backbone(ds, .val) : e
+      valGroups += its.map { ds.folder + "/" + $0.group }
+      valSets.append(ds)
     }
     var groupOf = [Int](repeating: 0, count: pooledModel.classes)
     for (key, k) in labelIndex { groupOf[k] = datasets.firstIndex { key.hasPrefix($0.folder + "/") } ?? 0 }
@@ -350,14 +353,7 @@ public struct WeightsFinalizer {
     }
     try SafeTensorsWriter.write(outlier.tensors, metadata: outlier.metadata, to: "\(weights)/clip/outlier.safetensors")
     fitted = outlier
-    var valDist: [Float] = [], valGroups: [String] = []
-    for ds in datasets {
-      let its = try items(ds, .val)
-      let (e, _) = try embedded(ds, .val)
-      guard its.count * D == e.count else { continue }  // an unreadable tile would misalign groups
-      valDist += try distances(ds, .val)!
-      valGroups += its.map { ds.folder + "/" + $0.group }
-    }
+    let valDist = try valSets.flatMap { try distances($0, .val)! }
     let limits = OutlierModel.limits(distances: valDist, groups: valGroups, quantile: outlierQuantile)
     var thr = ReviewThresholds()
     thr.minProbability = chosen.threshold

@@ -143,9 +143,9 @@ public final class CLIPHeadAligner {
   /// Backbone rows (the pooled class token and the patch-token mean, 2 x width) followed by the
   /// standardised tissue statistics, for preprocessed pixels.
   func backboneRows(count n: Int, fill: (Int, UnsafeMutablePointer<Float>) -> Void) -> [Float] {
-    let vision = model.model.vision
-    return rows(count: n, fill: fill) { px, b in
-      [vision.featuresAndBackbone(px, batch: b).backbone, vision.projectionInputs(px, batch: b).tissue]
+    rows(count: n, fill: fill) { px, b in
+      let r = model.model.vision.backboneAndTissue(px, batch: b)
+      return [r.backbone, r.tissue]
     }
   }
 

@@ -68,9 +68,7 @@ struct TrainCLIPAlignCommand: ParsableCommand {
     let aligner = CLIPHeadAligner(trainer: trainer, validation: set.validation, config: ac)
     if let path = featuresOut {
       let (tensors, metadata) = try aligner.features()
-      let tmp = path + ".partial"
-      try SafeTensorsWriter.write(tensors, metadata: metadata, to: tmp)
-      guard rename(tmp, path) == 0 else { throw CLIError("\(path): cannot write: \(String(cString: strerror(errno)))") }
+      try SafeTensorsWriter.write(tensors, metadata: metadata, to: path)  // atomic
       print(
         "wrote \(tensors["train_rows"]!.shape[0]) training draws and \(set.validation.count) \(heldOut.rawValue) tiles to \(path)"
       )
